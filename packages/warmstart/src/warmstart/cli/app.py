@@ -1,0 +1,152 @@
+"""Build a CLI from typed functions (the LitGPT way): each subcommand is a plain function whose signature
+*is* the schema; dataclass parameters become dotted options (``--engine.train.max_steps``) documented from
+their attribute docstrings; ``--config FILE.yaml`` and ``--print_config`` come for free (jsonargparse).
+
+User mistakes (a wrong field, a wrong type, a missing file, a bad checkpoint) print one line and exit
+with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from warmstart.cli.rundir import RunContext
+from warmstart.errors import UserError
+
+USAGE_ERROR = 2
+
+
+@dataclass
+class DemoResult:
+    """What a demo reports to the tour: one headline metric and how it was obtained."""
+
+    what: str
+    """One line: what ran."""
+    metric: str
+    """Name of the headline metric."""
+    value: float
+    """Its value."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Anything else worth a look (paths, secondary metrics)."""
+
+    def headline(self) -> str:
+        return f"{self.metric} = {self.value:.4g}"
+
+
+@dataclass
+class _Command:
+    name: str
+    fn: Callable[..., Any]
+    help: str
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+class App:
+    """A per-domain CLI: ``app = App("eo", "Earth observation")`` then ``@app.command`` on functions.
+
+    ``@app.command(demo=True)`` marks the function ``warmstart tour`` runs; it must accept ``out: Path``
+    and return a :class:`DemoResult`. A parameter ``run: RunContext`` is filled by the CLI (not an option).
+    """
+
+    def __init__(self, name: str, description: str, version: str | None = None) -> None:
+        self.name = name
+        self.description = description
+        self.version = version
+        self.commands: dict[str, _Command] = {}
+        self.demo_command: str | None = None
+
+    @property
+    def prog(self) -> str:
+        return "warmstart" if self.name == "warmstart" else f"warmstart-{self.name}"
+
+    def command(self, fn: Callable | None = None, *, name: str | None = None, demo: bool = False):
+        def register(f: Callable) -> Callable:
+            cmd_name = name or f.__name__.replace("_", "-")
+            doc = inspect.getdoc(f) or ""
+            self.commands[cmd_name] = _Command(cmd_name, f, doc.split("\n\n")[0].replace("\n", " "))
+            if demo:
+                self.demo_command = cmd_name
+            return f
+
+        return register(fn) if fn is not None else register
+
+    # -- parsing --------------------------------------------------------------------------------
+    def parser(self):
+        from jsonargparse import ActionConfigFile, ArgumentParser
+
+        from warmstart import __version__
+
+        parser = ArgumentParser(prog=self.prog, description=self.description, exit_on_error=False)
+        parser.add_argument("--version", action="version", version=f"%(prog)s {self.version or __version__}")
+        subcommands = parser.add_subcommands(dest="command", required=True)
+        for cmd in self.commands.values():
+            sub = ArgumentParser(description=inspect.getdoc(cmd.fn), exit_on_error=False)
+            sub.add_argument("--config", action=ActionConfigFile, help="a YAML file of options")
+            skip = {"run"} if "run" in inspect.signature(cmd.fn).parameters else set()
+            sub.add_function_arguments(cmd.fn, as_group=False, skip=skip)
+            subcommands.add_subcommand(cmd.name, sub, help=cmd.help)
+        return parser
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Parse ``argv``, run the command; returns the exit code (``main()`` of a console script)."""
+        from jsonargparse import ArgumentError
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = self.parser()
+        try:
+            cfg = parser.parse_args(argv)
+        except ArgumentError as exc:
+            print(f"{self.prog}: error: {_one_line(exc)} (see {self.prog} --help)", file=sys.stderr)
+            return USAGE_ERROR
+        except SystemExit as exc:  # --help, --version, --print_config
+            return int(exc.code or 0)
+        name = cfg.command
+        cmd = self.commands[name]
+        sub_cfg = cfg[name]
+        try:
+            config_yaml = parser._subcommands_action._name_parser_map[name].dump(sub_cfg, skip_none=False)
+        except Exception:  # noqa: BLE001 - a config that cannot be dumped is still runnable
+            config_yaml = ""
+        try:
+            init = parser.instantiate(cfg)[name]
+            kwargs = {k: v for k, v in vars(init).items() if k not in ("config", "__path__")}
+            if "run" in inspect.signature(cmd.fn).parameters:
+                kwargs["run"] = RunContext(self.name, name, config_yaml)
+            result = cmd.fn(**kwargs)
+        except UserError as exc:
+            print(f"{self.prog} {name}: error: {_one_line(exc)}", file=sys.stderr)
+            return USAGE_ERROR
+        except KeyboardInterrupt:
+            print(f"{self.prog} {name}: interrupted", file=sys.stderr)
+            return 130
+        if isinstance(result, int) and not isinstance(result, bool):
+            return result
+        return 0
+
+    def entry(self) -> None:
+        """Console-script entry point."""
+        sys.exit(self.main())
+
+    # -- the tour -------------------------------------------------------------------------------
+    def run_demo(self, out: Path) -> tuple[DemoResult, float]:
+        """Run this app's demo in-process (as ``warmstart tour`` does); returns (result, seconds)."""
+        if self.demo_command is None:
+            raise UserError(f"{self.prog} registers no demo")
+        fn = self.commands[self.demo_command].fn
+        kwargs: dict[str, Any] = {"out": out}
+        if "run" in inspect.signature(fn).parameters:
+            kwargs["run"] = RunContext(self.name, self.demo_command, "")
+        start = time.perf_counter()
+        result = fn(**kwargs)
+        return result, time.perf_counter() - start

@@ -1,0 +1,37 @@
+"""The training engine: a short loop on Lightning Fabric that owns devices, precision, accumulation,
+clipping, schedules, the NaN/inf guard, atomic checkpoints with exact resume, metrics and progress."""
+
+from warmstart.engine.checkpoint import (
+    complete_checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from warmstart.engine.config import (
+    CheckpointConfig,
+    DistributedConfig,
+    EngineConfig,
+    LoggingConfig,
+    TrainConfig,
+)
+from warmstart.engine.data import BatchCursor, ResumableLoader
+from warmstart.engine.loop import Engine
+from warmstart.engine.metrics import RunSummary
+from warmstart.engine.task import Task
+
+__all__ = [
+    "BatchCursor",
+    "CheckpointConfig",
+    "DistributedConfig",
+    "Engine",
+    "EngineConfig",
+    "LoggingConfig",
+    "ResumableLoader",
+    "RunSummary",
+    "Task",
+    "TrainConfig",
+    "complete_checkpoints",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,129 @@
+"""Resumable batch streams.
+
+A killed run must resume with exactly the batches it would have seen, so the engine needs to know *where*
+it is in the data. Three kinds of input are accepted:
+
+- a map-style dataset (``__len__`` + ``__getitem__``): :class:`ResumableLoader` shuffles it with a seeded
+  per-epoch permutation, shards it across ranks and collates micro-batches; its position is two integers;
+- an iterable with ``state_dict()``/``load_state_dict()`` (a stateful stream of ready micro-batches, such as
+  the core's packers and mixtures): used as is, its state saved in checkpoints;
+- any other iterable of micro-batches: resumed by skipping the batches already consumed (correct for a
+  deterministic iterable, slower for a long one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import default_collate
+
+
+class ResumableLoader:
+    """Seeded, sharded, resumable micro-batches over a map-style dataset (drops the last partial batch)."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        collate_fn: Callable[[list], Any] | None = None,
+    ) -> None:
+        n = len(dataset)
+        per_rank = n // world_size
+        if per_rank < batch_size:
+            raise ValueError(
+                f"dataset has {n} samples: fewer than one micro-batch of {batch_size} per rank "
+                f"({world_size} ranks); lower train.micro_batch_size or add data"
+            )
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.collate_fn = collate_fn or default_collate
+        self.batches_per_epoch = per_rank // batch_size
+        self.epoch = 0
+        self.position = 0  # micro-batches already yielded in this epoch
+
+    def _indices(self, epoch: int) -> torch.Tensor:
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        usable = (n // self.world_size) * self.world_size
+        return order[:usable][self.rank :: self.world_size]  # (n // world_size,)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            indices = self._indices(self.epoch)
+            while self.position < self.batches_per_epoch:
+                start = self.position * self.batch_size
+                chunk = indices[start : start + self.batch_size].tolist()
+                self.position += 1
+                yield self.collate_fn([self.dataset[i] for i in chunk])
+            self.epoch += 1
+            self.position = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+
+
+def is_map_style(data: Any) -> bool:
+    return hasattr(data, "__len__") and hasattr(data, "__getitem__") and not hasattr(data, "state_dict")
+
+
+class BatchCursor:
+    """One interface over the three kinds of input: ``next()``, ``state_dict()``, ``load_state_dict()``."""
+
+    def __init__(self, data: Iterable) -> None:
+        self.data = data
+        self.stateful = hasattr(data, "state_dict") and hasattr(data, "load_state_dict")
+        self.consumed = 0
+        self._iterator: Iterator | None = None
+
+    def _iter(self) -> Iterator:
+        if self._iterator is None:
+            self._iterator = iter(self.data)
+        return self._iterator
+
+    def next(self) -> Any:
+        try:
+            batch = next(self._iter())
+        except StopIteration:  # a finite plain iterable: start the next pass
+            self._iterator = iter(self.data)
+            batch = next(self._iterator)
+        self.consumed += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"consumed": self.consumed}
+        if self.stateful:
+            state["data"] = self.data.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._iterator = None
+        self.consumed = int(state["consumed"])
+        if self.stateful:
+            self.data.load_state_dict(state["data"])
+        else:
+            iterator = self._iter()
+            for _ in range(self.consumed):
+                try:
+                    next(iterator)
+                except StopIteration:
+                    self._iterator = iterator = iter(self.data)
+                    next(iterator)
