@@ -269,7 +269,7 @@ class Engine:
                     consecutive_skips = 0
                     if needs_closure:
 
-                        def closure() -> torch.Tensor:
+                        def closure(micro: list = micro) -> torch.Tensor:
                             fabric_optimizer.zero_grad(set_to_none=True)
                             second, _ = forward_backward(micro, collect=False)
                             clip()
