@@ -82,9 +82,11 @@ class App:
 
     # -- parsing --------------------------------------------------------------------------------
     def parser(self):
-        from jsonargparse import ActionConfigFile, ArgumentParser
+        from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
         from warmstart import __version__
+
+        set_parsing_settings(docstring_parse_attribute_docstrings=True)  # field docs become --help
 
         parser = ArgumentParser(prog=self.prog, description=self.description, exit_on_error=False)
         parser.add_argument("--version", action="version", version=f"%(prog)s {self.version or __version__}")

@@ -14,6 +14,8 @@ from warmstart.optim import OptimizerConfig, ScheduleConfig
 
 @dataclass
 class TrainConfig:
+    """Steps, batch, accumulation, clipping, seeds and the NaN/inf guard."""
+
     max_steps: int = 100
     """Optimizer steps in the whole run (the schedule spans them)."""
     micro_batch_size: int = 8
@@ -36,6 +38,8 @@ class TrainConfig:
 
 @dataclass
 class LoggingConfig:
+    """Metrics files and progress display."""
+
     log_every: int = 10
     """Write metrics (JSONL, TensorBoard) and a progress line every N steps."""
     tensorboard: bool = True
@@ -46,6 +50,8 @@ class LoggingConfig:
 
 @dataclass
 class CheckpointConfig:
+    """Checkpoint cadence and retention."""
+
     every: int = 0
     """Save a checkpoint every N steps (0: only at the end)."""
     keep_last: int = 2
@@ -56,6 +62,8 @@ class CheckpointConfig:
 
 @dataclass
 class DistributedConfig:
+    """Devices, Fabric strategy and precision."""
+
     accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     """Device type; auto picks CUDA when available."""
     devices: int | Literal["auto"] = "auto"
@@ -70,6 +78,8 @@ class DistributedConfig:
 
 @dataclass
 class EngineConfig:
+    """Everything the training engine needs."""
+
     train: TrainConfig = field(default_factory=TrainConfig)
     """Steps, batch, accumulation, clipping, seeds."""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

@@ -230,7 +230,9 @@ class Engine:
         def clip() -> float | None:
             if tcfg.grad_clip_norm is None:
                 return None
-            norm = fabric.clip_gradients(module, fabric_optimizer, max_norm=tcfg.grad_clip_norm)
+            norm = fabric.clip_gradients(
+                module, fabric_optimizer, max_norm=tcfg.grad_clip_norm, error_if_nonfinite=False
+            )
             return float(norm)
 
         try:
@@ -239,7 +241,7 @@ class Engine:
                 fabric_optimizer.zero_grad(set_to_none=True)
                 loss, metrics = forward_backward(micro, collect=True)
                 loss_value = float(loss)
-                grad_norm = clip()
+                grad_norm = clip() if math.isfinite(loss_value) else None
                 bad = not math.isfinite(loss_value) or (
                     grad_norm is not None and not math.isfinite(grad_norm)
                 )
