@@ -24,8 +24,13 @@ def make_app(calls: list) -> App:
     app = App("toy", "A toy app")
 
     @app.command
-    def train(data: DataConfig = DataConfig(), engine: EngineConfig = EngineConfig(), steps: int = 3,
-              resume: str | None = None, run: RunContext | None = None) -> None:
+    def train(
+        data: DataConfig = DataConfig(),
+        engine: EngineConfig = EngineConfig(),
+        steps: int = 3,
+        resume: str | None = None,
+        run: RunContext | None = None,
+    ) -> None:
         """Train the toy.
 
         Args:

@@ -40,7 +40,9 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = GPT2LMHeadModel(
-        GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.1, embd_pdrop=0.1)
+        GPT2Config(
+            vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.1, embd_pdrop=0.1
+        )
     )
     g = torch.Generator().manual_seed(1)
     data = [torch.randint(0, 50, (16,), generator=g) for _ in range(40)]  # 40 samples: epochs wrap around

@@ -1,12 +1,20 @@
-"""Build an optimizer from a typed config."""
+"""Build an optimizer from a typed config: AdamW, SGD, SAM/ASAM around either, or SGD-SaI.
+
+SAM: arXiv 2106.01548 (ViTs without pretraining) / 2010.01412, see :mod:`warmstart.optim.sam`.
+SGD-SaI: *No More Adam* (arXiv 2412.11768), see :mod:`warmstart.optim.sgd_sai`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+
+from warmstart.errors import ConfigError
+from warmstart.optim.sam import SAM
+from warmstart.optim.sgd_sai import SGDSaI
 
 
 @dataclass
@@ -25,27 +33,58 @@ class OptimizerConfig:
     """Numerical epsilon."""
     fused: bool | None = None
     """Fused AdamW kernel; None picks it on CUDA."""
+    sam_base: Literal["adamw", "sgd"] = "adamw"
+    """sam: the base optimizer that takes the descent step."""
+    rho: float = 0.05
+    """sam: radius of the ascent step (the paper's 0.05 for SAM; ASAM uses larger values, e.g. 0.5-2)."""
+    adaptive: bool = False
+    """sam: ASAM, the scale-invariant perturbation eps = rho |w|^2 g / || |w| g ||."""
 
 
-def build_optimizer(config: OptimizerConfig, params: Iterable) -> torch.optim.Optimizer:
-    """Create the optimizer named by ``config`` over ``params`` (tensors or param groups)."""
-    params = list(params)
-    if config.name == "adamw":
-        fused = config.fused
-        if fused is None:
-            fused = bool(params) and all(
-                (p["params"][0] if isinstance(p, dict) else p).is_cuda for p in params[:1]
-            )
-        return torch.optim.AdamW(
-            params,
+def _on_cuda(params: list[Any]) -> bool:
+    if not params:
+        return False
+    first = params[0]
+    if isinstance(first, dict):
+        first = next(iter(first["params"]), None)
+        if first is None:
+            return False
+    return bool(first.is_cuda)
+
+
+def _base(name: str, config: OptimizerConfig, params: list[Any]) -> tuple[type[torch.optim.Optimizer], dict]:
+    """The class and keyword arguments of a plain optimizer named ``name``."""
+    if name == "adamw":
+        fused = config.fused if config.fused is not None else _on_cuda(params)
+        return torch.optim.AdamW, dict(
             lr=config.lr,
-            betas=config.betas,
+            betas=tuple(config.betas),
             eps=config.eps,
             weight_decay=config.weight_decay,
             fused=fused or None,
         )
-    if config.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    if name == "sgd":
+        return torch.optim.SGD, dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    raise ConfigError(f"optimizer.sam_base={name!r} is unknown: use adamw or sgd")
+
+
+def build_optimizer(config: OptimizerConfig, params: Iterable) -> torch.optim.Optimizer:
+    """Create the optimizer named by ``config`` over ``params`` (tensors or param groups).
+
+    ``sam`` returns a :class:`~warmstart.optim.sam.SAM` (``requires_closure = True``) whose base is
+    ``config.sam_base``; every other optimizer takes a plain ``step()``.
+    """
+    params = list(params)
+    if config.name in ("adamw", "sgd"):
+        cls, kwargs = _base(config.name, config, params)
+        return cls(params, **kwargs)
+    if config.name == "sam":
+        if config.rho < 0:
+            raise ConfigError(f"optimizer.rho={config.rho} must be >= 0")
+        cls, kwargs = _base(config.sam_base, config, params)
+        return SAM(params, cls, rho=config.rho, adaptive=config.adaptive, **kwargs)
+    if config.name == "sgd-sai":
+        return SGDSaI(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, eps=config.eps
         )
-    raise NotImplementedError(f"optimizer {config.name!r} is not implemented yet")
+    raise ConfigError(f"optimizer.name={config.name!r} is unknown: use adamw, sgd, sam or sgd-sai")

@@ -1,0 +1,20 @@
+"""Evaluation: perplexity, linear probe and kNN on frozen features, bootstrap CIs, and the bench report."""
+
+from warmstart.eval.bootstrap import bootstrap_ci, bootstrap_diff_ci
+from warmstart.eval.perplexity import forward_logits, perplexity
+from warmstart.eval.probe import ProbeResult, knn_accuracy, knn_predict, linear_probe
+from warmstart.eval.report import BenchReport, environment_info, write_bench_report
+
+__all__ = [
+    "BenchReport",
+    "ProbeResult",
+    "bootstrap_ci",
+    "bootstrap_diff_ci",
+    "environment_info",
+    "forward_logits",
+    "knn_accuracy",
+    "knn_predict",
+    "linear_probe",
+    "perplexity",
+    "write_bench_report",
+]
