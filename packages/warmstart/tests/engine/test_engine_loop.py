@@ -216,3 +216,53 @@ def test_loader_state_round_trip_and_sharding() -> None:
     shards = [ResumableLoader(data, 2, seed=1, rank=r, world_size=2) for r in range(2)]
     seen = [set(torch.cat([b for _, b in zip(range(5), iter(s), strict=False)]).tolist()) for s in shards]
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 20
+
+
+@pytest.mark.parametrize("name", ["sam", "sgd-sai", "sgd"])
+def test_every_optimizer_trains_through_the_engine(name: str) -> None:
+    config = quiet(EngineConfig())
+    config.train.max_steps = 40
+    config.optimizer.name = name
+    config.optimizer.lr = 0.05
+    config.schedule.name = "constant"
+    task = RegressionTask()
+    data = regression_data()
+    x = torch.stack([d[0] for d in data])
+    y = torch.stack([d[1] for d in data])
+    with torch.no_grad():
+        before = float(nn.functional.mse_loss(task.model(x).squeeze(-1), y))
+    Engine(config).fit(task, data)
+    with torch.no_grad():
+        after = float(nn.functional.mse_loss(task.model(x).squeeze(-1), y))
+    assert after < 0.5 * before
+    if name == "sam":
+        assert task.calls == 40 * 2  # two passes per step
+
+
+GOLDEN = Path(__file__).with_name("golden_loss.json")
+
+
+def test_golden_loss_curve(tmp_path: Path) -> None:
+    """A tiny run's loss curve against a stored one: a change that silently alters training fails here.
+
+    Regenerate deliberately with WARMSTART_REGEN_GOLDEN=1 (and say why in the commit)."""
+    import os
+
+    config = quiet(EngineConfig())
+    config.train.max_steps = 20
+    config.train.micro_batch_size = 4
+    config.train.grad_accum_steps = 2
+    config.optimizer.lr = 0.05
+    config.schedule.warmup_steps = 3
+    config.logging.log_every = 1
+    Engine(config, tmp_path).fit(RegressionTask(), regression_data())
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    curve = {"loss": [r["loss"] for r in rows], "lr": [r["lr"] for r in rows]}
+    if os.environ.get("WARMSTART_REGEN_GOLDEN") == "1":
+        GOLDEN.write_text(json.dumps(curve, indent=1))
+    golden = json.loads(GOLDEN.read_text())
+    assert len(curve["loss"]) == len(golden["loss"]) == 20
+    torch.testing.assert_close(torch.tensor(curve["lr"]), torch.tensor(golden["lr"]), rtol=1e-9, atol=0)
+    torch.testing.assert_close(
+        torch.tensor(curve["loss"]), torch.tensor(golden["loss"]), rtol=1e-4, atol=1e-6
+    )
