@@ -1,0 +1,190 @@
+"""Engine overhead: the same tiny GPT-style model, data and optimizer trained by (a) a hand-written plain
+PyTorch loop, (b) ``warmstart.engine`` and (c) the transformers ``Trainer``, in one process, alternating
+runs. Reports steps/s (median over rounds) and the ratios engine/plain and engine/HF; writes JSON.
+
+    uv run python shared/bench/engine_overhead.py [--steps 150] [--rounds 3] [--out bench-out/engine_overhead.json]
+
+Bars (issue 2): engine/plain >= 0.95 and engine/HF >= 1.0 on CPU.
+All three clip the gradient norm to 1.0, use AdamW with a linear-warmup cosine schedule, shuffle the
+same dataset with a batch of 8 and log rarely; model construction is outside the timed region.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import GPT2Config, GPT2LMHeadModel
+
+SEQ, VOCAB, BATCH, LR, WARMUP = 64, 512, 8, 3e-4, 10
+
+
+class Blocks(Dataset):
+    def __init__(self, n: int = 512) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(0, VOCAB, (n, SEQ), generator=g)  # (N, T)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def make_model() -> GPT2LMHeadModel:
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=128, n_layer=2, n_head=4)
+    config.loss_type = "ForCausalLM"
+    return GPT2LMHeadModel(config)
+
+
+def cosine(step: int, total: int) -> float:
+    if step < WARMUP:
+        return (step + 1) / WARMUP
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - WARMUP) / max(1, total - WARMUP))))
+
+
+def run_plain(data: Blocks, steps: int) -> float:
+    model = make_model()
+    start = time.perf_counter()
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine(s, steps))
+    loader = DataLoader(
+        data, batch_size=BATCH, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)
+    )
+    step = 0
+    while step < steps:
+        for batch in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step % 50 == 0:
+                logging.debug("plain step %d loss %.4f", step, loss.item())
+            if step == steps:
+                break
+    return steps / (time.perf_counter() - start)
+
+
+class LMTask:
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def loss(self, batch: dict[str, torch.Tensor]):
+        return self.model(**batch).loss, {}
+
+
+def run_engine(data: Blocks, steps: int) -> float:
+    from warmstart.engine import Engine, EngineConfig
+
+    config = EngineConfig()
+    config.train.max_steps = steps
+    config.train.micro_batch_size = BATCH
+    config.train.grad_clip_norm = 1.0
+    config.optimizer.lr = LR
+    config.optimizer.fused = False
+    config.schedule.name = "cosine"
+    config.schedule.warmup_steps = WARMUP
+    config.schedule.min_lr_ratio = 0.0
+    config.logging.log_every = 50
+    config.logging.progress = "none"
+    config.logging.tensorboard = False
+    config.checkpoint.save_final = False
+    task = LMTask(make_model())
+    start = time.perf_counter()
+    Engine(config).fit(task, data)
+    return steps / (time.perf_counter() - start)
+
+
+def run_hf(data: Blocks, steps: int) -> float:
+    from transformers import Trainer, TrainingArguments
+
+    model = make_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            max_steps=steps,
+            per_device_train_batch_size=BATCH,
+            learning_rate=LR,
+            lr_scheduler_type="cosine",
+            warmup_steps=WARMUP,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            logging_steps=50,
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            use_cpu=not torch.cuda.is_available(),
+            seed=0,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=data)
+        start = time.perf_counter()
+        trainer.train()
+        return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench-out/engine_overhead.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("transformers", "lightning_fabric", "warmstart"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    data = Blocks()
+    runners = {"plain": run_plain, "engine": run_engine, "hf_trainer": run_hf}
+    for runner in runners.values():  # warm-up: imports, allocator, first-call costs
+        runner(data, 10)
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for r in range(args.rounds):
+        order = list(runners) if r % 2 == 0 else list(reversed(runners))  # alternate to cancel drift
+        for name in order:
+            rates[name].append(runners[name](data, args.steps))
+    median = {name: statistics.median(v) for name, v in rates.items()}
+    result = {
+        "steps_per_s": rates,
+        "median_steps_per_s": median,
+        "engine_over_plain": median["engine"] / median["plain"],
+        "engine_over_hf": median["engine"] / median["hf_trainer"],
+        "bars": {"engine_over_plain": 0.95, "engine_over_hf": 1.0},
+        "setup": {
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "batch": BATCH,
+            "seq": SEQ,
+            "model": "GPT-2 2x128",
+        },
+        "env": {
+            "torch": torch.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+        },
+    }
+    print(f"{'loop':<12}{'median steps/s':>16}  runs")
+    for name in runners:
+        print(f"{name:<12}{median[name]:>16.2f}  " + " ".join(f"{v:.2f}" for v in rates[name]))
+    print(f"engine/plain = {result['engine_over_plain']:.3f} (bar ≥ 0.95)")
+    print(f"engine/HF    = {result['engine_over_hf']:.3f} (bar ≥ 1.0)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
