@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,12 +35,8 @@ class CausalLMTask:
     def evaluate(self) -> dict[str, float]:
         if not self.eval_batches:
             return {}
+        from warmstart.eval import perplexity
+
         device = next(self.model.parameters()).device
-        total, count = 0.0, 0
-        for batch in self.eval_batches:
-            inputs = {k: v.to(device) for k, v in self._unpack(batch).items()}
-            n = int((inputs["labels"][:, 1:] != -100).sum())
-            total += float(self.model(**inputs).loss) * n
-            count += n
-        mean = total / max(count, 1)
-        return {"loss": mean, "perplexity": math.exp(min(mean, 50.0))}
+        result = perplexity(self.model, self.eval_batches, device=device)
+        return {"loss": result["nll"], "perplexity": result["perplexity"]}
