@@ -142,11 +142,15 @@ def test_resume_finds_the_latest_checkpoint_and_keeps_the_first_config(tmp_path:
     assert len(list(run_dir.glob("config.resume-*.yaml"))) == 1
 
 
-def test_umbrella_lists_the_core_app(capsys) -> None:
-    from warmstart.cli.main import app
+def test_umbrella_cli(capsys) -> None:
+    from warmstart.cli.main import app, installed_apps
 
     assert app.main(["apps"]) == 0
-    assert "core" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert all(name in out for name in installed_apps()) or "no warmstart apps installed" in out
+    with pytest.raises(SystemExit):
+        app.parser().parse_args(["--version"])
+    assert "warmstart 0." in capsys.readouterr().out
     assert app.main(["tour", "--only", "[nonexistent]"]) == 2
     assert "nonexistent" in one_error_line(capsys)
 

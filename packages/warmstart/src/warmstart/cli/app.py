@@ -84,12 +84,12 @@ class App:
     def parser(self):
         from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
-        from warmstart import __version__
-
         set_parsing_settings(docstring_parse_attribute_docstrings=True)  # field docs become --help
 
         parser = ArgumentParser(prog=self.prog, description=self.description, exit_on_error=False)
-        parser.add_argument("--version", action="version", version=f"%(prog)s {self.version or __version__}")
+        parser.add_argument(
+            "--version", action="version", version=f"%(prog)s {self.version or self._dist_version()}"
+        )
         subcommands = parser.add_subcommands(dest="command", required=True)
         for cmd in self.commands.values():
             sub = ArgumentParser(description=inspect.getdoc(cmd.fn), exit_on_error=False)
@@ -98,6 +98,16 @@ class App:
             sub.add_function_arguments(cmd.fn, as_group=False, skip=skip)
             subcommands.add_subcommand(cmd.name, sub, help=cmd.help)
         return parser
+
+    def _dist_version(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from warmstart import __version__
+
+        try:
+            return version(self.prog) if self.name != "warmstart" else __version__
+        except PackageNotFoundError:
+            return __version__
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """Parse ``argv``, run the command; returns the exit code (``main()`` of a console script)."""

@@ -19,7 +19,18 @@ log = logging.getLogger(__name__)
 
 def installed_apps() -> dict[str, object]:
     """Entry points of the ``warmstart.apps`` group, by name (not loaded)."""
-    return {ep.name: ep for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.name != "core", e.name))}
+    return {ep.name: ep for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name)}
+
+
+class _BuiltinDemo:
+    """The core's own demo as a pseudo entry point: the tour runs it when no app is installed, or on request."""
+
+    name = "core"
+
+    def load(self) -> App:
+        from warmstart.demo import app as core_app
+
+        return core_app
 
 
 @app.command
@@ -42,12 +53,16 @@ def apps() -> None:
 def tour(only: list[str] | None = None, out: Path | None = None, keep_going: bool = True) -> int:
     """Run every installed app's demo (CPU, a few minutes) and print one table.
 
+    Without apps installed, the core's own demo runs (a tiny causal LM trained, stopped and resumed).
+
     Args:
-        only: run just these apps (by name, see `warmstart apps`).
+        only: run just these apps (by name, see `warmstart apps`; `core` is the core's own demo).
         out: where demo outputs go (default: a temporary directory, removed afterwards).
         keep_going: continue after an app fails (the exit code is still 1).
     """
-    found = installed_apps()
+    found: dict[str, object] = installed_apps()
+    if not found or (only and "core" in only):
+        found = {"core": _BuiltinDemo(), **found}
     if only:
         unknown = sorted(set(only) - set(found))
         if unknown:
