@@ -1,0 +1,514 @@
+"""Procedural shapes and scenes in real file formats, and the loaders that read them back.
+
+Seed papers: "ShapeSplat" (arXiv 2408.10906; per-object splats with class labels) and "InstantSplat"
+(arXiv 2403.20309; sparse image folders, optionally with COLMAP poses). The generator builds analytic
+shapes (8 classes) as area-uniform surface samples with normals, assembles textured multi-object scenes as
+flat surface Gaussians, renders them with :func:`warmstart_3d.render.rasterize` from N known cameras, and
+writes PNG images, per-view depth (``.npy``), COLMAP text poses (``sparse/0/cameras.txt``, ``images.txt``)
+and the ground-truth splats as a 3DGS PLY — the same files a user's capture would give. Loaders read image
+folders with or without poses and plain point clouds (PLY, XYZ/TXT, NPY, OFF meshes sampled).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from warmstart.errors import DataError
+from warmstart_3d.geometry import intrinsics, look_at, quat_to_rotmat, rotmat_to_quat
+from warmstart_3d.splats import Gaussians
+
+log = logging.getLogger(__name__)
+
+SHAPE_CLASSES = ["sphere", "cube", "cylinder", "cone", "torus", "pyramid", "capsule", "octahedron"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+# -- analytic shapes --------------------------------------------------------------------------------
+def _mesh(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if name == "cube":
+        v = torch.tensor([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=torch.float32)
+        f = [[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+             [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]]  # fmt: skip
+        return v * 0.7, torch.tensor(f)
+    if name == "pyramid":
+        v = torch.tensor([[-1, -1, -0.8], [1, -1, -0.8], [1, 1, -0.8], [-1, 1, -0.8], [0, 0, 1.0]])
+        f = [[0, 2, 1], [0, 3, 2], [0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]]
+        return v * 0.8, torch.tensor(f)
+    if name == "octahedron":
+        v = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+        f = [[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]]
+        return v, torch.tensor(f)
+    raise KeyError(name)
+
+
+def sample_mesh(
+    vertices: torch.Tensor, faces: torch.Tensor, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Area-uniform surface samples of a triangle mesh: points (n, 3) and outward-ish face normals (n, 3)."""
+    tri = vertices[faces]  # (F, 3, 3)
+    cross = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # (F, 3)
+    area = cross.norm(dim=-1)
+    if not (area > 0).any():
+        raise DataError("mesh has no faces with positive area")
+    face = torch.multinomial(area / area.sum(), n, replacement=True, generator=generator)
+    u, v = torch.rand(n, generator=generator), torch.rand(n, generator=generator)
+    flip = u + v > 1
+    u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
+    t = tri[face]
+    points = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
+    normals = F.normalize(cross[face], dim=-1)
+    centre = vertices.mean(0)
+    normals = torch.where(((points - centre) * normals).sum(-1, keepdim=True) < 0, -normals, normals)
+    return points, normals
+
+
+def sample_shape(name: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Surface samples (n, 3) and normals (n, 3) of one analytic shape of class ``name`` (canonical pose)."""
+    g = generator
+    if name == "sphere":
+        normals = F.normalize(torch.randn(n, 3, generator=g), dim=-1)
+        return normals * 0.9, normals
+    if name in ("cube", "pyramid", "octahedron"):
+        return sample_mesh(*_mesh(name), n, g)
+    if name in ("cylinder", "capsule"):
+        r, h = 0.55, 1.5 if name == "cylinder" else 1.0
+        side, cap = 2 * math.pi * r * h, (math.pi * r * r if name == "cylinder" else 2 * math.pi * r * r)
+        on_side = torch.rand(n, generator=g) < side / (side + 2 * cap)
+        theta = torch.rand(n, generator=g) * 2 * math.pi
+        z = (torch.rand(n, generator=g) - 0.5) * h
+        pts_side = torch.stack([r * torch.cos(theta), r * torch.sin(theta), z], -1)
+        nrm_side = torch.stack([torch.cos(theta), torch.sin(theta), torch.zeros_like(z)], -1)
+        top = torch.where(torch.rand(n, generator=g) < 0.5, 1.0, -1.0)
+        if name == "cylinder":
+            rad = r * torch.rand(n, generator=g).sqrt()
+            pts_cap = torch.stack([rad * torch.cos(theta), rad * torch.sin(theta), top * h / 2], -1)
+            nrm_cap = torch.stack([torch.zeros_like(z), torch.zeros_like(z), top], -1)
+        else:
+            d = F.normalize(torch.randn(n, 3, generator=g), dim=-1)
+            d[:, 2] = d[:, 2].abs() * top
+            pts_cap = d * r + torch.stack([torch.zeros_like(z), torch.zeros_like(z), top * h / 2], -1)
+            nrm_cap = d
+        m = on_side[:, None]
+        return torch.where(m, pts_side, pts_cap), torch.where(m, nrm_side, nrm_cap)
+    if name == "cone":
+        r, h = 0.8, 1.6
+        slant = math.hypot(r, h)
+        lateral, base = math.pi * r * slant, math.pi * r * r
+        on_side = torch.rand(n, generator=g) < lateral / (lateral + base)
+        theta = torch.rand(n, generator=g) * 2 * math.pi
+        u = torch.rand(n, generator=g).sqrt()  # area-uniform distance from the apex
+        pts_side = torch.stack([r * u * torch.cos(theta), r * u * torch.sin(theta), h / 2 - h * u], -1)
+        nrm_side = F.normalize(
+            torch.stack([h * torch.cos(theta), h * torch.sin(theta), torch.full_like(u, r)], -1), dim=-1
+        )
+        rad = r * torch.rand(n, generator=g).sqrt()
+        pts_base = torch.stack(
+            [rad * torch.cos(theta), rad * torch.sin(theta), torch.full_like(u, -h / 2)], -1
+        )
+        nrm_base = torch.tensor([0.0, 0.0, -1.0]).expand(n, 3)
+        m = on_side[:, None]
+        return torch.where(m, pts_side, pts_base), torch.where(m, nrm_side, nrm_base)
+    if name == "torus":
+        big, small = 0.65, 0.28
+        u = torch.rand(4 * n, generator=g) * 2 * math.pi
+        v = torch.rand(4 * n, generator=g) * 2 * math.pi
+        accept = torch.rand(4 * n, generator=g) < (big + small * torch.cos(v)) / (big + small)
+        u, v = u[accept][:n], v[accept][:n]
+        normals = torch.stack([torch.cos(v) * torch.cos(u), torch.cos(v) * torch.sin(u), torch.sin(v)], -1)
+        centre = torch.stack([big * torch.cos(u), big * torch.sin(u), torch.zeros_like(u)], -1)
+        return centre + small * normals, normals
+    raise DataError(f"unknown shape class {name!r}; known: {', '.join(SHAPE_CLASSES)}")
+
+
+def random_rotation(generator: torch.Generator) -> torch.Tensor:
+    return quat_to_rotmat(torch.randn(4, generator=generator))
+
+
+def normalise_cloud(points: torch.Tensor) -> torch.Tensor:
+    """Centre on the centroid and scale into the unit sphere (the usual ModelNet normalisation)."""
+    centred = points - points.mean(0)
+    return centred / centred.norm(dim=-1).max().clamp_min(1e-9)
+
+
+def shape_instance(
+    name: str, n: int, generator: torch.Generator, rotate: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One random instance: points (n, 3) in the unit sphere, normals (n, 3), per-point colour (n, 3).
+
+    Instances vary by anisotropic stretch (±15 %), rotation and a random two-tone striped texture, so
+    neither size nor colour gives the class away.
+    """
+    points, normals = sample_shape(name, n, generator)
+    stretch = 0.85 + 0.3 * torch.rand(3, generator=generator)
+    points = points * stretch
+    normals = F.normalize(normals / stretch, dim=-1)
+    if rotate:
+        rot = random_rotation(generator)
+        points, normals = points @ rot.T, normals @ rot.T
+    points = normalise_cloud(points)
+    base, other = torch.rand(2, 3, generator=generator) * 0.8 + 0.1
+    freq = 3 + 5 * torch.rand(1, generator=generator)
+    axis = F.normalize(torch.randn(3, generator=generator), dim=0)
+    stripe = (torch.sin(freq * math.pi * points @ axis) > 0).float()[:, None]
+    colours = stripe * base + (1 - stripe) * other
+    return points, normals, colours
+
+
+def surface_gaussians(
+    points: torch.Tensor, normals: torch.Tensor, colours: torch.Tensor, area: float, opacity: float = 0.9
+) -> Gaussians:
+    """Flat Gaussians on a sampled surface: discs tangent to it (thin along the normal), sized by spacing."""
+    n = points.shape[0]
+    radius = math.sqrt(area / n) * 0.8
+    z = F.normalize(normals, dim=-1)
+    helper = torch.where(z[:, :1].abs() < 0.9, torch.tensor([1.0, 0, 0]), torch.tensor([0, 1.0, 0]))
+    x = F.normalize(torch.linalg.cross(helper, z), dim=-1)
+    y = torch.linalg.cross(z, x)
+    rot = torch.stack([x, y, z], dim=-1)  # (N, 3, 3) columns: local axes
+    scales = torch.tensor([radius, radius, radius * 0.15]).expand(n, 3)
+    return Gaussians.from_activated(
+        points, scales, torch.full((n,), opacity), colours.clamp(0.02, 0.98), quats=rotmat_to_quat(rot)
+    )
+
+
+def surface_area(points: torch.Tensor) -> float:
+    """Rough area of a unit-normalised closed shape (for Gaussian sizing): 4π r² of its RMS radius."""
+    return float(4 * math.pi * points.pow(2).sum(-1).mean())
+
+
+# -- scenes -----------------------------------------------------------------------------------------
+@dataclass
+class Scene:
+    """A set of posed (or unposed) views."""
+
+    images: torch.Tensor
+    """(V, H, W, 3) in [0, 1]."""
+    Ks: torch.Tensor
+    """(V, 3, 3) intrinsics."""
+    viewmats: torch.Tensor | None
+    """(V, 4, 4) world-to-camera, or None when the folder has no poses."""
+    names: list[str]
+    depths: torch.Tensor | None = None
+    """(V, H, W) metric depth (0 = unknown), when the folder has ``depths/*.npy``."""
+    train: list[int] | None = None
+    """Indices of the training views (``split.json``), None: all."""
+    test: list[int] | None = None
+
+    @property
+    def width(self) -> int:
+        return self.images.shape[2]
+
+    @property
+    def height(self) -> int:
+        return self.images.shape[1]
+
+
+def scene_gaussians(
+    n_objects: int, n_per_object: int, generator: torch.Generator
+) -> tuple[Gaussians, list[str]]:
+    """Ground-truth splats of a procedural scene: ``n_objects`` textured shapes on a textured floor."""
+    parts, labels = [], []
+    angles = (
+        torch.rand(1, generator=generator) * 2 * math.pi + torch.arange(n_objects) * 2 * math.pi / n_objects
+    )
+    for i in range(n_objects):
+        name = SHAPE_CLASSES[int(torch.randint(len(SHAPE_CLASSES), (1,), generator=generator))]
+        pts, nrm, col = shape_instance(name, n_per_object, generator)
+        size = 0.35 + 0.15 * float(torch.rand(1, generator=generator))
+        offset = torch.tensor([0.6 * math.cos(angles[i]), 0.6 * math.sin(angles[i]), size])
+        parts.append(surface_gaussians(pts * size + offset, nrm, col, surface_area(pts) * size**2))
+        labels.append(name)
+    # floor: a textured disc at z = 0
+    m = n_per_object
+    rad = 1.4 * torch.rand(m, generator=generator).sqrt()
+    theta = torch.rand(m, generator=generator) * 2 * math.pi
+    floor = torch.stack([rad * torch.cos(theta), rad * torch.sin(theta), torch.zeros(m)], -1)
+    checker = ((torch.floor(floor[:, 0] * 3) + torch.floor(floor[:, 1] * 3)) % 2)[:, None]
+    col = checker * torch.tensor([0.85, 0.8, 0.7]) + (1 - checker) * torch.tensor([0.35, 0.4, 0.5])
+    parts.append(surface_gaussians(floor, torch.tensor([0.0, 0, 1]).expand(m, 3), col, math.pi * 1.4**2))
+    merged = Gaussians(*(torch.cat([getattr(p, k) for p in parts]) for k in
+                         ("means", "quats", "log_scales", "opacity_logits", "sh")))  # fmt: skip
+    return merged, labels
+
+
+def orbit_cameras(
+    n_views: int,
+    radius: float = 3.0,
+    elevation_deg: float = 30.0,
+    arc_deg: float = 120.0,
+    start_deg: float = 0.0,
+) -> torch.Tensor:
+    """(V, 4, 4) world-to-camera matrices on an arc around the origin, looking at (0, 0, 0.3)."""
+    views = []
+    for i in range(n_views):
+        azimuth = math.radians(start_deg + arc_deg * (i / max(n_views - 1, 1) - 0.5))
+        elev = math.radians(elevation_deg)
+        eye = torch.tensor([radius * math.cos(elev) * math.cos(azimuth), radius * math.cos(elev) * math.sin(azimuth),
+                            radius * math.sin(elev)])  # fmt: skip
+        views.append(look_at(eye, torch.tensor([0.0, 0.0, 0.3])))
+    return torch.stack(views)
+
+
+def render_scene(
+    gaussians: Gaussians,
+    viewmats: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+    background: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (V, H, W, 3) and expected depth (V, H, W) (0 where the alpha is under 0.5)."""
+    from warmstart_3d.render import rasterize
+
+    with torch.no_grad():
+        out = rasterize(
+            gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.sh, viewmats,
+            K.expand(len(viewmats), 3, 3), width, height, backgrounds=torch.full((len(viewmats), 3), background),
+        )  # fmt: skip
+    alpha = out.alphas[..., 0]
+    depth = torch.where(alpha > 0.5, out.depths[..., 0] / alpha.clamp_min(1e-6), torch.zeros_like(alpha))
+    return out.colors.clamp(0, 1), depth
+
+
+def make_scene(
+    out: Path,
+    n_train: int = 3,
+    n_test: int = 2,
+    width: int = 64,
+    height: int = 64,
+    seed: int = 0,
+    n_objects: int = 3,
+    n_per_object: int = 1500,
+    rot_noise_deg: float = 0.0,
+    trans_noise: float = 0.0,
+) -> Path:
+    """Write a procedural scene folder: images/, depths/, sparse/0/ (COLMAP text), split.json, gt.ply.
+
+    With pose noise, ``sparse/0`` holds the perturbed poses (what a stereo model would estimate) and
+    ``gt/sparse/0`` the true ones (read by :func:`load_true_poses` for the trajectory error).
+    """
+    from warmstart_3d.splats import write_ply
+
+    g = torch.Generator().manual_seed(seed)
+    gaussians, labels = scene_gaussians(n_objects, n_per_object, g)
+    n_views = n_train + n_test
+    viewmats = orbit_cameras(n_views, start_deg=float(torch.rand(1, generator=g)) * 360)
+    K = intrinsics(width, height, 60.0)
+    images, depths = render_scene(gaussians, viewmats, K, width, height)
+    names = [f"view_{i:03d}.png" for i in range(n_views)]
+    test = [int(round(x)) for x in np.linspace(1, n_views - 2, n_test)] if n_test else []
+    train = [i for i in range(n_views) if i not in test]
+    stored = viewmats
+    if rot_noise_deg > 0 or trans_noise > 0:
+        from warmstart_3d.geometry import perturb_poses
+
+        stored = perturb_poses(
+            viewmats, rot_noise_deg, trans_noise, torch.Generator().manual_seed(seed + 7919)
+        )
+        write_colmap_text(
+            out / "gt" / "sparse" / "0", K.expand(n_views, 3, 3), viewmats, names, width, height
+        )
+    write_scene_folder(out, images, K.expand(n_views, 3, 3), stored, names, depths)
+    (out / "split.json").write_text(json.dumps({"train": train, "test": test, "objects": labels}))
+    write_ply(out / "gt.ply", gaussians)
+    return out
+
+
+def write_scene_folder(
+    out: Path, images: torch.Tensor, Ks: torch.Tensor, viewmats: torch.Tensor | None, names: list[str],
+    depths: torch.Tensor | None = None,
+) -> None:  # fmt: skip
+    from PIL import Image
+
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for img, name in zip(images, names, strict=True):
+        Image.fromarray((img.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(out / "images" / name)
+    if depths is not None:
+        (out / "depths").mkdir(exist_ok=True)
+        for depth, name in zip(depths, names, strict=True):
+            np.save(out / "depths" / f"{Path(name).stem}.npy", depth.numpy().astype(np.float32))
+    if viewmats is not None:
+        write_colmap_text(out / "sparse" / "0", Ks, viewmats, names, images.shape[2], images.shape[1])
+
+
+def write_colmap_text(
+    folder: Path, Ks: torch.Tensor, viewmats: torch.Tensor, names: list[str], w: int, h: int
+) -> None:
+    """COLMAP's text model: one PINHOLE camera per image, world-to-camera quaternion (wxyz) and translation."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cams = ["# CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
+    imgs = ["# IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME", "# POINTS2D[] as (X, Y, POINT3D_ID)"]
+    for i, (K, view, name) in enumerate(zip(Ks, viewmats, names, strict=True), start=1):
+        cams.append(f"{i} PINHOLE {w} {h} {K[0, 0]:.6f} {K[1, 1]:.6f} {K[0, 2]:.6f} {K[1, 2]:.6f}")
+        q = rotmat_to_quat(view[:3, :3])
+        t = view[:3, 3]
+        imgs.append(
+            f"{i} {q[0]:.8f} {q[1]:.8f} {q[2]:.8f} {q[3]:.8f} {t[0]:.8f} {t[1]:.8f} {t[2]:.8f} {i} {name}"
+        )
+        imgs.append("")
+    (folder / "cameras.txt").write_text("\n".join(cams) + "\n")
+    (folder / "images.txt").write_text("\n".join(imgs) + "\n")
+    (folder / "points3D.txt").write_text("# 3D point list (empty: poses only)\n")
+
+
+def read_colmap_text(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{image name: (K (3, 3), viewmat (4, 4))} from COLMAP ``cameras.txt`` + ``images.txt`` (PINHOLE,
+    SIMPLE_PINHOLE, or the focal/centre of SIMPLE_RADIAL/OPENCV with distortion ignored)."""
+    cams: dict[int, torch.Tensor] = {}
+    for line in (folder / "cameras.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split()
+        model, params = parts[1], [float(x) for x in parts[4:]]
+        if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
+            fx = fy = params[0]
+            cx, cy = params[1], params[2]
+        else:
+            fx, fy, cx, cy = params[:4]
+        cams[int(parts[0])] = torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    poses: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    lines = [ln for ln in (folder / "images.txt").read_text().splitlines() if not ln.startswith("#")]
+    for line in lines[::2]:
+        parts = line.split()
+        if len(parts) < 10:
+            continue
+        q = torch.tensor([float(x) for x in parts[1:5]])
+        t = torch.tensor([float(x) for x in parts[5:8]])
+        view = torch.eye(4)
+        view[:3, :3] = quat_to_rotmat(q)
+        view[:3, 3] = t
+        poses[parts[9]] = (cams[int(parts[8])], view)
+    return poses
+
+
+def load_true_poses(folder: str | Path, names: list[str]) -> torch.Tensor | None:
+    """Ground-truth (V, 4, 4) poses from ``gt/sparse/0`` (generated scenes), None when absent."""
+    sparse = Path(folder) / "gt" / "sparse" / "0"
+    if not (sparse / "images.txt").is_file():
+        return None
+    poses = read_colmap_text(sparse)
+    return torch.stack([poses[n][1] for n in names]) if all(n in poses for n in names) else None
+
+
+def load_scene(folder: str | Path, *, fov_deg: float = 60.0) -> Scene:
+    """Read an image folder (``folder/images/*`` or ``folder/*``), with poses from ``sparse/0`` when present."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such scene folder")
+    image_dir = folder / "images" if (folder / "images").is_dir() else folder
+    files = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    others = sorted(p.name for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
+                    and image_dir != folder)  # fmt: skip
+    if others:
+        raise DataError(
+            f"{image_dir}: non-image files {', '.join(others[:3])}; keep only .png/.jpg images there"
+        )
+    if not files:
+        raise DataError(f"{image_dir}: no .png/.jpg images found; pass a folder of views")
+    arrays = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                arrays.append(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(
+                f"{path}: not a readable image ({exc.__class__.__name__}); remove or replace it"
+            ) from exc
+    sizes = {a.shape[:2] for a in arrays}
+    if len(sizes) > 1:
+        detail = ", ".join(
+            f"{p.name} {a.shape[1]}x{a.shape[0]}" for p, a in list(zip(files, arrays, strict=True))[:4]
+        )
+        raise DataError(f"{image_dir}: images of different sizes ({detail}); resize them to one size first")
+    images = torch.from_numpy(np.stack(arrays))  # (V, H, W, 3)
+    names = [p.name for p in files]
+    h, w = images.shape[1:3]
+    viewmats = None
+    Ks = intrinsics(w, h, fov_deg).expand(len(names), 3, 3).clone()
+    sparse = folder / "sparse" / "0"
+    if (sparse / "images.txt").is_file() and (sparse / "cameras.txt").is_file():
+        poses = read_colmap_text(sparse)
+        missing = [n for n in names if n not in poses]
+        if missing:
+            raise DataError(
+                f"{sparse / 'images.txt'}: no pose for {', '.join(missing[:3])}; add them or remove sparse/"
+            )
+        Ks = torch.stack([poses[n][0] for n in names])
+        viewmats = torch.stack([poses[n][1] for n in names])
+    depths = None
+    if (folder / "depths").is_dir():
+        found = [folder / "depths" / f"{Path(n).stem}.npy" for n in names]
+        if all(p.is_file() for p in found):
+            depths = torch.from_numpy(np.stack([np.load(p).astype(np.float32) for p in found]))
+    train = test = None
+    if (folder / "split.json").is_file():
+        split = json.loads((folder / "split.json").read_text())
+        train, test = split.get("train"), split.get("test")
+    return Scene(images, Ks, viewmats, names, depths, train, test)
+
+
+# -- point clouds -----------------------------------------------------------------------------------
+def check_cloud(points: torch.Tensor, source: str, min_points: int = 2) -> torch.Tensor:
+    if points.dim() != 2 or points.shape[1] < 3:
+        raise DataError(f"{source}: expected an (N, 3+) array of points, got shape {tuple(points.shape)}")
+    if points.shape[0] == 0:
+        raise DataError(f"{source}: empty point cloud")
+    if points.shape[0] < min_points:
+        raise DataError(f"{source}: only {points.shape[0]} point(s); need at least {min_points}")
+    if not torch.isfinite(points[:, :3]).all():
+        bad = int((~torch.isfinite(points[:, :3]).all(-1)).sum())
+        raise DataError(f"{source}: {bad} point(s) with NaN/inf coordinates; drop them before loading")
+    return points
+
+
+def read_off(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertices (V, 3) and triangle faces (F, 3) of an OFF mesh (polygons fanned into triangles)."""
+    tokens = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    head = tokens[0]
+    if head.startswith("OFF") and len(head) > 3:  # "OFF8 8 0" (ModelNet's glued header)
+        tokens[0] = head[3:]
+    else:
+        tokens = tokens[1:]
+    nv, nf = (int(x) for x in tokens[0].split()[:2])
+    verts = torch.tensor([[float(x) for x in ln.split()[:3]] for ln in tokens[1 : 1 + nv]])
+    faces = []
+    for ln in tokens[1 + nv : 1 + nv + nf]:
+        idx = [int(x) for x in ln.split()]
+        k = idx[0]
+        faces += [[idx[1], idx[1 + j], idx[2 + j]] for j in range(1, k - 1)]
+    return verts, torch.tensor(faces, dtype=torch.long)
+
+
+def load_points(path: str | Path, n_points: int = 1024, seed: int = 0) -> torch.Tensor:
+    """A point cloud (N, 3) from PLY (any vertex x/y/z), XYZ/TXT/CSV, NPY, or an OFF mesh (sampled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such point-cloud file")
+    suffix = path.suffix.lower()
+    if suffix == ".ply":
+        from plyfile import PlyData
+
+        vertex = PlyData.read(str(path))["vertex"]
+        points = torch.from_numpy(np.stack([np.asarray(vertex[k], np.float32) for k in "xyz"], 1))
+    elif suffix in (".xyz", ".txt", ".csv", ".pts"):
+        arr = np.loadtxt(path, delimiter="," if suffix == ".csv" else None, ndmin=2, dtype=np.float32)
+        points = torch.from_numpy(arr)
+    elif suffix == ".npy":
+        points = torch.from_numpy(np.load(path).astype(np.float32))
+        points = points if points.dim() == 2 else points.reshape(-1, points.shape[-1])
+    elif suffix == ".off":
+        verts, faces = read_off(path)
+        points, _ = sample_mesh(verts, faces, n_points, torch.Generator().manual_seed(seed))
+    else:
+        raise DataError(f"{path}: unknown point-cloud format {suffix!r}; use .ply, .xyz, .txt, .npy or .off")
+    return check_cloud(points, str(path))[:, :3].contiguous()
