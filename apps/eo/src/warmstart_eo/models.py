@@ -1,0 +1,517 @@
+"""EO masked autoencoders and fine-tuning heads: plain MAE, Prithvi (3D space-time patches) and SatMAE++
+(spectral band groups + multi-scale reconstruction), one ``ModelConfig`` → ``build_mae`` factory.
+
+Seed papers: "Masked Autoencoders Are Scalable Vision Learners" (arXiv 2111.06377); "Foundation Models
+for Generalist Geospatial Artificial Intelligence" (Prithvi, arXiv 2310.18660): ``Conv3d`` tubelet
+embedding over (B, C, T, H, W), 3D sin-cos positions split 6/16 x, 6/16 y, 4/16 t, 75 % masking, MSE on
+masked tokens with ``norm_pix_loss`` off by default; "Rethinking Transformers Pre-training for
+Multi-Spectral Satellite Imagery" (SatMAE++, arXiv 2403.05419): one patch embedding per band group, 2D
+sin-cos (D − D/4) concatenated with a 1D group encoding (D/4), independent masking over all group
+tokens, decoder predictions upsampled by ConvTranspose → LayerNorm → LeakyReLU → residual conv → 3×3 conv
+blocks and supervised at ×2, ×4 with L1; loss 0.6·MSE + 0.4·mean L1. ViT blocks are timm's ``Block``
+(fused SDPA attention); masking / patchify / the masked MSE come from ``warmstart.objectives``.
+Written by hand: the tokenizers, positions and decoders (small, and no library exposes them over
+(T·C, H, W) band-stacked input). Left out: class tokens (features are mean-pooled tokens), Prithvi-v2's
+time/location embeddings, SatMAE++'s 384 px crops (the pyramid here starts from the chip size).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from warmstart.errors import CheckpointError, ConfigError
+from warmstart.objectives import mae_loss, patchify, random_masking, restore_order
+
+# size → (embed_dim, depth, heads, decoder_dim, decoder_depth, decoder_heads)
+SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
+    "tiny": (64, 2, 4, 32, 1, 4),
+    "small": (384, 12, 6, 256, 4, 8),
+    "base": (768, 12, 12, 512, 8, 16),  # Prithvi-100M
+    "large": (1024, 24, 16, 512, 8, 16),  # SatMAE++ ViT-L, Prithvi-v2 300M
+}
+# SatMAE++ groups (B2,B3,B4,B8), (B5,B6,B7,B8A), (B11,B12) by band name
+SATMAE_GROUPS = (("B02", "B03", "B04", "B08"), ("B05", "B06", "B07", "B8A"), ("B11", "B12"))
+
+
+@dataclass
+class ModelConfig:
+    family: Literal["mae", "prithvi", "satmaepp"] = "satmaepp"
+    """mae: one 2D patch embedding over all bands; prithvi: 3D tubelets over time; satmaepp: band groups."""
+    size: Literal["tiny", "small", "base", "large"] = "tiny"
+    """Width/depth preset (base = Prithvi-100M, large = SatMAE++ ViT-L)."""
+    img_size: int = 32
+    """Encoder input size in pixels (the pretraining size the evaluation protocol resizes to)."""
+    patch_size: int = 8
+    """Spatial patch size."""
+    tubelet: int = 1
+    """Prithvi: time steps per token (1 = each frame tokenised, as Prithvi)."""
+    mask_ratio: float = 0.75
+    """Fraction of tokens removed."""
+    norm_pix_loss: bool = False
+    """Normalise each target patch by its mean/std (off by default, as in Prithvi)."""
+    scales: int = 1
+    """SatMAE++: upsampling levels supervised above the encoder size (0 = single scale)."""
+    scale_weight: float = 0.4
+    """SatMAE++: weight of the multi-scale L1 terms (the base MSE gets 1 − this)."""
+    bands: list[str] = field(default_factory=list)
+    """Input bands (filled from the data config)."""
+    frames: int = 1
+    """Input time steps (filled from the data config; > 1 for Prithvi)."""
+    embed_dim: int | None = None
+    """Override the preset width."""
+    depth: int | None = None
+    """Override the preset depth."""
+
+    @property
+    def dims(self) -> tuple[int, int, int, int, int, int]:
+        d, depth, heads, dd, ddepth, dheads = SIZES[self.size]
+        return self.embed_dim or d, self.depth or depth, heads, dd, ddepth, dheads
+
+    @property
+    def channels(self) -> int:
+        return len(self.bands) * self.frames
+
+    @property
+    def input_size(self) -> int:
+        """Size of the pretraining input (SatMAE++ reads a larger chip and downsamples it for the encoder)."""
+        return self.img_size * (2**self.scales if self.family == "satmaepp" else 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fixed sin-cos positions
+# ---------------------------------------------------------------------------------------------------
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """(L,) positions → (L, dim) [sin | cos] with frequencies 1/10000^(2i/dim)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    out = positions.double()[:, None] * omega[None]  # (L, dim/2)
+    return torch.cat([out.sin(), out.cos()], dim=1).float()
+
+
+def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
+    """(h·w, dim): half the width encodes the row, half the column (MAE's 2D sin-cos)."""
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.cat([sincos_1d(dim // 2, rows.flatten()), sincos_1d(dim // 2, cols.flatten())], dim=1)
+
+
+def sincos_3d(dim: int, t: int, h: int, w: int) -> torch.Tensor:
+    """(t·h·w, dim), t-major: Prithvi's split, 6/16 of the width for x and y each, 4/16 for time."""
+    if dim % 16:
+        raise ConfigError(f"model.embed_dim={dim}: Prithvi's 3D positions need a multiple of 16")
+    d_xy, d_t = dim // 16 * 6, dim // 16 * 4
+    tt, rows, cols = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.cat(
+        [sincos_1d(d_xy, cols.flatten()), sincos_1d(d_xy, rows.flatten()), sincos_1d(d_t, tt.flatten())],
+        dim=1,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# tokenizers: (B, T·C, H, W) → tokens (B, N, D), positions (N, D), targets (B, N, P)
+# ---------------------------------------------------------------------------------------------------
+class PatchTokens(nn.Module):
+    """Plain ViT patches over all channels (time steps stacked as channels)."""
+
+    def __init__(self, channels: int, dim: int, patch: int) -> None:
+        super().__init__()
+        self.patch, self.channels = patch, channels
+        self.proj = nn.Conv2d(channels, dim, patch, patch)
+
+    def grid(self, h: int, w: int) -> tuple[int, ...]:
+        return (h // self.patch, w // self.patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, h·w, D)
+
+    def positions(self, grid: tuple[int, ...], dim: int) -> torch.Tensor:
+        return sincos_2d(dim, *grid)
+
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        return patchify(x, self.patch)  # (B, L, p·p·C)
+
+    def target_sizes(self) -> list[int]:
+        return [self.patch * self.patch * self.channels]
+
+    def feature_map(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        b, _, d = tokens.shape
+        return tokens.transpose(1, 2).reshape(b, d, *grid)  # (B, D, h, w)
+
+
+class TubeletTokens(nn.Module):
+    """Prithvi's 3D patch embedding: ``Conv3d`` over (B, C, T, H, W) with kernel (tubelet, p, p)."""
+
+    def __init__(self, bands: int, frames: int, dim: int, patch: int, tubelet: int) -> None:
+        super().__init__()
+        if frames % tubelet:
+            raise ConfigError(f"model.tubelet={tubelet} must divide the number of frames ({frames})")
+        self.patch, self.tubelet, self.bands, self.frames = patch, tubelet, bands, frames
+        self.proj = nn.Conv3d(bands, dim, (tubelet, patch, patch), (tubelet, patch, patch))
+
+    def _cube(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        return x.reshape(b, self.frames, self.bands, h, w).transpose(1, 2)  # (B, C, T, H, W)
+
+    def grid(self, h: int, w: int) -> tuple[int, ...]:
+        return (self.frames // self.tubelet, h // self.patch, w // self.patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self._cube(x)).flatten(2).transpose(1, 2)  # (B, t·h·w, D)
+
+    def positions(self, grid: tuple[int, ...], dim: int) -> torch.Tensor:
+        return sincos_3d(dim, *grid)
+
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        cube = self._cube(x)  # (B, C, T, H, W)
+        b, c, t, h, w = cube.shape
+        u, p = self.tubelet, self.patch
+        cube = cube.reshape(b, c, t // u, u, h // p, p, w // p, p)
+        cube = cube.permute(0, 2, 4, 6, 3, 5, 7, 1)  # (B, t', h', w', u, p, p, C)
+        return cube.reshape(b, (t // u) * (h // p) * (w // p), u * p * p * c)
+
+    def target_sizes(self) -> list[int]:
+        return [self.tubelet * self.patch * self.patch * self.bands]
+
+    def feature_map(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        b, _, d = tokens.shape
+        t, h, w = grid
+        return tokens.reshape(b, t, h, w, d).mean(1).permute(0, 3, 1, 2)  # (B, D, h, w) time-averaged
+
+
+class GroupTokens(nn.Module):
+    """SatMAE++'s band groups: a patch embedding per group; position (D − D/4) ‖ group encoding (D/4)."""
+
+    def __init__(self, groups: list[list[int]], dim: int, patch: int) -> None:
+        super().__init__()
+        self.groups, self.patch = groups, patch
+        self.proj = nn.ModuleList(nn.Conv2d(len(g), dim, patch, patch) for g in groups)
+
+    def grid(self, h: int, w: int) -> tuple[int, ...]:
+        return (len(self.groups), h // self.patch, w // self.patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = [
+            proj(x[:, g]).flatten(2).transpose(1, 2) for proj, g in zip(self.proj, self.groups, strict=True)
+        ]
+        return torch.cat(tokens, dim=1)  # (B, G·h·w, D), group-major
+
+    def positions(self, grid: tuple[int, ...], dim: int) -> torch.Tensor:
+        g, h, w = grid
+        d_group = dim // 4
+        spatial = sincos_2d(dim - d_group, h, w)  # (h·w, D − D/4)
+        group = sincos_1d(d_group, torch.arange(g))  # (G, D/4)
+        return torch.cat([spatial.repeat(g, 1), group.repeat_interleave(h * w, dim=0)], dim=1)
+
+    def targets(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [patchify(x[:, g], self.patch) for g in self.groups]  # G × (B, h·w, p·p·|g|)
+
+    def target_sizes(self) -> list[int]:
+        return [self.patch * self.patch * len(g) for g in self.groups]
+
+    def feature_map(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        b, _, d = tokens.shape
+        g, h, w = grid
+        return tokens.reshape(b, g, h, w, d).mean(1).permute(0, 3, 1, 2)  # (B, D, h, w) group-averaged
+
+
+def satmae_groups(bands: list[str]) -> list[list[int]]:
+    """Indices of SatMAE++'s groups among ``bands``; bands outside them form one extra group."""
+    groups = [[bands.index(b) for b in group if b in bands] for group in SATMAE_GROUPS]
+    groups = [g for g in groups if g]
+    used = {i for g in groups for i in g}
+    rest = [i for i in range(len(bands)) if i not in used]
+    return groups + ([rest] if rest else [])
+
+
+# ---------------------------------------------------------------------------------------------------
+# encoder + MAE
+# ---------------------------------------------------------------------------------------------------
+def _blocks(dim: int, depth: int, heads: int) -> nn.ModuleList:
+    from timm.models.vision_transformer import Block
+
+    return nn.ModuleList(Block(dim, heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(depth))
+
+
+class Encoder(nn.Module):
+    """ViT encoder over one of the tokenizers; ``features`` (B, N, D), ``pooled`` (B, D), ``feature_map``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if not config.bands:
+            raise ConfigError("model.bands is empty; it is filled from data.bands")
+        dim, depth, heads, *_ = config.dims
+        self.config = config
+        if config.family == "mae":
+            self.tokens: nn.Module = PatchTokens(config.channels, dim, config.patch_size)
+        elif config.family == "prithvi":
+            self.tokens = TubeletTokens(
+                len(config.bands), config.frames, dim, config.patch_size, config.tubelet
+            )
+        else:
+            groups = satmae_groups(config.bands)
+            if config.frames > 1:  # repeat the groups per frame
+                c = len(config.bands)
+                groups = [[t * c + i for i in g] for t in range(config.frames) for g in groups]
+            self.tokens = GroupTokens(groups, dim, config.patch_size)
+        self.blocks = _blocks(dim, depth, heads)
+        self.norm = nn.LayerNorm(dim)
+        self.dim = dim
+        self.apply(_init_weights)
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.config.channels:
+            raise ConfigError(
+                f"encoder expects (B, {self.config.channels}, H, W) = frames×bands {self.config.frames}×"
+                f"{len(self.config.bands)}; got {tuple(x.shape)}"
+            )
+        p = self.config.patch_size
+        if x.shape[-1] % p or x.shape[-2] % p:
+            raise ConfigError(f"input {x.shape[-2]}×{x.shape[-1]} px is not divisible by patch_size={p}")
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        self._check(x)
+        grid = self.tokens.grid(*x.shape[-2:])
+        pos = self.tokens.positions(grid, self.dim).to(x.device, x.dtype)  # (N, D)
+        return self.tokens(x) + pos[None], grid  # (B, N, D)
+
+    def run(self, tokens: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        tokens, grid = self.embed(x)
+        return self.run(tokens), grid  # (B, N, D)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[0].mean(1)  # (B, D)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        tokens, grid = self.features(x)
+        return self.tokens.feature_map(tokens, grid)  # (B, D, h, w)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d | nn.Conv3d):
+        w = module.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # MAE: patch embedding as a linear layer
+
+
+class UpsampleBlock(nn.Module):
+    """SatMAE++ upsampling: ConvTranspose ×2 → LayerNorm → LeakyReLU → residual 3×3 conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(channels, channels, 2, 2)
+        self.norm = nn.LayerNorm(channels)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)  # (B, F, 2H, 2W)
+        x = F.leaky_relu(self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+        return x + F.leaky_relu(self.conv(x))
+
+
+class MaskedAutoencoder(nn.Module):
+    """Encoder + MAE decoder; SatMAE++ adds the multi-scale upsampling branch.
+
+    ``forward(x)`` with ``x`` (B, T·C, S, S), S = ``config.input_size``: returns a dict with ``loss``,
+    ``mse`` (masked tokens at the encoder size) and, for SatMAE++ with scales, ``l1_x2``, ``l1_x4`` ….
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        dim, _, _, ddim, ddepth, dheads = config.dims
+        self.decoder_embed = nn.Linear(dim, ddim)
+        self.mask_token = nn.Parameter(torch.zeros(ddim))
+        self.decoder_blocks = _blocks(ddim, ddepth, dheads)
+        self.decoder_norm = nn.LayerNorm(ddim)
+        sizes = self.encoder.tokens.target_sizes()
+        self.decoder_pred = nn.ModuleList(nn.Linear(ddim, s) for s in sizes)
+        self.ddim = ddim
+        if config.family == "satmaepp" and config.scales > 0:
+            c, f = config.channels, max(32, config.channels * 2)
+            self.up_in = nn.Conv2d(c, f, 1)
+            self.up_blocks = nn.ModuleList(UpsampleBlock(f) for _ in range(config.scales))
+            self.up_out = nn.ModuleList(nn.Conv2d(f, c, 3, padding=1) for _ in range(config.scales))
+        for module in (self.decoder_embed, self.decoder_blocks, self.decoder_pred):
+            module.apply(_init_weights)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def _decode(self, latent: torch.Tensor, ids_restore: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        x = restore_order(self.decoder_embed(latent), ids_restore, self.mask_token)  # (B, N, Dd)
+        x = x + self.encoder.tokens.positions(grid, self.ddim).to(x.device, x.dtype)[None]
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_norm(x)  # (B, N, Dd)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        full = x
+        if x.shape[-1] != cfg.img_size:
+            x = F.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bilinear", align_corners=False)
+        tokens, grid = self.encoder.embed(x)  # (B, N, D)
+        kept, mask, ids_restore = random_masking(tokens, cfg.mask_ratio, generator=generator)
+        latent = self.encoder.run(kept)  # (B, N_keep, D)
+        decoded = self._decode(latent, ids_restore, grid)  # (B, N, Dd)
+        targets = self.encoder.tokens.targets(x)
+        out: dict[str, torch.Tensor] = {"mask": mask}
+        if isinstance(targets, list):  # band groups: tokens are group-major
+            n = decoded.shape[1] // len(targets)
+            preds = [head(decoded[:, i * n : (i + 1) * n]) for i, head in enumerate(self.decoder_pred)]
+            masks = mask.view(mask.shape[0], len(targets), n)
+            mse = sum(
+                mae_loss(p, t, masks[:, i], norm_pix_loss=cfg.norm_pix_loss) * masks[:, i].sum()
+                for i, (p, t) in enumerate(zip(preds, targets, strict=True))
+            ) / mask.sum().clamp_min(1)
+            out["pred"] = preds  # type: ignore[assignment]
+        else:
+            pred = self.decoder_pred[0](decoded)  # (B, N, P)
+            mse = mae_loss(pred, targets, mask, norm_pix_loss=cfg.norm_pix_loss)
+            out["pred"] = pred
+        out["mse"] = mse
+        loss = mse
+        if cfg.family == "satmaepp" and cfg.scales > 0:
+            image = self.reconstruct(preds, grid)  # (B, C, s, s)
+            feat = self.up_in(image)
+            l1s = []
+            for k, (block, head) in enumerate(zip(self.up_blocks, self.up_out, strict=True), start=1):
+                feat = block(feat)
+                size = cfg.img_size * 2**k
+                target = (
+                    full if full.shape[-1] == size else F.interpolate(full, size=(size, size), mode="area")
+                )
+                l1 = F.l1_loss(head(feat).float(), target.float())
+                out[f"l1_x{2**k}"] = l1
+                l1s.append(l1)
+            loss = (1 - cfg.scale_weight) * mse + cfg.scale_weight * torch.stack(l1s).mean()
+        out["loss"] = loss
+        return out
+
+    def reconstruct(self, preds: list[torch.Tensor], grid: tuple[int, ...]) -> torch.Tensor:
+        """SatMAE++: per-group patch predictions → the (B, C, s, s) image in the input's channel order."""
+        _, h, w = grid
+        p = self.config.patch_size
+        groups = self.encoder.tokens.groups
+        b = preds[0].shape[0]
+        image = preds[0].new_zeros(b, self.config.channels, h * p, w * p)
+        for pred, g in zip(preds, groups, strict=True):
+            x = pred.reshape(b, h, w, p, p, len(g))
+            image[:, g] = torch.einsum("nhwpqc->nchpwq", x).reshape(b, len(g), h * p, w * p)
+        return image
+
+
+def build_mae(config: ModelConfig) -> MaskedAutoencoder:
+    """The factory: a :class:`MaskedAutoencoder` for ``config.family`` / ``config.size``."""
+    dim = config.dims[0]
+    if config.img_size % config.patch_size:
+        raise ConfigError(
+            f"model.img_size={config.img_size} is not divisible by model.patch_size={config.patch_size}"
+        )
+    if dim % 4:
+        raise ConfigError(f"model.embed_dim={dim} must be a multiple of 4 (2D sin-cos positions)")
+    if not 0.0 < config.mask_ratio < 1.0:
+        raise ConfigError(f"model.mask_ratio={config.mask_ratio} must lie in (0, 1)")
+    return MaskedAutoencoder(config)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fine-tuning heads
+# ---------------------------------------------------------------------------------------------------
+class Classifier(nn.Module):
+    """Scene classification: mean-pooled encoder tokens → LayerNorm → Linear."""
+
+    def __init__(self, encoder: Encoder, classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Sequential(nn.LayerNorm(encoder.dim), nn.Linear(encoder.dim, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.pooled(x))  # (B, K)
+
+
+class Segmenter(nn.Module):
+    """Semantic segmentation: a simple feature pyramid from the single-scale ViT map (ViTDet-style ×4, ×2,
+    ×1, ×½), FPN lateral + top-down fusion, all levels upsampled and fused (UPerNet-lite, no PPM)."""
+
+    def __init__(self, encoder: Encoder, classes: int, width: int = 64) -> None:
+        super().__init__()
+        d = encoder.dim
+        self.encoder = encoder
+        self.pyramid = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.ConvTranspose2d(d, d // 2, 2, 2), nn.GELU(), nn.ConvTranspose2d(d // 2, d // 4, 2, 2)
+                ),
+                nn.ConvTranspose2d(d, d // 2, 2, 2),
+                nn.Identity(),
+                nn.MaxPool2d(2),
+            ]
+        )
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in (d // 4, d // 2, d, d))
+        self.fuse = nn.Sequential(nn.Conv2d(4 * width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.classify = nn.Conv2d(width, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fmap = self.encoder.feature_map(x)  # (B, D, h, w)
+        levels = [lat(level(fmap)) for level, lat in zip(self.pyramid, self.lateral, strict=True)]
+        for i in range(len(levels) - 2, -1, -1):  # top-down
+            levels[i] = levels[i] + F.interpolate(levels[i + 1], size=levels[i].shape[-2:], mode="nearest")
+        size = levels[0].shape[-2:]
+        fused = self.fuse(torch.cat([F.interpolate(lv, size=size, mode="bilinear") for lv in levels], dim=1))
+        logits = self.classify(fused)  # (B, K, 4h, 4w)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (B, K, H, W)
+
+
+# ---------------------------------------------------------------------------------------------------
+# weights I/O: safetensors + JSON config beside them
+# ---------------------------------------------------------------------------------------------------
+def save_model(model: MaskedAutoencoder, directory: Path) -> Path:
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"))
+    (directory / "model.json").write_text(json.dumps(asdict(model.config), indent=2))
+    return directory
+
+
+def load_model(directory: Path) -> MaskedAutoencoder:
+    """A pretrained MAE saved by :func:`save_model` (``model.safetensors`` + ``model.json``)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / "model.json").is_file() or not (directory / "model.safetensors").is_file():
+        raise CheckpointError(
+            f"{directory}: no model.json + model.safetensors; pass the run directory of `warmstart-eo pretrain`"
+        )
+    try:
+        config = ModelConfig(**json.loads((directory / "model.json").read_text()))
+        model = build_mae(config)
+        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    except (TypeError, RuntimeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"{directory}: weights do not match model.json ({str(exc).splitlines()[0]})"
+        ) from exc
+    return model
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def describe(config: ModelConfig) -> dict[str, Any]:
+    dim, depth, heads, *_ = config.dims
+    return {"family": config.family, "size": config.size, "dim": dim, "depth": depth, "heads": heads}

@@ -1,0 +1,78 @@
+"""End-to-end: every command on tiny settings through ``app.main``; bad input → one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from warmstart_eo.cli import app
+
+TINY = ["--engine.train.max_steps", "3", "--engine.train.micro_batch_size", "4", "--engine.logging.tensorboard",
+        "false", "--engine.logging.progress", "none", "--engine.checkpoint.save_final", "false"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
+
+
+def test_synth_stats_pretrain_finetune_probe(eo_root: Path, tmp_path: Path, capsys) -> None:
+    assert (
+        app.main(["data-synth", "--out", str(tmp_path / "d"), "--synth.scenes", "1", "--synth.size", "32"])
+        == 0
+    )
+    assert (tmp_path / "d" / "images" / "scene_0000.tif").is_file()
+    assert app.main(["stats", "--data", str(eo_root), "--out", str(tmp_path / "s.json")]) == 0
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert len(stats["mean"]) == 13 and min(stats["std"]) > 0
+    pre = tmp_path / "pre"
+    argv = ["pretrain", "--data", str(eo_root), "--model.family", "prithvi", "--data_config.frames", "3",
+            "--out", str(pre), *TINY]  # fmt: skip
+    assert app.main(argv) == 0
+    assert {"model.safetensors", "model.json", "stats.json", "config.yaml"} <= {p.name for p in pre.iterdir()}
+    argv = ["finetune", "--data", str(eo_root), "--pretrained", str(pre), "--task", "segment", "--out",
+            str(tmp_path / "ft"), *TINY]  # fmt: skip
+    assert app.main(argv) == 0
+    assert "miou" in capsys.readouterr().out
+    assert app.main(["probe", "--data", str(eo_root), "--pretrained", str(pre)]) == 0
+    assert "stats_knn" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_writes_report(eo_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    argv = ["bench", "--data", str(eo_root), "--out", str(out), "--bench.seeds", "1", "--bench.pretrain_steps", "2",
+            "--bench.finetune_steps", "2", "--bench.batch", "4", "--bench.families", "[mae]",
+            "--bench.label_fractions", "[1.0]", "--bench.segmentation", "false", "--bench.probe_chip_size", "16"]  # fmt: skip
+    assert app.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"scratch", "mae"}
+    assert 0.0 <= results["methods"]["mae"]["mean"] <= 1.0
+    assert (out / "plot.png").stat().st_size > 0 and (out / "report.md").is_file()
+    grid = json.loads((out / "grid" / "results.json").read_text())
+    assert len(grid["methods"]) == 6  # resize on/off × 3 normalisations
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["pretrain", "--data", "/nonexistent/eo", *TINY], "/nonexistent/eo"),
+        (["finetune", "--data", "/tmp", "--pretrained", "/nonexistent/run"], "/nonexistent/run"),
+        (["pretrain", "--data", "DATA", "--data_config.bands", "[B99]", *TINY], "B99"),
+        (["pretrain", "--data", "DATA", "--data_config.frames", "9", *TINY], "data.frames"),
+        (["pretrain", "--data", "eurosat", *TINY], "--root"),
+    ],
+)
+def test_bad_input_one_line_exit_2(eo_root: Path, argv: list[str], needle: str, capsys) -> None:
+    argv = [str(eo_root) if a == "DATA" else a for a in argv]
+    assert app.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+
+
+@pytest.mark.slow
+def test_demo(tmp_path: Path) -> None:
+    result, _ = app.run_demo(tmp_path / "demo")
+    assert 0.0 <= result.value <= 1.0 and "scratch_accuracy" in result.details
