@@ -16,7 +16,11 @@ CORE_PIN = re.compile(r'"warmstart==[^"]+"')
 
 
 def manifests() -> list[Path]:
-    return [ROOT / "pyproject.toml", *sorted(ROOT.glob("packages/*/pyproject.toml")), *sorted(ROOT.glob("apps/*/pyproject.toml"))]
+    return [
+        ROOT / "pyproject.toml",
+        *sorted(ROOT.glob("packages/*/pyproject.toml")),
+        *sorted(ROOT.glob("apps/*/pyproject.toml")),
+    ]
 
 
 def main() -> None:
