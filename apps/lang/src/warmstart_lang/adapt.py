@@ -1,0 +1,371 @@
+"""The adaptation pipeline: expand a model's vocabulary, continually pretrain it on target text, evaluate it.
+
+Seed papers: *An Empirical Comparison of Vocabulary Expansion and Initialization Approaches for Language
+Models* (arXiv 2407.05841; CW2V, convex, multivariate), *RedWhale* (arXiv 2408.11294; subtoken init of
+embeddings *and* head, then staged training: embeddings + head first, then everything / LoRA), *Bailong*
+(arXiv 2404.00862; QLoRA with the zip-tie/FVT init), *Continual Pre-Training of LLMs: how to (re)warm*
+(arXiv 2308.04014) and *Beyond Cosine Decay* (arXiv 2503.02844) for the schedules, *Efficient Continual
+Pre-training by Mitigating the Stability Gap* (arXiv 2406.14833) for replay of source text.
+
+Everything heavy is the core's: ``warmstart.init.expand_vocabulary`` (row inits), ``warmstart.peft``
+(LoRA / QLoRA with trainable new rows), ``warmstart.engine`` (loop, schedules, checkpoints),
+``warmstart.eval.perplexity``. This module wires them: two engine runs for the staged schedule, an atomic
+``save_pretrained`` of the merged result. Left out: RedWhale's alternating layer-group stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from warmstart.engine import Engine, EngineConfig, RunSummary
+from warmstart.errors import ConfigError
+from warmstart_lang.data import MeCoConfig, TextBlockStream, eval_blocks
+
+log = logging.getLogger(__name__)
+
+EXPANSION_FILE = "warmstart_expansion.json"
+InitMethod = Literal["random", "mean", "multivariate", "fvt", "convex", "cw2v"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# expand
+# ----------------------------------------------------------------------------------------------------------
+
+
+def expand_model(
+    model: Any,
+    base_tokenizer: Any,
+    new_tokenizer: Any,
+    *,
+    method: InitMethod = "fvt",
+    head_method: InitMethod | None = None,
+    seed: int = 0,
+    texts: Sequence[str] | None = None,
+    cw2v_steps: int | None = 300,
+    memory_budget: int | None = None,
+    where: str = "expand",
+) -> dict[str, Any]:
+    """Grow ``model`` in place to ``new_tokenizer`` with the core's ``expand_vocabulary``; returns a record.
+
+    The memory needed is estimated (and refused if too large) before anything is allocated. ``cw2v``
+    trains on ``texts`` (target text) for at most ``cw2v_steps`` steps.
+    """
+    from warmstart.init import CW2VConfig, expand_vocabulary
+    from warmstart_lang.models import check_expansion_memory
+
+    new_rows = max(max(new_tokenizer.get_vocab().values()) + 1, model.get_input_embeddings().weight.shape[0])
+    check_expansion_memory(model, new_rows, budget=memory_budget, where=where)
+    needs_text = "cw2v" in (method, head_method)
+    if needs_text and not texts:
+        raise ConfigError(f"{where}: method cw2v needs target text (--data)")
+    info = expand_vocabulary(
+        model,
+        base_tokenizer,
+        new_tokenizer,
+        method,
+        head_method=head_method,
+        seed=seed,
+        texts=list(texts) if needs_text and texts else None,
+        cw2v=CW2VConfig(max_steps=cw2v_steps, rank=64) if needs_text else None,
+    )
+    return {
+        "method": info.method,
+        "head_method": info.head_method,
+        "old_rows": info.old_rows,
+        "new_rows": info.new_rows,
+        "new_token_ids": info.new_token_ids,
+        "tied": info.tied,
+        "fvt_fallbacks": info.fvt_fallbacks,
+    }
+
+
+def save_model(
+    model: Any, tokenizer: Any, out: Path, extra: dict[str, Any] | None = None, *, replace: bool = False
+) -> Path:
+    """``save_pretrained`` model + tokenizer into a temporary directory, then rename it to ``out``.
+
+    ``replace=True`` swaps out an existing ``out`` (a resumed run re-saving its model) only once the new
+    one is complete.
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not replace:
+        raise ConfigError(f"{out} already exists and is not empty; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            (tmp / EXPANSION_FILE).write_text(json.dumps(extra, indent=1))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{tmp.name[-8:]}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# continual pretraining
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AdaptConfig:
+    """How to continually pretrain on the target language."""
+
+    mode: Literal["full", "lora", "qlora"] = "full"
+    """full fine-tuning, LoRA (new embedding rows train too), or QLoRA (4-bit base, CUDA only)."""
+    embed_steps: int = 0
+    """Stage 1: train only the input embeddings and output head for this many steps (0: no stage 1)."""
+    block_size: int = 64
+    """Tokens per packed training block."""
+    replay_ratio: float = 0.0
+    """Share of documents drawn from the replay (source-language) files."""
+    meco: MeCoConfig = field(default_factory=MeCoConfig)
+    """MeCo metadata conditioning (JSONL documents with a url field)."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: float = 16.0
+    """LoRA alpha (scale = alpha / r)."""
+    shuffle_buffer: int = 256
+    """Documents read ahead and picked from at random (seeded by engine.train.seed); 0 keeps file order."""
+    eval_blocks: int = 32
+    """Held-out blocks for target/source perplexity."""
+    text_key: str = "text"
+    """JSONL field with the document text."""
+
+
+class AdaptTask:
+    """Causal LM loss on packed blocks; ``evaluate()`` gives target and source perplexity and keeps a history."""
+
+    def __init__(
+        self, model: Any, target_eval: list[dict], source_eval: list[dict] | None = None, eval_every: int = 0
+    ) -> None:
+        self.model = model
+        self.target_eval = target_eval
+        self.source_eval = source_eval or []
+        self.eval_every = eval_every
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self.step_offset = 0
+        self._calls = 0
+        self.final_step: int | None = None
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        out = self.model(input_ids=batch["input_ids"], labels=batch["labels"])
+        tokens = int((batch["labels"][:, 1:] != -100).sum())
+        return out.loss, {"tokens": tokens}
+
+    def measure(self) -> dict[str, float]:
+        from warmstart.eval import perplexity
+
+        device = next(self.model.parameters()).device
+        out = {"target_ppl": perplexity(self.model, self.target_eval, device=device)["perplexity"]}
+        if self.source_eval:
+            out["source_ppl"] = perplexity(self.model, self.source_eval, device=device)["perplexity"]
+        return out
+
+    def evaluate(self) -> dict[str, float]:
+        self._calls += 1
+        result = self.measure()
+        step = self._calls * self.eval_every if self.eval_every else -1
+        if self.final_step is not None and (step < 0 or step > self.final_step):
+            step = self.final_step
+        self.history.append((self.step_offset + step, result))
+        return result
+
+
+def _trainable_embeddings_only(model: Any) -> list[torch.nn.Parameter]:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = [model.get_input_embeddings().weight]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not params[0]:
+        params.append(head.weight)
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def _stage_config(engine: EngineConfig, steps: int) -> EngineConfig:
+    cfg = copy.deepcopy(engine)
+    cfg.train.max_steps = steps
+    if cfg.schedule.warmup_steps >= steps:
+        cfg.schedule.warmup_steps = max(0, steps // 10)
+    return cfg
+
+
+@dataclass
+class AdaptResult:
+    model: Any
+    summaries: list[RunSummary]
+    history: list[tuple[int, dict[str, float]]]
+    final: dict[str, float]
+    tokens_per_s: float
+    trainable_params: int
+
+
+def continual_pretrain(
+    model: Any,
+    tokenizer: Any,
+    target_files: Sequence[Path],
+    *,
+    engine: EngineConfig,
+    adapt: AdaptConfig,
+    target_eval_texts: Sequence[str],
+    source_eval_texts: Sequence[str] = (),
+    replay_files: Sequence[Path] = (),
+    new_token_ids: Sequence[int] | None = None,
+    run_dir: Path | None = None,
+    resume_from: Path | None = None,
+) -> AdaptResult:
+    """Staged continual pretraining of ``model`` on ``target_files`` (see :class:`AdaptConfig`).
+
+    Stage 1 (``adapt.embed_steps`` > 0) trains only embeddings + head (metrics in ``run_dir/stage1``, no
+    checkpoints); stage 2 (metrics and checkpoints in ``run_dir``; ``resume_from`` resumes it) trains the rest of the
+    budget (``engine.train.max_steps`` in total) in full or with LoRA (the ``new_token_ids`` rows of the
+    embeddings and an untied head train next to the adapters). LoRA weights are merged before returning.
+    """
+    if adapt.mode == "qlora" and not torch.cuda.is_available():
+        raise ConfigError(
+            "mode=qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); use --adapt.mode lora on this machine"
+        )
+    if adapt.mode == "qlora" and not hasattr(model, "peft_config"):
+        raise ConfigError("mode=qlora needs the model loaded in 4-bit with LoRA: use load_qlora_model()")
+    total = engine.train.max_steps
+    stage1 = min(adapt.embed_steps, total)  # on resume stage 1 is done: the checkpoint is stage 2's
+    if adapt.embed_steps >= total:
+        raise ConfigError(
+            f"adapt.embed_steps={adapt.embed_steps} leaves no steps of engine.train.max_steps={total} for stage 2"
+        )
+    batch = engine.train.micro_batch_size
+    total_tokens = total * engine.train.grad_accum_steps * batch * adapt.block_size
+    stream = TextBlockStream(
+        tokenizer,
+        target_files,
+        block_size=adapt.block_size,
+        batch_size=batch,
+        replay_files=replay_files,
+        replay_ratio=adapt.replay_ratio,
+        meco=adapt.meco,
+        total_tokens=total_tokens,
+        text_key=adapt.text_key,
+        shuffle_buffer=adapt.shuffle_buffer,
+        seed=engine.train.seed,
+    )
+    t_eval = eval_blocks(tokenizer, target_eval_texts, adapt.block_size, max_blocks=adapt.eval_blocks)
+    s_eval = (
+        eval_blocks(tokenizer, source_eval_texts, adapt.block_size, max_blocks=adapt.eval_blocks)
+        if source_eval_texts
+        else None
+    )
+    task = AdaptTask(model, t_eval, s_eval, eval_every=engine.train.eval_every)
+    task.history.append((0, task.measure()))
+    summaries: list[RunSummary] = []
+    trainable_before = [p.requires_grad for p in model.parameters()]  # a QLoRA model arrives peft-wrapped
+    if stage1 and resume_from is None:
+        trainable = _trainable_embeddings_only(model)
+        cfg = _stage_config(engine, stage1)
+        cfg.checkpoint.every = 0
+        cfg.checkpoint.save_final = False
+        task.final_step = stage1
+        summaries.append(Engine(cfg, run_dir / "stage1" if run_dir else None).fit(task, stream))
+        log.info("stage 1 (embeddings + head, %d params) done", sum(p.numel() for p in trainable))
+    for p, flag in zip(model.parameters(), trainable_before, strict=True):
+        p.requires_grad_(flag)
+    if adapt.mode == "lora" or (adapt.mode == "qlora" and not hasattr(model, "peft_config")):
+        from warmstart.peft.lora import apply_lora
+
+        task.model = model = apply_lora(
+            model,
+            r=adapt.lora_r,
+            alpha=adapt.lora_alpha,
+            trainable_token_indices=list(new_token_ids) if new_token_ids else None,
+        )
+    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    cfg = _stage_config(engine, total - stage1)
+    task.step_offset = stage1
+    task._calls = 0
+    task.final_step = total - stage1
+    summaries.append(Engine(cfg, run_dir).fit(task, stream, resume_from=resume_from))
+    if adapt.mode in ("lora", "qlora"):
+        from warmstart.peft.lora import merge_lora
+
+        model = merge_lora(model)
+    seconds = sum(s.seconds for s in summaries)
+    tokens = sum((s.tokens_per_s or 0.0) * s.seconds for s in summaries)
+    return AdaptResult(
+        model=model,
+        summaries=summaries,
+        history=task.history,
+        final=task.history[-1][1],
+        tokens_per_s=tokens / max(seconds, 1e-9),
+        trainable_params=trainable_params,
+    )
+
+
+def load_qlora_model(path: str | Path, adapt: AdaptConfig, new_token_ids: Sequence[int] | None = None) -> Any:
+    """The model at ``path`` in 4-bit NF4 with LoRA (and trainable new rows) via ``warmstart.peft`` (CUDA)."""
+    from warmstart.peft.lora import load_qlora
+
+    return load_qlora(
+        str(path),
+        r=adapt.lora_r,
+        alpha=adapt.lora_alpha,
+        trainable_token_indices=list(new_token_ids) if new_token_ids else None,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    target_texts: Sequence[str],
+    source_texts: Sequence[str] = (),
+    *,
+    block_size: int = 64,
+    max_blocks: int = 64,
+) -> dict[str, float]:
+    """Target and source perplexity (forgetting), fertility on the target text, eval throughput (tokens/s)."""
+    from warmstart.eval import perplexity
+    from warmstart_lang.tokenizer import fertility
+
+    device = next(model.parameters()).device
+    out: dict[str, float] = {}
+    blocks = eval_blocks(tokenizer, target_texts, block_size, max_blocks=max_blocks)
+    start = time.perf_counter()
+    result = perplexity(model, blocks, device=device)
+    seconds = time.perf_counter() - start
+    out["target_ppl"] = result["perplexity"]
+    out["eval_tokens_per_s"] = result["tokens"] / max(seconds, 1e-9)
+    if source_texts:
+        out["source_ppl"] = perplexity(
+            model, eval_blocks(tokenizer, source_texts, block_size, max_blocks=max_blocks), device=device
+        )["perplexity"]
+    fert = fertility(tokenizer, target_texts)
+    out["target_fertility"] = fert.fertility
+    out["target_coverage"] = fert.coverage
+    return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}

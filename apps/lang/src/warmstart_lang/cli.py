@@ -1,0 +1,459 @@
+"""``warmstart-lang``: adapt an English-centric language model to a new language.
+
+Seed papers: CW2V / convex-hull init (arXiv 2407.05841), Bailong (arXiv 2404.00862), RedWhale (arXiv
+2408.11294), re-warming (arXiv 2308.04014), Beyond Cosine Decay (arXiv 2503.02844), the stability gap
+(arXiv 2406.14833), MeCo (arXiv 2501.01956). This module is the thin CLI layer (LitGPT style: each
+subcommand a typed function); the work is in ``tokenizer``, ``adapt``, ``data`` and ``bench``. It is the
+only place that prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+from warmstart.cli import App, DemoResult, RunContext
+from warmstart.engine import EngineConfig
+from warmstart.errors import ConfigError, DataError
+from warmstart_lang.adapt import AdaptConfig
+from warmstart_lang.bench import BenchConfig, WorldConfig, tiny_model_threads
+
+log = logging.getLogger(__name__)
+
+app = App(
+    "lang",
+    "Adapt a language model to a new language: tokenizer extension, embedding init, continual pretraining",
+)
+
+InitMethod = Literal["random", "mean", "multivariate", "fvt", "convex", "cw2v"]
+Files = list[Path] | Path
+"""One path (a file or a folder) or a list of them: `--data a.txt` or `--data '[a.txt, b.jsonl]'`."""
+
+
+def _run(run: RunContext | None, command: str) -> RunContext:
+    return run or RunContext("lang", command)
+
+
+def _paths(paths: Files) -> list[Path]:
+    return [Path(p) for p in paths] if isinstance(paths, list) else [Path(paths)]
+
+
+def _texts(paths: Files, limit: int | None, text_key: str = "text") -> list[str]:
+    from warmstart_lang.data import read_texts
+
+    paths = _paths(paths)
+    texts = read_texts(paths, limit=limit, text_key=text_key)
+    if not texts:
+        raise DataError(f"{paths[0]}: no non-empty document")
+    return texts
+
+
+@app.command
+def synth(
+    out: Path | None = None,
+    n_source: int = 2000,
+    n_target: int = 800,
+    n_valid: int = 100,
+    seed: int = 0,
+    run: RunContext | None = None,
+) -> None:
+    """Write the generated source/target language pair as text files (for trying the other commands).
+
+    Args:
+        out: output folder (default: the run directory).
+        n_source: source-language training documents.
+        n_target: target-language training documents.
+        n_valid: held-out documents per language.
+        seed: generator seed.
+    """
+    from warmstart.cli.show import print_table
+    from warmstart_lang.data import write_language_pair
+
+    run_dir, _ = _run(run, "synth").open(out=out)
+    paths = write_language_pair(run_dir, n_source=n_source, n_target=n_target, n_valid=n_valid, seed=seed)
+    print_table("generated language pair", ("file", "path"), [(k, str(v)) for k, v in paths.items()])
+
+
+@app.command(name="tokenizer-train")
+def tokenizer_train(
+    data: Files,
+    out: Path,
+    kind: Literal["bpe", "unigram"] = "bpe",
+    vocab_size: int = 1000,
+    max_docs: int | None = None,
+    text_key: str = "text",
+) -> None:
+    """Train a target-language tokenizer (HF tokenizers, BPE or Unigram) on text/JSONL files.
+
+    Args:
+        data: text (.txt, a document per line) or JSONL files, or folders of them.
+        out: where to save the tokenizer (save_pretrained; written atomically).
+        kind: bpe (byte-level) or unigram (Metaspace).
+        vocab_size: vocabulary size.
+        max_docs: train on at most this many documents.
+        text_key: JSONL field with the text.
+    """
+    from warmstart.cli.show import print_table
+    from warmstart_lang.tokenizer import atomic_save, train_tokenizer
+
+    tok = train_tokenizer(_texts(data, max_docs, text_key), kind, vocab_size)
+    atomic_save(tok, out)
+    print_table("tokenizer", ("", ""), [("kind", kind), ("vocabulary", str(len(tok))), ("saved", str(out))])
+
+
+@app.command(name="tokenizer-extend")
+def tokenizer_extend(
+    base: str,
+    data: Files,
+    heldout: Files,
+    out: Path,
+    target_vocab_size: int = 1000,
+    max_new_tokens: int | None = None,
+    max_docs: int | None = None,
+    text_key: str = "text",
+) -> int:
+    """Add the target tokens the base tokenizer lacks; report fertility and coverage before and after.
+
+    Args:
+        base: the base tokenizer (local directory or hub id).
+        data: target-language training text (.txt / .jsonl files or folders).
+        heldout: held-out target text for the fertility/coverage report.
+        out: where to save the extended tokenizer (with fertility.json).
+        target_vocab_size: vocabulary of the target tokenizer trained with the base's pipeline.
+        max_new_tokens: add at most this many tokens (most frequent first).
+        max_docs: train on at most this many documents.
+        text_key: JSONL field with the text.
+    """
+    from warmstart.cli.show import print_table
+    from warmstart_lang.tokenizer import atomic_save, extend_tokenizer, fertility, load_tokenizer
+
+    base_tok = load_tokenizer(base)
+    extended, added = extend_tokenizer(
+        base_tok,
+        _texts(data, max_docs, text_key),
+        target_vocab_size=target_vocab_size,
+        max_new_tokens=max_new_tokens,
+    )
+    held = _texts(heldout, None, text_key)
+    before, after = fertility(base_tok, held), fertility(extended, held)
+    report = {
+        "base": before.as_dict() | {"vocabulary": len(base_tok)},
+        "extended": after.as_dict() | {"vocabulary": len(extended)},
+        "added_tokens": len(added),
+        "fertility_reduction": 1.0 - after.fertility / before.fertility,
+    }
+    atomic_save(extended, out)
+    (Path(out) / "fertility.json").write_text(json.dumps(report, indent=1))
+    print_table(
+        f"fertility on held-out target text ({before.words} words)",
+        ("tokenizer", "vocabulary", "tokens/word", "single-token words", "unk rate"),
+        [
+            (
+                name,
+                str(r["vocabulary"]),
+                f"{r['fertility']:.3f}",
+                f"{r['coverage']:.1%}",
+                f"{r['unk_rate']:.2%}",
+            )
+            for name, r in (("base", report["base"]), ("extended", report["extended"]))
+        ],
+    )
+    print(f"{len(added)} tokens added; {report['fertility_reduction']:.1%} fewer tokens per word -> {out}")
+    return 0
+
+
+@app.command
+def expand(
+    model: str,
+    tokenizer: str,
+    out: Path,
+    base_tokenizer: str | None = None,
+    method: InitMethod = "fvt",
+    head_method: InitMethod | None = None,
+    data: Files | None = None,
+    cw2v_steps: int = 300,
+    seed: int = 0,
+) -> None:
+    """Resize a causal LM to an extended tokenizer, initialising new embedding and head rows (save_pretrained).
+
+    Args:
+        model: the source model (local directory or hub id).
+        tokenizer: the extended tokenizer (from tokenizer-extend).
+        out: output directory (written atomically; loadable by AutoModelForCausalLM.from_pretrained).
+        base_tokenizer: the model's own tokenizer (default: the one saved with the model).
+        method: init of the new input-embedding rows: random, mean, multivariate, fvt (zip-tie), convex, cw2v.
+        head_method: init of the new rows of an untied output head (default: the same as method).
+        data: target text for cw2v.
+        cw2v_steps: training steps of cw2v's convex weights.
+        seed: seed of the random inits.
+    """
+    from warmstart.cli.show import print_table
+    from warmstart_lang.adapt import expand_model, save_model
+    from warmstart_lang.models import load_model
+    from warmstart_lang.tokenizer import load_tokenizer
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} already exists and is not empty; choose another --out")
+    new_tok = load_tokenizer(tokenizer)
+    old_tok = load_tokenizer(base_tokenizer or model)
+    texts = _texts(data, 2000) if data else None
+    net = load_model(model)
+    info = expand_model(
+        net,
+        old_tok,
+        new_tok,
+        method=method,
+        head_method=head_method,
+        seed=seed,
+        texts=texts,
+        cw2v_steps=cw2v_steps,
+        where=f"expand {model}",
+    )
+    save_model(net, new_tok, out, extra=info)
+    print_table(
+        "vocabulary expansion",
+        ("", ""),
+        [
+            ("rows", f"{info['old_rows']} -> {info['new_rows']}"),
+            ("new tokens", str(len(info["new_token_ids"]))),
+            ("embeddings init", info["method"]),
+            ("head init", str(info["head_method"] or "tied")),
+            ("saved", str(out)),
+        ],
+    )
+
+
+@app.command
+def pretrain(
+    model: str,
+    data: Files,
+    eval_data: Files,
+    tokenizer: str | None = None,
+    replay: Files | None = None,
+    source_eval: Files | None = None,
+    adapt: AdaptConfig = AdaptConfig(),
+    engine: EngineConfig = EngineConfig(),
+    resume: str | None = None,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> int:
+    """Continual pretraining on target text: full / LoRA / QLoRA, staged, with replay, any schedule, MeCo.
+
+    Args:
+        model: the (expanded) model: local directory or hub id.
+        data: target-language training text (.txt / .jsonl files or folders), streamed.
+        eval_data: held-out target text (perplexity).
+        tokenizer: the tokenizer (default: the one saved with the model).
+        replay: source-language text replayed at adapt.replay_ratio.
+        source_eval: held-out source text (forgetting).
+        adapt: mode, staged training, replay, MeCo, LoRA rank, block size.
+        engine: steps, batch, optimizer, schedule (cosine|rewarm|infinite|wsd), checkpoints.
+        resume: 'latest', a run directory or a checkpoints/step-N directory.
+        out: run directory (default: runs/lang/pretrain/<time>); the model is saved in <out>/model.
+    """
+    import torch
+
+    from warmstart.cli.show import print_summary, print_table
+    from warmstart_lang.adapt import EXPANSION_FILE, continual_pretrain, load_qlora_model, save_model
+    from warmstart_lang.data import resolve_files
+    from warmstart_lang.models import check_tokenizer_fits, load_model
+    from warmstart_lang.tokenizer import load_tokenizer
+
+    if adapt.mode == "qlora" and not torch.cuda.is_available():
+        raise ConfigError(
+            "adapt.mode=qlora needs a CUDA GPU (bitsandbytes 4-bit); use --adapt.mode lora on CPU"
+        )
+    files = resolve_files(_paths(data), "training")
+    replay_files = resolve_files(_paths(replay), "replay") if replay else []
+    tok = load_tokenizer(tokenizer or model)
+    run_dir, checkpoint = _run(run, "pretrain").open(resume=resume, out=out)
+    expansion = Path(model) / EXPANSION_FILE
+    new_ids = json.loads(expansion.read_text())["new_token_ids"] if expansion.is_file() else None
+    net = load_qlora_model(model, adapt, new_ids) if adapt.mode == "qlora" else load_model(model)
+    check_tokenizer_fits(net, tok, f"pretrain {model}")
+    result = continual_pretrain(
+        net,
+        tok,
+        files,
+        engine=engine,
+        adapt=adapt,
+        target_eval_texts=_texts(eval_data, 500, adapt.text_key),
+        source_eval_texts=_texts(source_eval, 500, adapt.text_key) if source_eval else (),
+        replay_files=replay_files,
+        new_token_ids=new_ids,
+        run_dir=run_dir,
+        resume_from=checkpoint,
+    )
+    save_model(result.model, tok, run_dir / "model", replace=checkpoint is not None)
+    print_summary(result.summaries[-1], "continual pretraining")
+    rows = [(k, f"{v:.4g}") for k, v in result.final.items()]
+    rows += [("tokens/s", f"{result.tokens_per_s:.0f}"), ("trainable params", str(result.trainable_params))]
+    rows += [("model", str(run_dir / "model"))]
+    print_table("result", ("", ""), rows)
+    return 0
+
+
+@app.command(name="eval")
+def evaluate(
+    model: str,
+    target: Files,
+    source: Files | None = None,
+    tokenizer: str | None = None,
+    block_size: int = 64,
+    max_blocks: int = 64,
+    text_key: str = "text",
+    out: Path | None = None,
+) -> int:
+    """Perplexity on target and source text (forgetting), fertility, and a throughput line.
+
+    Args:
+        model: local directory or hub id.
+        target: held-out target-language text.
+        source: held-out source-language text (forgetting).
+        tokenizer: default: the one saved with the model.
+        block_size: tokens per evaluation block.
+        max_blocks: evaluate at most this many blocks per language.
+        text_key: JSONL field with the text.
+        out: write the numbers as JSON to this file.
+    """
+    from warmstart.cli.show import print_table
+    from warmstart_lang.adapt import evaluate_model
+    from warmstart_lang.models import check_tokenizer_fits, load_model
+    from warmstart_lang.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer or model)
+    net = load_model(model)
+    check_tokenizer_fits(net, tok, f"eval {model}")
+    net.eval()
+    result = evaluate_model(
+        net,
+        tok,
+        _texts(target, 500, text_key),
+        _texts(source, 500, text_key) if source else (),
+        block_size=block_size,
+        max_blocks=max_blocks,
+    )
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1))
+    print_table(f"eval {model}", ("metric", "value"), [(k, f"{v:.4g}") for k, v in result.items()])
+    return 0
+
+
+@app.command(demo=True)
+def demo(out: Path | None = None, steps: int = 40, run: RunContext | None = None) -> DemoResult:
+    """The whole path on generated data: source model -> extended tokenizer -> fvt expansion -> staged pretraining.
+
+    Args:
+        out: run directory (default: runs/lang/demo/<time>).
+        steps: continual-pretraining steps.
+    """
+    run_dir, _ = _run(run, "demo").open(out=out)
+    with tiny_model_threads():
+        return _demo(run_dir, steps)
+
+
+def _demo(run_dir: Path, steps: int) -> DemoResult:
+    from warmstart.cli.show import print_table
+    from warmstart_lang.adapt import continual_pretrain, expand_model, save_model
+    from warmstart_lang.bench import _quiet, prepare_world
+    from warmstart_lang.data import read_texts
+    from warmstart_lang.models import load_model
+    from warmstart_lang.tokenizer import load_tokenizer
+
+    world = prepare_world(run_dir / "world", WorldConfig(n_source=1000, n_target=300, source_steps=80))
+    base, extended = load_tokenizer(world.base_tokenizer), load_tokenizer(world.extended_tokenizer)
+    model = load_model(world.source_model)
+    info = expand_model(model, base, extended, method="fvt")
+    cfg = _quiet(EngineConfig())
+    cfg.train.max_steps = steps
+    cfg.train.micro_batch_size = 8
+    cfg.optimizer.lr = 2e-3
+    cfg.schedule.warmup_steps = max(1, steps // 10)
+    result = continual_pretrain(
+        model,
+        extended,
+        [world.data["target_train"]],
+        engine=cfg,
+        adapt=AdaptConfig(embed_steps=steps // 4, replay_ratio=0.2, eval_blocks=8),
+        target_eval_texts=read_texts([world.data["target_valid"]]),
+        source_eval_texts=read_texts([world.data["source_valid"]]),
+        replay_files=[world.data["source_train"]],
+        new_token_ids=info["new_token_ids"],
+    )
+    save_model(result.model, extended, run_dir / "model", extra=info)
+    before, after = result.history[0][1], result.final
+    print_table(
+        "lang demo",
+        ("", "before", "after"),
+        [
+            ("target tokens/word", f"{world.fertility_base:.2f}", f"{world.fertility_extended:.2f}"),
+            ("target perplexity", f"{before['target_ppl']:.2f}", f"{after['target_ppl']:.2f}"),
+            ("source perplexity", f"{before['source_ppl']:.2f}", f"{after['source_ppl']:.2f}"),
+        ],
+    )
+    return DemoResult(
+        what=f"tiny Llama: source LM -> +{len(info['new_token_ids'])} target tokens (fvt) -> {steps} staged steps",
+        metric="target perplexity",
+        value=float(after["target_ppl"]),
+        details={
+            "target_ppl_before": before["target_ppl"],
+            "source_ppl_after": after["source_ppl"],
+            "fertility_base": world.fertility_base,
+            "fertility_extended": world.fertility_extended,
+            "run_dir": str(run_dir),
+        },
+    )
+
+
+@app.command
+def bench(
+    kind: Literal["init", "throughput"] = "init",
+    settings: BenchConfig = BenchConfig(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> int:
+    """The seed comparison in miniature (init methods vs random vs scratch, schedules) or the throughput ratio.
+
+    Args:
+        kind: init (methods x seeds, plus schedules; report.md/plot.png/results.json) or throughput
+            (tokens/s vs the transformers Trainer on the same model and data).
+        settings: methods, schedules, seeds, steps, the generated languages and source model.
+        out: run directory (default: runs/lang/bench/<time>).
+    """
+    from warmstart.cli.show import print_table
+    from warmstart_lang.bench import run_bench, throughput_vs_trainer
+
+    run_dir, _ = _run(run, "bench").open(out=out)
+    if kind == "throughput":
+        with tiny_model_threads():
+            r = throughput_vs_trainer(
+                run_dir, steps=settings.steps, batch_size=settings.batch_size, world=settings.world
+            )
+        (run_dir / "throughput.json").write_text(json.dumps(r, indent=1))
+        print_table(
+            "continual pretraining throughput (CPU)",
+            ("", "tokens/s"),
+            [(k, f"{v:.3g}") for k, v in r.items()],
+        )
+        return 0
+    result = run_bench(run_dir, settings)
+    for name, summary in result["reports"].items():
+        rows = []
+        for m, s in summary["methods"].items():
+            rows.append(
+                (m, f"{s['mean']:.3f} ± {s['std']:.3f}", f"{s.get('relative_delta', 0.0) or 0.0:+.1%}")
+            )
+        print_table(
+            f"{name}: {summary['metric']} ({run_dir / name / 'report.md'})",
+            ("method", "mean ± std", "vs baseline"),
+            rows,
+        )
+    return 0
+
+
+def main() -> None:
+    app.entry()

@@ -1,0 +1,74 @@
+"""The demo (registered for the tour) and the bench on the smallest settings: files written, numbers sane."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from warmstart_lang.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread than on two contended ones (see bench.tiny_model_threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_path(tmp_path):
+    result, _ = app.run_demo(tmp_path / "demo")
+    assert app.demo_command == "demo"
+    d = result.details
+    assert d["fertility_extended"] <= 0.7 * d["fertility_base"]
+    assert math.isfinite(result.value) and result.value < d["target_ppl_before"]  # adaptation helped
+    assert (tmp_path / "demo" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_bench_writes_the_core_report(tmp_path):
+    out = tmp_path / "bench"
+    code = app.main(
+        [
+            "bench",
+            "--out",
+            str(out),
+            "--settings.methods",
+            "[scratch, random, fvt]",
+            "--settings.schedules",
+            "[cosine, infinite]",
+            "--settings.seeds",
+            "1",
+            "--settings.steps",
+            "6",
+            "--settings.eval_every",
+            "3",
+            "--settings.world.n_source",
+            "200",
+            "--settings.world.n_target",
+            "100",
+            "--settings.world.source_steps",
+            "5",
+        ]
+    )
+    assert code == 0
+    for sub in ("init", "schedule"):
+        for name in ("report.md", "plot.png", "results.json"):
+            assert (out / sub / name).is_file()
+    results = json.loads((out / "init" / "results.json").read_text())
+    assert set(results["methods"]) == {"scratch", "random", "fvt"}
+    for m in results["methods"].values():
+        assert m["n"] == 1 and m["mean"] > 1
+    curve = results["curves"]["fvt"]
+    assert curve["steps"] == [0, 3, 6]
+    assert results["config"]["fertility_extended"] < results["config"]["fertility_base"]

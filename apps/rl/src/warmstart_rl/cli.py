@@ -1,0 +1,346 @@
+"""``warmstart-rl``: VPT for gymnasium environments in one CLI — collect, idm-train, idm-label, bc,
+finetune (SB3 PPO from the BC weights, KL to the pretrained policy), demo, bench, throughput.
+
+Seed: *Video PreTraining (VPT)* (Baker et al., arXiv 2206.11795). The CLI is thin: it parses typed
+configs and calls :mod:`warmstart_rl.vpt` / :mod:`warmstart_rl.bench`. Not here yet: ContextWM's
+``worldmodel pretrain/finetune`` and RoboFuME's ``robofume`` (see the README).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from warmstart.cli import App, DemoResult, RunContext
+from warmstart.cli.show import print_table
+from warmstart.engine import EngineConfig
+from warmstart_rl.data import EnvConfig
+
+app = App("rl", "Pretraining for control: VPT (IDM -> pseudo-labels -> BC -> PPO) on gymnasium")
+
+
+def _engine_default(steps: int = 300, batch: int = 64, lr: float = 1e-3) -> EngineConfig:
+    cfg = EngineConfig()
+    cfg.train.max_steps = steps
+    cfg.train.micro_batch_size = batch
+    cfg.optimizer.lr = lr
+    cfg.logging.tensorboard = False
+    cfg.checkpoint.save_final = False
+    cfg.logging.log_every = 50
+    return cfg
+
+
+def _ctx(run: RunContext | None, command: str) -> RunContext:
+    return run if run is not None else RunContext("rl", command)
+
+
+def _rows(metrics: dict) -> list[tuple[str, str]]:
+    return [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items()]
+
+
+@app.command
+def collect(
+    env: EnvConfig = EnvConfig(),
+    episodes: int = 200,
+    labelled: int = 20,
+    policy: str = "scripted",
+    noise: float = 0.2,
+    seed: int = 0,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """Roll out a policy and record a corpus: unlabelled videos plus a small action-labelled subset.
+
+    Args:
+        env: the gymnasium environment (pixel observations, discrete actions).
+        episodes: episodes to record in all.
+        labelled: how many of them keep their actions (the rest are frames only).
+        policy: 'scripted' (expert + noise), 'random', or the path of an SB3 PPO checkpoint .zip.
+        noise: probability of a uniformly random action instead of the scripted expert's.
+        seed: seed of the environment resets and the noise.
+        out: corpus directory (default: a new run directory).
+    """
+    from warmstart_rl.data import collect as record
+
+    run_dir, _ = _ctx(run, "collect").open(out=out)
+    summary = record(run_dir, env, episodes, labelled, policy, noise, seed)
+    print_table(f"corpus {run_dir}", ("", ""), _rows(summary))
+
+
+@dataclass
+class IDMOptions:
+    context: int = 1
+    """Frames on each side of the transition the IDM sees (window 2k + 2)."""
+    heldout_fraction: float = 0.2
+    """Share of labelled episodes held out for the accuracy figure."""
+
+
+@app.command(name="idm-train")
+def idm_train(
+    data: Path,
+    idm: IDMOptions = IDMOptions(),
+    engine: EngineConfig = _engine_default(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """Train VPT's non-causal inverse-dynamics model on the labelled episodes; report held-out accuracy.
+
+    Args:
+        data: a corpus directory written by `collect`.
+        idm: IDM window and held-out split.
+        engine: training loop settings (steps, batch, optimizer, devices).
+        out: run directory (default: runs/rl/idm-train/<time>); the model goes to <out>/idm/.
+    """
+    from warmstart_rl.data import load_corpus
+    from warmstart_rl.models import IDMConfig
+    from warmstart_rl.vpt import IDMTrainConfig, train_idm
+
+    corpus = load_corpus(data)
+    run_dir, _ = _ctx(run, "idm-train").open(out=out)
+    config = IDMTrainConfig(IDMConfig(context=idm.context), idm.heldout_fraction)
+    _, metrics = train_idm(corpus, config, engine, run_dir)
+    print_table(f"IDM -> {run_dir / 'idm'}", ("", ""), _rows(metrics))
+
+
+@app.command(name="idm-label")
+def idm_label(data: Path, model: Path) -> None:
+    """Pseudo-label the corpus' unlabelled videos with a trained IDM (writes <data>/pseudo/).
+
+    Args:
+        data: a corpus directory written by `collect`.
+        model: an `idm-train` run directory (or its idm/ folder).
+    """
+    from warmstart.errors import CheckpointError
+    from warmstart_rl.data import load_corpus
+    from warmstart_rl.vpt import label_corpus, load_idm
+
+    corpus = load_corpus(data)
+    idm, spec = load_idm(model)
+    if list(spec["frame_shape"]) != list(corpus.meta["frame_shape"]) or spec["n_actions"] != corpus.n_actions:
+        raise CheckpointError(
+            f"--model {model}: IDM trained on frames {spec['frame_shape']} / {spec['n_actions']} actions, "
+            f"corpus {data} has {corpus.meta['frame_shape']} / {corpus.n_actions}; train an IDM on this corpus"
+        )
+    metrics = label_corpus(corpus, idm)
+    print_table(f"pseudo-labels -> {Path(data) / 'pseudo'}", ("", ""), _rows(metrics))
+
+
+@dataclass
+class BCOptions:
+    labels: str = "pseudo"
+    """'pseudo': labelled + IDM-labelled videos (VPT); 'labelled': labelled episodes only."""
+    heldout_fraction: float = 0.2
+    """Share of labelled episodes held out for the accuracy figure."""
+    eval_episodes: int = 10
+    """Greedy episodes in the environment to measure the cloned policy's return."""
+
+
+@app.command
+def bc(
+    data: Path,
+    options: BCOptions = BCOptions(),
+    engine: EngineConfig = _engine_default(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """Behaviour-clone the causal foundation policy on true + pseudo labels.
+
+    Args:
+        data: a corpus directory (after `idm-label` when labels = pseudo).
+        options: label source, held-out split, evaluation episodes.
+        engine: training loop settings.
+        out: run directory; the policy goes to <out>/policy/ (safetensors + config.json).
+    """
+    from warmstart_rl.data import load_corpus
+    from warmstart_rl.vpt import BCConfig, train_bc
+
+    corpus = load_corpus(data)
+    run_dir, _ = _ctx(run, "bc").open(out=out)
+    config = BCConfig(
+        labels=options.labels, heldout_fraction=options.heldout_fraction, eval_episodes=options.eval_episodes
+    )
+    _, metrics = train_bc(corpus, config, engine, run_dir, seed=engine.train.seed)
+    print_table(f"BC policy -> {run_dir / 'policy'}", ("", ""), _rows(metrics))
+
+
+@dataclass
+class PPOOptions:
+    total_steps: int = 8192
+    """Environment steps."""
+    n_envs: int = 4
+    """Parallel environments."""
+    n_steps: int = 64
+    """Rollout length per environment between updates."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    ent_coef: float = 0.01
+    """Entropy bonus."""
+    kl_coef: float = 0.1
+    """VPT's KL(pi_pretrained || pi) coefficient (ignored from scratch; 0 disables)."""
+    kl_decay: float = 0.995
+    """Decay of the KL coefficient per PPO epoch."""
+
+    def to_config(self):
+        from warmstart_rl.vpt import PPOConfig
+
+        return PPOConfig(
+            total_steps=self.total_steps,
+            n_envs=self.n_envs,
+            n_steps=self.n_steps,
+            lr=self.lr,
+            ent_coef=self.ent_coef,
+            kl_coef=self.kl_coef,
+            kl_decay=self.kl_decay,
+        )
+
+
+@app.command
+def finetune(
+    policy: Path | None = None,
+    env: EnvConfig | None = None,
+    ppo: PPOOptions = PPOOptions(),
+    seed: int = 0,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """PPO (stable-baselines3) from the BC policy, with VPT's KL to the pretrained policy; no --policy: scratch.
+
+    Args:
+        policy: a `bc` run directory (or its policy/ folder); omit to train PPO from scratch.
+        env: the environment (default: the one the policy was cloned on).
+        ppo: PPO budget and hyperparameters (kl_coef > 0 adds the KL-to-pretrained loss).
+        seed: seed of PPO and the environments.
+        out: run directory; the SB3 model is saved as <out>/ppo.zip, the return curve as curve.json.
+    """
+    from warmstart_rl.models import EncoderConfig, PolicyConfig
+    from warmstart_rl.vpt import finetune_ppo, load_policy
+
+    init, policy_config = None, PolicyConfig()
+    if policy is not None:
+        init, spec = load_policy(policy)
+        model = spec["model"]
+        policy_config = PolicyConfig(EncoderConfig(**model["encoder"]), list(model["value_hidden"]))
+        env = env or EnvConfig(**spec["env"])
+    env = env or EnvConfig()
+    run_dir, _ = _ctx(run, "finetune").open(out=out)
+    result = finetune_ppo(env, ppo.to_config(), policy_config, init, seed=seed, save_to=run_dir / "ppo.zip")
+    (run_dir / "curve.json").write_text(json.dumps(result["curve"]))
+    rows = [
+        ("init", str(policy) if policy is not None else "scratch"),
+        ("env steps", str(result["steps"])),
+        ("env steps/s", f"{result['steps_per_s']:.0f}"),
+        ("episodes", str(len(result["curve"]))),
+        ("mean return (last 20 episodes)", f"{result['final_return']:.3f}"),
+        ("SB3 model", str(run_dir / "ppo.zip")),
+    ]
+    print_table("PPO fine-tuning", ("", ""), rows)
+
+
+@app.command(demo=True)
+def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
+    """The whole VPT path on MiniGrid in well under a minute: collect, IDM, label, BC, PPO from BC.
+
+    Args:
+        out: where the corpus and models go (default: a temporary directory).
+    """
+    from warmstart_rl.bench import BenchConfig, pretrain_pipeline, single_thread
+    from warmstart_rl.vpt import PPOConfig, finetune_ppo
+
+    with tempfile.TemporaryDirectory(prefix="warmstart-rl-demo-") as tmp, single_thread():
+        root = Path(out) if out is not None else Path(tmp)
+        config = BenchConfig(episodes=120, labelled=12, idm_steps=150, bc_steps=150)
+        pre = pretrain_pipeline(config, seed=0, root=root / "corpus")
+        ppo = finetune_ppo(
+            config.env, PPOConfig(total_steps=1024, kl_coef=0.1), config.policy, pre["policy"], seed=0
+        )
+    rows = [(k, f"{v:.3g}") for k, v in pre["metrics"].items()]
+    rows += [
+        ("ppo/return (from BC, 1024 steps)", f"{ppo['final_return']:.3f}"),
+        ("ppo/env steps/s", f"{ppo['steps_per_s']:.0f}"),
+    ]
+    print_table("warmstart-rl demo (VPT on MiniGrid)", ("", ""), rows)
+    return DemoResult(
+        what="VPT on MiniGrid-Empty-Random-5x5: IDM on 12 labelled eps -> pseudo-labels -> BC -> PPO",
+        metric="IDM pseudo-label accuracy",
+        value=float(pre["metrics"]["label/accuracy_vs_truth"]),
+        details={"bc_return": pre["metrics"].get("bc/return"), "ppo_return": ppo["final_return"]},
+    )
+
+
+@dataclass
+class BenchOptions:
+    seeds: int = 3
+    """Seeds per arm."""
+    total_steps: int = 8192
+    """PPO environment steps per run (equal for every arm)."""
+    episodes: int = 200
+    """Corpus episodes per seed (unlabelled videos + labelled)."""
+    labelled: int = 20
+    """Labelled episodes per seed."""
+    idm_steps: int = 300
+    """IDM optimizer steps."""
+    bc_steps: int = 300
+    """BC optimizer steps."""
+    threshold: float = 0.9
+    """Return threshold for the steps-to-threshold ratio."""
+    kl_coef: float = 0.1
+    """KL coefficient of the BC-init + KL arm."""
+
+    def to_config(self):
+        from warmstart_rl.bench import BenchConfig
+
+        return BenchConfig(**asdict(self))
+
+
+@app.command
+def bench(
+    setup: BenchOptions = BenchOptions(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """PPO from scratch vs BC-init (VPT) vs BC-init + KL at equal env steps, several seeds; report + plot.
+
+    Args:
+        setup: seeds, environment steps, corpus size, threshold.
+        out: run directory for report.md, plot.png, results.json.
+    """
+    from warmstart_rl.bench import run_bench, single_thread
+
+    run_dir, _ = _ctx(run, "bench").open(out=out)
+    with single_thread():
+        report = run_bench(setup.to_config(), run_dir)
+    rows = []
+    for name, m in report.summary["methods"].items():
+        rows.append((name, f"{m['mean']:.3f} ± {m['std']:.3f}" if m["mean"] is not None else "—"))
+    for metric, per in report.summary["extra_metrics"].items():
+        for name, m in per.items():
+            rows.append(
+                (f"{metric} [{name}]", f"{m['mean']:.4g} ± {m['std']:.3g}" if m["mean"] is not None else "—")
+            )
+    print_table(f"bench -> {report.report_md}", ("", ""), rows)
+
+
+@app.command
+def throughput(
+    steps: int = 4096, repeats: int = 2, out: Path | None = None, run: RunContext | None = None
+) -> None:
+    """Env steps/s of `finetune` (BC init + KL) vs plain SB3 PPO with the same network: the overhead ratio.
+
+    Args:
+        steps: environment steps per timed run.
+        repeats: timed runs per variant (the best is kept).
+        out: run directory for throughput.json.
+    """
+    from warmstart_rl.bench import measure_throughput, single_thread
+
+    run_dir, _ = _ctx(run, "throughput").open(out=out)
+    with single_thread():
+        result = measure_throughput(steps, repeats)
+    (run_dir / "throughput.json").write_text(json.dumps(result, indent=1))
+    print_table("env steps/s", ("variant", "steps/s"), [(k, f"{v:.4g}") for k, v in result.items()])
+
+
+def main() -> None:
+    app.entry()

@@ -1,0 +1,77 @@
+"""Corpus format, experts and bad-input checks of warmstart_rl.data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from warmstart.errors import ConfigError, DataError
+from warmstart_rl.data import EnvConfig, collect, load_corpus, make_env, minigrid_expert_action
+
+ENV = EnvConfig(env_id="MiniGrid-Empty-Random-5x5-v0")
+
+
+def test_make_env_gives_pixels_and_discrete_actions() -> None:
+    env = make_env(ENV, seed=0)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (20, 20, 3) and obs.dtype == np.uint8
+    assert env.action_space.n == 3
+    env.close()
+
+
+def test_expert_reaches_goal_in_shortest_path() -> None:
+    # the BFS expert must finish every episode, in no more steps than rotations + Manhattan distance allow
+    env = make_env(ENV, seed=0)
+    for seed in range(5):
+        env.reset(seed=seed)
+        u = env.unwrapped
+        goal = next(
+            (x, y)
+            for x in range(u.width)
+            for y in range(u.height)
+            if u.grid.get(x, y) is not None and u.grid.get(x, y).type == "goal"
+        )
+        bound = abs(goal[0] - u.agent_pos[0]) + abs(goal[1] - u.agent_pos[1]) + 3
+        steps, done, reward = 0, False, 0.0
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(minigrid_expert_action(env))
+            steps, done = steps + 1, terminated or truncated
+        assert reward > 0 and steps <= bound
+
+
+def test_collect_writes_npz_index_and_hides_truth(tmp_path) -> None:
+    summary = collect(tmp_path / "c", ENV, episodes=6, labelled=2, noise=0.0, seed=1)
+    index = [json.loads(line) for line in (tmp_path / "c" / "index.jsonl").read_text().splitlines()]
+    assert len(index) == 6 and sum(r["labelled"] for r in index) == 2
+    with np.load(tmp_path / "c" / index[3]["file"]) as unlabelled:
+        assert set(unlabelled.files) == {"frames"}  # videos: frames only
+    corpus = load_corpus(tmp_path / "c")
+    for episode, record in zip(corpus.episodes, index, strict=True):
+        assert episode.frames.shape == (record["steps"] + 1, 20, 20, 3)
+    truth = corpus.truth(corpus.unlabelled[0])
+    assert truth is not None and len(truth) == corpus.unlabelled[0].steps
+    assert summary["mean_return"] > 0.5  # a noiseless expert succeeds
+
+
+def test_unknown_env_and_continuous_actions_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="not a registered"):
+        make_env(EnvConfig(env_id="NoSuchEnv-v9"))
+    with pytest.raises(ConfigError, match="not Discrete"):
+        make_env(EnvConfig(env_id="Pendulum-v1", size=16, actions=None))
+
+
+def test_mixed_resolutions_and_bad_actions_are_data_errors(tmp_path) -> None:
+    root = tmp_path / "c"
+    collect(root, ENV, episodes=3, labelled=2, noise=0.5, seed=0)
+    index = [json.loads(line) for line in (root / "index.jsonl").read_text().splitlines()]
+    first = root / index[0]["file"]
+    with np.load(first) as f:
+        frames, actions, rewards = f["frames"], f["actions"], f["rewards"]
+    np.savez_compressed(first, frames=frames, actions=np.full_like(actions, 7), rewards=rewards)
+    with pytest.raises(DataError, match="outside the action space"):
+        load_corpus(root)
+    np.savez_compressed(first, frames=frames[:, :10], actions=actions, rewards=rewards)
+    with pytest.raises(DataError, match="mixed resolutions"):
+        load_corpus(root)
