@@ -17,6 +17,7 @@ from warmstart.engine.config import (
 from warmstart.engine.data import BatchCursor, ResumableLoader
 from warmstart.engine.loop import Engine
 from warmstart.engine.metrics import RunSummary
+from warmstart.engine.presets import cpu_threads, quick_config
 from warmstart.engine.task import Task
 
 __all__ = [
@@ -31,7 +32,9 @@ __all__ = [
     "Task",
     "TrainConfig",
     "complete_checkpoints",
+    "cpu_threads",
     "latest_checkpoint",
     "load_checkpoint",
+    "quick_config",
     "save_checkpoint",
 ]

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
+from warmstart.errors import DataError
+
 
 class ResumableLoader:
     """Seeded, sharded, resumable micro-batches over a map-style dataset (drops the last partial batch)."""
@@ -37,7 +39,7 @@ class ResumableLoader:
         n = len(dataset)
         per_rank = n // world_size
         if per_rank < batch_size:
-            raise ValueError(
+            raise DataError(
                 f"dataset has {n} samples: fewer than one micro-batch of {batch_size} per rank "
                 f"({world_size} ranks); lower train.micro_batch_size or add data"
             )
