@@ -23,7 +23,7 @@ from warmstart_lang.tokenizer import extend_tokenizer, fertility, train_tokenize
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Tiny models run faster on one thread than on two contended ones (see bench.tiny_model_threads)."""
+    """Tiny models run faster on one thread than on two contended ones (see warmstart.engine.cpu_threads)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

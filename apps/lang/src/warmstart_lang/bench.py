@@ -15,39 +15,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from warmstart.engine import Engine, EngineConfig
+from warmstart.engine import Engine, EngineConfig, cpu_threads
 from warmstart_lang.adapt import AdaptConfig, continual_pretrain, expand_model
 from warmstart_lang.data import TextBlockStream, read_texts, write_language_pair
 from warmstart_lang.models import ModelConfig, build_model, load_model
 from warmstart_lang.tokenizer import extend_tokenizer, fertility, load_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def tiny_model_threads(threads: int = 1) -> Iterator[None]:
-    """Run tiny CPU models on ``threads`` intra-op threads (restored afterwards).
-
-    Measured here: a 0.2M-parameter Llama step takes 0.05 s on one thread but 0.2-3 s on two threads of a
-    busy 2-core machine (thread contention), so the demo and the bench pin one thread on CPU.
-    """
-    if torch.cuda.is_available():
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass
@@ -204,7 +184,7 @@ def _run(
 
 def run_bench(out: Path, bench: BenchConfig) -> dict[str, Any]:
     """Run the init comparison (and the schedule comparison) and write the core's bench reports."""
-    with tiny_model_threads():
+    with cpu_threads():
         return _run_bench(out, bench)
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 from warmstart.cli import App, DemoResult, RunContext
-from warmstart.engine import EngineConfig
+from warmstart.engine import EngineConfig, cpu_threads
 from warmstart.errors import ConfigError, DataError
 from warmstart_lang.adapt import AdaptConfig
-from warmstart_lang.bench import BenchConfig, WorldConfig, tiny_model_threads
+from warmstart_lang.bench import BenchConfig, WorldConfig
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ def demo(out: Path | None = None, steps: int = 40, run: RunContext | None = None
         steps: continual-pretraining steps.
     """
     run_dir, _ = _run(run, "demo").open(out=out)
-    with tiny_model_threads():
+    with cpu_threads():
         return _demo(run_dir, steps)
 
 
@@ -429,7 +429,7 @@ def bench(
 
     run_dir, _ = _run(run, "bench").open(out=out)
     if kind == "throughput":
-        with tiny_model_threads():
+        with cpu_threads():
             r = throughput_vs_trainer(
                 run_dir, steps=settings.steps, batch_size=settings.batch_size, world=settings.world
             )
