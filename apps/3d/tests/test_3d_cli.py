@@ -208,6 +208,8 @@ def test_bench_points_writes_the_report(tmp_path):
                 "bench",
                 "--kind",
                 "points",
+                "--points.part",
+                "mae",
                 "--points.seeds",
                 "[0]",
                 "--points.train_per_class",

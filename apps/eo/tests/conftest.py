@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from warmstart_eo.data import SynthConfig, synthesize
+
+torch.set_num_threads(1)  # shared CPUs: tiny models run 10-20x faster single-threaded here
 
 
 @pytest.fixture(scope="session")

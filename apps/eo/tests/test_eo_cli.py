@@ -76,3 +76,16 @@ def test_bad_input_one_line_exit_2(eo_root: Path, argv: list[str], needle: str, 
 def test_demo(tmp_path: Path) -> None:
     result, _ = app.run_demo(tmp_path / "demo")
     assert 0.0 <= result.value <= 1.0 and "scratch_accuracy" in result.details
+
+
+@pytest.mark.slow
+def test_bench_throughput_runs_both_frameworks(tmp_path: Path) -> None:
+    argv = ["bench", "--kind", "throughput", "--out", str(tmp_path / "tp"), "--throughput.steps", "1",
+            "--throughput.warmup", "1", "--throughput.batch", "2"]  # fmt: skip
+    assert app.main(argv) == 0
+    result = json.loads((tmp_path / "tp" / "throughput.json").read_text())
+    assert result["ours_images_per_s"] > 0 and result["torchgeo_images_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["ours_images_per_s"] / result["torchgeo_images_per_s"])
+    # same model size: torchgeo's encoder differs only by its class token, its (1 + 196)-row position table
+    # and lightly's encoder mask token, 192 wide each
+    assert result["torchgeo_encoder_params"] - result["ours_encoder_params"] == (1 + 197 + 1) * 192

@@ -74,7 +74,7 @@ def test_mae_masks_and_learns(family: str) -> None:
         assert torch.allclose(out["loss"], 0.6 * out["mse"] + 0.4 * out["l1_x2"])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = float(out["loss"].detach())
-    for _ in range(20):
+    for _ in range(40):  # 20 left Prithvi (8 tokens, 2 visible) at 0.74 of the first loss
         loss = model(x, generator=torch.Generator().manual_seed(0))["loss"]  # same mask: a memorisation test
         opt.zero_grad()
         loss.backward()

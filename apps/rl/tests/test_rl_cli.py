@@ -212,9 +212,11 @@ def test_recipes_parse() -> None:
 
     root = Path(warmstart_rl.__file__).parent / "recipes"
     recipes = sorted(root.glob("*/*.yaml"))
-    assert len(recipes) == 8
+    assert len(recipes) == 12
     for recipe in recipes:
         command = recipe.stem
-        extra = ["--data", "corpus"] if command in ("idm-train", "bc") else []
+        extra = (
+            ["--data", "corpus"] if command in ("idm-train", "bc", "worldmodel-pretrain", "robofume") else []
+        )
         assert app.main([command, "--config", str(recipe), *extra, "--print_config"]) == 0, recipe
     assert app.main(["bench", "--config", str(root / "tiny.yaml"), "--print_config"]) == 0

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 from warmstart.cli import App, DemoResult, RunContext
+from warmstart.engine import EngineConfig
 from warmstart.errors import ConfigError, DataError
 from warmstart_3d.bench import SplatBenchConfig
+from warmstart_3d.clip2point import ClipSpec, DepthConfig, FewShotConfig, PretrainConfig, SourceConfig
 from warmstart_3d.gmae import GMAEConfig
 from warmstart_3d.instantsplat import InstantSplatConfig
 from warmstart_3d.points_bench import PointsBenchConfig
@@ -256,21 +258,210 @@ def gmae(
     return results
 
 
+def _small_engine(steps: int, batch: int, lr: float) -> EngineConfig:
+    cfg = EngineConfig()
+    cfg.train.max_steps, cfg.train.micro_batch_size, cfg.optimizer.lr = steps, batch, lr
+    cfg.optimizer.weight_decay = 0.05
+    cfg.logging.tensorboard, cfg.checkpoint.save_final = False, False
+    return cfg
+
+
+@app.command(name="clip2point-source")
+def clip2point_source(
+    source: SourceConfig = SourceConfig(),  # noqa: B008
+    engine: bool = True,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> dict:
+    """Train a tiny open_clip CLIP on rendered (image, caption) pairs of procedural shapes (no weights here).
+
+    Writes an open_clip local-dir folder (open_clip_config.json + open_clip_model.safetensors) that
+    clip2point-pretrain / clip2point-eval read with --clip.model <folder>.
+
+    Args:
+        source: architecture, data and optimisation of the source CLIP.
+        engine: train with the core engine (AdamW, cosine, clipping); false: the same recipe in a plain loop.
+        out: run directory (default runs/3d/clip2point-source/<time>); the model goes to <out>/clip.
+    """
+    from warmstart_3d.clip2point import pretrain_source
+
+    if source.steps < 1 or source.per_class < 1:
+        raise ConfigError("--source.steps and --source.per_class must be >= 1")
+    run = run or RunContext("3d", "clip2point-source")
+    run_dir, _ = run.open(out=out)
+    cfg = _small_engine(source.steps, source.batch_size, source.lr) if engine else None
+    if cfg is not None:
+        cfg.train.seed = source.seed
+    results = pretrain_source(source, run_dir / "clip", cfg) | {"clip": str(run_dir / "clip")}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    _print("clip2point source CLIP", results)
+    return results
+
+
+@app.command(name="clip2point-pretrain")
+def clip2point_pretrain(
+    clip: ClipSpec = ClipSpec(),  # noqa: B008
+    depth: DepthConfig = DepthConfig(),  # noqa: B008
+    pretrain: PretrainConfig = PretrainConfig(),  # noqa: B008
+    source: SourceConfig = SourceConfig(),  # noqa: B008
+    engine: bool = True,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> dict:
+    """CLIP2Point image-depth pretraining: depth encoder from the CLIP image tower vs the frozen image tower.
+
+    Args:
+        clip: the open_clip model (architecture name + --clip.pretrained file/tag, hf-hub:org/repo,
+            local-dir:/path or a clip2point-source folder); 'tiny' trains one first (--source.*).
+        depth: depth rendering (size defaults to the model's image size).
+        pretrain: pretraining data, steps, batch, learning rate, init (clip | scratch).
+        source: settings of the tiny source CLIP when --clip.model tiny.
+        engine: train with the core engine; false: the same recipe in a plain loop.
+        out: run directory (default runs/3d/clip2point-pretrain/<time>): depth_encoder.safetensors,
+            clip2point.json, results.json.
+    """
+    from warmstart_3d.clip2point import load_clip, pretrain_clip2point, pretrain_source, save_depth_encoder
+
+    if pretrain.steps < 1 or pretrain.per_class < 1:
+        raise ConfigError("--pretrain.steps and --pretrain.per_class must be >= 1")
+    run = run or RunContext("3d", "clip2point-pretrain")
+    run_dir, _ = run.open(out=out)
+    results: dict = {}
+    if clip.model == "tiny":
+        cfg = _small_engine(source.steps, source.batch_size, source.lr) if engine else None
+        results |= {f"source_{k}": v for k, v in pretrain_source(source, run_dir / "clip", cfg).items()}
+        clip = ClipSpec(model=str((run_dir / "clip").resolve()))
+    loaded = load_clip(clip)
+    cfg = _small_engine(pretrain.steps, pretrain.batch_size, pretrain.lr) if engine else None
+    if cfg is not None:
+        cfg.train.seed = pretrain.seed
+    model, info = pretrain_clip2point(loaded, depth, pretrain, cfg)
+    results |= info
+    path = save_depth_encoder(model, clip, depth, run_dir, {"init": pretrain.init})
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    _print("clip2point pretrain", results | {"depth_encoder": str(path)})
+    return results
+
+
+@app.command(name="clip2point-eval")
+def clip2point_eval(
+    checkpoint: Path | None = None,
+    clip: ClipSpec = ClipSpec(),  # noqa: B008
+    data: Path | None = None,
+    classes: list[str] | None = None,
+    prompt: str = "image of a {}",
+    shots: int = 0,
+    per_class: int = 16,
+    test_per_class: int = 8,
+    n_points: int = 1024,
+    fewshot: FewShotConfig = FewShotConfig(),  # noqa: B008
+    seed: int = 0,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> dict:
+    """Zero-shot (--shots 0, 6 views) or few-shot (Dual-Path Adapter, 10 views) point-cloud classification.
+
+    Without --checkpoint the CLIP image tower runs on the depth maps directly (PointCLIP-style; a
+    single-path adapter for few-shot).
+
+    Args:
+        checkpoint: a clip2point-pretrain run directory (its clip2point.json names the CLIP model).
+        clip: the open_clip model when there is no checkpoint (PointCLIP-style).
+        data: a splats-make folder (index.jsonl) or a folder of class sub-folders of point files
+            (PLY/XYZ/NPY/OFF); default: generated procedural shapes.
+        classes: class names for the prompts, each a label of the data (default: all labels).
+        prompt: prompt template with {} for the class name (the paper: "image of a {}").
+        shots: labelled clouds per class for the adapter (0: zero-shot).
+        per_class: generated clouds per class (without --data).
+        test_per_class: held-out clouds per class for few-shot (zero-shot tests on all).
+        n_points: points per cloud.
+        fewshot: adapter training settings.
+        seed: seed of the data, split and adapter.
+        out: run directory (default runs/3d/clip2point-eval/<time>).
+    """
+    import torch
+
+    from warmstart.eval import knn_accuracy
+    from warmstart_3d.clip2point import (
+        few_shot_accuracy,
+        load_clip,
+        load_depth_encoder,
+        load_eval_set,
+        sample_shots,
+        split_indices,
+        text_features,
+        view_features,
+        zero_shot_accuracy,
+    )
+
+    if shots < 0 or n_points < 2:
+        raise ConfigError("--shots must be >= 0 and --n_points >= 2")
+    if "{}" not in prompt:
+        raise ConfigError(f"--prompt {prompt!r} needs a {{}} where the class name goes")
+    depth = DepthConfig()
+    if checkpoint is not None:
+        meta_path = Path(checkpoint) / "clip2point.json"
+        if not meta_path.is_file():
+            raise DataError(f"{checkpoint}: no clip2point.json; pass a clip2point-pretrain run directory")
+        meta = json.loads(meta_path.read_text())
+        clip, depth = ClipSpec(**meta["clip"]), DepthConfig(**meta["depth"])
+    run = run or RunContext("3d", "clip2point-eval")
+    points, labels, names = load_eval_set(data, classes, per_class, n_points, seed)
+    loaded = load_clip(clip)
+    run_dir, _ = run.open(out=out)
+    text = text_features(loaded.model, loaded.tokenizer, names, prompt)
+    encoders = [load_depth_encoder(checkpoint, loaded)] if checkpoint is not None else []
+    encoders.append(loaded.model.visual)
+
+    def feats(encoder: object, views: str) -> torch.Tensor:  # (B, V, D)
+        return view_features(encoder, loaded.mean, loaded.std, points, views, depth, loaded.image_size)
+
+    results: dict = {"method": "CLIP2Point" if checkpoint is not None else "PointCLIP-style", "shots": shots,
+                     "classes": names, "n_clouds": len(labels)}  # fmt: skip
+    if shots == 0:
+        six = feats(encoders[0], "six")
+        results["accuracy"] = zero_shot_accuracy(six, text, labels)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        pool, test = split_indices(labels, test_per_class, g)
+        picked = pool[sample_shots(labels[pool], shots, g)]
+        if len(picked) == 0 or len(test) == 0:
+            raise DataError(f"{data}: too few clouds per class for {shots} shots plus {test_per_class} test")
+        ten = [feats(enc, "ten") for enc in encoders]
+        results["accuracy"] = few_shot_accuracy(
+            [f[picked] for f in ten],
+            labels[picked],
+            [f[test] for f in ten],
+            labels[test],
+            text,
+            fewshot,
+            seed,
+        )
+        pooled = ten[0].mean(1)
+        results["knn_accuracy"] = knn_accuracy(
+            pooled[picked], labels[picked], pooled[test], labels[test], k=min(5, len(picked))
+        )
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    _print("clip2point eval", {k: v for k, v in results.items() if k != "classes"})
+    return results
+
+
 @app.command
 def bench(
-    kind: Literal["splat", "points", "render"] = "splat",
+    kind: Literal["splat", "points", "render", "depth"] = "splat",
     splat: SplatBenchConfig = SplatBenchConfig(),  # noqa: B008
     points: PointsBenchConfig = PointsBenchConfig(),  # noqa: B008
     render: RenderBenchConfig = RenderBenchConfig(),  # noqa: B008
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> dict:
-    """Benchmarks: splat (InstantSplat arms), points (CLIP2Point / Gaussian-MAE), render (rasterizer speed).
+    """Benchmarks: splat (InstantSplat arms), points (CLIP2Point / Gaussian-MAE), render / depth (speed).
 
     Args:
         kind: which benchmark.
         splat: settings of the splat bench.
-        points: settings of the points bench (scratch vs Point-MAE vs Gaussian-MAE).
+        points: settings of the points bench: (a) CLIP2Point vs PointCLIP-style vs scratch depth encoder,
+            (b) scratch vs Point-MAE vs Gaussian-MAE (--points.part all|clip2point|mae).
         render: settings of the render-speed benchmark (CPU reference; gsplat ratio on CUDA).
         out: run directory (default runs/3d/bench/<time>).
     """
@@ -289,11 +480,19 @@ def bench(
         (run_dir / "results.json").write_text(json.dumps(numbers, indent=2))
         _print("render speed", numbers)
         return numbers
+    if kind == "depth":
+        from warmstart_3d.clip2point import depth_render_speed
+
+        numbers = depth_render_speed()
+        (run_dir / "results.json").write_text(json.dumps(numbers, indent=2))
+        _print("depth rendering, 1,024 points x 6 views", numbers)
+        return numbers
     from warmstart_3d.points_bench import run_points_bench
 
-    result = run_points_bench(points, run_dir)
-    print(result["report"].report_md.read_text())
-    return {"report": str(result["report"].report_md)}
+    reports = run_points_bench(points, run_dir)["reports"]
+    for report in reports:
+        print(report.report_md.read_text())
+    return {"reports": [str(r.report_md) for r in reports]}
 
 
 @app.command(demo=True)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from warmstart.cli import App, DemoResult, RunContext
 from warmstart.engine import EngineConfig
-from warmstart_eo.bench import BenchConfig
+from warmstart_eo.bench import BenchConfig, ThroughputConfig
 from warmstart_eo.data import DataConfig, PreprocessConfig, SynthConfig
 from warmstart_eo.models import ModelConfig
 
@@ -212,9 +212,83 @@ def probe(
 
 
 @app.command
+def weights(
+    source: str,
+    out: Path | None = None,
+    layout: Literal["auto", "ours", "timm", "prithvi", "satmaepp"] = "auto",
+    filename: str | None = None,
+    bands: list[str] | None = None,
+    frames: int | None = None,
+    img_size: int | None = None,
+    heads: int | None = None,
+    decoder_heads: int | None = None,
+    stats: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """Convert encoder weights (Prithvi / SatMAE++ checkpoint, torchgeo weights enum, ours) into a run dir.
+
+    Args:
+        source: a checkpoint file or folder, a torchgeo enum (ViTSmall16_Weights.SENTINEL2_ALL_MAE) or a
+            hub id (ibm-nasa-geospatial/Prithvi-EO-1.0-100M).
+        out: output run directory (model.safetensors, model.json, conversion.json; default runs/eo/weights/<time>).
+        layout: key layout of the checkpoint (auto: detected from the key names).
+        filename: file inside a hub repository or folder holding several checkpoints.
+        bands: Sentinel-2 names of the input channels (defaults: Prithvi's 6 HLS bands, SatMAE++'s 10,
+            13 for a 13-channel ViT, an enum's metadata).
+        frames: Prithvi time steps (default: from the checkpoint's positions at 224 px).
+        img_size: pretraining input size (default: from the checkpoint's positions).
+        heads: encoder attention heads (default: the standard ViT table by width).
+        decoder_heads: decoder attention heads (default: the same table).
+        stats: a stats.json (`warmstart-eo stats`) to store beside the weights for finetune/probe.
+    """
+    import json
+    import shutil
+
+    from warmstart.cli.show import print_table
+    from warmstart.errors import DataError
+    from warmstart_eo.data import BandStats
+    from warmstart_eo.models import count_parameters, save_model
+    from warmstart_eo.weights import convert
+
+    conv = convert(
+        source, layout, filename=filename, bands=bands, frames=frames, img_size=img_size, heads=heads,
+        decoder_heads=decoder_heads,
+    )  # fmt: skip
+    band_stats = BandStats.load(stats) if stats is not None else None
+    if band_stats is not None and len(band_stats.mean) != conv.model.config.channels:
+        raise DataError(
+            f"{stats}: {len(band_stats.mean)} channels but the encoder takes {conv.model.config.channels} "
+            f"({conv.model.config.frames} frames × bands {conv.model.config.bands}); use matching --bands/--frames"
+        )
+    run = run or RunContext("eo", "weights")
+    run_dir, _ = run.open(out=out)
+    save_model(conv.model, run_dir)
+    (run_dir / "conversion.json").write_text(json.dumps(conv.report(), indent=2))
+    if band_stats is not None:
+        shutil.copyfile(stats if stats.is_file() else stats / "stats.json", run_dir / "stats.json")
+    cfg = conv.model.config
+    rows = [
+        ("layout", conv.layout),
+        (
+            "model",
+            f"{cfg.family} {cfg.dims[0]}-d × {cfg.dims[1]}, {cfg.dims[2]} heads, patch {cfg.patch_size}",
+        ),
+        ("input", f"{cfg.frames} × {len(cfg.bands)} bands @ {cfg.img_size} px, positions {cfg.pos_order}"),
+        ("parameters", f"{count_parameters(conv.model.encoder):,} (encoder)"),
+        ("tensors loaded", str(len(conv.loaded))),
+        ("left at init", str(len(conv.missing))),
+        ("unused", ", ".join(conv.unused[:4]) + (" …" if len(conv.unused) > 4 else "") or "none"),
+        *(("note", n) for n in conv.notes),
+        ("stats.json", "copied" if band_stats else "none: pass --stats, or --preprocess.normalize scale"),
+    ]
+    print_table(f"eo weights: {source} → {run_dir}", ("", ""), rows)
+
+
+@app.command
 def bench(
     kind: Literal["transfer", "throughput"] = "transfer",
     bench: BenchConfig = BenchConfig(),
+    throughput: ThroughputConfig = ThroughputConfig(),
     data: Path | None = None,
     out: Path | None = None,
     run: RunContext | None = None,
@@ -224,6 +298,7 @@ def bench(
     Args:
         kind: transfer (the bench report) or throughput (images/s of our MAE vs torchgeo's MAE task).
         bench: seeds, steps, batch, label fractions, families.
+        throughput: timed steps, warm-up, batch, threads of --kind throughput.
         data: a GeoTIFF folder to use instead of generated scenes.
         out: run directory (default runs/eo/bench/<time>).
     """
@@ -232,9 +307,17 @@ def bench(
     run = run or RunContext("eo", "bench")
     run_dir, _ = run.open(out=out)
     if kind == "throughput":
-        from warmstart_eo.bench import throughput
+        import json
 
-        print_table("eo MAE pretraining throughput (CPU)", ("", ""), _rows(throughput()))
+        from warmstart_eo.bench import throughput as measure
+
+        result = measure(throughput)
+        (run_dir / "throughput.json").write_text(json.dumps(result, indent=2))
+        print_table(
+            f"eo MAE pretraining throughput: ours (engine) vs torchgeo.tasks.MAE (Lightning Trainer) → {run_dir}",
+            ("", ""),
+            _rows(result),
+        )
         return
     from warmstart_eo.bench import run_bench
 

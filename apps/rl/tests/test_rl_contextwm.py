@@ -1,0 +1,163 @@
+"""ContextWM: the maths of the world model and the imagination learner, and its CLI commands end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from warmstart_rl.cli import app
+from warmstart_rl.contextwm import Replay, WorldModel, WorldModelConfig, lambda_returns
+
+TINY = WorldModelConfig(channels=[4, 8], deter=8, stoch=4, hidden=8)
+
+
+@pytest.fixture(autouse=True)
+def _runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
+
+
+def test_zero_initialised_action_input_keeps_the_action_free_dynamics() -> None:
+    torch.manual_seed(0)
+    model = WorldModel(3, 20, TINY)
+    h, z = torch.randn(5, 8), torch.randn(5, 4)
+    actions = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1, 0]), 3).float()
+    free = model.rssm.img_step(h, z, None)
+    conditioned = model.rssm.img_step(h, z, actions)
+    for a, b in zip(free, conditioned, strict=True):
+        torch.testing.assert_close(a, b)
+    # ... and the action input is trainable: a gradient reaches it
+    conditioned[1].sum().backward()
+    assert model.rssm.action_in.weight.grad.abs().sum() > 0
+
+
+def test_decoder_reads_the_context_frame_only_in_contextwm() -> None:
+    torch.manual_seed(0)
+    feat = torch.randn(2, 12)
+    frames = torch.rand(2, 3, 20, 20)
+    with_context = WorldModel(3, 20, TINY)
+    a = with_context.decoder(feat, with_context.context_tokens(frames))
+    b = with_context.decoder(feat, with_context.context_tokens(frames.flip(0)))
+    assert a.shape == (2, 3, 20, 20) and not torch.allclose(a, b)
+    plain = WorldModel(3, 20, WorldModelConfig(channels=[4, 8], deter=8, stoch=4, hidden=8, context=False))
+    assert plain.context_tokens(frames) is None and plain.context_encoder is None
+
+
+def test_lambda_returns_limits() -> None:
+    gen = torch.Generator().manual_seed(0)
+    rewards, discounts = torch.rand(4, 3, generator=gen), 0.9 * torch.rand(4, 3, generator=gen)
+    values = torch.rand(5, 3, generator=gen)
+    # lam = 0: one-step TD targets
+    torch.testing.assert_close(
+        lambda_returns(rewards, discounts, values, 0.0), rewards + discounts * values[1:]
+    )
+    # lam = 1: discounted Monte-Carlo sum bootstrapped from the last value
+    expected = values[-1]
+    for t in reversed(range(4)):
+        expected = rewards[t] + discounts[t] * expected
+    torch.testing.assert_close(lambda_returns(rewards, discounts, values, 1.0)[0], expected)
+
+
+def test_replay_clips_align_actions_and_episode_starts() -> None:
+    replay = Replay(3)
+    frame = np.zeros((20, 20, 3), np.uint8)
+    replay.add(frame, -1, 0.0, True, False)
+    replay.add(frame + 1, 2, 0.0, False, False)
+    replay.add(frame + 2, 1, 1.0, False, True)
+    replay.add(frame + 3, -1, 0.0, True, False)
+    batch = replay.sample(4, 4, np.random.default_rng(0))
+    assert batch["obs"].shape == (4, 4, 3, 20, 20)
+    torch.testing.assert_close(
+        batch["action"][0], torch.tensor([[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 0, 0.0]])
+    )
+    torch.testing.assert_close(batch["is_first"][0], torch.tensor([1, 0, 0, 1.0]))
+    torch.testing.assert_close(batch["cont"][0], torch.tensor([1, 1, 0, 1.0]))
+    torch.testing.assert_close(batch["reward"][0], torch.tensor([0, 0, 1, 0.0]))
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+ARCH = ["--channels", "[4,8]", "--deter", "16", "--stoch", "4", "--hidden", "16"]
+
+
+def test_worldmodel_pretrain_and_finetune_end_to_end(tmp_path, capsys) -> None:
+    data = tmp_path / "videos"
+    assert (
+        app.main(["collect", "--episodes", "12", "--labelled", "0", "--noise", "0.5", "--out", str(data)])
+        == 0
+    )
+    pre = tmp_path / "wm"
+    argv = [
+        "worldmodel-pretrain",
+        "--data",
+        str(data),
+        *[a.replace("--", "--model.", 1) if a.startswith("--") else a for a in ARCH],
+    ]
+    argv += [
+        "--options.clip_length",
+        "8",
+        "--options.heldout_fraction",
+        "0.25",
+        "--engine.train.max_steps",
+        "30",
+    ]
+    argv += [
+        "--engine.train.micro_batch_size",
+        "8",
+        "--engine.optimizer.lr",
+        "0.003",
+        "--engine.logging.progress",
+        "none",
+    ]
+    assert app.main([*argv, "--out", str(pre)]) == 0
+    spec = json.loads((pre / "worldmodel" / "config.json").read_text())
+    metrics = spec["metrics"]
+    assert metrics["wm/heldout_recon"] < 0.5 * metrics["wm/heldout_recon_init"]  # it learned the videos
+    assert spec["model"]["context"] is True
+
+    out = tmp_path / "ft"
+    agent = ["--agent.total_steps", "60", "--agent.prefill", "40", "--agent.train_every", "10"]
+    agent += ["--agent.batch_size", "4", "--agent.clip_length", "8", "--agent.horizon", "3"]
+    assert app.main(["worldmodel-finetune", "--model", str(pre), *agent, "--out", str(out)]) == 0
+    curve = json.loads((out / "curve.json").read_text())
+    assert all(0 < step <= 60 and 0.0 <= ret <= 1.0 for step, ret in curve)
+    from safetensors.torch import load_file
+
+    before = load_file(str(pre / "worldmodel" / "model.safetensors"))["rssm.action_in.weight"]
+    after = load_file(str(out / "worldmodel" / "model.safetensors"))["rssm.action_in.weight"]
+    assert before.abs().sum() == 0 and after.abs().sum() > 0  # fine-tuning learned to use actions
+
+    capsys.readouterr()
+    assert app.main(["worldmodel-finetune", "--model", str(pre), "--env.size", "24", *agent]) == 2
+    assert "pretrain on videos" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["worldmodel-finetune", "--model", "/no/such/wm"], "config.json"),
+        (["worldmodel-pretrain", "--data", "/no/such/corpus"], "is missing"),
+        (["worldmodel-finetune", "--agent.total_steps", "10", "--agent.prefill", "20"], "must exceed"),
+    ],
+)
+def test_worldmodel_bad_input_is_one_line_exit_2(argv, needle, capsys) -> None:
+    assert app.main(argv) == 2
+    assert needle in _one_line_error(capsys)
+
+
+def test_worldmodel_bench_writes_report(tmp_path) -> None:
+    out = tmp_path / "bench"
+    argv = ["bench", "--kind", "worldmodel", "--worldmodel.seeds", "1", "--worldmodel.total_steps", "40"]
+    argv += ["--worldmodel.prefill", "36", "--worldmodel.videos", "6", "--worldmodel.pretrain_steps", "2"]
+    assert app.main([*argv, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "report.md").is_file() and (out / "plot.png").is_file()
+    assert set(results["methods"]) == {"scratch", "contextwm"}
+    for method in results["methods"].values():
+        assert len(method["values"]) == 1 and 0.0 <= method["values"][0] <= 1.0

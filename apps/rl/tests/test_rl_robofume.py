@@ -1,0 +1,126 @@
+"""RoboFuME: the Cal-QL calibration, classifier reward labelling, and the `robofume` command end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from warmstart_rl.cli import app
+from warmstart_rl.robofume import calql_loss, label_episode
+
+
+class _Table(nn.Module):
+    """A 'Q-network' returning a fixed learnable table (B, A) regardless of the frames."""
+
+    def __init__(self, q: torch.Tensor) -> None:
+        super().__init__()
+        self.q = nn.Parameter(q.clone())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.q
+
+
+def _batch(mc: float) -> dict[str, torch.Tensor]:
+    return {
+        "obs": torch.zeros(2, 3, 4, 4),
+        "next_obs": torch.zeros(2, 3, 4, 4),
+        "action": torch.tensor([0, 1]),
+        "reward": torch.zeros(2),
+        "done": torch.ones(2),  # no bootstrap: the TD part is (Q - 0)
+        "mc_return": torch.full((2,), mc),
+    }
+
+
+def test_calql_never_pushes_q_below_the_monte_carlo_return() -> None:
+    q = torch.tensor([[0.1, -0.2, 0.0], [0.3, 0.2, -0.1]])
+    table = _Table(q)
+    # CQL (a very low reference value): the regulariser pushes down every action's Q
+    _, metrics = calql_loss(table, table, _batch(-100.0), gamma=0.9, alpha=1.0)
+    expected = (torch.logsumexp(q, -1) - q[[0, 1], [0, 1]]).mean()
+    assert metrics["calql_reg"] == pytest.approx(float(expected), rel=1e-5)
+    # Cal-QL: with V_mc above every Q, the push-down is clipped: non-data actions get no gradient from it
+    table.zero_grad()
+    loss, metrics = calql_loss(table, table, _batch(5.0), gamma=0.9, alpha=1.0)
+    loss.backward()
+    grad = table.q.grad
+    assert metrics["calql_reg"] >= 0
+    assert torch.allclose(grad[0, 1:], torch.zeros(2)) and torch.allclose(grad[1, [0, 2]], torch.zeros(2))
+
+
+class _Detector(nn.Module):
+    """Success logit = +10 when the frame is bright, -10 otherwise."""
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs.mean((1, 2, 3)) > 0.5).float()[:, None] * 20 - 10
+
+
+def test_label_episode_rewards_cut_at_first_success_and_mc_returns() -> None:
+    frames = np.zeros((6, 4, 4, 3), np.uint8)
+    frames[3] = frames[5] = 255  # success seen at o_3 (transition t = 2) and again at o_5
+    data = label_episode(frames, np.arange(5) % 3, _Detector(), gamma=0.5)
+    assert len(data) == 3  # cut after the first detection
+    np.testing.assert_array_equal(data.reward, [0, 0, 1])
+    np.testing.assert_array_equal(data.done, [0, 0, 1])
+    np.testing.assert_allclose(data.mc_return, [0.25, 0.5, 1.0])
+
+
+@pytest.fixture(autouse=True)
+def _runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+FAST = ["--engine.train.max_steps", "30", "--engine.logging.progress", "none", "--options.eval_episodes", "1"]
+
+
+def test_robofume_end_to_end(tmp_path, capsys) -> None:
+    data = tmp_path / "demos"
+    assert (
+        app.main(["collect", "--episodes", "8", "--labelled", "8", "--noise", "0.1", "--out", str(data)]) == 0
+    )
+    out = tmp_path / "rf"
+    argv = [
+        "robofume",
+        "--data",
+        str(data),
+        *FAST,
+        "--options.online_steps",
+        "40",
+        "--options.batch_size",
+        "8",
+    ]
+    assert app.main([*argv, "--out", str(out)]) == 0
+    spec = json.loads((out / "qnet" / "config.json").read_text())
+    assert (out / "classifier" / "model.safetensors").is_file() and spec["kind"] == "q-network"
+    m = spec["metrics"]
+    assert m["offline/detected_successes"] >= 1  # the classifier finds goal images in the demos
+    assert 0.0 <= m["return/offline"] <= 1.0 and 0.0 <= m["return/online"] <= 1.0
+    assert 0.0 <= m["classifier/balanced_acc"] <= 1.0
+
+    # no demonstrations with actions: one line, exit 2
+    videos = tmp_path / "videos"
+    assert app.main(["collect", "--episodes", "2", "--labelled", "0", "--out", str(videos)]) == 0
+    capsys.readouterr()
+    assert app.main(["robofume", "--data", str(videos)]) == 2
+    assert "no labelled episodes" in _one_line_error(capsys)
+
+
+def test_robofume_bench_writes_report(tmp_path) -> None:
+    out = tmp_path / "bench"
+    argv = ["bench", "--kind", "robofume", "--robofume.seeds", "1", "--robofume.online_steps", "10"]
+    argv += ["--robofume.demos", "4", "--robofume.engine_steps", "2", "--robofume.eval_episodes", "1"]
+    assert app.main([*argv, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "report.md").is_file() and (out / "plot.png").is_file()
+    assert set(results["methods"]) == {"scratch", "robofume"}
+    for method in results["methods"].values():
+        assert len(method["values"]) == 1 and 0.0 <= method["values"][0] <= 1.0

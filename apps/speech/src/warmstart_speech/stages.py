@@ -1,0 +1,168 @@
+"""The recipe's stages as functions over loaded data: MT → pretrain (ctc | ctc+ot | ce) → ST, on the engine.
+
+Seed paper: "Pre-training for Speech Translation: CTC Meets Optimal Transport" (Le et al., arXiv 2301.11716).
+Each stage builds its fairseq2 model, wraps the maths in a task (:mod:`warmstart_speech.ctc_ot`) and hands
+it to the core's :class:`~warmstart.engine.Engine`; the CLI and the bench call these. Left out: continued
+wav2vec2 SSL pretraining (Nowakowski et al., arXiv 2301.07295) — not implemented yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from warmstart.engine import Engine, EngineConfig, RunSummary
+from warmstart.errors import DataError
+from warmstart_speech.ctc_ot import (
+    MTTask,
+    Objective,
+    OTConfig,
+    PretrainModel,
+    PretrainTask,
+    STTask,
+    text_batches,
+)
+from warmstart_speech.data import (
+    FeatureConfig,
+    LengthBucketBatches,
+    SkipReport,
+    Utterance,
+    Vocab,
+    load_utterances,
+    read_manifest,
+)
+from warmstart_speech.models import ModelConfig, SpeechEncoder, build_mt, build_speech_seq2seq
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Corpus:
+    train: list[Utterance]
+    test: list[Utterance]
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    skipped: SkipReport
+
+
+def load_corpus(
+    train: Path,
+    test: Path | None = None,
+    vocabs: dict[str, Vocab] | None = None,
+    features: FeatureConfig = FeatureConfig(),
+) -> Corpus:
+    """Featurise a training manifest (and ``test``, default ``test.tsv`` beside it, else a 10 % split)."""
+    train = Path(train)
+    if vocabs is None:
+        rows = read_manifest(train)
+        vocabs = {
+            "src": Vocab.build([r["phonemes"] for r in rows], "char"),
+            "tgt": Vocab.build([r["translation"] for r in rows if r["translation"]], "word"),
+        }
+    train_utts, report = load_utterances(train, vocabs["src"], vocabs["tgt"], features)
+    test = test or (
+        train.parent / "test.tsv"
+        if (train.parent / "test.tsv").is_file() and train.name != "test.tsv"
+        else None
+    )
+    if test is not None:
+        test_utts, test_report = load_utterances(Path(test), vocabs["src"], vocabs["tgt"], features)
+        report.counts.update(test_report.counts)
+        for k, v in test_report.examples.items():
+            report.examples.setdefault(k, v)
+    else:
+        n = max(1, len(train_utts) // 10)
+        train_utts, test_utts = train_utts[n:], train_utts[:n]
+    return Corpus(train_utts, test_utts, vocabs["src"], vocabs["tgt"], report)
+
+
+class _Batches:
+    """A fixed list of ready micro-batches as a plain iterable (the engine repeats it; resume skips ahead)."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches = batches
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.batches)
+
+
+def fresh_encoder(cfg: ModelConfig, n_phonemes: int, seed: int) -> SpeechEncoder:
+    torch.manual_seed(seed)
+    return SpeechEncoder(cfg, n_phonemes)
+
+
+def train_mt(
+    corpus: Corpus, cfg: ModelConfig, engine: EngineConfig, run_dir: Path | None = None
+) -> tuple[nn.Module, RunSummary]:
+    """Train the phoneme → target-word MT model (its encoder is the OT teacher, its decoder the ST decoder)."""
+    torch.manual_seed(engine.train.seed)
+    model = build_mt(cfg, len(corpus.src_vocab), len(corpus.tgt_vocab))
+    batches = text_batches(corpus.train, engine.train.micro_batch_size)
+    if not batches:
+        raise DataError(
+            f"{len(corpus.train)} utterances: fewer than one batch of {engine.train.micro_batch_size}"
+        )
+    summary = Engine(engine, run_dir).fit(MTTask(model, corpus.test, corpus.tgt_vocab), _Batches(batches))
+    return model, summary
+
+
+def pretrain_encoder(
+    corpus: Corpus,
+    cfg: ModelConfig,
+    engine: EngineConfig,
+    objective: Objective,
+    mt: nn.Module | None = None,
+    ot: OTConfig = OTConfig(),
+    run_dir: Path | None = None,
+    resume_from: Path | None = None,
+    encoder: SpeechEncoder | None = None,
+) -> tuple[SpeechEncoder, RunSummary]:
+    """Siamese pretraining of a speech encoder; ``ctc+ot`` needs the MT model (frozen teacher)."""
+    if objective == "ctc+ot" and mt is None:
+        raise DataError("--objective ctc+ot needs the MT model: pass --mt <folder of `mt-train`>")
+    encoder = encoder or fresh_encoder(cfg, len(corpus.src_vocab), engine.train.seed)
+    model = PretrainModel(cfg, encoder, objective, len(corpus.src_vocab), ot)
+    teacher = copy.deepcopy(mt) if objective == "ctc+ot" else None
+    data = LengthBucketBatches(corpus.train, engine.train.micro_batch_size, seed=engine.train.seed)
+    summary = Engine(engine, run_dir).fit(PretrainTask(model, teacher), data, resume_from=resume_from)
+    return encoder, summary
+
+
+def train_st(
+    corpus: Corpus,
+    cfg: ModelConfig,
+    engine: EngineConfig,
+    encoder: SpeechEncoder,
+    mt: nn.Module | None,
+    run_dir: Path | None = None,
+    eval_bleu: bool = True,
+    resume_from: Path | None = None,
+) -> tuple[nn.Module, RunSummary]:
+    """ST fine-tuning: the speech encoder + the MT decoder (a fresh decoder when ``mt`` is None)."""
+    torch.manual_seed(engine.train.seed + 1)
+    model = build_speech_seq2seq(cfg, copy.deepcopy(encoder), len(corpus.tgt_vocab), decoder_from=mt)
+    data = LengthBucketBatches(corpus.train, engine.train.micro_batch_size, seed=engine.train.seed)
+    task = STTask(model, corpus.test, corpus.tgt_vocab, eval_bleu=eval_bleu)
+    summary = Engine(engine, run_dir).fit(task, data, resume_from=resume_from)
+    return model, summary
+
+
+def quick_engine(
+    steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0, log_every: int = 10
+) -> EngineConfig:
+    """An engine config for benches/demos: no TensorBoard, no checkpoints, no progress bar."""
+    cfg = EngineConfig()
+    cfg.train.max_steps = steps
+    cfg.train.micro_batch_size = batch
+    cfg.train.seed = seed
+    cfg.optimizer.lr = lr
+    cfg.logging.tensorboard = False
+    cfg.logging.progress = "none"
+    cfg.logging.log_every = log_every
+    cfg.checkpoint.save_final = False
+    return cfg
