@@ -32,7 +32,7 @@ class OptimizerConfig:
     eps: float = 1e-8
     """Numerical epsilon."""
     fused: bool | None = None
-    """Fused AdamW kernel; None picks it on CUDA."""
+    """Fused AdamW kernel (CPU and CUDA); None picks it whenever every parameter allows it."""
     sam_base: Literal["adamw", "sgd"] = "adamw"
     """sam: the base optimizer that takes the descent step."""
     rho: float = 0.05
@@ -41,21 +41,19 @@ class OptimizerConfig:
     """sam: ASAM, the scale-invariant perturbation eps = rho |w|^2 g / || |w| g ||."""
 
 
-def _on_cuda(params: list[Any]) -> bool:
-    if not params:
-        return False
-    first = params[0]
-    if isinstance(first, dict):
-        first = next(iter(first["params"]), None)
-        if first is None:
-            return False
-    return bool(first.is_cuda)
+def _fusable(params: list[Any]) -> bool:
+    """True when torch's fused AdamW kernel applies: every parameter a floating tensor on CPU or CUDA."""
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return bool(tensors) and all(
+        t.is_floating_point() and t.device.type in ("cpu", "cuda") and t.device == tensors[0].device
+        for t in tensors
+    )
 
 
 def _base(name: str, config: OptimizerConfig, params: list[Any]) -> tuple[type[torch.optim.Optimizer], dict]:
     """The class and keyword arguments of a plain optimizer named ``name``."""
     if name == "adamw":
-        fused = config.fused if config.fused is not None else _on_cuda(params)
+        fused = config.fused if config.fused is not None else _fusable(params)
         return torch.optim.AdamW, dict(
             lr=config.lr,
             betas=tuple(config.betas),
