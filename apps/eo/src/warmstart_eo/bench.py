@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
+from warmstart.engine import quick_config
 from warmstart_eo.data import DataConfig, PreprocessConfig, SynthConfig, load_dataset, synthesize
 from warmstart_eo.models import ModelConfig
-from warmstart_eo.train import quick_engine, run_finetune, run_pretrain, run_probe
+from warmstart_eo.train import run_finetune, run_pretrain, run_probe
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def run_bench(out: Path, config: BenchConfig, data_root: Path | None = None) -> 
             pre_dir = out / "pretrain" / f"{family}-seed{seed}"
             t0 = time.perf_counter()
             run_pretrain(
-                root, data_cfg, model_cfg, quick_engine(config.pretrain_steps, config.batch, config.lr, seed),
+                root, data_cfg, model_cfg, quick_config(config.pretrain_steps, config.batch, config.lr, seed),
                 run_dir=pre_dir, chips=datasets[frames],
             )  # fmt: skip
             wall[family][seed] = time.perf_counter() - t0
@@ -97,7 +98,7 @@ def run_bench(out: Path, config: BenchConfig, data_root: Path | None = None) -> 
             chips = datasets[frames]
             data_cfg = DataConfig(chip_size=chip, frames=frames)
             model_cfg = _model("mae" if method == "scratch" else method, chip)
-            engine = quick_engine(config.finetune_steps, config.batch, config.lr, seed)
+            engine = quick_config(config.finetune_steps, config.batch, config.lr, seed)
             t0 = time.perf_counter()
             for fraction in config.label_fractions:
                 m = run_finetune(
@@ -248,7 +249,7 @@ def throughput(config: ThroughputConfig | None = None) -> dict[str, float]:
     task = PretrainTask(model, "mae")
 
     def fit_ours(steps: int) -> None:
-        Engine(quick_engine(steps, b, 1e-4), None).fit(task, _Images(pool, steps * b))
+        Engine(quick_config(steps, b, 1e-4), None).fit(task, _Images(pool, steps * b))
 
     theirs = MAE(model="vit_tiny_patch16_224", in_channels=len(BANDS), size=size, decoder_dim=128,
                  decoder_depth=1, decoder_num_heads=4, norm_pix_loss=False, transform=torch.nn.Identity(),

@@ -340,8 +340,9 @@ def demo(out: Path | None = None, steps: int = 30, run: RunContext | None = None
         steps: pretraining and fine-tuning steps.
     """
     from warmstart.cli.show import print_table
+    from warmstart.engine import quick_config
     from warmstart_eo.data import load_dataset, synthesize
-    from warmstart_eo.train import quick_engine, run_finetune, run_pretrain
+    from warmstart_eo.train import run_finetune, run_pretrain
 
     run = run or RunContext("eo", "demo")
     run_dir, _ = run.open(out=out)
@@ -351,9 +352,9 @@ def demo(out: Path | None = None, steps: int = 30, run: RunContext | None = None
     chips = load_dataset(root, data_cfg)
     model = ModelConfig(family="satmaepp", scales=1)
     run_pretrain(
-        root, data_cfg, model, quick_engine(steps, 8, 2e-3), run_dir=run_dir / "pretrain", chips=chips
+        root, data_cfg, model, quick_config(steps, 8, 2e-3), run_dir=run_dir / "pretrain", chips=chips
     )
-    engine = quick_engine(steps, 8, 2e-3)
+    engine = quick_config(steps, 8, 2e-3)
     pre = run_finetune(
         chips,
         pretrained=run_dir / "pretrain",

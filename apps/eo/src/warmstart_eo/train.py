@@ -329,18 +329,3 @@ def run_probe(
             f_train, train.labels, f_test, test.labels, k=k, num_classes=len(CLASSES)
         )
     return out
-
-
-def quick_engine(steps: int, batch: int, lr: float, seed: int = 0) -> EngineConfig:
-    """An engine config for tests, demos and benches: no TensorBoard, no checkpoint, no progress bar."""
-    cfg = EngineConfig()
-    cfg.train.max_steps = steps
-    cfg.train.micro_batch_size = batch
-    cfg.train.seed = seed
-    cfg.optimizer.lr = lr
-    cfg.schedule.warmup_steps = max(1, steps // 10)
-    cfg.logging.tensorboard = False
-    cfg.logging.progress = "none"
-    cfg.logging.log_every = max(1, steps // 5)
-    cfg.checkpoint.save_final = False
-    return cfg

@@ -14,17 +14,15 @@ same online learner from scratch (arXiv 2310.15145), equal environment steps eac
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from warmstart.engine import EngineConfig
+from warmstart.engine import EngineConfig, cpu_threads
 from warmstart.eval import BenchReport, write_bench_report
 from warmstart_rl.data import EnvConfig, collect, load_corpus
 from warmstart_rl.models import PolicyConfig
@@ -57,18 +55,7 @@ class BenchConfig:
     noise: float = 0.2
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread: for networks this small, extra threads only add spin-waiting
-    (measured here: 20x slower on a shared 2-core machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+single_thread = cpu_threads  # the core's context manager, under the name this app's modules use
 
 
 def _engine(steps: int, seed: int) -> EngineConfig:
