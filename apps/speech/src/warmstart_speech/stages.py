@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from warmstart.engine import Engine, EngineConfig, RunSummary
+from warmstart.engine import Engine, EngineConfig, RunSummary, quick_config
 from warmstart.errors import DataError
 from warmstart_speech.ctc_ot import (
     MTTask,
@@ -155,14 +155,8 @@ def train_st(
 def quick_engine(
     steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0, log_every: int = 10
 ) -> EngineConfig:
-    """An engine config for benches/demos: no TensorBoard, no checkpoints, no progress bar."""
-    cfg = EngineConfig()
-    cfg.train.max_steps = steps
-    cfg.train.micro_batch_size = batch
-    cfg.train.seed = seed
-    cfg.optimizer.lr = lr
-    cfg.logging.tensorboard = False
-    cfg.logging.progress = "none"
+    """The core's quiet :func:`~warmstart.engine.quick_config`, without warmup (this app's figures use none)."""
+    cfg = quick_config(steps, batch, lr, seed)
+    cfg.schedule.warmup_steps = 0
     cfg.logging.log_every = log_every
-    cfg.checkpoint.save_final = False
     return cfg
