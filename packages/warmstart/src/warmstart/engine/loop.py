@@ -58,8 +58,6 @@ def make_fabric(config: EngineConfig):
     strategy = dist.strategy
     if strategy == "auto":
         strategy = "ddp" if devices != 1 or num_nodes > 1 else "auto"
-    if strategy == "fsdp" and accelerator == "cpu":
-        strategy = "fsdp"  # Fabric supports it with gloo; kept explicit for clarity
     fabric = Fabric(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision
     )
