@@ -208,13 +208,14 @@ def fixed_cost_us(steps: int = 2000) -> dict[str, float]:
     return {"plain_us_per_step": p, "engine_us_per_step": e, "engine_extra_us_per_step": e - p}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: least noise)")
+    parser.add_argument("--fixed-steps", type=int, default=2000, help="steps of the fixed-cost probe")
     parser.add_argument("--out", type=Path, default=Path("bench-out/engine_overhead.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for name in ("transformers", "lightning_fabric", "warmstart"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -231,7 +232,7 @@ def main() -> None:
     median = {name: statistics.median(v) for name, v in rates.items()}
     over_plain = [e / p for e, p in zip(rates["engine"], rates["plain"], strict=True)]
     over_hf = [e / h for e, h in zip(rates["engine"], rates["hf_trainer"], strict=True)]
-    fixed = fixed_cost_us()
+    fixed = fixed_cost_us(args.fixed_steps)
     result = {
         "steps_per_s": rates,
         "median_steps_per_s": median,

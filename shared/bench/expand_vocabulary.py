@@ -91,7 +91,7 @@ def timed(fn, repeats: int, setup=None) -> list[float]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--old-vocab", type=int, default=32_000)
     p.add_argument("--new-tokens", type=int, default=10_000)
@@ -103,7 +103,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="*", default=list(METHODS))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=Path("bench-out/expand_vocabulary.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     hf_logging.set_verbosity_error()
     logging.basicConfig(level=logging.WARNING)
 
