@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from warmstart_code.bcoder import BCoderTask, QModel, conservative_targets, q_of_taken, rerank
+from warmstart_code.bcoder import BCoderTask, QModel, conservative_targets, pair_accuracy, q_of_taken, rerank
 
 
 def _lm(seed: int = 0) -> GPT2LMHeadModel:
@@ -68,3 +70,13 @@ def test_td_training_separates_passing_from_failing_programs():
     final = q[:, -1].detach()
     assert final[0] > final[1] + 0.5 and final[2] > final[3] + 0.5
     assert rerank([final[:2].tolist(), final[2:].tolist()], [[True, False], [True, False]]) == 1.0
+
+
+def test_pair_accuracy_counts_within_task_pairs():
+    assert pair_accuracy([[0.9, 0.1, 0.5]], [[True, False, False]]) == 1.0
+    assert pair_accuracy([[0.1, 0.9]], [[True, False]]) == 0.0
+    # the all-pass task has no pair and is skipped; a tie counts one half
+    assert pair_accuracy([[0.3, 0.3], [5.0, 1.0]], [[True, False], [True, True]]) == 0.5
+    # pairs across tasks never count: task 1's passing program is below task 0's failing one
+    assert pair_accuracy([[9.0, 8.0], [1.0, 0.0]], [[True, False], [True, False]]) == 1.0
+    assert math.isnan(pair_accuracy([[1.0]], [[True]]))

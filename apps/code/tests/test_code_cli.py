@@ -117,6 +117,13 @@ def test_pretrain_sample_sft_bcoder_rerank(tmp_path):
                      str(samples), "--out", str(tmp_path / "r")]) == 0  # fmt: skip
     reranked = [json.loads(x) for x in (tmp_path / "r" / "reranked.jsonl").read_text().splitlines()]
     assert len(reranked) == 8 and all("value" in r for r in reranked)
+    # continual from the saved model (no pretraining): a local model directory is the start of every seed
+    assert app.main(["continual", "--model", model, "--options.seeds", "[0]", "--options.families", "[string, list]",
+                     "--options.steps", "2", "--options.train_tasks", "8", "--options.test_tasks", "2",
+                     "--options.batch_size", "4", "--options.fisher_samples", "2", "--options.max_new_tokens", "8",
+                     "--out", str(tmp_path / "cl")]) == 0  # fmt: skip
+    mats = json.loads((tmp_path / "cl" / "matrices.json").read_text())
+    assert len(mats["strategies"]["ewc"]["pass@1"]["mean"]) == 2
 
 
 @pytest.mark.slow

@@ -191,3 +191,18 @@ def rerank(values: Sequence[Sequence[float]], passed: Sequence[Sequence[bool]]) 
     """pass@1 of the top-valued program per task (ties: the first sampled)."""
     hits = [oks[max(range(len(v)), key=lambda j: v[j])] for v, oks in zip(values, passed, strict=True)]
     return sum(hits) / max(len(hits), 1)
+
+
+def pair_accuracy(values: Sequence[Sequence[float]], passed: Sequence[Sequence[bool]]) -> float:
+    """Within-task ranking quality of the value: the share of (passing, failing) pairs of the same task where
+    the passing program has the higher value (ties count ½) — the AUC that reranking relies on; 0.5 is chance,
+    NaN when no task has both a passing and a failing sample."""
+    good = total = 0.0
+    for v, oks in zip(values, passed, strict=True):
+        pos = [x for x, ok in zip(v, oks, strict=True) if ok]
+        neg = [x for x, ok in zip(v, oks, strict=True) if not ok]
+        for a in pos:
+            for b in neg:
+                good += 1.0 if a > b else 0.5 if a == b else 0.0
+                total += 1
+    return good / total if total else float("nan")

