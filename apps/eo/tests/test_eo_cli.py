@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
 
 from warmstart_eo.cli import app
+from warmstart_eo.data import SynthConfig, scene_transform, synth_scene, write_scene
 
 TINY = ["--engine.train.max_steps", "3", "--engine.train.micro_batch_size", "4", "--engine.logging.tensorboard",
         "false", "--engine.logging.progress", "none", "--engine.checkpoint.save_final", "false"]  # fmt: skip
@@ -63,10 +65,21 @@ def test_bench_writes_report(eo_root: Path, tmp_path: Path) -> None:
         (["pretrain", "--data", "DATA", "--data_config.bands", "[B99]", *TINY], "B99"),
         (["pretrain", "--data", "DATA", "--data_config.frames", "9", *TINY], "data.frames"),
         (["pretrain", "--data", "eurosat", *TINY], "--root"),
+        (["pretrain", "--data", "NOCRS", *TINY], "none of 1 GeoTIFFs is usable (scene_0000.tif: has no CRS"),
+        (
+            ["pretrain", "--data", "NOCRS", "--data_config.on_bad_file", "fail", *TINY],
+            "scene_0000.tif: has no CRS",
+        ),
     ],
 )
-def test_bad_input_one_line_exit_2(eo_root: Path, argv: list[str], needle: str, capsys) -> None:
-    argv = [str(eo_root) if a == "DATA" else a for a in argv]
+def test_bad_input_one_line_exit_2(
+    eo_root: Path, tmp_path: Path, argv: list[str], needle: str, capsys
+) -> None:
+    if "NOCRS" in argv:  # a folder whose only scene has no CRS
+        image, _ = synth_scene(SynthConfig(size=32, frames=1), 0)
+        (tmp_path / "nocrs" / "images").mkdir(parents=True)
+        write_scene(tmp_path / "nocrs" / "images" / "scene_0000.tif", image, scene_transform(0, 32), crs=None)
+    argv = [str(eo_root) if a == "DATA" else str(tmp_path / "nocrs") if a == "NOCRS" else a for a in argv]
     assert app.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
@@ -81,11 +94,15 @@ def test_demo(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_throughput_runs_both_frameworks(tmp_path: Path) -> None:
     argv = ["bench", "--kind", "throughput", "--out", str(tmp_path / "tp"), "--throughput.steps", "1",
-            "--throughput.warmup", "1", "--throughput.batch", "2"]  # fmt: skip
+            "--throughput.warmup", "1", "--throughput.batch", "2", "--throughput.rounds", "2"]  # fmt: skip
     assert app.main(argv) == 0
     result = json.loads((tmp_path / "tp" / "throughput.json").read_text())
     assert result["ours_images_per_s"] > 0 and result["torchgeo_images_per_s"] > 0
-    assert result["ratio"] == pytest.approx(result["ours_images_per_s"] / result["torchgeo_images_per_s"])
+    rates = result["per_round_images_per_s"]
+    ratios = [a / t for a, t in zip(rates["ours"], rates["torchgeo"], strict=True)]
+    assert result["per_round_ratio"] == pytest.approx(ratios) and len(ratios) == 2
+    assert result["ratio"] == pytest.approx(statistics.median(ratios))
+    assert result["ratio_min"] <= result["ratio"] <= result["ratio_max"]
     # same model size: torchgeo's encoder differs only by its class token, its (1 + 196)-row position table
     # and lightly's encoder mask token, 192 wide each
     assert result["torchgeo_encoder_params"] - result["ours_encoder_params"] == (1 + 197 + 1) * 192

@@ -121,15 +121,58 @@ def test_corrupt_and_bad_files_are_skipped_or_fail(eo_root: Path, tmp_path: Path
         load_chips(root, DataConfig(chip_size=32, on_bad_file="fail"))
 
 
-def test_misaligned_labels_and_nodata(eo_root: Path, tmp_path: Path) -> None:
+def test_misaligned_labels_are_skipped_or_fail(eo_root: Path, tmp_path: Path) -> None:
     root = _copy(eo_root, tmp_path)
     with rasterio.open(root / "labels" / "scene_0001.tif") as src:
         data, profile = src.read(), src.profile
     profile["transform"] = scene_transform(7, 64)  # shifted grid
     with rasterio.open(root / "labels" / "scene_0001.tif", "w", **profile) as dst:
         dst.write(data)
-    with pytest.raises(DataError, match="does not align"):
-        load_chips(root, DataConfig(chip_size=32))
+    with pytest.warns(UserWarning, match="labels/scene_0001.tif does not align"):
+        chips = load_chips(root, DataConfig(chip_size=32))
+    assert chips.skipped_files == 1 and len(chips) == 12  # 3 of 4 scenes × 4 chips
+    with pytest.raises(DataError, match="scene_0001.tif.*does not align"):
+        load_chips(root, DataConfig(chip_size=32, on_bad_file="fail"))
+
+
+def _corrupt_compressed(path: Path) -> None:
+    """Rewrite ``path`` deflate-compressed and tiled, then overwrite its middle third: the header still
+    opens, but blocks fail to decode (the case that used to fail inside torchgeo's read)."""
+    with rasterio.open(path) as src:
+        data, profile = src.read(), src.profile
+    profile.update(compress="deflate", tiled=True, blockxsize=16, blockysize=16)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    raw = path.read_bytes()
+    n = len(raw)
+    path.write_bytes(raw[: n // 3] + b"\xff" * (n // 3) + raw[2 * n // 3 :])
+    with rasterio.open(path) as src:
+        assert src.count == profile["count"]  # still opens
+
+
+def test_resolution_mismatch_and_corrupt_blocks_are_skipped_or_fail(eo_root: Path, tmp_path: Path) -> None:
+    from affine import Affine
+
+    root = _copy(eo_root, tmp_path)
+    image, _ = synth_scene(SynthConfig(size=64, frames=3), 9)
+    write_scene(root / "images" / "scene_9003.tif", image, scene_transform(9, 64) @ Affine.scale(2))  # 20 m
+    _corrupt_compressed(root / "images" / "scene_0002.tif")
+    _corrupt_compressed(root / "labels" / "scene_0003.tif")
+    with pytest.warns(UserWarning) as caught:
+        chips = load_chips(root, DataConfig(chip_size=32))
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "scene_9003.tif: resolution (20.0, 20.0) differs from (10.0, 10.0)" in messages
+    assert "scene_0002.tif: not a readable GeoTIFF" in messages
+    assert "labels/scene_0003.tif is not a readable GeoTIFF" in messages
+    assert chips.skipped_files == 3 and len(chips) == 8  # scenes 0 and 1 remain
+    for name in ("scene_0002.tif", "scene_0003.tif", "scene_9003.tif"):
+        only = tmp_path / name
+        shutil.copytree(eo_root, only)
+        for sub in ("images", "labels"):
+            if (root / sub / name).exists():
+                shutil.copy(root / sub / name, only / sub / name)
+        with pytest.raises(DataError, match=name):
+            load_chips(only, DataConfig(chip_size=32, on_bad_file="fail"))
 
 
 def test_nodata_chips_dropped_and_filled(tmp_path: Path) -> None:

@@ -8,15 +8,18 @@ import pytest
 import torch
 
 from warmstart.errors import ConfigError
+from warmstart.objectives import mae_loss, patchify, random_masking
 from warmstart_eo.data import BANDS
 from warmstart_eo.models import (
     Classifier,
     GroupTokens,
     ModelConfig,
+    PatchTokens,
     Segmenter,
     TubeletTokens,
     build_mae,
     load_model,
+    masking_indices,
     satmae_groups,
     save_model,
     sincos_3d,
@@ -79,7 +82,50 @@ def test_mae_masks_and_learns(family: str) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.7 * first
+    assert float(loss.detach()) < 0.7 * first
+
+
+def test_patch_embedding_matmul_equals_the_conv_and_targets_at_gathers_patchify() -> None:
+    tok = PatchTokens(channels=5, dim=12, patch=4)
+    x = torch.randn(3, 5, 8, 12)  # non-square grid (2 × 3)
+    conv = tok.proj(x).flatten(2).transpose(1, 2)  # the reference: the Conv2d itself
+    assert torch.allclose(tok(x), conv, atol=1e-5)
+    ids = torch.tensor([[5, 0], [1, 4], [3, 3]])
+    full = patchify(x, 4)  # (3, 6, 80)
+    assert torch.equal(tok.targets_at(x, ids), torch.stack([full[i, ids[i]] for i in range(3)]))
+
+
+def test_masking_indices_draw_what_random_masking_draws() -> None:
+    x = torch.randn(4, 10, 6)
+    kept, mask, restore = random_masking(x, 0.7, generator=torch.Generator().manual_seed(5))
+    ids_keep, ids_masked, ids_restore, mask2 = masking_indices(
+        4, 10, 0.7, generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(ids_restore, restore) and torch.equal(mask2, mask)
+    assert torch.equal(torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, 6)), kept)
+    assert torch.equal(mask2.gather(1, ids_masked), torch.ones(4, 7))  # the removed ones, all of them
+    assert torch.equal(
+        torch.sort(torch.cat([ids_keep, ids_masked], 1), 1).values, torch.arange(10).expand(4, -1)
+    )
+
+
+@pytest.mark.parametrize(("family", "norm_pix"), [("mae", False), ("mae", True), ("prithvi", False)])
+def test_masked_only_prediction_equals_the_full_mae_loss(family: str, norm_pix: bool) -> None:
+    """The fast path (decode → predict the removed tokens only) gives mae_loss over all predictions."""
+    torch.manual_seed(0)
+    cfg = _cfg(family, scales=0, norm_pix_loss=norm_pix)
+    model = build_mae(cfg).eval()
+    x = torch.randn(3, cfg.channels, 16, 16)
+    out = model(x, generator=torch.Generator().manual_seed(1))
+    _, mask, ids_restore = random_masking(
+        model.encoder.embed(x)[0], cfg.mask_ratio, generator=torch.Generator().manual_seed(1)
+    )
+    tokens, grid = model.encoder.embed(x)
+    kept = torch.gather(tokens, 1, torch.argsort(ids_restore, 1)[:, : int(tokens.shape[1] * 0.25), None]
+                        .expand(-1, -1, tokens.shape[-1]))  # fmt: skip
+    pred = model.decoder_pred[0](model._decode(model.encoder.run(kept), ids_restore, grid))  # all tokens
+    reference = mae_loss(pred, model.encoder.tokens.targets(x), mask, norm_pix_loss=norm_pix)
+    assert torch.allclose(out["mse"], reference, rtol=1e-5) and torch.equal(out["mask"], mask)
 
 
 def test_heads_and_native_size() -> None:

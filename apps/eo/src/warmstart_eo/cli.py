@@ -298,7 +298,7 @@ def bench(
     Args:
         kind: transfer (the bench report) or throughput (images/s of our MAE vs torchgeo's MAE task).
         bench: seeds, steps, batch, label fractions, families.
-        throughput: timed steps, warm-up, batch, threads of --kind throughput.
+        throughput: timed steps, warm-up, batch, paired rounds, threads of --kind throughput.
         data: a GeoTIFF folder to use instead of generated scenes.
         out: run directory (default runs/eo/bench/<time>).
     """
@@ -313,10 +313,18 @@ def bench(
 
         result = measure(throughput)
         (run_dir / "throughput.json").write_text(json.dumps(result, indent=2))
+        scalars = {k: v for k, v in result.items() if isinstance(v, float)}
         print_table(
             f"eo MAE pretraining throughput: ours (engine) vs torchgeo.tasks.MAE (Lightning Trainer) → {run_dir}",
             ("", ""),
-            _rows(result),
+            _rows(scalars),
+        )
+        rounds = [(str(i), f"{r:.3f}") for i, r in enumerate(result["per_round_ratio"])]
+        print_table(
+            f"ratio ours / torchgeo: median {result['ratio']:.3f}, range {result['ratio_min']:.3f}-"
+            f"{result['ratio_max']:.3f} over paired rounds (order alternating)",
+            ("round", "ratio"),
+            rounds,
         )
         return
     from warmstart_eo.bench import run_bench

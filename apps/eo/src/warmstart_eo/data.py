@@ -250,6 +250,9 @@ class DataConfig:
     """A corrupt / inconsistent file in the folder: skip it with a warning and a count, or fail."""
     max_nodata: float = 0.25
     """Drop chips whose nodata fraction exceeds this; remaining nodata pixels get the band mean."""
+    verify_reads: bool = True
+    """Decode every block of every image and label file while scanning, so a file whose header opens but
+    whose (compressed) data is corrupt is skipped / fails here, by name, instead of inside torchgeo."""
 
 
 @dataclass
@@ -298,13 +301,19 @@ def scan_folder(root: Path, config: DataConfig) -> ScanReport:
         log.warning("%s: %s; skipped", path, why)
         skipped.append((path, why))
 
+    def read_header(path: Path) -> tuple[Any, ...]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with rasterio.open(path) as src:
+                if config.verify_reads:
+                    for _, window in src.block_windows(1):
+                        src.read(window=window)  # decodes the block of every band
+                return src.crs, src.res, src.count, src.bounds, src.shape
+
     for path in files:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with rasterio.open(path) as src:
-                    crs, res, count, bounds, shape = src.crs, src.res, src.count, src.bounds, src.shape
-        except rasterio.errors.RasterioIOError as exc:
+            crs, res, count, bounds, shape = read_header(path)
+        except rasterio.errors.RasterioError as exc:
             bad(path, f"not a readable GeoTIFF ({str(exc).splitlines()[0][:80]})")
             continue
         if crs is None:
@@ -316,30 +325,44 @@ def scan_folder(root: Path, config: DataConfig) -> ScanReport:
             )
             continue
         if not ref:
-            ref = {"count": count, "res": res, "crs": crs}
+            ref = {"count": count, "res": res, "crs": crs, "name": path.name}
         if count != ref["count"]:
             bad(
                 path,
-                f"has {count} bands but {files[0].name} has {ref['count']}; all files need the same frames",
+                f"has {count} bands but {ref['name']} has {ref['count']}; all files need the same frames",
             )
             continue
         if not np.allclose(res, ref["res"]):
-            bad(path, f"resolution {res} differs from {ref['res']}; resample the file to one resolution")
+            bad(
+                path,
+                f"resolution {res} differs from {ref['res']} of {ref['name']}; resample the files to one resolution",
+            )
             continue
         label = _label_path(root, path)
         if label.exists():
-            with rasterio.open(label) as lab:
-                if lab.crs != crs or lab.shape != shape or not np.allclose(tuple(lab.bounds), tuple(bounds)):
-                    raise DataError(
-                        f"{label}: label raster does not align with {path.name} (crs {lab.crs} vs {crs}, "
-                        f"shape {lab.shape} vs {shape}, bounds differ); write labels on the image's grid"
-                    )
+            try:
+                l_crs, _, _, l_bounds, l_shape = read_header(label)
+            except rasterio.errors.RasterioError as exc:
+                bad(
+                    path,
+                    f"its label raster {label} is not a readable GeoTIFF ({str(exc).splitlines()[0][:60]})",
+                )
+                continue
+            if l_crs != crs or l_shape != shape or not np.allclose(tuple(l_bounds), tuple(bounds)):
+                bad(
+                    path,
+                    f"its label raster {label} does not align (crs {l_crs} vs {crs}, shape {l_shape} vs {shape}, "
+                    f"bounds {'equal' if np.allclose(tuple(l_bounds), tuple(bounds)) else 'differ'}); write "
+                    "labels on the image's grid",
+                )
+                continue
             labels[path] = label
         good.append(path)
         sides.append(min(shape))
     if not good:
         raise DataError(
-            f"{image_dir}: none of {len(files)} GeoTIFFs is usable ({skipped[0][1] if skipped else ''})"
+            f"{image_dir}: none of {len(files)} GeoTIFFs is usable"
+            + (f" ({skipped[0][0].name}: {skipped[0][1]})" if skipped else "")
         )
     frames = ref["count"] // len(BANDS)
     if config.frames > frames:

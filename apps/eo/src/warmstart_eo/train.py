@@ -231,11 +231,17 @@ def split_chips(chips: Chips, test_fraction: float = 0.3, split_seed: int = 0) -
     return chips.subset(train_idx), chips.subset(test_idx)
 
 
-def label_subset(train: Chips, fraction: float, seed: int, minimum: int) -> Chips:
-    """A random ``fraction`` of the training labels (at least ``minimum`` chips)."""
-    k = min(len(train), max(minimum, int(round(fraction * len(train)))))
+def label_subset(train: Chips, fraction: float, seed: int, minimum: int) -> tuple[Chips, int]:
+    """A random ``fraction`` of the training labels (at least one chip) and the number of distinct chips.
+
+    When fewer than ``minimum`` (one micro-batch) chips are kept, the subset is repeated whole until it
+    fills a batch, so 1 % of the labels stays 1 % of the distinct labelled chips (each seen equally often).
+    """
+    k = min(len(train), max(1, int(round(fraction * len(train)))))
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(1000 + seed))[:k]
-    return train.subset(idx)
+    if k < minimum:
+        idx = idx.repeat(-(-minimum // k))  # (⌈minimum / k⌉ · k,)
+    return train.subset(idx), k
 
 
 def run_finetune(
@@ -259,7 +265,7 @@ def run_finetune(
     if stats is None:  # scratch: statistics of its own training data
         stats = compute_stats(train)
     transform = Preprocess(stats, preprocess, encoder.config.img_size)
-    train = label_subset(
+    train, labelled = label_subset(
         train, label_fraction, engine_config.train.seed, engine_config.train.micro_batch_size
     )
     train, test = train.with_transform(transform), test.with_transform(transform)
@@ -274,7 +280,7 @@ def run_finetune(
     }
     metrics["train_loss"] = float(summary.final_metrics.get("loss", float("nan")))
     metrics["samples_per_s"] = float(summary.samples_per_s)
-    metrics["train_chips"] = float(len(train))
+    metrics["train_chips"] = float(labelled)
     return metrics
 
 
