@@ -1,11 +1,11 @@
-"""Pipeline pieces: the label-efficiency subset keeps exactly the requested share of distinct chips."""
+"""Pipeline pieces: the label-efficiency subset keeps exactly the requested share of distinct chips; mIoU."""
 
 from __future__ import annotations
 
 import torch
 
 from warmstart_eo.data import Chips
-from warmstart_eo.train import label_subset
+from warmstart_eo.train import label_subset, miou
 
 
 def _chips(n: int) -> Chips:
@@ -27,3 +27,11 @@ def test_label_subset_keeps_the_fraction_and_fills_a_batch() -> None:
     assert k == 400 and torch.equal(torch.sort(full.images[:, 0, 0, 0]).values, torch.arange(400.0))
     other, _ = label_subset(train, 0.01, seed=1, minimum=16)
     assert not torch.equal(torch.unique(other.images[:, 0, 0, 0]), torch.unique(ids.float()))  # seeds differ
+
+
+def test_miou_ignores_unlabelled_pixels_and_absent_classes() -> None:
+    target = torch.tensor([[0, 0, 1, 1], [0, 0, 1, -1]])  # (H, W); −1 = no label
+    assert miou(target.clamp_min(0), target, classes=4) == 1.0  # classes 2 and 3 absent: left out
+    pred = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 3]])  # one 0 → 1 error; the −1 pixel predicts 3 (ignored)
+    # class 0: 3 / 4; class 1: 3 / 4 (its union gains the wrong pixel); class 3 ignored with its pixel
+    assert abs(miou(pred, target, classes=4) - 0.75) < 1e-6

@@ -15,7 +15,8 @@ exposes them over (T·C, H, W) band-stacked input), and the training step's fast
 torchgeo's MAE task, see ``bench.throughput``): the plain patch embedding as one matmul whose patch
 matrix also supplies the targets, the mask drawn as indices exactly as ``random_masking`` draws it, the
 prediction head and loss on the removed tokens only, cached sin-cos tables. Left out: class tokens
-(features are mean-pooled tokens), Prithvi-v2's time/location embeddings, SatMAE++'s 384 px crops (the pyramid here starts from the chip size).
+(features are mean-pooled tokens), Prithvi-v2's time/location embeddings, SatMAE++'s 384 px crops (the
+pyramid here starts from the chip size).
 ``ModelConfig.pos_order`` picks the half order of the 2D sin-cos ([row | col] ours, [col | row] MAE's
 reference code, set when ``warmstart_eo.weights`` converts such a checkpoint).
 """

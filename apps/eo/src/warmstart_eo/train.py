@@ -157,16 +157,14 @@ def run_pretrain(
 # fine-tuning
 # ---------------------------------------------------------------------------------------------------
 def miou(pred: torch.Tensor, target: torch.Tensor, classes: int) -> float:
-    """Mean IoU over the classes present in prediction or target (pixels with target −1 ignored)."""
-    valid = target >= 0
-    p, t = pred[valid], target[valid]
-    ious = []
-    for k in range(classes):
-        inter = ((p == k) & (t == k)).sum()
-        union = ((p == k) | (t == k)).sum()
-        if union > 0:
-            ious.append(float(inter) / float(union))
-    return sum(ious) / max(len(ious), 1)
+    """Mean IoU over the classes present in prediction or target (pixels with target −1 ignored).
+
+    torchmetrics' macro Jaccard index, which leaves out classes absent from both.
+    """
+    from torchmetrics.functional.classification import multiclass_jaccard_index
+
+    score = multiclass_jaccard_index(pred, target, classes, average="macro", ignore_index=-1)
+    return float(score)
 
 
 class FinetuneTask:
