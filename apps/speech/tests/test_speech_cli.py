@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from warmstart_speech.cli import app
 
@@ -40,6 +41,10 @@ def test_recipe_chain(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
                 "ctc+ot",
                 "--mt",
                 mt,
+                "--model.encoder",
+                "conformer",
+                "--model.conv_kernel",
+                "5",
                 "--out",
                 str(tmp_path / "pre"),
                 *TINY,
@@ -49,6 +54,9 @@ def test_recipe_chain(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
     )
     pre = json.loads((tmp_path / "pre" / "model.json").read_text())
     assert pre["objective"] == "ctc+ot" and pre["modality_gap"] > 0
+    assert pre["config"]["encoder"] == "conformer" and pre["config"]["model_dim"] == 32  # MT's size, our type
+    pre_w = load_file(str(tmp_path / "pre" / "model.safetensors"))
+    assert any("conv.depthwise_conv" in k for k in pre_w)
     assert (
         app.main(
             [
@@ -67,7 +75,6 @@ def test_recipe_chain(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
         == 0
     )
     # the ST decoder starts from the MT decoder: before training they are equal, so a 6-step run stays close
-    from safetensors.torch import load_file
 
     st, mtw = (
         load_file(str(tmp_path / "st" / "model.safetensors")),

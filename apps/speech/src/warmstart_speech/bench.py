@@ -5,7 +5,11 @@ Seed paper: "Pre-training for Speech Translation: CTC Meets Optimal Transport" (
 encoder-decoder), CTC, CTC+OT — each fine-tuned for ST on the same budget with the MT decoder; BLEU, chrF,
 the ST loss curve, and the modality gap before/after pretraining, through the core's bench report writer.
 ``run_throughput``: hours of audio decoded + featurised per second with fairseq2's pipeline vs a plain
-soundfile + numpy loop (a hand-written Kaldi-style fbank) on the same files. Left out: the GPU script.
+soundfile + numpy loop (a hand-written Kaldi-style fbank) on the same files. ``run_ssl_bench``: the claim of
+"Adapting Multilingual Speech Representation Model for a New, Underresourced Language ..." (Nowakowski et
+al., arXiv 2301.07295) in miniature — a tiny wav2vec2 pretrained on language A, CTC fine-tuned on a little
+language-B data directly vs after ``continue-ssl`` on unlabelled B (plus an equal-compute SSL-on-A control
+and a scratch encoder); CER/WER on held-out B. Left out: the GPU script.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 from warmstart_speech.ctc_ot import OTConfig
 from warmstart_speech.data import FeatureConfig, SynthConfig
 from warmstart_speech.models import ModelConfig
+from warmstart_speech.ssl import SSLConfig
 
 log = logging.getLogger(__name__)
 ARMS = ("scratch", "ce", "ctc", "ctc+ot")
@@ -291,3 +296,142 @@ def run_demo(out: Path, n_train: int = 96, n_test: int = 16, steps: int = 40) ->
     }
     (out / "demo.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+# ------------------------------------------------------------------------------------------------
+# continued SSL pretraining on a new language (Nowakowski et al., arXiv 2301.07295), in miniature
+# ------------------------------------------------------------------------------------------------
+SSL_ARMS = ("scratch", "A", "A+ssl-A", "A+ssl-B")
+
+
+@dataclass
+class SSLBenchConfig:
+    seeds: int = 3
+    """Seeds of the continued pretraining and the CTC fine-tuning (the language-A model is shared)."""
+    n_a: int = 120
+    """Unlabelled language-A (English, espeak-ng) utterances for the base pretraining."""
+    n_b: int = 120
+    """Unlabelled language-B (German voices) utterances for continue-ssl."""
+    n_labelled: int = 40
+    """Of those, how many carry transcripts for CTC fine-tuning (the 'little labelled data')."""
+    n_test: int = 24
+    """Held-out language-B utterances (CER/WER)."""
+    a_steps: int = 400
+    """SSL steps on language A (the given 'pretrained model'; shared by every seed)."""
+    continue_steps: int = 100
+    """continue-ssl steps (on B, or on A for the equal-compute control arm)."""
+    ctc_steps: int = 150
+    """CTC fine-tuning steps of every arm (the equal budget)."""
+    batch_size: int = 8
+    """Micro-batch size of every stage."""
+    ssl_lr: float = 2e-3
+    """Peak learning rate of the SSL stages."""
+    ctc_lr: float = 2e-3
+    """Peak learning rate of CTC fine-tuning."""
+    arms: list[str] = field(default_factory=lambda: list(SSL_ARMS))
+    """scratch (random encoder), A (fine-tune the A model directly), A+ssl-A (equal extra SSL compute on
+    A: the control), A+ssl-B (continue-ssl on B first)."""
+    model: SSLConfig = field(default_factory=SSLConfig)
+    """The tiny wav2vec2 built for language A."""
+
+
+def run_ssl_bench(out: Path, cfg: SSLBenchConfig = SSLBenchConfig()):  # noqa: ANN201
+    """A tiny wav2vec2 pretrained on language A, then CTC on a little language-B data: directly, after
+    continue-ssl on unlabelled B, after equal extra SSL on A, or from scratch; CER/WER on held-out B."""
+    from warmstart.errors import ConfigError
+    from warmstart.eval import write_bench_report
+    from warmstart_speech.data import char_vocab_of, load_audio, synth_corpus
+    from warmstart_speech.ssl import (
+        build_ssl,
+        continue_ssl,
+        ctc_finetune,
+        held_out_ssl_loss,
+        load_ssl,
+        save_ssl,
+    )
+    from warmstart_speech.stages import quick_engine
+
+    unknown = set(cfg.arms) - set(SSL_ARMS)
+    if unknown or "A" not in cfg.arms:
+        raise ConfigError(f"ssl.arms={cfg.arms}: use a subset of {list(SSL_ARMS)} that includes A")
+    model_cfg = cfg.model
+    out = Path(out)
+    start = time.perf_counter()
+    a_paths = synth_corpus(out / "corpus-A", SynthConfig(n_train=cfg.n_a, n_test=0, language="en", seed=11))
+    b_paths = synth_corpus(
+        out / "corpus-B", SynthConfig(n_train=cfg.n_b, n_test=cfg.n_test, language="de", seed=12)
+    )
+    a_audio, _ = load_audio(a_paths["train"])
+    b_audio, _ = load_audio(b_paths["train"])
+    vocab = char_vocab_of(b_paths["train"])
+    b_labelled, _ = load_audio(b_paths["train"], vocab)
+    b_labelled = b_labelled[: cfg.n_labelled]
+    b_test, _ = load_audio(b_paths["test"], vocab)
+    from warmstart_speech.data import collate_audio
+
+    probe = [collate_audio(b_test[i : i + 8]) for i in range(0, len(b_test), 8)]
+
+    t0 = time.perf_counter()
+    base = build_ssl(model_cfg, seed=0)
+    continue_ssl(base, a_audio, quick_engine(cfg.a_steps, cfg.batch_size, cfg.ssl_lr, 0))
+    save_ssl(base, out / "pretrained-A", {"language": "en", "steps": cfg.a_steps})
+    a_seconds = time.perf_counter() - t0
+
+    cer: dict[str, dict[int, float]] = {a: {} for a in cfg.arms}
+    wer: dict[str, dict[int, float]] = {a: {} for a in cfg.arms}
+    ssl_b: dict[str, dict[int, float]] = {a: {} for a in cfg.arms}
+    curves: dict[str, dict[int, list]] = {a: {} for a in cfg.arms}
+    seconds: dict[str, dict[int, float]] = {a: {} for a in cfg.arms}
+    for seed in range(cfg.seeds):
+        for arm in cfg.arms:
+            t0 = time.perf_counter()
+            if arm == "scratch":
+                model = build_ssl(model_cfg, seed=100 + seed)
+            else:
+                model = load_ssl(out / "pretrained-A", model_cfg)  # by path, as a user would
+                if arm != "A":
+                    audio = b_audio if arm == "A+ssl-B" else a_audio
+                    continue_ssl(
+                        model, audio, quick_engine(cfg.continue_steps, cfg.batch_size, cfg.ssl_lr, seed)
+                    )
+            ssl_b[arm][seed] = held_out_ssl_loss(model, probe)
+            run_dir = out / f"seed{seed}" / arm.replace("+", "_")
+            ctc, summary = ctc_finetune(
+                model,
+                b_labelled,
+                b_test,
+                vocab,
+                quick_engine(cfg.ctc_steps, cfg.batch_size, cfg.ctc_lr, seed, log_every=10),
+                run_dir,
+            )
+            cer[arm][seed] = summary.final_metrics.get("eval/cer", float("nan"))
+            wer[arm][seed] = summary.final_metrics.get("eval/wer", float("nan"))
+            curves[arm][seed] = _curve(run_dir)
+            seconds[arm][seed] = time.perf_counter() - t0
+            log.info("seed %d %s: CER %.1f WER %.1f", seed, arm, cer[arm][seed], wer[arm][seed])
+    return write_bench_report(
+        out,
+        "speech: continued wav2vec2 pretraining on a new language, then CTC (CER on held-out language B)",
+        cer,
+        metric="CER % (greedy CTC, held-out B)",
+        higher_is_better=False,
+        baseline="A",
+        curves=curves,
+        curve_metric="CTC train loss (per character)",
+        extra_metrics={
+            "WER %": wer,
+            "SSL loss on held-out B before fine-tuning (↓)": ssl_b,
+            "seconds (continue-ssl + CTC)": seconds,
+        },
+        description=(
+            f"A tiny {model_cfg.backend} wav2vec2 ({model_cfg.layers}×{model_cfg.model_dim}) pretrained "
+            f"{cfg.a_steps} SSL steps on {len(a_audio)} unlabelled English espeak-ng utterances (language A, "
+            f"{a_seconds:.0f} s, shared by all seeds). Arms: A = CTC fine-tuning directly; A+ssl-B = "
+            f"continue-ssl {cfg.continue_steps} steps on {len(b_audio)} unlabelled German-voice utterances "
+            f"(language B) first; A+ssl-A = the same extra SSL steps on A (equal-compute control); scratch = "
+            f"random encoder. CTC fine-tuning: {cfg.ctc_steps} steps on {len(b_labelled)} labelled B "
+            f"utterances (characters), batch {cfg.batch_size}, lr {cfg.ctc_lr}, feature extractor frozen; "
+            f"{len(b_test)} held-out B utterances. Total {time.perf_counter() - start:.0f} s."
+        ),
+        config=json.loads(json.dumps(asdict(cfg), default=str)),
+    )

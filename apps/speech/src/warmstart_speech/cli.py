@@ -3,7 +3,9 @@
 Seed paper: "Pre-training for Speech Translation: CTC Meets Optimal Transport" (Le et al., arXiv 2301.11716).
 Thin commands over :mod:`warmstart_speech.stages`: data-synth/-prepare → mt-train → pretrain → st-train →
 translate / eval, plus demo and bench. Heavy imports (torch models, fairseq2) happen inside the commands.
-Left out: ``continue-ssl`` (continued wav2vec2 pretraining) is not implemented yet.
+``continue-ssl`` / ``ssl-ctc``: continued wav2vec2 pretraining on a new language and CTC fine-tuning
+("Adapting Multilingual Speech Representation Model for a New, Underresourced Language ...", Nowakowski et
+al., arXiv 2301.07295; :mod:`warmstart_speech.ssl`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Literal
 from warmstart.cli import App, DemoResult, RunContext
 from warmstart.engine import EngineConfig
 from warmstart.errors import ConfigError, DataError
-from warmstart_speech.bench import BenchConfig, ThroughputConfig
+from warmstart_speech.bench import BenchConfig, SSLBenchConfig, ThroughputConfig
 from warmstart_speech.ctc_ot import OTConfig
 from warmstart_speech.data import FeatureConfig, SynthConfig
 from warmstart_speech.models import ModelConfig
+from warmstart_speech.ssl import SSLConfig
 
 app = App("speech", "Speech translation: CTC + optimal-transport pretraining on fairseq2")
 
@@ -58,10 +61,45 @@ def data_prepare(audio: Path, out: Path) -> None:
     )
 
 
+def _beside(manifest: Path, name: str) -> Path | None:
+    """``name`` in ``manifest``'s folder if it exists (and is not the manifest itself)."""
+    path = Path(manifest).parent / name
+    return path if path.is_file() and path.resolve() != Path(manifest).resolve() else None
+
+
 def _load(data_path: Path, features: FeatureConfig, vocabs=None):  # noqa: ANN001, ANN202
     from warmstart_speech.stages import load_corpus
 
     return load_corpus(data_path, vocabs=vocabs, features=features)
+
+
+def _load_stage(folder: Path, kind: str, vocabs=None):  # noqa: ANN001, ANN202
+    """(architecture, vocabularies, model) of a finished ``mt-train`` / ``pretrain`` / ``st-train`` folder."""
+    from warmstart_speech.models import (
+        SpeechEncoder,
+        build_mt,
+        build_speech_seq2seq,
+        config_from,
+        load_meta,
+        load_state,
+        load_vocabs,
+    )
+
+    meta = load_meta(folder, kind)
+    cfg, vocabs = config_from(meta), vocabs or load_vocabs(meta)
+    if kind == "mt":
+        model = build_mt(cfg, len(vocabs["src"]), len(vocabs["tgt"]))
+    elif kind == "speech-encoder":
+        model = SpeechEncoder(cfg, len(vocabs["src"]))
+    else:
+        model = build_speech_seq2seq(cfg, SpeechEncoder(cfg, len(vocabs["src"])), len(vocabs["tgt"]))
+    return cfg, vocabs, load_state(model, folder)
+
+
+def _save_stage(run_dir: Path, kind: str, model_, cfg: ModelConfig, corpus, extra=None) -> None:  # noqa: ANN001
+    from warmstart_speech.models import save_model
+
+    save_model(run_dir, kind, model_, cfg, {"src": corpus.src_vocab, "tgt": corpus.tgt_vocab}, extra)
 
 
 @app.command(name="mt-train")
@@ -85,14 +123,13 @@ def mt_train(
         out: run directory (default runs/speech/mt/<time>).
     """
     from warmstart.cli.show import print_summary
-    from warmstart_speech.models import save_model
     from warmstart_speech.stages import train_mt
 
     run_dir, _ = _run(run, "mt-train").open(resume=resume, out=out)
     corpus = _load(data, features)
     model_, summary = train_mt(corpus, model, engine, run_dir)
-    save_model(run_dir, "mt", model_, model, {"src": corpus.src_vocab, "tgt": corpus.tgt_vocab})
-    print_summary(summary, "mt train")
+    _save_stage(run_dir, "mt", model_, model, corpus)
+    print_summary(summary, f"mt train; {corpus.skipped.line()}")
 
 
 @app.command
@@ -114,7 +151,8 @@ def pretrain(
         data: training manifest (TSV).
         objective: ctc, ctc+ot (needs --mt) or ce (ASR encoder-decoder baseline).
         mt: folder of a finished `mt-train` (its vocabularies and architecture are reused).
-        model: architecture (ignored when --mt is given: the MT model's config is used).
+        model: architecture (with --mt the MT model's sizes are used; --model.encoder transformer|conformer
+            and --model.conv_kernel still apply).
         ot: CTC/OT weights and Sinkhorn settings.
         engine: steps, batch, optimiser, devices.
         features: featurisation settings.
@@ -123,14 +161,13 @@ def pretrain(
     """
     from warmstart.cli.show import print_summary
     from warmstart_speech.ctc_ot import modality_gap
-    from warmstart_speech.models import build_mt, config_from, load_meta, load_state, load_vocabs, save_model
     from warmstart_speech.stages import pretrain_encoder
 
     teacher, vocabs = None, None
     if mt is not None:
-        meta = load_meta(mt, "mt")
-        model, vocabs = config_from(meta), load_vocabs(meta)
-        teacher = load_state(build_mt(model, len(vocabs["src"]), len(vocabs["tgt"])), mt)
+        kind, kernel = model.encoder, model.conv_kernel
+        model, vocabs, teacher = _load_stage(mt, "mt")
+        model.encoder, model.conv_kernel = kind, kernel  # the speech encoder's type is this command's choice
     elif objective == "ctc+ot":
         raise ConfigError("--objective ctc+ot needs --mt <folder of `warmstart-speech mt-train`>")
     run_dir, checkpoint = _run(run, "pretrain").open(resume=resume, out=out)
@@ -140,10 +177,8 @@ def pretrain(
     if teacher is not None:
         extra["modality_gap"] = modality_gap(encoder, teacher, corpus.test, ot)
         summary.final_metrics["modality_gap"] = extra["modality_gap"]
-    save_model(
-        run_dir, "speech-encoder", encoder, model, {"src": corpus.src_vocab, "tgt": corpus.tgt_vocab}, extra
-    )
-    print_summary(summary, f"pretrain ({objective})")
+    _save_stage(run_dir, "speech-encoder", encoder, model, corpus, extra)
+    print_summary(summary, f"pretrain ({objective}); {corpus.skipped.line()}")
 
 
 @app.command(name="st-train")
@@ -171,48 +206,117 @@ def st_train(
         out: run directory (default runs/speech/st/<time>).
     """
     from warmstart.cli.show import print_summary
-    from warmstart_speech.models import (
-        SpeechEncoder,
-        build_mt,
-        config_from,
-        load_meta,
-        load_state,
-        load_vocabs,
-        save_model,
-    )
     from warmstart_speech.stages import fresh_encoder, train_st
 
     vocabs, mt_model, enc = None, None, None
     if mt is not None:
-        meta = load_meta(mt, "mt")
-        model, vocabs = config_from(meta), load_vocabs(meta)
-        mt_model = load_state(build_mt(model, len(vocabs["src"]), len(vocabs["tgt"])), mt)
+        model, vocabs, mt_model = _load_stage(mt, "mt")
     if encoder is not None:
-        meta = load_meta(encoder, "speech-encoder")
-        model, vocabs = config_from(meta), vocabs or load_vocabs(meta)
-        enc = load_state(SpeechEncoder(model, len(vocabs["src"])), encoder)
+        model, vocabs, enc = _load_stage(encoder, "speech-encoder", vocabs)
     run_dir, checkpoint = _run(run, "st-train").open(resume=resume, out=out)
     corpus = _load(data, features, vocabs)
     enc = enc or fresh_encoder(model, len(corpus.src_vocab), engine.train.seed)
     st_model, summary = train_st(corpus, model, engine, enc, mt_model, run_dir, resume_from=checkpoint)
-    save_model(run_dir, "st", st_model, model, {"src": corpus.src_vocab, "tgt": corpus.tgt_vocab})
-    print_summary(summary, "st train")
+    _save_stage(run_dir, "st", st_model, model, corpus)
+    print_summary(summary, f"st train; {corpus.skipped.line()}")
+
+
+@app.command(name="continue-ssl")
+def continue_ssl(
+    data: Path,
+    init: str | None = None,
+    held_out: Path | None = None,
+    ssl: SSLConfig = SSLConfig(),
+    engine: EngineConfig = EngineConfig(),
+    features: FeatureConfig = FeatureConfig(),
+    resume: str | None = None,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """Continued wav2vec 2.0 pretraining (contrastive + diversity loss) on unlabelled new-language audio.
+
+    Args:
+        data: manifest (TSV) of unlabelled audio: only the `audio` column is needed.
+        init: the checkpoint to continue: a `continue-ssl` folder, an HF Wav2Vec2ForPreTraining folder or hub id
+            (facebook/wav2vec2-xls-r-300m), or a fairseq .pt file with --ssl.arch. None: a new model of --ssl.*.
+        held_out: manifest whose SSL loss is reported before and after (default: test.tsv beside --data).
+        ssl: architecture of a new model and the loss settings.
+        engine: steps, batch, optimiser, devices.
+        features: audio settings (longest utterance, lowest sample rate).
+        resume: 'latest', a run directory or a checkpoint.
+        out: run directory (default runs/speech/continue-ssl/<time>).
+    """
+    from warmstart.cli.show import print_summary
+    from warmstart_speech.data import collate_audio, load_audio
+    from warmstart_speech.ssl import build_ssl, held_out_ssl_loss, load_ssl, save_ssl
+    from warmstart_speech.ssl import continue_ssl as run_continue_ssl
+
+    model = load_ssl(init, ssl) if init is not None else build_ssl(ssl, engine.train.seed)
+    run_dir, checkpoint = _run(run, "continue-ssl").open(resume=resume, out=out)
+    utts, report = load_audio(data, config=features)
+    held_out = held_out or _beside(data, "test.tsv")
+    probe = None
+    if held_out is not None:
+        test, _ = load_audio(held_out, config=features)
+        probe = [collate_audio(test[i : i + 8]) for i in range(0, len(test), 8)]
+    before = held_out_ssl_loss(model, probe) if probe else None
+    summary = run_continue_ssl(model, utts, engine, run_dir, checkpoint)
+    extra = {"init": str(init), "skipped": dict(report.counts)}
+    if probe:
+        extra["held_out_ssl_loss"] = [before, held_out_ssl_loss(model, probe)]
+        summary.final_metrics["held-out SSL loss before"] = before
+        summary.final_metrics["held-out SSL loss after"] = extra["held_out_ssl_loss"][1]
+    save_ssl(model, run_dir, extra)
+    print_summary(summary, f"continue-ssl ({model.backend}; {report.line()})")
+
+
+@app.command(name="ssl-ctc")
+def ssl_ctc(
+    data: Path,
+    init: str,
+    test: Path | None = None,
+    ssl: SSLConfig = SSLConfig(),
+    freeze_feature_extractor: bool = True,
+    engine: EngineConfig = EngineConfig(),
+    features: FeatureConfig = FeatureConfig(),
+    resume: str | None = None,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> dict:
+    """CTC fine-tuning (characters) of a wav2vec2 encoder on labelled audio; CER and WER on --test.
+
+    Args:
+        data: manifest with transcripts.
+        init: a `continue-ssl` folder, an HF wav2vec2 folder or hub id, or a fairseq .pt file with --ssl.arch.
+        test: held-out manifest (default: test.tsv beside --data).
+        ssl: only `arch` (for .pt checkpoints) is read.
+        freeze_feature_extractor: keep the convolutional feature extractor fixed (wav2vec2 fine-tuning).
+        engine: steps, batch, optimiser, devices.
+        features: audio settings.
+        resume: 'latest', a run directory or a checkpoint.
+        out: run directory (default runs/speech/ssl-ctc/<time>).
+    """
+    from warmstart.cli.show import print_summary
+    from warmstart_speech.data import char_vocab_of, load_audio
+    from warmstart_speech.ssl import ctc_finetune, load_ssl, save_ctc
+
+    model = load_ssl(init, ssl)
+    run_dir, checkpoint = _run(run, "ssl-ctc").open(resume=resume, out=out)
+    vocab = char_vocab_of(data)
+    train, report = load_audio(data, vocab, features)
+    test = test or _beside(data, "test.tsv")
+    held = load_audio(test, vocab, features)[0] if test is not None else None
+    ctc, summary = ctc_finetune(
+        model, train, held, vocab, engine, run_dir, freeze_feature_extractor, checkpoint
+    )
+    save_ctc(ctc, vocab, run_dir, {"init": str(init)})
+    print_summary(summary, f"ssl-ctc ({model.backend}); {report.line()}")
+    return 0
 
 
 def _load_st(model_dir: Path):  # noqa: ANN202
-    from warmstart_speech.models import (
-        SpeechEncoder,
-        build_speech_seq2seq,
-        config_from,
-        load_meta,
-        load_state,
-        load_vocabs,
-    )
-
-    meta = load_meta(model_dir, "st")
-    cfg, vocabs = config_from(meta), load_vocabs(meta)
-    model = build_speech_seq2seq(cfg, SpeechEncoder(cfg, len(vocabs["src"])), len(vocabs["tgt"]))
-    return load_state(model, model_dir).eval(), vocabs
+    _, vocabs, model = _load_stage(model_dir, "st")
+    return model.eval(), vocabs
 
 
 @app.command
@@ -311,8 +415,9 @@ def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
 
 @app.command
 def bench(
-    kind: Literal["st", "throughput"] = "st",
+    kind: Literal["st", "ssl", "throughput"] = "st",
     st: BenchConfig = BenchConfig(),
+    ssl: SSLBenchConfig = SSLBenchConfig(),
     throughput: ThroughputConfig = ThroughputConfig(),
     out: Path | None = None,
     run: RunContext | None = None,
@@ -320,18 +425,28 @@ def bench(
     """st: scratch vs CE vs CTC vs CTC+OT encoders, equal ST budget, seeds; throughput: fairseq2 vs soundfile+numpy.
 
     Args:
-        kind: st (the paper's comparison) or throughput (data-pipeline speed).
+        kind: st (the paper's comparison), ssl (continued wav2vec2 pretraining on a new language, then CTC)
+            or throughput (data-pipeline speed).
         st: ST bench settings.
+        ssl: continue-ssl bench settings.
         throughput: throughput bench settings.
         out: run directory (default runs/speech/bench/<time>).
     """
     from warmstart.cli.show import print_table
-    from warmstart_speech.bench import run_st_bench, run_throughput
+    from warmstart_speech.bench import run_ssl_bench, run_st_bench, run_throughput
 
     run_dir, _ = _run(run, "bench").open(out=out)
     if kind == "throughput":
         rows = run_throughput(run_dir, throughput)
         print_table("data-pipeline throughput", ("pipeline", "hours of audio / s", "utterances / s"), rows)
+        return
+    if kind == "ssl":
+        report = run_ssl_bench(run_dir, ssl)
+        rows = [
+            (name, f"{m['mean']:.1f} ± {m['std']:.1f}" if m["mean"] is not None else "—")
+            for name, m in report.summary["methods"].items()
+        ]
+        print_table(f"CER % on held-out language B, {report.report_md}", ("encoder", "CER %"), rows)
         return
     report = run_st_bench(run_dir, st)
     rows = [

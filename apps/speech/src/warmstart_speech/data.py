@@ -7,7 +7,10 @@ words. This module implements (1) a structured English → German generator with
 writes real WAV/FLAC files plus a TSV manifest; (2) ``prepare_manifest`` for folders of audio + text; (3)
 decoding and featurisation through fairseq2's data pipeline (``read_sequence`` → ``FileMapper`` →
 ``AudioDecoder`` → ``WaveformToFbankConverter``) with bad rows counted and skipped, never a crash; (4) length
-bucketing of ready micro-batches with a resumable state.
+bucketing of ready micro-batches with a resumable state; (5) the same pipeline returning 16 kHz waveforms
+(:func:`load_audio`, :class:`AudioBatches`) for the wav2vec2 models of ``continue-ssl`` (Nowakowski et al.,
+arXiv 2301.07295). ``SynthConfig.language="de"`` speaks the German side with German voices: a second
+language for the continued-pretraining experiment.
 
 Written by hand, and why: fairseq2 0.8's fbank converter accepts only 16 kHz input and fairseq2 ships no
 resampler (torchaudio is not a dependency), so :func:`resample` is a windowed-sinc polyphase resampler in
@@ -42,6 +45,11 @@ SAMPLE_RATE = 16_000
 """The rate fairseq2's fbank converter requires; audio at other rates is resampled to it."""
 MANIFEST_COLUMNS = ("id", "audio", "n_samples", "sample_rate", "transcript", "phonemes", "translation")
 AUDIO_SUFFIXES = (".wav", ".flac")
+LANGUAGE_VOICES = {
+    "en": ["en-us", "en", "en-gb-scotland", "en-029"],
+    "de": ["de", "de+m3", "de+f2", "de+f4"],
+}
+"""espeak-ng voices (with variants) per generated language."""
 
 # ------------------------------------------------------------------------------------------------
 # the structured sentence generator: English source, German target, deterministic translation
@@ -220,6 +228,9 @@ class SynthConfig:
     """Share of utterances written as FLAC (the rest WAV)."""
     seed: int = 0
     """Seed of the sentences, voices and noise."""
+    language: str = "en"
+    """Spoken language: ``en`` speaks the English source (→ German translation); ``de`` speaks the German
+    side with espeak-ng's German voices (→ English translation), e.g. a second language for ``continue-ssl``."""
 
 
 def _write_manifest(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -242,13 +253,18 @@ def synth_corpus(out: Path, config: SynthConfig = SynthConfig()) -> dict[str, Pa
     rng = random.Random(config.seed)
     noise = np.random.default_rng(config.seed)
     tts = espeak()
-    voices = [v for v in config.voices if tts.set_voice(v)] or ["en"]
+    if config.language not in LANGUAGE_VOICES:
+        raise DataError(f"synth.language={config.language!r}: use one of {sorted(LANGUAGE_VOICES)}")
+    wanted = config.voices if config.language == "en" else LANGUAGE_VOICES[config.language]
+    voices = [v for v in wanted if tts.set_voice(v)] or [config.language]
     paths: dict[str, Path] = {}
     counter = 0
     for split, n in (("train", config.n_train), ("test", config.n_test)):
         rows = []
         for _ in range(n):
             source, target = make_sentence(rng)
+            if config.language == "de":  # speak the German side; the English sentence is its translation
+                source, target = target, source
             voice = rng.choice(voices)
             pcm = tts.synthesize(
                 source, voice=voice, rate=rng.randint(*config.rate), pitch=rng.randint(*config.pitch)
@@ -274,7 +290,9 @@ def synth_corpus(out: Path, config: SynthConfig = SynthConfig()) -> dict[str, Pa
                     "n_samples": len(wave),
                     "sample_rate": rate,
                     "transcript": source,
-                    "phonemes": tts.phonemize(source),
+                    "phonemes": tts.phonemize(
+                        source, "en-us" if config.language == "en" else config.language
+                    ),
                     "translation": target,
                 }
             )
@@ -335,8 +353,11 @@ def prepare_manifest(audio_dir: Path, out: Path, *, g2p_voice: str = "en-us") ->
     return out, skipped
 
 
-def read_manifest(path: Path) -> list[dict[str, str]]:
-    """Rows of a TSV manifest (header with at least ``audio`` and ``transcript``); audio paths made absolute."""
+def read_manifest(path: Path, require_transcript: bool = True) -> list[dict[str, str]]:
+    """Rows of a TSV manifest (header with at least ``audio`` and ``transcript``); audio paths made absolute.
+
+    ``require_transcript=False`` (unlabelled audio for ``continue-ssl``) needs only the ``audio`` column.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(
@@ -344,7 +365,8 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         )
     with open(path, newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = {"audio", "transcript"} - set(reader.fieldnames or [])
+        required = {"audio", "transcript"} if require_transcript else {"audio"}
+        missing = required - set(reader.fieldnames or [])
         if missing:
             raise DataError(
                 f"{path}: manifest header lacks column(s) {sorted(missing)}; expected {list(MANIFEST_COLUMNS)}"
@@ -356,6 +378,7 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         audio = Path(row["audio"])
         row["audio"] = str(audio if audio.is_absolute() else (path.parent / audio).resolve())
         row.setdefault("translation", "")
+        row["transcript"] = row.get("transcript") or ""
         if not row.get("phonemes"):
             row["phonemes"] = row["transcript"].lower()  # real corpora without g2p: characters as units
     return rows
@@ -463,8 +486,9 @@ class SkipReport:
         )
 
 
-def _decode_and_featurise(config: FeatureConfig):
-    """A pipeline callable: manifest row (with FileMapper output) → row with ``fbank`` or ``error``."""
+def _decode_and_featurise(config: FeatureConfig, output: str = "fbank"):
+    """A pipeline callable: manifest row (with FileMapper output) → row with ``fbank`` (or the 16 kHz
+    ``waveform`` when ``output="waveform"``, for wav2vec2 models) or ``error``."""
     data = fairseq2_data_modules()
     decoder = data.audio.AudioDecoder(dtype=torch.float32)
     fbank = data.audio.WaveformToFbankConverter(
@@ -488,6 +512,8 @@ def _decode_and_featurise(config: FeatureConfig):
             return {**row, "error": f"audio longer than {config.max_seconds:g} s"}
         if rate != SAMPLE_RATE:
             wave = resample(wave, rate, SAMPLE_RATE)
+        if output == "waveform":
+            return {**row, "waveform": wave.float(), "seconds": wave.numel() / SAMPLE_RATE}  # (T,)
         feats = fbank({"waveform": wave.unsqueeze(1), "sample_rate": SAMPLE_RATE})["fbank"]  # (T, n_mels)
         return {**row, "fbank": feats, "seconds": wave.numel() / SAMPLE_RATE}
 
@@ -501,7 +527,7 @@ def fairseq2_data_modules():
 
 
 def featurise_rows(
-    rows: Sequence[dict[str, Any]], config: FeatureConfig, report: SkipReport
+    rows: Sequence[dict[str, Any]], config: FeatureConfig, report: SkipReport, output: str = "fbank"
 ) -> Iterator[dict[str, Any]]:
     """Decode + (resample) + fbank every row through a fairseq2 pipeline; yields good rows, counts bad ones."""
     data = fairseq2_data_modules()
@@ -515,7 +541,7 @@ def featurise_rows(
     pipeline = (
         pipe.read_sequence(present)
         .map(pipe.FileMapper(cached_fd_count=16), selector="audio")
-        .map(_decode_and_featurise(config), num_parallel_calls=config.num_parallel_calls)
+        .map(_decode_and_featurise(config, output), num_parallel_calls=config.num_parallel_calls)
         .and_return()
     )
     for row in pipeline:
@@ -620,9 +646,12 @@ class LengthBucketBatches:
             while self.position < len(perm):
                 batch = self.batches[perm[self.position]]
                 self.position += 1
-                yield collate([self.utts[i] for i in batch])
+                yield self._collate(batch)
             self.epoch += 1
             self.position = 0
+
+    def _collate(self, batch: list[int]) -> dict[str, torch.Tensor]:
+        return collate([self.utts[i] for i in batch])
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -638,3 +667,91 @@ def eval_batches(utts: Sequence[Utterance], batch_size: int) -> list[dict[str, t
     """Deterministic, length-sorted batches for evaluation (every utterance once)."""
     order = sorted(range(len(utts)), key=lambda i: utts[i].fbank.shape[0])
     return [collate([utts[i] for i in order[j : j + batch_size]]) for j in range(0, len(order), batch_size)]
+
+
+# ------------------------------------------------------------------------------------------------
+# raw waveforms (wav2vec2 models: continue-ssl and its CTC fine-tuning)
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class AudioUtterance:
+    id: str
+    waveform: torch.Tensor  # (T,) float32 at 16 kHz
+    labels: list[int]  # CTC targets (characters of the transcript); empty for unlabelled audio
+    transcript: str
+
+
+def load_audio(
+    manifest: Path, vocab: Vocab | None = None, config: FeatureConfig = FeatureConfig()
+) -> tuple[list[AudioUtterance], SkipReport]:
+    """16 kHz waveforms of a manifest through the same fairseq2 pipeline (bad rows skipped and counted).
+
+    With ``vocab`` (CTC fine-tuning) the lower-cased transcript's characters are the labels and rows with
+    an empty transcript or characters outside ``vocab`` are skipped; without it (unlabelled audio for
+    ``continue-ssl``) only the ``audio`` column is needed.
+    """
+    rows = read_manifest(manifest, require_transcript=vocab is not None)
+    report = SkipReport()
+    kept = []
+    for row in rows:
+        text = row["transcript"].lower()
+        if vocab is not None and not text:
+            report.add("empty transcript", str(row.get("id", row["audio"])))
+        elif vocab is not None and vocab.oov(text):
+            bad = "".join(sorted(vocab.oov(text)))[:10]
+            report.add("transcript symbols outside the vocabulary", f"{row.get('id', row['audio'])}: {bad}")
+        else:
+            kept.append(row)
+    out = [
+        AudioUtterance(
+            id=row.get("id") or Path(row["audio"]).stem,
+            waveform=row["waveform"],
+            labels=vocab.encode(row["transcript"].lower()) if vocab is not None else [],
+            transcript=row["transcript"].lower(),
+        )
+        for row in featurise_rows(kept, config, report, output="waveform")
+    ]
+    if report.total:
+        log.warning("%s: %s", manifest, report.line())
+    if not out:
+        raise DataError(
+            f"{manifest}: no usable rows ({report.line()}); check the audio files and transcripts"
+        )
+    return out, report
+
+
+def collate_audio(utts: Sequence[AudioUtterance]) -> dict[str, torch.Tensor]:
+    """Right-padded waveforms (B, T) + lengths and CTC labels (B, S) + lengths."""
+    lengths = torch.tensor([u.waveform.numel() for u in utts])
+    wave = torch.zeros(len(utts), int(lengths.max()))  # (B, T)
+    for i, u in enumerate(utts):
+        wave[i, : u.waveform.numel()] = u.waveform
+    return {
+        "wave": wave,
+        "wave_lens": lengths,
+        "labels": _pad([u.labels for u in utts]),
+        "label_lens": torch.tensor([len(u.labels) for u in utts]),
+    }
+
+
+def char_vocab_of(manifest: Path) -> Vocab:
+    """Character vocabulary of a manifest's lower-cased transcripts (CTC labels of wav2vec2 fine-tuning)."""
+    return Vocab.build([r["transcript"].lower() for r in read_manifest(manifest) if r["transcript"]], "char")
+
+
+class AudioBatches(LengthBucketBatches):
+    """:class:`LengthBucketBatches` over raw waveforms (same resumable length bucketing)."""
+
+    def __init__(self, utts: Sequence[AudioUtterance], batch_size: int, seed: int = 0) -> None:
+        if len(utts) < batch_size:
+            raise DataError(
+                f"{len(utts)} usable utterances: fewer than one batch of {batch_size}; lower the batch size"
+            )
+        order = sorted(range(len(utts)), key=lambda i: utts[i].waveform.numel())
+        self.batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+        self.utts = utts
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+
+    def _collate(self, batch: list[int]) -> dict[str, torch.Tensor]:
+        return collate_audio([self.utts[i] for i in batch])

@@ -7,8 +7,8 @@ with no architectural change. Every layer comes from fairseq2's ``S2TTransformer
 ``fairseq2.nn``; the models are fairseq2 ``TransformerModel`` instances, so fairseq2's beam-search generator
 decodes them. Written here: :class:`PaddedFbankSubsampler`, a subclass of fairseq2's ``Conv1dFbankSubsampler``
 whose only change is to accept *padded* batches (fairseq2 0.8 rejects them: it checks ``padded`` where it
-means ``packed``). Left out: a conformer speech encoder (fairseq2's ``Wav2Vec2EncoderFactory`` has one, not
-wired here), model hub loading.
+means ``packed``). ``ModelConfig.encoder="conformer"`` swaps the transformer layers for fairseq2's conformer
+blocks (``Wav2Vec2EncoderFactory`` with ``use_conformer=True``). Left out: model hub loading for these models.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import copy
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -51,6 +51,11 @@ class ModelConfig:
     """Longest speech-encoder input after subsampling."""
     max_target_len: int = 256
     """Longest text sequence."""
+    encoder: Literal["transformer", "conformer"] = "transformer"
+    """Speech-encoder layers: the S2T pre-norm transformer, or conformer blocks (fairseq2's
+    ``Wav2Vec2EncoderFactory`` with ``use_conformer=True``: macaron FFNs, depthwise convolution, post-norm)."""
+    conv_kernel: int = 15
+    """Depthwise convolution kernel of the conformer blocks (Conformer paper: 31)."""
 
 
 def _fs2():
@@ -110,8 +115,37 @@ def layout(seqs: torch.Tensor, lengths: torch.Tensor):
     return BatchLayout.of(seqs, seq_lens=[int(n) for n in lengths.tolist()])
 
 
+def conformer_encoder(cfg: ModelConfig) -> nn.Module:
+    """A fairseq2 conformer encoder (``StandardTransformerEncoder`` of ``ConformerBlock``s) of ``cfg``'s size.
+
+    Built by ``Wav2Vec2EncoderFactory(Wav2Vec2EncoderConfig(use_conformer=True))``, which requires the POST
+    norm order (each block ends with its own layer norm); attention uses fairseq2's default SDPA, positions come
+    from the S2T frontend's sinusoidal encoder as for the transformer encoder.
+    """
+    preload_libsndfile()
+    from fairseq2.models.transformer import TransformerNormOrder
+    from fairseq2.models.wav2vec2 import Wav2Vec2EncoderConfig, Wav2Vec2EncoderFactory
+
+    config = Wav2Vec2EncoderConfig(
+        model_dim=cfg.model_dim,
+        max_seq_len=cfg.max_source_len,
+        use_conformer=True,
+        norm_order=TransformerNormOrder.POST,
+        depthwise_conv_kernel_size=cfg.conv_kernel,
+        num_encoder_layers=cfg.speech_layers,
+        num_encoder_attn_heads=cfg.heads,
+        ffn_inner_dim=cfg.ffn_dim,
+        dropout_p=cfg.dropout,
+        attn_dropout_p=cfg.dropout,
+        layer_drop_p=0.0,
+        pos_encoder_type="conv",  # absolute positions from our frontend; no relative-position SDPA
+    )
+    return Wav2Vec2EncoderFactory(config).create_encoder()
+
+
 class SpeechEncoder(nn.Module):
-    """fbank (B, T, C) → subsampler + sinusoidal positions → pre-norm transformer → (B, T/4, D), CTC head."""
+    """fbank (B, T, C) → subsampler + sinusoidal positions → pre-norm transformer (or conformer blocks)
+    → (B, T/4, D), CTC head."""
 
     def __init__(self, cfg: ModelConfig, n_phonemes: int) -> None:
         super().__init__()
@@ -127,7 +161,7 @@ class SpeechEncoder(nn.Module):
             proj=None,
             dropout_p=cfg.dropout,
         )
-        self.encoder = factory.create_encoder()
+        self.encoder = conformer_encoder(cfg) if cfg.encoder == "conformer" else factory.create_encoder()
         self.ctc_head = nn.Linear(cfg.model_dim, n_phonemes)
 
     def forward(self, fbank: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,4 +288,4 @@ def load_vocabs(meta: dict[str, Any]) -> dict[str, Vocab]:
 
 
 def config_from(meta: dict[str, Any]) -> ModelConfig:
-    return ModelConfig(**meta["config"])
+    return ModelConfig(**meta["config"])  # older folders lack ``encoder``: the transformer default

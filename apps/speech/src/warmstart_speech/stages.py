@@ -2,8 +2,8 @@
 
 Seed paper: "Pre-training for Speech Translation: CTC Meets Optimal Transport" (Le et al., arXiv 2301.11716).
 Each stage builds its fairseq2 model, wraps the maths in a task (:mod:`warmstart_speech.ctc_ot`) and hands
-it to the core's :class:`~warmstart.engine.Engine`; the CLI and the bench call these. Left out: continued
-wav2vec2 SSL pretraining (Nowakowski et al., arXiv 2301.07295) — not implemented yet.
+it to the core's :class:`~warmstart.engine.Engine`; the CLI and the bench call these. Continued wav2vec2 SSL
+pretraining (Nowakowski et al., arXiv 2301.07295) has its stages in :mod:`warmstart_speech.ssl`.
 """
 
 from __future__ import annotations
