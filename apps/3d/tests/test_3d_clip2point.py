@@ -8,11 +8,14 @@ import torch
 from warmstart.errors import CheckpointError, ConfigError, DataError
 from warmstart_3d.cli import app
 from warmstart_3d.clip2point import (
+    VIEW_SETS,
     CLIP2Point,
     ClipSpec,
     DepthConfig,
     DualPathAdapter,
+    SelectorFewShot,
     TinyCLIPConfig,
+    adapter_logits,
     depth_to_image,
     load_clip,
     render_depth,
@@ -105,6 +108,38 @@ def test_zero_shot_rule_and_adapter_output():
     assert out.shape == (5, 8) and torch.allclose(out.norm(dim=-1), torch.ones(5), atol=1e-5)
 
 
+def test_zero_shot_residual_adds_the_view_averaged_cosines():
+    g = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=-1)
+    paths = [torch.randn(5, 10, 8, generator=g), torch.randn(5, 10, 8, generator=g)]
+    model = DualPathAdapter(2, 10, 8).eval()
+    zs = torch.einsum("bvd,cd->bc", torch.nn.functional.normalize(paths[0], dim=-1), text) / 10
+    with torch.no_grad():
+        diff = adapter_logits(model, paths, text, 0.7) - adapter_logits(model, paths, text, 0.0)
+    assert torch.allclose(diff, 0.7 * zs, atol=1e-6)
+
+
+def test_view_selector_starts_at_the_fixed_views_and_learns_through_the_renderer(tmp_path):
+    loaded = load_clip(ClipSpec(model=str(_tiny_clip(tmp_path))))
+    torch.manual_seed(0)
+    model = SelectorFewShot(
+        [loaded.model.visual], loaded.mean, loaded.std, DepthConfig(), loaded.image_size, 32
+    )
+    pts = torch.nn.functional.normalize(
+        torch.randn(4, 128, 3, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
+    elev, azim = model.selector(pts)
+    fixed_elev, fixed_azim = (torch.tensor(x, dtype=torch.float32) for x in VIEW_SETS["ten"])
+    assert torch.equal(elev, fixed_elev.expand(4, -1)) and torch.equal(azim, fixed_azim.expand(4, -1))
+    text = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
+    logits = adapter_logits(model.adapter, model.train().view_features(pts), text, 1.0)
+    torch.nn.functional.cross_entropy(10 * logits, torch.tensor([0, 1, 2, 0])).backward()
+    assert (
+        model.selector.mlp[2].weight.grad.abs().sum() > 0
+    )  # the angles get a gradient through the depth maps
+    assert all(p.grad is None for p in model.encoders.parameters())  # encoders stay frozen
+
+
 def test_load_clip_errors(tmp_path):
     small = _tiny_clip(tmp_path, 32)
     wide = _tiny_clip(tmp_path, 48)
@@ -128,12 +163,24 @@ def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys):
                      "--pretrain.per_class", "2", "--pretrain.n_points", "64", "--pretrain.batch_size", "8",
                      "--engine", "false", "--out", str(pre)]) == 0  # fmt: skip
     assert (pre / "depth_encoder.safetensors").is_file() and json.loads((pre / "clip2point.json").read_text())
-    for extra in ([], ["--shots", "1", "--test_per_class", "1"]):
+    learned = [
+        "--shots",
+        "1",
+        "--test_per_class",
+        "1",
+        "--fewshot.learn_views",
+        "true",
+        "--fewshot.zero_shot_weight",
+        "1",
+    ]
+    for extra in ([], ["--shots", "1", "--test_per_class", "1"], learned):
         out = tmp_path / f"eval{len(extra)}"
         assert app.main(["clip2point-eval", "--checkpoint", str(pre), "--per_class", "3", "--n_points", "64",
                          "--fewshot.steps", "2", *extra, "--out", str(out)]) == 0  # fmt: skip
         r = json.loads((out / "results.json").read_text())
         assert r["method"] == "CLIP2Point" and 0 <= r["accuracy"] <= 1 and r["n_clouds"] == 24
+        if extra is learned:
+            assert 0 <= r["accuracy_fixed_views"] <= 1 and r["learned_view_shift_deg"] >= 0
     # PointCLIP-style: the CLIP image tower directly
     assert app.main(["clip2point-eval", "--clip.model", str(src / "clip"), "--per_class", "2", "--n_points", "64",
                      "--out", str(tmp_path / "pc")]) == 0  # fmt: skip
@@ -141,7 +188,8 @@ def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     # bad input: unknown prompt class, NaN cloud, checkpoint of another architecture → one line, exit 2
     assert app.main(["clip2point-eval", "--checkpoint", str(pre), "--classes", "[sphere,teapot]"]) == 2
-    assert "teapot" in capsys.readouterr().err.strip() and True
+    err = capsys.readouterr().err.strip()
+    assert "teapot" in err and len(err.splitlines()) == 1
     folder = tmp_path / "clouds" / "cube"
     folder.mkdir(parents=True)
     bad = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)

@@ -177,22 +177,27 @@ def splats_make(
     n_gaussians: int = 1024,
     fit_steps: int = 0,
     seed: int = 0,
+    rotate: bool = True,
 ) -> None:
     """Build a ShapeSplat-style dataset: one 3DGS PLY per procedural object plus index.jsonl with labels.
 
     Args:
-        out: output folder (splats/<class>_<i>.ply, index.jsonl).
+        out: output folder (splats/<class>_<i>.ply, splats/<class>_<i>.parts.npy part labels, index.jsonl,
+            classes.json, parts.json).
         per_class: objects per class.
-        classes: shape classes (default: all 8 procedural classes).
+        classes: shape classes (default: the 8 basic shapes; the multi-part lamp, table, chair, mug are
+            opt-in, for part segmentation).
         n_gaussians: Gaussians per object (ShapeSplat's Gaussian-MAE uses 1,024).
         fit_steps: rasterizer refinement steps per object after the surface-sampling initialiser (0: none).
         seed: dataset seed.
+        rotate: random rotation per object (false: aligned, as ShapeNetPart for part segmentation).
     """
     from warmstart_3d.splat_dataset import make_splat_dataset
 
     index = make_splat_dataset(
-        out, per_class=per_class, classes=classes, n_gaussians=n_gaussians, fit_steps=fit_steps, seed=seed
-    )
+        out, per_class=per_class, classes=classes, n_gaussians=n_gaussians, fit_steps=fit_steps, seed=seed,
+        rotate=rotate,
+    )  # fmt: skip
     _print("splat dataset", {"index": str(index), "objects": sum(1 for _ in index.open())})
 
 
@@ -206,20 +211,27 @@ def gmae(
     test_fraction: float = 0.25,
     batch_size: int = 16,
     seed: int = 0,
+    task: Literal["classify", "partseg"] = "classify",
+    partseg_lr: float = 1e-3,
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> dict:
-    """Gaussian-MAE: pretrain on a splat dataset (splats-make output), fine-tune for classification.
+    """Gaussian-MAE: pretrain on a splat dataset (splats-make output), fine-tune for classification or parts.
 
     Args:
-        data: dataset folder with index.jsonl (+ splats/*.ply).
+        data: dataset folder with index.jsonl (+ splats/*.ply; part labels in splats/*.parts.npy + parts.json
+            for --task partseg), or a folder of class sub-folders of point files (PLY/XYZ/NPY/OFF; centres
+            only, so --model.attributes '[xyz]').
         model: tokeniser/transformer/masking settings; --model.attributes [xyz] gives Point-MAE.
         n_points: Gaussians sampled per object.
         pretrain_steps: masked-reconstruction steps (0: train from scratch).
-        finetune_steps: classification steps.
+        finetune_steps: classification / segmentation steps.
         test_fraction: held-out fraction of the objects.
         batch_size: batch size.
         seed: seed of the split, init, masking and batches.
+        task: classify (object class) or partseg (per-Gaussian part, Point-MAE's head; reports point
+            accuracy, class mIoU and instance mIoU, and the best constant predictor's figures).
+        partseg_lr: peak learning rate of the part-segmentation fine-tuning (AdamW, cosine).
         out: run directory (default runs/3d/gmae/<time>).
     """
     import torch
@@ -231,11 +243,39 @@ def gmae(
 
     if not 0 < test_fraction < 1:
         raise ConfigError("--test_fraction must be in (0, 1)")
+    if n_points < max(model.n_groups, model.group_size):
+        raise ConfigError(
+            f"--n_points {n_points} is fewer than --model.n_groups {model.n_groups} / --model.group_size "
+            f"{model.group_size}; raise --n_points or lower the group settings"
+        )
     run = run or RunContext("3d", "gmae")
-    splats, labels, classes = read_splat_dataset(data)
-    run_dir, _ = run.open(out=out)
+    folder = Path(data)
+    plain = (
+        folder.is_dir()
+        and not (folder / "index.jsonl").is_file()
+        and any(p.is_dir() for p in folder.iterdir())
+    )
     g = torch.Generator().manual_seed(seed)
-    features = splat_features(splats, n_points, g)
+    if plain:  # class sub-folders of point files: centres only (Point-MAE)
+        if task == "partseg" or list(model.attributes) != ["xyz"]:
+            raise ConfigError(
+                f"{data}: plain point-cloud files have only xyz; use --model.attributes '[xyz]' (Point-MAE) and "
+                "--task classify, or a splats-make dataset"
+            )
+        from warmstart_3d.clip2point import load_eval_set
+
+        points, labels, classes = load_eval_set(folder, None, 1, n_points, seed)
+        features = torch.cat(
+            [points, points.new_zeros(*points.shape[:2], 11)], dim=-1
+        )  # (M, N, 14), xyz only
+        run_dir, _ = run.open(out=out)
+    else:
+        splats, labels, classes = read_splat_dataset(data)
+        if task == "partseg":
+            return _gmae_partseg(data, splats, labels, classes, model, n_points, pretrain_steps, finetune_steps,
+                                 test_fraction, batch_size, seed, partseg_lr, run.open(out=out)[0])  # fmt: skip
+        run_dir, _ = run.open(out=out)
+        features = splat_features(splats, n_points, g)
     order = torch.randperm(len(labels), generator=g)
     n_test = max(1, int(test_fraction * len(labels)))
     test, train = order[:n_test], order[n_test:]
@@ -255,6 +295,53 @@ def gmae(
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     _print("gaussian-mae", results)
+    return results
+
+
+def _gmae_partseg(
+    data: Path, splats: list, labels, classes: list[str], model: GMAEConfig, n_points: int, pretrain_steps: int,
+    finetune_steps: int, test_fraction: float, batch_size: int, seed: int, lr: float, run_dir: Path,
+) -> dict:  # fmt: skip
+    import torch
+    from safetensors.torch import save_file
+
+    from warmstart_3d.gmae import GaussianMAE, splat_features_parts
+    from warmstart_3d.partseg import PartLayout, PartSegModel, constant_baseline, finetune_partseg
+    from warmstart_3d.points_bench import pretrain
+    from warmstart_3d.splat_dataset import read_part_labels
+
+    parts, names = read_part_labels(data, [len(s) for s in splats])
+    layout = PartLayout.from_names(classes, names)
+    g = torch.Generator().manual_seed(seed)
+    features, local = splat_features_parts(splats, parts, n_points, g)
+    targets = layout.to_global(local, labels)
+    order = torch.randperm(len(labels), generator=g)
+    n_test = max(1, int(test_fraction * len(labels)))
+    test, train = order[:n_test], order[n_test:]
+    torch.manual_seed(seed)
+    backbone = GaussianMAE(model, 0)
+    losses = pretrain(backbone, features[train], pretrain_steps, batch_size, seed) if pretrain_steps else []
+    net = PartSegModel.from_pretrained(backbone, len(classes), layout.n_parts)
+    split = {k: (features[i], labels[i], targets[i]) for k, i in (("train", train), ("test", test))}
+    metrics = finetune_partseg(
+        net, split["train"], split["test"], layout, finetune_steps, batch_size, seed, lr
+    )
+    const = constant_baseline(split["train"], split["test"], layout)
+    save_file(net.state_dict(), str(run_dir / "model.safetensors"))
+    results = {
+        "task": "partseg",
+        **{f"test_{k}": v for k, v in metrics.items() if not k.startswith("loss")},
+        **{f"constant_{k}": v for k, v in const.items()},
+        "finetune_loss_first": metrics.get("loss_first", float("nan")),
+        "finetune_loss_last": metrics.get("loss_last", float("nan")),
+        "pretrain_loss_first": losses[0] if losses else float("nan"),
+        "pretrain_loss_last": losses[-1] if losses else float("nan"),
+        "n_parts": layout.n_parts,
+        "n_train": len(train),
+        "n_test": n_test,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    _print("gaussian-mae part segmentation", results)
     return results
 
 
@@ -428,7 +515,23 @@ def clip2point_eval(
         if len(picked) == 0 or len(test) == 0:
             raise DataError(f"{data}: too few clouds per class for {shots} shots plus {test_per_class} test")
         ten = [feats(enc, "ten") for enc in encoders]
-        results["accuracy"] = few_shot_accuracy(
+        if fewshot.learn_views:
+            from warmstart_3d.clip2point import few_shot_accuracy_learned_views
+
+            results["accuracy"], selector = few_shot_accuracy_learned_views(
+                encoders, loaded, depth, points[picked], labels[picked], points[test], labels[test], text,
+                fewshot, seed,
+            )  # fmt: skip
+            with torch.no_grad():
+                elev, azim = selector.selector(points[test])
+            results["learned_view_shift_deg"] = float(
+                (
+                    (elev - selector.selector.elevation).abs().mean()
+                    + (azim - selector.selector.azimuth).abs().mean()
+                )
+                / 2
+            )
+        results["accuracy_fixed_views" if fewshot.learn_views else "accuracy"] = few_shot_accuracy(
             [f[picked] for f in ten],
             labels[picked],
             [f[test] for f in ten],

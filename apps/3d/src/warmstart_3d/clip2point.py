@@ -19,7 +19,9 @@ on) and a shaded point renderer that stands in for the reference's mesh renders 
 shapes carry normals and colours). Deviations: InfoNCE is the core's symmetric CLIP form (the reference uses
 lightly's NT-Xent, which also counts same-modality negatives); the adapters' cosine logits are multiplied by
 ``logit_scale`` (the reference trains on raw cosines, which converges too slowly for a short CPU budget);
-the learned view selector (an option in the reference, off in its results) is left out.
+the learned view selector (an option in the reference, off in its results) is :class:`ViewSelector`
+(``--fewshot.learn_views``), trained end to end through our z-buffer, whose gradient reaches the angles through
+depth values only. ``--fewshot.zero_shot_weight`` adds the zero-shot logits to the adapter's (not in the paper).
 """
 
 from __future__ import annotations
@@ -755,13 +757,32 @@ class DualPathAdapter(nn.Module):
         return F.normalize(out, dim=-1)
 
 
+def adapter_logits(
+    model: DualPathAdapter, paths: list[torch.Tensor] | tuple[torch.Tensor, ...], text: torch.Tensor,
+    zero_shot_weight: float = 0.0,
+) -> torch.Tensor:  # fmt: skip
+    """Cosine logits (B, C) of the adapted feature, plus ``zero_shot_weight`` × the first path's zero-shot
+    logits (per-view cosines averaged over the views; 0 = the paper's adapter alone)."""
+    logits = model(*paths) @ text.T
+    if zero_shot_weight:
+        logits = (
+            logits
+            + zero_shot_weight
+            * torch.einsum("bvd,cd->bc", F.normalize(paths[0], dim=-1), text)
+            / paths[0].shape[1]
+        )
+    return logits
+
+
 class AdapterTask:
-    def __init__(self, model: DualPathAdapter, text: torch.Tensor, scale: float) -> None:
-        self.model, self.text, self.scale = model, text, scale
+    def __init__(
+        self, model: DualPathAdapter, text: torch.Tensor, scale: float, zero_shot_weight: float = 0.0
+    ) -> None:
+        self.model, self.text, self.scale, self.zero_shot_weight = model, text, scale, zero_shot_weight
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         *paths, labels = batch
-        logits = self.model(*paths) @ self.text.T * self.scale
+        logits = adapter_logits(self.model, paths, self.text, self.zero_shot_weight) * self.scale
         return F.cross_entropy(logits, labels), {"samples": labels.shape[0]}
 
 
@@ -775,6 +796,12 @@ class FewShotConfig:
     """Learning rate (the reference's AdamW 1e-3, weight decay 1e-4)."""
     logit_scale: float = 10.0
     """Multiplier of the cosine logits in training (the reference: 1)."""
+    learn_views: bool = False
+    """Train CLIP2Point's learned view selector with the adapters (renders every step; the paper's results
+    use the fixed views)."""
+    zero_shot_weight: float = 0.0
+    """Add this × the zero-shot logits of the first (pretrained) path to the adapter's (0: the paper's DPA;
+    a CLIP-Adapter-style residual that keeps the zero-shot knowledge when there are very few shots)."""
 
 
 def few_shot_accuracy(
@@ -784,10 +811,107 @@ def few_shot_accuracy(
     """Train a (dual-)path adapter on cached frozen view features (one (B, V, D) tensor per path), test it."""
     torch.manual_seed(seed)
     model = DualPathAdapter(len(train), train[0].shape[1], train[0].shape[2])
-    task = AdapterTask(model, text, config.logit_scale)
+    task = AdapterTask(model, text, config.logit_scale, config.zero_shot_weight)
     train_plain(task, (*train, train_labels), config.steps, config.batch_size, config.lr, 1e-4, seed)
     with torch.no_grad():
-        return float(((model.eval()(*test) @ text.T).argmax(-1) == test_labels).float().mean())
+        logits = adapter_logits(model.eval(), test, text, config.zero_shot_weight)
+        return float((logits.argmax(-1) == test_labels).float().mean())
+
+
+class ViewSelector(nn.Module):
+    """CLIP2Point's learned view selector (``render/selector.py``, after MVTN): a PointNet shape feature and the
+    fixed angles → MLP → tanh offsets, azimuth ± 180°/V and elevation ± 90° around the fixed view set.
+
+    The last layer starts at zero, so training starts from the fixed views. Gradients reach the angles through
+    the rendered depth values (the z-buffer is differentiable in depth, not in pixel position), a weaker signal
+    than the reference's soft point rasterizer. A small PointNet (shared MLP, max-pool) stands in for the
+    reference's PointNet/DGCNN extractor.
+    """
+
+    def __init__(self, views: str = "ten", dim: int = 64) -> None:
+        super().__init__()
+        elev, azim = view_angles(views)
+        self.register_buffer("elevation", elev.float(), persistent=False)
+        self.register_buffer("azimuth", azim.float(), persistent=False)
+        v = len(elev)
+        self.point = nn.Sequential(nn.Linear(3, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim + 2 * v, dim), nn.ReLU(), nn.Linear(dim, 2 * v), nn.Tanh())
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, N, 3) → 2 × (B, V)
+        b, v = points.shape[0], len(self.elevation)
+        shape = self.point(points).max(1).values  # (B, dim)
+        fixed = torch.cat([self.azimuth, self.elevation]).expand(b, 2 * v) / 180.0
+        d_azim, d_elev = self.mlp(torch.cat([shape, fixed], -1)).chunk(2, dim=-1)
+        return self.elevation + 90.0 * d_elev, self.azimuth + d_azim * 180.0 / v
+
+
+class SelectorFewShot(nn.Module):
+    """Frozen encoders + :class:`ViewSelector` + :class:`DualPathAdapter`, rendering inside the forward."""
+
+    def __init__(
+        self, encoders: list[nn.Module], mean: tuple[float, ...], std: tuple[float, ...], depth: DepthConfig,
+        size: int, dim: int, views: str = "ten",
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.encoders = nn.ModuleList(copy.deepcopy(e).float().requires_grad_(False).eval() for e in encoders)
+        self.selector = ViewSelector(views)
+        self.adapter = DualPathAdapter(len(encoders), len(self.selector.elevation), dim)
+        self.depth, self.size = depth, size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> SelectorFewShot:
+        super().train(mode)
+        self.encoders.eval()
+        return self
+
+    def view_features(self, points: torch.Tensor) -> list[torch.Tensor]:  # (B, N, 3) → per path (B, V, D)
+        elev, azim = self.selector(points)
+        d = self.depth
+        imgs = depth_to_image(render_depth(points, elev, azim, d.distance, self.size, d.densify, d.smooth))
+        x = (imgs.flatten(0, 1) - self.mean) / self.std
+        return [enc(x).view(points.shape[0], imgs.shape[1], -1) for enc in self.encoders]
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.adapter(*self.view_features(points))
+
+
+class _SelectorTask:
+    def __init__(
+        self, model: SelectorFewShot, text: torch.Tensor, scale: float, zero_shot_weight: float
+    ) -> None:
+        self.model, self.text, self.scale, self.zero_shot_weight = model, text, scale, zero_shot_weight
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        points, labels = batch
+        paths = self.model.view_features(points)
+        logits = adapter_logits(self.model.adapter, paths, self.text, self.zero_shot_weight) * self.scale
+        return F.cross_entropy(logits, labels), {"samples": labels.shape[0]}
+
+
+def few_shot_accuracy_learned_views(
+    encoders: list[nn.Module], clip: LoadedCLIP, depth: DepthConfig, train_points: torch.Tensor,
+    train_labels: torch.Tensor, test_points: torch.Tensor, test_labels: torch.Tensor, text: torch.Tensor,
+    config: FewShotConfig, seed: int,
+) -> tuple[float, SelectorFewShot]:  # fmt: skip
+    """Dual-Path Adapter with the learned view selector, trained end to end through the depth renderer (the
+    encoders stay frozen); returns test accuracy and the trained model."""
+    torch.manual_seed(seed)
+    size = depth.size or clip.image_size
+    with torch.no_grad():
+        dim = int(encoders[0](torch.zeros(1, 3, size, size)).shape[-1])
+    model = SelectorFewShot(encoders, clip.mean, clip.std, depth, size, dim)
+    task = _SelectorTask(model, text, config.logit_scale, config.zero_shot_weight)
+    train_plain(task, (train_points, train_labels), config.steps, config.batch_size, config.lr, 1e-4, seed)
+    model.eval()
+    with torch.no_grad():
+        preds = []
+        for i in range(0, len(test_points), 64):
+            paths = model.view_features(test_points[i : i + 64])
+            preds.append(adapter_logits(model.adapter, paths, text, config.zero_shot_weight).argmax(-1))
+    return float((torch.cat(preds) == test_labels).float().mean()), model
 
 
 def sample_shots(labels: torch.Tensor, shots: int, generator: torch.Generator) -> torch.Tensor:

@@ -8,8 +8,8 @@ scale, rotation, colour); a ratio of groups is masked (core ``random_masking``),
 visible tokens, a light decoder predicts every masked group's members: Chamfer-L2 on xyz, and L1 (or L2) on
 the other attributes matched through the Chamfer nearest neighbour. ``attributes=("xyz",)`` is Point-MAE.
 Scales enter as ``10·exp(log-scale)`` to be O(1). Written by hand (FPS, kNN, Chamfer are a few lines; no
-pointnet2/knn_cuda extensions). Left out: part segmentation (the procedural data has no part labels) and
-grouping in feature space.
+pointnet2/knn_cuda extensions). Part segmentation (Point-MAE's head: several encoder layers, feature
+propagation, per-point MLP) is :mod:`warmstart_3d.partseg`. Left out: grouping in feature space.
 """
 
 from __future__ import annotations
@@ -168,6 +168,21 @@ class GaussianMAE(nn.Module):
             loss = loss + (diff.abs().mean() if self.config.attribute_loss == "l1" else diff.pow(2).mean())
         return loss
 
+    def encode_layers(
+        self, features: torch.Tensor, fetch: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Selected attributes (B, N, F), centres (B, G, 3) and the normed outputs (B, G, D) of the encoder
+        blocks ``fetch`` (0-based), all tokens visible (Point-MAE's segmentation backbone)."""
+        x = select(features, self.config.attributes)
+        centres, groups = group(x, self.config.n_groups, self.config.group_size)
+        h = self.embed(groups) + self.pos(centres)
+        outs = []
+        for i, layer in enumerate(self.encoder.layers):
+            h = layer(h)
+            if i in fetch:
+                outs.append(self.norm(h))
+        return x, centres, outs
+
     def features(self, features: torch.Tensor) -> torch.Tensor:
         centres, _, tokens = self.tokens(features)
         encoded = self.norm(self.encoder(tokens + self.pos(centres)))
@@ -179,20 +194,41 @@ class GaussianMAE(nn.Module):
         return self.head(self.features(features))
 
 
+def _pick(count: int, n_points: int, generator: torch.Generator) -> torch.Tensor:
+    pick = torch.randperm(count, generator=generator)[:n_points]
+    if len(pick) < n_points:
+        pick = torch.cat([pick, pick[torch.randint(len(pick), (n_points - len(pick),), generator=generator)]])
+    return pick
+
+
+def gaussian_features(g) -> torch.Tensor:
+    """(N, 14) model features of one :class:`~warmstart_3d.splats.Gaussians`: scales ×10, quaternion sign fixed."""
+    f = g.features()
+    f[:, 4:7] = f[:, 4:7] * 10.0
+    f[:, 7:11] = torch.where(f[:, 7:8] < 0, -f[:, 7:11], f[:, 7:11])  # q and -q are the same rotation
+    return f
+
+
 def splat_features(splats: list, n_points: int, generator: torch.Generator) -> torch.Tensor:
     """(B, n_points, 14) features of a list of Gaussians (random subset / repeat to ``n_points``)."""
     rows = []
     for g in splats:
-        f = g.features()
-        f[:, 4:7] = f[:, 4:7] * 10.0
-        f[:, 7:11] = torch.where(f[:, 7:8] < 0, -f[:, 7:11], f[:, 7:11])  # q and -q are the same rotation
-        pick = torch.randperm(len(f), generator=generator)[:n_points]
-        if len(pick) < n_points:
-            pick = torch.cat(
-                [pick, pick[torch.randint(len(pick), (n_points - len(pick),), generator=generator)]]
-            )
-        rows.append(f[pick])
+        f = gaussian_features(g)
+        rows.append(f[_pick(len(f), n_points, generator)])
     return torch.stack(rows)
+
+
+def splat_features_parts(
+    splats: list, parts: list[torch.Tensor], n_points: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`splat_features` (same random stream) plus the part labels (B, n_points) of the picked Gaussians."""
+    rows, labels = [], []
+    for g, y in zip(splats, parts, strict=True):
+        f = gaussian_features(g)
+        pick = _pick(len(f), n_points, generator)
+        rows.append(f[pick])
+        labels.append(y[pick])
+    return torch.stack(rows), torch.stack(labels)
 
 
 class PretrainTask:

@@ -6,7 +6,9 @@ procedural classes): the two MAEs pretrain for the same steps on the same unlabe
 fine-tunes for the same steps; accuracy on held-out objects, plus a label-efficiency curve (fraction of
 training labels → accuracy). The loop is a plain Adam loop (no engine) to keep the bench fast on CPU.
 Part (a), CLIP2Point (arXiv 2210.01055) vs PointCLIP-style zero-/few-shot and vs a scratch depth encoder,
-is :func:`run_clip2point_bench`; ``part`` picks which runs.
+is :func:`run_clip2point_bench`; part segmentation (Point-MAE's head, ShapeNetPart metrics) on the multi-part
+procedural objects (lamp, table, chair, mug), scratch vs Point-MAE vs Gaussian-MAE, is
+:func:`run_partseg_bench`; ``part`` picks which runs.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from warmstart_3d.data import SHAPE_CLASSES
-from warmstart_3d.gmae import GaussianMAE, GMAEConfig, splat_features
-from warmstart_3d.splat_dataset import object_splat
+from warmstart_3d.data import COMPOSITE_CLASSES, PART_NAMES, SHAPE_CLASSES
+from warmstart_3d.gmae import GaussianMAE, GMAEConfig, splat_features, splat_features_parts
+from warmstart_3d.splat_dataset import object_splat, object_splat_parts
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +58,44 @@ class Clip2PointBenchConfig:
     """Held-out clouds per class."""
     adapter_steps: int = 100
     """Adapter training steps per shot count."""
+    zero_shot_weight: float = 0.0
+    """Zero-shot residual added to the adapters' logits (0: the paper's adapters; see FewShotConfig)."""
+
+
+@dataclass
+class PartSegBenchConfig:
+    classes: list[str] = field(default_factory=lambda: list(COMPOSITE_CLASSES))
+    """Classes (each with its own parts; data.PART_NAMES)."""
+    train_per_class: int = 8
+    """Labelled training objects per class."""
+    test_per_class: int = 4
+    """Held-out objects per class."""
+    unlabelled_per_class: int = 12
+    """Extra unlabelled objects per class for MAE pretraining (plus the training objects)."""
+    n_points: int = 128
+    """Gaussians per object."""
+    pretrain_steps: int = 80
+    """MAE pretraining steps."""
+    finetune_steps: int = 60
+    """Segmentation fine-tuning steps of every arm."""
+    batch_size: int = 8
+    """Batch size."""
+    lr: float = 1e-3
+    """Fine-tuning learning rate (AdamW, cosine)."""
+    model: GMAEConfig = field(default_factory=lambda: GMAEConfig(n_groups=16, group_size=16, dim=48, depth=2))
+    """Backbone (smaller than the classification bench's: every point is classified)."""
 
 
 @dataclass
 class PointsBenchConfig:
-    part: Literal["all", "clip2point", "mae"] = "all"
+    part: Literal["all", "clip2point", "mae", "partseg"] = "all"
     """Which comparison: (a) CLIP2Point vs PointCLIP-style vs scratch, (b) Gaussian-MAE vs Point-MAE vs
-    scratch, or both (then into clip2point/ and mae/ sub-folders)."""
+    scratch (classification), (c) the same three for part segmentation, or all (then into clip2point/, mae/
+    and partseg/ sub-folders)."""
     clip2point: Clip2PointBenchConfig = field(default_factory=Clip2PointBenchConfig)
     """Settings of part (a)."""
+    partseg: PartSegBenchConfig = field(default_factory=PartSegBenchConfig)
+    """Settings of part (c)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds (data, init, masking)."""
     train_per_class: int = 8
@@ -140,6 +171,9 @@ def run_points_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]
     if config.part in ("all", "mae"):
         sub = out_dir / "mae" if config.part == "all" else out_dir
         reports.append(run_mae_bench(config, sub)["report"])
+    if config.part in ("all", "partseg"):
+        sub = out_dir / "partseg" if config.part == "all" else out_dir
+        reports.append(run_partseg_bench(config.partseg, config.seeds, sub)["report"])
     return {"reports": reports}
 
 
@@ -173,6 +207,7 @@ def run_clip2point_bench(config: Clip2PointBenchConfig, seeds: list[int], out_di
     )  # fmt: skip
 
     zero: dict[str, dict[int, float]] = {arm: {} for arm in C2P_ARMS}
+    zero_ten: dict[str, dict[int, float]] = {arm: {} for arm in C2P_ARMS}
     shots: dict[str, dict[str, dict[int, float]]] = {
         f"{k}-shot": {arm: {} for arm in C2P_ARMS} for k in config.shots
     }
@@ -210,13 +245,14 @@ def run_clip2point_bench(config: Clip2PointBenchConfig, seeds: list[int], out_di
                  "CLIP2Point": ["CLIP2Point", "CLIP"]}  # fmt: skip
         for arm in C2P_ARMS:
             zero[arm][seed] = zero_shot_accuracy(feats[paths[arm][0]]["six"][test], text, labels[test])
+            zero_ten[arm][seed] = zero_shot_accuracy(feats[paths[arm][0]]["ten"][test], text, labels[test])
             curve = [(0, zero[arm][seed])]
             for k in config.shots:
                 picked = pool[sample_shots(labels[pool], k, torch.Generator().manual_seed(seed * 100 + k))]
                 acc = few_shot_accuracy(
                     [feats[p]["ten"][picked] for p in paths[arm]], labels[picked],
                     [feats[p]["ten"][test] for p in paths[arm]], labels[test], text,
-                    FewShotConfig(steps=config.adapter_steps), seed,
+                    FewShotConfig(steps=config.adapter_steps, zero_shot_weight=config.zero_shot_weight), seed,
                 )  # fmt: skip
                 shots[f"{k}-shot"][arm][seed] = acc
                 curve.append((k, acc))
@@ -233,18 +269,19 @@ def run_clip2point_bench(config: Clip2PointBenchConfig, seeds: list[int], out_di
         baseline="PointCLIP-style",
         curves=curves,
         curve_metric="accuracy vs shots per class (0 = zero-shot)",
-        extra_metrics={**shots, "wall time incl. source CLIP (s)": secs},
+        extra_metrics={"zero-shot (10 views)": zero_ten, **shots, "wall time incl. source CLIP (s)": secs},
         description=(
             f"Per seed a tiny open_clip CLIP (ViT 32 px, width 64) is trained for {config.source_steps} steps on "
             f"rendered RGB images of 8 procedural shape classes with captions (held-out RGB zero-shot "
             f"{mean_source:.3f} on average: the source knows the classes from images only). Depth encoders get "
             f"{config.pretrain_steps} steps of image-depth pretraining on {config.pretrain_per_class}/class "
-            f"unlabelled clouds; k-shot adapters train {config.adapter_steps} steps on frozen 10-view features; "
+            f"unlabelled clouds; k-shot adapters train {config.adapter_steps} steps on frozen 10-view features "
+            f"(zero-shot residual weight {config.zero_shot_weight}); "
             f"{config.test_per_class}/class held-out clouds of {config.n_points} points, random rotations."
         ),
         config={**asdict(config), "seeds": list(seeds), "source_rgb_zero_shot": source_acc},
     )
-    return {"report": report, "zero_shot": zero, "shots": shots}
+    return {"report": report, "zero_shot": zero, "zero_shot_ten": zero_ten, "shots": shots}
 
 
 def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
@@ -301,3 +338,91 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
         config=asdict(config),
     )
     return {"report": report, "accuracy": acc, "curves": curves}
+
+
+def _part_dataset(
+    classes: list[str], per_class: int, n_points: int, generator: torch.Generator, layout: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Aligned multi-part objects: features (M, n_points, 14), classes (M,), global part labels (M, n_points)."""
+    splats, parts, labels = [], [], []
+    for _ in range(per_class):
+        for label, name in enumerate(classes):
+            g, y = object_splat_parts(name, n_points, generator, rotate=False)
+            splats.append(g)
+            parts.append(y)
+            labels.append(label)
+    features, local = splat_features_parts(splats, parts, n_points, generator)
+    classes_t = torch.tensor(labels)
+    return features, classes_t, layout.to_global(local, classes_t)
+
+
+def run_partseg_bench(config: PartSegBenchConfig, seeds: list[int], out_dir: Path) -> dict[str, Any]:
+    """Part (c): part segmentation, scratch vs Point-MAE vs Gaussian-MAE at equal pretraining/fine-tuning
+    budgets; instance mIoU (headline), class mIoU and point accuracy on held-out objects, against the best
+    constant predictor (each class's most frequent part)."""
+    from warmstart.eval import write_bench_report
+    from warmstart_3d.partseg import PartLayout, PartSegModel, constant_baseline, finetune_partseg
+
+    layout = PartLayout.from_names(config.classes, PART_NAMES)
+    inst: dict[str, dict[int, float]] = {arm: {} for arm in ARMS}
+    cls_miou: dict[str, dict[int, float]] = {arm: {} for arm in ARMS}
+    acc: dict[str, dict[int, float]] = {arm: {} for arm in ARMS}
+    secs: dict[str, dict[int, float]] = {arm: {} for arm in ARMS}
+    const: dict[int, dict[str, float]] = {}
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        train = _part_dataset(config.classes, config.train_per_class, config.n_points, g, layout)
+        test = _part_dataset(config.classes, config.test_per_class, config.n_points, g, layout)
+        unlabelled = train[0]
+        if config.unlabelled_per_class > 0:
+            extra = _part_dataset(config.classes, config.unlabelled_per_class, config.n_points, g, layout)[0]
+            unlabelled = torch.cat([unlabelled, extra])
+        const[seed] = constant_baseline(train, test, layout)
+        for arm, attributes in ARMS.items():
+            start = time.perf_counter()
+            torch.manual_seed(seed)
+            cfg = copy.deepcopy(config.model)
+            cfg.attributes = list(attributes or ["xyz", "opacity", "scale", "rotation", "colour"])
+            backbone = GaussianMAE(cfg, 0)
+            if attributes is not None:
+                pretrain(backbone, unlabelled, config.pretrain_steps, config.batch_size, seed)
+            model = PartSegModel.from_pretrained(backbone, len(config.classes), layout.n_parts)
+            m = finetune_partseg(
+                model, train, test, layout, config.finetune_steps, config.batch_size, seed, config.lr
+            )
+            inst[arm][seed], cls_miou[arm][seed], acc[arm][seed] = (
+                m["instance_miou"],
+                m["class_miou"],
+                m["accuracy"],
+            )
+            secs[arm][seed] = time.perf_counter() - start
+            log.info("seed %d %s: %s", seed, arm, m)
+    mean_const = {
+        k: sum(c[k] for c in const.values()) / len(const) for k in ("instance_miou", "class_miou", "accuracy")
+    }
+    report = write_bench_report(
+        out_dir,
+        "3d: part segmentation, Gaussian-MAE vs Point-MAE vs scratch (procedural multi-part objects)",
+        inst,
+        metric="instance mIoU",
+        higher_is_better=True,
+        baseline="scratch",
+        extra_metrics={"class mIoU": cls_miou, "point accuracy": acc, "wall time (s)": secs},
+        description=(
+            f"{len(config.classes)} aligned classes ({', '.join(config.classes)}; {layout.n_parts} parts), "
+            f"{config.train_per_class}/class labelled, {config.test_per_class}/class test, {config.n_points} "
+            f"Gaussians per object; MAE pretraining {config.pretrain_steps} steps on "
+            f"{config.train_per_class + config.unlabelled_per_class}/class unlabelled objects; Point-MAE's "
+            f"segmentation head fine-tuned {config.finetune_steps} steps for every arm. Best constant predictor "
+            f"(each class's most frequent part): instance mIoU {mean_const['instance_miou']:.3f}, class mIoU "
+            f"{mean_const['class_miou']:.3f}, point accuracy {mean_const['accuracy']:.3f}."
+        ),
+        config={**asdict(config), "seeds": list(seeds), "constant_predictor": const},
+    )
+    return {
+        "report": report,
+        "instance_miou": inst,
+        "class_miou": cls_miou,
+        "accuracy": acc,
+        "constant": const,
+    }
