@@ -212,7 +212,7 @@ def test_recipes_parse() -> None:
 
     root = Path(warmstart_rl.__file__).parent / "recipes"
     recipes = sorted(root.glob("*/*.yaml"))
-    assert len(recipes) == 12
+    assert len(recipes) == 13
     for recipe in recipes:
         command = recipe.stem
         extra = (

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from warmstart_rl.cli import app
 from warmstart_rl.contextwm import Replay, WorldModel, WorldModelConfig, lambda_returns
@@ -155,9 +156,44 @@ def test_worldmodel_bench_writes_report(tmp_path) -> None:
     out = tmp_path / "bench"
     argv = ["bench", "--kind", "worldmodel", "--worldmodel.seeds", "1", "--worldmodel.total_steps", "40"]
     argv += ["--worldmodel.prefill", "36", "--worldmodel.videos", "6", "--worldmodel.pretrain_steps", "2"]
+    argv += ["--worldmodel.random_episodes", "3"]
     assert app.main([*argv, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert (out / "report.md").is_file() and (out / "plot.png").is_file()
-    assert set(results["methods"]) == {"scratch", "contextwm"}
+    assert set(results["methods"]) == {"scratch", "contextwm", "random policy"}
     for method in results["methods"].values():
         assert len(method["values"]) == 1 and 0.0 <= method["values"][0] <= 1.0
+
+
+class _BanditModel(nn.Module):
+    """A stand-in world model: the deterministic state remembers the last action, reward 1 for action 0."""
+
+    n_actions = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rssm = self
+        self.reward = lambda feat: feat[..., :1]  # one-hot of action 0
+        self.cont = lambda feat: torch.full_like(feat[..., :1], 10.0)
+
+    def img_step(self, h, z, action):
+        return action, torch.zeros_like(z), torch.full_like(z, 1e-6)
+
+
+def test_imagination_actor_learns_the_rewarded_action() -> None:
+    """REINFORCE with the critic baseline on imagined rollouts must raise pi(rewarded action)."""
+    from warmstart_rl.contextwm import ActorCritic, AgentConfig, imagine_update
+
+    torch.manual_seed(0)
+    agent = ActorCritic(3 + 2, 3, 16, unimix=0.01)
+    opt = torch.optim.Adam(list(agent.actor.parameters()) + list(agent.critic.parameters()), lr=3e-3)
+    start_h, start_z = torch.zeros(32, 3), torch.zeros(32, 2)
+    config, scale = AgentConfig(horizon=4), [0.0]
+    feat = torch.zeros(1, 5)
+    before = agent.policy(feat).probs[0, 0].item()
+    for _ in range(60):
+        metrics = imagine_update(_BanditModel(), agent, opt, start_h, start_z, config, scale)
+    after = agent.policy(feat).probs[0, 0].item()
+    assert before < 0.5 and after > 0.8, (before, after)
+    assert agent.policy(feat).probs.min() >= 0.01 / 3 - 1e-6  # unimix floor
+    assert scale[0] > 0 and metrics["entropy"] < 1.0

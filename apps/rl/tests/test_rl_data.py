@@ -75,3 +75,15 @@ def test_mixed_resolutions_and_bad_actions_are_data_errors(tmp_path) -> None:
     np.savez_compressed(first, frames=frames[:, :10], actions=actions, rewards=rewards)
     with pytest.raises(DataError, match="mixed resolutions"):
         load_corpus(root)
+
+
+def test_random_return_is_seeded_and_below_the_expert() -> None:
+    from warmstart_rl.data import EnvConfig, episode_returns, make_env, minigrid_expert_action, random_return
+
+    env_config = EnvConfig(max_episode_steps=20)
+    first = random_return(env_config, 20, seed=3)
+    assert first == random_return(env_config, 20, seed=3)  # seeded
+    env = make_env(env_config)
+    expert = episode_returns(lambda obs: minigrid_expert_action(env), env, 20, seed=3)
+    env.close()
+    assert 0.0 <= first < 0.7 < min(expert)  # episodes cut at 20 steps: random rarely arrives in time

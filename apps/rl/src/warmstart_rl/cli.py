@@ -1,11 +1,14 @@
 """``warmstart-rl``: pretraining for control on gymnasium in one CLI — collect, idm-train, idm-label, bc,
 finetune (VPT: SB3 PPO from the BC weights, KL to the pretrained policy), worldmodel-pretrain and
-worldmodel-finetune (ContextWM), robofume (offline Cal-QL + learned success reward), demo, bench, throughput.
+worldmodel-finetune (ContextWM), robofume (offline Cal-QL + learned success reward), l2m (modulator pool on
+a frozen policy vs full fine-tuning), lm-policy (policy from a pretrained LM), demo, bench, throughput.
 
 Seeds: *Video PreTraining (VPT)* (arXiv 2206.11795), *Pre-training Contextualized World Models with
 In-the-wild Videos for RL* (ContextWM, arXiv 2305.18499), *Robot Fine-Tuning Made Easy* (RoboFuME, arXiv
-2310.15145). The CLI is thin: it parses typed configs and calls :mod:`warmstart_rl.vpt`,
-:mod:`warmstart_rl.contextwm`, :mod:`warmstart_rl.robofume` and :mod:`warmstart_rl.bench`.
+2310.15145), *Learning to Modulate pre-trained Models in RL* (L2M, arXiv 2306.14884), *Pre-Trained
+Language Models for Interactive Decision-Making* (LID, arXiv 2202.01771). The CLI is thin: it parses typed
+configs and calls :mod:`warmstart_rl.vpt`, :mod:`warmstart_rl.contextwm`, :mod:`warmstart_rl.robofume`,
+:mod:`warmstart_rl.l2m`, :mod:`warmstart_rl.lmpolicy` and :mod:`warmstart_rl.bench`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from warmstart.cli.show import print_table
 from warmstart.engine import EngineConfig
 from warmstart_rl.contextwm import AgentConfig, WorldModelConfig
 from warmstart_rl.data import EnvConfig
+from warmstart_rl.l2m import L2MConfig
+from warmstart_rl.lmpolicy import LMPolicyConfig
 from warmstart_rl.robofume import RoboFuMEConfig
 
 app = App("rl", "Pretraining for control on gymnasium: VPT, ContextWM world models, RoboFuME")
@@ -418,7 +423,7 @@ class BenchOptions:
 class WorldModelBenchOptions:
     seeds: int = 3
     """Seeds per arm."""
-    total_steps: int = 3000
+    total_steps: int = 1500
     """Environment steps of the Dreamer-style agent per run (equal for both arms)."""
     prefill: int = 300
     """Uniformly random first steps (identical in both arms)."""
@@ -428,6 +433,8 @@ class WorldModelBenchOptions:
     """Action-free pretraining steps."""
     context: bool = True
     """ContextWM's context encoder (false: the plain APV-style decoder)."""
+    random_episodes: int = 200
+    """Episodes of the uniformly random policy measured as the reference row."""
 
 
 @dataclass
@@ -480,6 +487,10 @@ def bench(
             report = run_robofume_bench(RoboFuMEBenchConfig(**asdict(robofume)), run_dir)
         else:
             report = run_bench(setup.to_config(), run_dir)
+    _print_report(report)
+
+
+def _print_report(report) -> None:
     rows = []
     for name, m in report.summary["methods"].items():
         rows.append((name, f"{m['mean']:.3f} ± {m['std']:.3f}" if m["mean"] is not None else "—"))
@@ -489,6 +500,55 @@ def bench(
                 (f"{metric} [{name}]", f"{m['mean']:.4g} ± {m['std']:.3g}" if m["mean"] is not None else "—")
             )
     print_table(f"bench -> {report.report_md}", ("", ""), rows)
+
+
+@app.command
+def l2m(
+    setup: L2MConfig = L2MConfig(),
+    seeds: int = 2,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """L2M: pretrain a policy on task set A, then learn new tasks with a modulator pool on the frozen policy
+    vs full fine-tuning; reports accuracy on every task after the sequence (forgetting) as a bench.
+
+    Args:
+        setup: tasks (MiniGrid ids + action permutations), pool size, LoRA rank, steps per task.
+        seeds: seeds (the demos are the same; networks, minibatches and evaluation resets differ).
+        out: run directory for report.md, plot.png, results.json, matrices.json.
+    """
+    from warmstart_rl.bench import single_thread
+    from warmstart_rl.l2m import run_l2m_bench
+
+    run_dir, _ = _ctx(run, "l2m").open(out=out)
+    with single_thread():
+        report = run_l2m_bench(setup, seeds, run_dir)
+    _print_report(report)
+
+
+@app.command(name="lm-policy")
+def lm_policy(
+    setup: LMPolicyConfig = LMPolicyConfig(),
+    seeds: int = 3,
+    text: Path | None = None,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> None:
+    """LID: a BabyAI policy from a tiny GPT-2 pretrained on local text vs the same network from random weights.
+
+    Args:
+        setup: environment, demonstrations, novel goals, GPT-2 size, LM and BC steps.
+        seeds: seeds (the demonstrations are the same; weights, minibatches and evaluation resets differ).
+        text: a folder of .txt/.md files for LM pretraining (default: installed packages' descriptions).
+        out: run directory for report.md, plot.png, results.json.
+    """
+    from warmstart_rl.bench import single_thread
+    from warmstart_rl.lmpolicy import run_lmpolicy_bench
+
+    run_dir, _ = _ctx(run, "lm-policy").open(out=out)
+    with single_thread():
+        report = run_lmpolicy_bench(setup, seeds, run_dir, text)
+    _print_report(report)
 
 
 @app.command

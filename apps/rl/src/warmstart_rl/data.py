@@ -284,6 +284,53 @@ def rollout(env: Any, policy: Any, seed: int) -> tuple[np.ndarray, np.ndarray, n
     return np.stack(frames).astype(np.uint8), np.asarray(actions, np.int64), np.asarray(rewards, np.float32)
 
 
+def episode_returns(act: Any, env: Any, episodes: int, seed: int, on_reset: Any = None) -> list[float]:
+    """Returns of ``episodes`` episodes of ``act(obs) -> action`` in ``env`` (reset seeds seed, seed+1, ...).
+
+    ``on_reset()`` is called before each episode (for policies that keep a history). The one evaluation
+    loop of the app: VPT's greedy BC policy, RoboFuME's greedy Q policy, L2M, the random reference.
+    """
+    returns = []
+    for i in range(episodes):
+        if on_reset is not None:
+            on_reset()
+        obs, _ = env.reset(seed=seed + i)
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return returns
+
+
+def greedy_return(net: Any, env_config: EnvConfig, episodes: int, seed: int) -> float:
+    """Mean return of ``argmax net(obs)`` (policy logits or Q-values) over ``episodes`` episodes."""
+    import torch
+
+    env = make_env(env_config)
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> int:
+        return int(net(torch.from_numpy(to_chw(obs[None]))).argmax(-1))
+
+    try:
+        return float(np.mean(episode_returns(act, env, episodes, seed)))
+    finally:
+        env.close()
+
+
+def random_return(env_config: EnvConfig, episodes: int, seed: int) -> float:
+    """Mean return of the uniformly random policy: the reference a learner must beat."""
+    env = make_env(env_config, seed=seed)
+    try:
+        return float(
+            np.mean(episode_returns(lambda obs: int(env.action_space.sample()), env, episodes, seed))
+        )
+    finally:
+        env.close()
+
+
 def collect(
     out: Path,
     env_config: EnvConfig,

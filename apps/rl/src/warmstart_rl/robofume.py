@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from warmstart.engine import Engine, EngineConfig
 from warmstart.errors import ConfigError, DataError
-from warmstart_rl.data import Corpus, EnvConfig, Episode, make_env, to_chw
+from warmstart_rl.data import Corpus, EnvConfig, Episode, greedy_return, make_env, to_chw
 from warmstart_rl.models import EncoderConfig, PixelPolicy, PolicyConfig, model_spec, save_model
 
 log = logging.getLogger(__name__)
@@ -255,25 +255,6 @@ class RoboFuMEConfig:
     """Greedy episodes scored with the true environment return."""
     heldout_fraction: float = 0.2
     """Share of the demonstrations held out to score the classifier."""
-
-
-@torch.no_grad()
-def greedy_return(q_net: nn.Module, env_config: EnvConfig, episodes: int, seed: int) -> float:
-    """Mean true environment return of the greedy Q policy."""
-    env = make_env(env_config)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(
-                int(q_net(torch.from_numpy(to_chw(obs[None]))).argmax())
-            )
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns))
 
 
 def online_finetune(

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from warmstart.engine import Engine, EngineConfig
 from warmstart.errors import CheckpointError, ConfigError, DataError
-from warmstart_rl.data import Corpus, EnvConfig, Episode, make_env, to_chw
+from warmstart_rl.data import Corpus, EnvConfig, Episode, greedy_return, make_env, to_chw
 from warmstart_rl.models import (
     EncoderConfig,
     IDMConfig,
@@ -294,19 +294,7 @@ def train_bc(
 @torch.no_grad()
 def evaluate_policy(policy: PixelPolicy, env_config: EnvConfig, episodes: int, seed: int) -> float:
     """Mean episodic return of the greedy policy over ``episodes`` episodes."""
-    env = make_env(env_config)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done, total = False, 0.0
-        while not done:
-            logits = policy(torch.from_numpy(to_chw(obs[None])))
-            obs, reward, terminated, truncated, _ = env.step(int(logits.argmax(-1)))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns))
+    return greedy_return(policy, env_config, episodes, seed)
 
 
 # -- 4. fine-tuning with stable-baselines3 PPO ----------------------------------------------------
