@@ -235,7 +235,7 @@ def test_bench_points_writes_the_report(tmp_path):
         == 0
     )
     results = json.loads((tmp_path / "p" / "results.json").read_text())
-    assert set(results["methods"]) == {"scratch", "Point-MAE", "Gaussian-MAE"}
+    assert set(results["methods"]) == {"scratch", "scratch (xyz only)", "Point-MAE", "Gaussian-MAE"}
     assert all(0 <= m["mean"] <= 1 for m in results["methods"].values())
 
 

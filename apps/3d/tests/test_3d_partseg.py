@@ -162,7 +162,7 @@ def test_bench_points_partseg_part_writes_the_report(tmp_path):
             "--points.partseg.model.depth", "1", "--points.partseg.model.heads", "2", "--out", str(tmp_path / "b")]  # fmt: skip
     assert app.main(argv) == 0
     results = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert set(results["methods"]) == {"scratch", "Point-MAE", "Gaussian-MAE"}
+    assert set(results["methods"]) == {"scratch", "scratch (xyz only)", "Point-MAE", "Gaussian-MAE"}
     assert all(0 <= m["mean"] <= 1 for m in results["methods"].values())
     assert 0 < results["config"]["constant_predictor"]["0"]["instance_miou"] < 1
     assert "class mIoU" in (tmp_path / "b" / "report.md").read_text()

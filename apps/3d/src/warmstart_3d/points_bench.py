@@ -29,10 +29,14 @@ from warmstart_3d.splat_dataset import object_splat, object_splat_parts
 
 log = logging.getLogger(__name__)
 
-ARMS = {
-    "scratch": None,
-    "Point-MAE": ["xyz"],
-    "Gaussian-MAE": ["xyz", "opacity", "scale", "rotation", "colour"],
+ALL_ATTRIBUTES = ["xyz", "opacity", "scale", "rotation", "colour"]
+# arm → (attributes the backbone sees, MAE-pretrained?); each pretrained arm has a scratch peer on the
+# same input, so that what pretraining buys is not confounded with what the extra attributes carry
+ARMS: dict[str, tuple[list[str], bool]] = {
+    "scratch": (ALL_ATTRIBUTES, False),
+    "scratch (xyz only)": (["xyz"], False),
+    "Point-MAE": (["xyz"], True),
+    "Gaussian-MAE": (ALL_ATTRIBUTES, True),
 }
 
 
@@ -298,12 +302,11 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
         unlabelled = train_x
         if config.unlabelled_per_class > 0:
             unlabelled = torch.cat([train_x, _dataset(config.unlabelled_per_class, config.n_points, g)[0]])
-        for arm, attributes in ARMS.items():
+        for arm, (attributes, pretrained) in ARMS.items():
             start = time.perf_counter()
             torch.manual_seed(seed)
-            cfg = GMAEConfig(attributes=attributes or ["xyz", "opacity", "scale", "rotation", "colour"])
-            base = GaussianMAE(cfg, n_classes)
-            if attributes is not None:
+            base = GaussianMAE(GMAEConfig(attributes=list(attributes)), n_classes)
+            if pretrained:
                 pretrain(base, unlabelled, config.pretrain_steps, config.batch_size, seed)
             curve = []
             for fraction in config.label_fractions:
@@ -378,13 +381,13 @@ def run_partseg_bench(config: PartSegBenchConfig, seeds: list[int], out_dir: Pat
             extra = _part_dataset(config.classes, config.unlabelled_per_class, config.n_points, g, layout)[0]
             unlabelled = torch.cat([unlabelled, extra])
         const[seed] = constant_baseline(train, test, layout)
-        for arm, attributes in ARMS.items():
+        for arm, (attributes, pretrained) in ARMS.items():
             start = time.perf_counter()
             torch.manual_seed(seed)
             cfg = copy.deepcopy(config.model)
-            cfg.attributes = list(attributes or ["xyz", "opacity", "scale", "rotation", "colour"])
+            cfg.attributes = list(attributes)
             backbone = GaussianMAE(cfg, 0)
-            if attributes is not None:
+            if pretrained:
                 pretrain(backbone, unlabelled, config.pretrain_steps, config.batch_size, seed)
             model = PartSegModel.from_pretrained(backbone, len(config.classes), layout.n_parts)
             m = finetune_partseg(
