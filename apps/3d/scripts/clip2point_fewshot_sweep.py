@@ -5,8 +5,8 @@ Seed paper: "CLIP2Point" (arXiv 2210.01055). Per seed this rebuilds exactly the 
 pretraining 150 steps, 28 clouds/class of which 12/class held out, the bench's shot draws), caches the frozen
 10-view features of both encoders in ``--cache``, then trains the Dual-Path Adapter under several settings.
 
-    OMP_NUM_THREADS=1 python apps/3d/scripts/clip2point_fewshot_sweep.py --seeds 0 1 2 --cache /tmp/c2p
-    OMP_NUM_THREADS=1 python apps/3d/scripts/clip2point_fewshot_sweep.py --cache /tmp/c2p --selector
+    OMP_NUM_THREADS=1 python apps/3d/scripts/clip2point_fewshot_sweep.py --seeds 0 1 2 --cache c2p-cache
+    OMP_NUM_THREADS=1 python apps/3d/scripts/clip2point_fewshot_sweep.py --cache c2p-cache --selector
 
 ``--selector`` compares the fixed views with the learned view selector (renders inside every step; slower).
 """
