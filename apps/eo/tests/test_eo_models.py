@@ -19,7 +19,6 @@ from warmstart_eo.models import (
     TubeletTokens,
     build_mae,
     load_model,
-    masking_indices,
     satmae_groups,
     save_model,
     sincos_3d,
@@ -93,20 +92,6 @@ def test_patch_embedding_matmul_equals_the_conv_and_targets_at_gathers_patchify(
     ids = torch.tensor([[5, 0], [1, 4], [3, 3]])
     full = patchify(x, 4)  # (3, 6, 80)
     assert torch.equal(tok.targets_at(x, ids), torch.stack([full[i, ids[i]] for i in range(3)]))
-
-
-def test_masking_indices_draw_what_random_masking_draws() -> None:
-    x = torch.randn(4, 10, 6)
-    kept, mask, restore = random_masking(x, 0.7, generator=torch.Generator().manual_seed(5))
-    ids_keep, ids_masked, ids_restore, mask2 = masking_indices(
-        4, 10, 0.7, generator=torch.Generator().manual_seed(5)
-    )
-    assert torch.equal(ids_restore, restore) and torch.equal(mask2, mask)
-    assert torch.equal(torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, 6)), kept)
-    assert torch.equal(mask2.gather(1, ids_masked), torch.ones(4, 7))  # the removed ones, all of them
-    assert torch.equal(
-        torch.sort(torch.cat([ids_keep, ids_masked], 1), 1).values, torch.arange(10).expand(4, -1)
-    )
 
 
 @pytest.mark.parametrize(("family", "norm_pix"), [("mae", False), ("mae", True), ("prithvi", False)])

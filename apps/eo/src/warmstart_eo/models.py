@@ -13,7 +13,7 @@ blocks and supervised at ×2, ×4 with L1; loss 0.6·MSE + 0.4·mean L1. ViT blo
 ``warmstart.objectives``. Written by hand: the tokenizers, positions and decoders (small, and no library
 exposes them over (T·C, H, W) band-stacked input), and the training step's fast path (measured against
 torchgeo's MAE task, see ``bench.throughput``): the plain patch embedding as one matmul whose patch
-matrix also supplies the targets, the mask drawn as indices exactly as ``random_masking`` draws it, the
+matrix also supplies the targets, the mask drawn as indices (the core's ``masking_indices``, the draw behind ``random_masking``), the
 prediction head and loss on the removed tokens only, cached sin-cos tables. Left out: class tokens
 (features are mean-pooled tokens), Prithvi-v2's time/location embeddings, SatMAE++'s 384 px crops (the
 pyramid here starts from the chip size).
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from warmstart.errors import CheckpointError, ConfigError
-from warmstart.objectives import mae_loss, patchify, restore_order
+from warmstart.objectives import mae_loss, masking_indices, patchify, restore_order
 
 # size → (embed_dim, depth, heads, decoder_dim, decoder_depth, decoder_heads)
 SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -286,26 +286,6 @@ def satmae_groups(bands: list[str]) -> list[list[int]]:
     used = {i for g in groups for i in g}
     rest = [i for i in range(len(bands)) if i not in used]
     return groups + ([rest] if rest else [])
-
-
-def masking_indices(
-    n: int,
-    length: int,
-    mask_ratio: float,
-    *,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The draw of ``warmstart.objectives.random_masking`` (uniform noise, argsort; same generator → same
-    tokens kept) as indices only, so the caller gathers what it needs once: ``ids_keep`` (N, L_keep),
-    ``ids_masked`` (N, L − L_keep), ``ids_restore`` (N, L) and ``mask`` (N, L) with 1 = removed. The mask is
-    a comparison of ranks (a token is kept iff its rank in the shuffle is < L_keep), not a scatter."""
-    len_keep = int(length * (1 - mask_ratio))
-    noise = torch.rand(n, length, generator=generator, device="cpu").to(device)  # (N, L)
-    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept
-    ids_restore = torch.argsort(ids_shuffle, dim=1)  # (N, L) rank of each token
-    mask = (ids_restore >= len_keep).float()  # (N, L)
-    return ids_shuffle[:, :len_keep], ids_shuffle[:, len_keep:], ids_restore, mask
 
 
 def _gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from warmstart.objectives import mae_loss, patchify, random_masking, restore_order, unpatchify
+from warmstart.objectives import (
+    mae_loss,
+    masking_indices,
+    patchify,
+    random_masking,
+    restore_order,
+    unpatchify,
+)
 
 
 def test_patchify_roundtrip_and_layout() -> None:
@@ -49,3 +56,17 @@ def test_mae_loss_ignores_visible_patches_and_norm_pix() -> None:
     mean = target.mean(-1, keepdim=True)
     std = (target.var(-1, keepdim=True) + 1e-6).sqrt()
     assert float(mae_loss((target - mean) / std, target, mask, norm_pix_loss=True)) < 1e-10
+
+
+def test_masking_indices_draw_what_random_masking_draws() -> None:
+    x = torch.randn(4, 10, 6)
+    kept, mask, restore = random_masking(x, 0.7, generator=torch.Generator().manual_seed(5))
+    ids_keep, ids_masked, ids_restore, mask2 = masking_indices(
+        4, 10, 0.7, generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(ids_restore, restore) and torch.equal(mask2, mask)
+    assert torch.equal(torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, 6)), kept)
+    assert torch.equal(mask2.gather(1, ids_masked), torch.ones(4, 7))  # the removed ones, all of them
+    assert torch.equal(
+        torch.sort(torch.cat([ids_keep, ids_masked], 1), 1).values, torch.arange(10).expand(4, -1)
+    )

@@ -36,7 +36,14 @@ from warmstart.objectives.lm import (
     span_uncorrupt,
     ul2_default_denoisers,
 )
-from warmstart.objectives.mae import mae_loss, patchify, random_masking, restore_order, unpatchify
+from warmstart.objectives.mae import (
+    mae_loss,
+    masking_indices,
+    patchify,
+    random_masking,
+    restore_order,
+    unpatchify,
+)
 from warmstart.objectives.ot import (
     SinkhornResult,
     append_position,
@@ -73,6 +80,7 @@ __all__ = [
     "mlm_mask",
     "pairwise_cost",
     "patchify",
+    "masking_indices",
     "random_masking",
     "random_spans_noise_mask",
     "restore_order",

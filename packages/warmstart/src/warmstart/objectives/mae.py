@@ -14,6 +14,27 @@ from __future__ import annotations
 import torch
 
 
+def masking_indices(
+    n: int,
+    length: int,
+    mask_ratio: float,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random draw behind :func:`random_masking`, as indices only, for callers that gather once.
+
+    Returns ``ids_keep`` (N, L_keep), ``ids_masked`` (N, L − L_keep), ``ids_restore`` (N, L) and ``mask``
+    (N, L, float) with 1 = removed. A token is kept iff its rank in the shuffle is < ``L_keep``.
+    """
+    len_keep = int(length * (1 - mask_ratio))
+    noise = torch.rand(n, length, generator=generator, device="cpu").to(device)  # (N, L)
+    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept
+    ids_restore = torch.argsort(ids_shuffle, dim=1)  # (N, L) rank of each token
+    mask = (ids_restore >= len_keep).float()  # (N, L)
+    return ids_shuffle[:, :len_keep], ids_shuffle[:, len_keep:], ids_restore, mask
+
+
 def random_masking(
     x: torch.Tensor, mask_ratio: float, *, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -25,16 +46,11 @@ def random_masking(
     back in order (the MAE decoder's unshuffle).
     """
     n, length, dim = x.shape
-    len_keep = int(length * (1 - mask_ratio))
-    noise = torch.rand(n, length, generator=generator, device="cpu").to(x.device)  # (N, L)
-    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept
-    ids_restore = torch.argsort(ids_shuffle, dim=1)  # (N, L)
-    ids_keep = ids_shuffle[:, :len_keep]  # (N, L_keep)
+    ids_keep, _, ids_restore, mask = masking_indices(
+        n, length, mask_ratio, generator=generator, device=x.device
+    )
     x_kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))  # (N, L_keep, D)
-    mask = torch.ones(n, length, device=x.device, dtype=x.dtype)
-    mask[:, :len_keep] = 0
-    mask = torch.gather(mask, 1, ids_restore)  # (N, L)
-    return x_kept, mask, ids_restore
+    return x_kept, mask.to(x.dtype), ids_restore
 
 
 def restore_order(tokens: torch.Tensor, ids_restore: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
