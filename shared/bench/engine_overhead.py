@@ -25,7 +25,9 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -59,8 +61,12 @@ def cosine(step: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - WARMUP) / max(1, total - WARMUP))))
 
 
-def run_plain(data: Blocks, steps: int) -> float:
-    model = make_model()
+def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(**batch).loss
+
+
+def run_plain(data: Dataset, steps: int, make: Callable = make_model, loss_of: Callable = lm_loss) -> float:
+    model = make()
     start = time.perf_counter()
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)  # as the Trainer's adamw_torch_fused
@@ -72,7 +78,7 @@ def run_plain(data: Blocks, steps: int) -> float:
     while step < steps:
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
-            loss = model(**batch).loss
+            loss = loss_of(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -85,15 +91,16 @@ def run_plain(data: Blocks, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-class LMTask:
-    def __init__(self, model: torch.nn.Module) -> None:
+class _Task:
+    def __init__(self, model: torch.nn.Module, loss_of: Callable) -> None:
         self.model = model
+        self.loss_of = loss_of
 
-    def loss(self, batch: dict[str, torch.Tensor]):
-        return self.model(**batch).loss, {}
+    def loss(self, batch: Any):
+        return self.loss_of(self.model, batch), {}
 
 
-def run_engine(data: Blocks, steps: int) -> float:
+def run_engine(data: Dataset, steps: int, make: Callable = make_model, loss_of: Callable = lm_loss) -> float:
     from warmstart.engine import Engine, EngineConfig
 
     config = EngineConfig()
@@ -109,13 +116,13 @@ def run_engine(data: Blocks, steps: int) -> float:
     config.logging.progress = "none"
     config.logging.tensorboard = False
     config.checkpoint.save_final = False
-    task = LMTask(make_model())
+    task = _Task(make(), loss_of)
     start = time.perf_counter()
     Engine(config).fit(task, data)
     return steps / (time.perf_counter() - start)
 
 
-def run_hf(data: Blocks, steps: int) -> float:
+def run_hf(data: Dataset, steps: int) -> float:
     from transformers import Trainer, TrainingArguments
 
     model = make_model()
@@ -155,54 +162,23 @@ class _Points(Dataset):
         return self.x[i]
 
 
-class _LinearTask:
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
+def _linear() -> torch.nn.Module:
+    return torch.nn.Linear(4, 1)
 
-    def loss(self, batch: torch.Tensor):
-        return self.model(batch).pow(2).mean(), {}
+
+def _square_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    return model(batch).pow(2).mean()
 
 
 def fixed_cost_us(steps: int = 2000) -> dict[str, float]:
-    """Microseconds per step of a plain loop and of the engine on a 4→1 linear model (pure overhead)."""
-    from warmstart.engine import Engine, EngineConfig
-
+    """Microseconds per step of the plain loop and of the engine on a 4→1 linear model (pure overhead)."""
     data = _Points()
 
-    def plain() -> float:
-        model = torch.nn.Linear(4, 1)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine(s, steps))
-        start = time.perf_counter()
-        step = 0
-        while step < steps:
-            for batch in DataLoader(data, batch_size=BATCH, shuffle=True, drop_last=True):
-                optimizer.zero_grad(set_to_none=True)
-                model(batch).pow(2).mean().backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                if step == steps:
-                    break
-        return (time.perf_counter() - start) / steps * 1e6
+    def us(runner: Callable) -> float:
+        return 1e6 / runner(data, steps, _linear, _square_loss)
 
-    def engine() -> float:
-        config = EngineConfig()
-        config.train.max_steps = steps
-        config.train.micro_batch_size = BATCH
-        config.train.grad_clip_norm = 1.0
-        config.optimizer.fused = True
-        config.logging.log_every = 50
-        config.logging.progress = "none"
-        config.logging.tensorboard = False
-        config.checkpoint.save_final = False
-        start = time.perf_counter()
-        Engine(config).fit(_LinearTask(torch.nn.Linear(4, 1)), data)
-        return (time.perf_counter() - start) / steps * 1e6
-
-    plain(), engine()  # warm-up
-    runs = [(plain(), engine()) for _ in range(3)]
+    us(run_plain), us(run_engine)  # warm-up
+    runs = [(us(run_plain), us(run_engine)) for _ in range(3)]
     p = statistics.median(r[0] for r in runs)
     e = statistics.median(r[1] for r in runs)
     return {"plain_us_per_step": p, "engine_us_per_step": e, "engine_extra_us_per_step": e - p}
