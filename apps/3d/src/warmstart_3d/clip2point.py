@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +41,14 @@ from torch import nn
 
 from warmstart.errors import CheckpointError, ConfigError, DataError
 from warmstart.objectives import info_nce
-from warmstart_3d.data import SHAPE_CLASSES, check_cloud, load_points, normalise_cloud, shape_instance
+from warmstart_3d.data import (
+    SHAPE_CLASSES,
+    check_cloud,
+    index_batches,
+    load_points,
+    normalise_cloud,
+    shape_instance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -432,13 +438,6 @@ def load_clip(spec: ClipSpec) -> LoadedCLIP:
 
 
 # -- training loops -----------------------------------------------------------------------------------
-def _batches(n: int, batch: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    order: list[int] = []
-    for _ in range(steps):
-        while len(order) < batch:
-            order += torch.randperm(n, generator=generator).tolist()
-        yield torch.tensor(order[:batch])
-        del order[:batch]
 
 
 def train_plain(
@@ -455,7 +454,7 @@ def train_plain(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, build_schedule(ScheduleConfig(), steps))
     task.model.train()
     losses = []
-    for idx in _batches(len(tensors[0]), min(batch_size, len(tensors[0])), steps, g):
+    for idx in index_batches(len(tensors[0]), min(batch_size, len(tensors[0])), steps, g):
         loss, _ = task.loss([t[idx] for t in tensors])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -650,3 +651,14 @@ def load_points(path: str | Path, n_points: int = 1024, seed: int = 0) -> torch.
     else:
         raise DataError(f"{path}: unknown point-cloud format {suffix!r}; use .ply, .xyz, .txt, .npy or .off")
     return check_cloud(points, str(path))[:, :3].contiguous()
+
+
+def index_batches(n: int, batch: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """``steps`` batches of ``batch`` indices into ``n`` items, epoch after epoch of seeded permutations
+    (an epoch's tail carries over into the next batch; ``batch`` may exceed ``n``)."""
+    order: list[int] = []
+    for _ in range(steps):
+        while len(order) < batch:
+            order += torch.randperm(n, generator=generator).tolist()
+        yield torch.tensor(order[:batch])
+        del order[:batch]

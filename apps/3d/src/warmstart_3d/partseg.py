@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from warmstart.errors import DataError
+from warmstart_3d.data import index_batches
 from warmstart_3d.gmae import GaussianMAE, GMAEConfig
 
 log = logging.getLogger(__name__)
@@ -185,15 +186,6 @@ def constant_baseline(
     return part_metrics(pred, test_parts, test_classes, layout)
 
 
-def _batches(n: int, batch: int, steps: int, generator: torch.Generator):
-    order: list[int] = []
-    for _ in range(steps):
-        while len(order) < batch:
-            order += torch.randperm(n, generator=generator).tolist()
-        yield torch.tensor(order[:batch])
-        del order[:batch]
-
-
 @torch.no_grad()
 def evaluate(
     model: PartSegModel,
@@ -229,7 +221,7 @@ def finetune_partseg(
     features, classes, parts = train
     model.train()
     losses = []
-    for idx in _batches(len(features), min(batch, len(features)), steps, g):
+    for idx in index_batches(len(features), min(batch, len(features)), steps, g):
         logits = model(features[idx], classes[idx])  # (b, N, P)
         loss = F.cross_entropy(logits.flatten(0, 1), parts[idx].flatten())
         loss.backward()

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from warmstart_3d.data import COMPOSITE_CLASSES, PART_NAMES, SHAPE_CLASSES
+from warmstart_3d.data import COMPOSITE_CLASSES, PART_NAMES, SHAPE_CLASSES, index_batches
 from warmstart_3d.gmae import GaussianMAE, GMAEConfig, splat_features, splat_features_parts
 from warmstart_3d.splat_dataset import object_splat, object_splat_parts
 
@@ -129,20 +129,11 @@ def _dataset(per_class: int, n_points: int, generator: torch.Generator) -> tuple
     return splat_features(splats, n_points, generator), torch.tensor(labels)
 
 
-def _batches(n: int, batch: int, steps: int, generator: torch.Generator):
-    order: list[int] = []
-    for _ in range(steps):
-        if len(order) < batch:
-            order += torch.randperm(n, generator=generator).tolist()
-        yield torch.tensor(order[:batch])
-        del order[:batch]
-
-
 def pretrain(model: GaussianMAE, features: torch.Tensor, steps: int, batch: int, seed: int) -> list[float]:
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     losses = []
-    for idx in _batches(len(features), batch, steps, g):
+    for idx in index_batches(len(features), batch, steps, g):
         loss = model.pretrain_loss(features[idx], g)
         loss.backward()
         opt.step()
@@ -156,7 +147,7 @@ def finetune(model: GaussianMAE, x: torch.Tensor, y: torch.Tensor, test: tuple[t
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
     model.train()
-    for idx in _batches(len(x), batch, steps, g):
+    for idx in index_batches(len(x), batch, steps, g):
         loss = F.cross_entropy(model(x[idx]), y[idx])
         loss.backward()
         opt.step()
