@@ -104,6 +104,8 @@ def test_help_shows_fields_defaults_and_docs(capsys) -> None:
     out = capsys.readouterr().out
     assert "--engine.train.max_steps" in out and "Optimizer steps in the whole run" in out
     assert "how many steps to take" in out and "default: 3" in out
+    assert out.count("how many steps to take") == 1 and "Args:" not in out  # per option, not also on top
+    assert "Train the toy." in out
 
 
 def test_resume_paths(tmp_path: Path, capsys) -> None:

@@ -51,6 +51,14 @@ def _one_line(message: str) -> str:
     return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
+def _description(fn: Callable) -> str:
+    """A command's help text: its docstring without the ``Args:`` section (each arg documents its option)."""
+    from docstring_parser import parse
+
+    doc = parse(inspect.getdoc(fn) or "")
+    return "\n\n".join(part for part in (doc.short_description, doc.long_description) if part)
+
+
 class App:
     """A per-domain CLI: ``app = App("eo", "Earth observation")`` then ``@app.command`` on functions.
 
@@ -92,7 +100,7 @@ class App:
         )
         subcommands = parser.add_subcommands(dest="command", required=True)
         for cmd in self.commands.values():
-            sub = ArgumentParser(description=inspect.getdoc(cmd.fn), exit_on_error=False)
+            sub = ArgumentParser(description=_description(cmd.fn), exit_on_error=False)
             sub.add_argument("--config", action=ActionConfigFile, help="a YAML file of options")
             skip = {"run"} if "run" in inspect.signature(cmd.fn).parameters else set()
             sub.add_function_arguments(cmd.fn, as_group=False, skip=skip)
