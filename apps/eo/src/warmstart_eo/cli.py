@@ -392,3 +392,7 @@ def demo(out: Path | None = None, steps: int = 30, run: RunContext | None = None
 
 def main() -> None:
     app.entry()
+
+
+if __name__ == "__main__":
+    main()

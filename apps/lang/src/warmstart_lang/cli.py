@@ -457,3 +457,7 @@ def bench(
 
 def main() -> None:
     app.entry()
+
+
+if __name__ == "__main__":
+    main()

@@ -573,3 +573,7 @@ def throughput(
 
 def main() -> None:
     app.entry()
+
+
+if __name__ == "__main__":
+    main()

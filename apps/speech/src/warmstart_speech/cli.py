@@ -458,3 +458,7 @@ def bench(
 
 def main() -> None:
     app.entry()
+
+
+if __name__ == "__main__":
+    main()
