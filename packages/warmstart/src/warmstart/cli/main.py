@@ -94,3 +94,43 @@ def tour(only: list[str] | None = None, out: Path | None = None, keep_going: boo
 
 def main() -> None:
     app.entry()
+
+
+@app.command
+def cache(
+    action: str = "list", kind: str | None = None, older_than_days: float | None = None, dry_run: bool = False
+) -> int:
+    """Show or remove cached pretrained sources (``$WARMSTART_CACHE``; see ``warmstart.cache``).
+
+    Args:
+        action: `list` (every artifact, newest first), `prune` (remove; narrowed by --kind and
+            --older_than_days) or `path` (print the cache folder).
+        kind: only artifacts of this kind (e.g. `eo.mae-source`).
+        older_than_days: prune only artifacts older than this many days.
+        dry_run: with `prune`, list what would be removed without removing it.
+    """
+    from warmstart import cache as artifacts
+    from warmstart.errors import ConfigError
+
+    if action == "path":
+        print(artifacts.cache_root())
+        return 0
+    if action == "list":
+        rows = [
+            (a.kind, a.key, f"{a.size / 2**20:.1f} MiB", f"{a.age_days:.1f} d", a.description)
+            for a in artifacts.list_artifacts()
+            if kind is None or a.kind == kind
+        ]
+        if not rows:
+            print(f"no cached artifacts under {artifacts.cache_root()}")
+            return 0
+        print_table(
+            f"cached artifacts, {artifacts.cache_root()}", ("kind", "key", "size", "age", "what"), rows
+        )
+        return 0
+    if action == "prune":
+        removed = artifacts.prune(kind=kind, older_than_days=older_than_days, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        print(f"{verb} {len(removed)} artifact(s), {sum(a.size for a in removed) / 2**20:.1f} MiB")
+        return 0
+    raise ConfigError(f"--action {action!r}: use list, prune or path")
