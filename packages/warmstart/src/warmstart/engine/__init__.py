@@ -15,6 +15,8 @@ from warmstart.engine.config import (
     TrainConfig,
 )
 from warmstart.engine.data import BatchCursor, ResumableLoader
+from warmstart.engine.guard import TrainingGuard
+from warmstart.engine.light import light_fit
 from warmstart.engine.loop import Engine
 from warmstart.engine.metrics import RunSummary
 from warmstart.engine.presets import cpu_threads, quick_config
@@ -31,9 +33,11 @@ __all__ = [
     "RunSummary",
     "Task",
     "TrainConfig",
+    "TrainingGuard",
     "complete_checkpoints",
     "cpu_threads",
     "latest_checkpoint",
+    "light_fit",
     "load_checkpoint",
     "quick_config",
     "save_checkpoint",
