@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from warmstart.data.sampling import epoch_permutation
 from warmstart.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -641,8 +642,7 @@ class LengthBucketBatches:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            perm = torch.randperm(len(self.batches), generator=g).tolist()
+            perm = epoch_permutation(len(self.batches), self.seed, self.epoch).tolist()
             while self.position < len(perm):
                 batch = self.batches[perm[self.position]]
                 self.position += 1

@@ -1,4 +1,5 @@
-"""Data for continued pretraining: packing, mixtures with replay, MeCo metadata conditioning, quality selection.
+"""Data for continued pretraining: packing, mixtures with replay, MeCo metadata conditioning, quality selection,
+and the one seeded per-epoch permutation (:mod:`warmstart.data.sampling`).
 
 The streams (:class:`PackedStream`, :class:`Mixture`) have ``state_dict()``/``load_state_dict()`` so the
 engine resumes them exactly.
@@ -23,10 +24,12 @@ from warmstart.data.quality import (
     Scorer,
     select_by_quality,
 )
+from warmstart.data.sampling import EpochSampler, epoch_order, epoch_permutation
 
 __all__ = [
     "DEFAULT_TEMPLATE",
     "BlockBuffer",
+    "EpochSampler",
     "HashedNgramRater",
     "HeuristicFilter",
     "MeCo",
@@ -37,6 +40,8 @@ __all__ = [
     "Scorer",
     "collate_blocks",
     "document_attention_mask",
+    "epoch_order",
+    "epoch_permutation",
     "first_fit_decreasing",
     "meco_prefix",
     "pack_documents_ffd",

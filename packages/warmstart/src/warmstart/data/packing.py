@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from warmstart.data.sampling import epoch_order
 from warmstart.objectives.lm import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -253,13 +254,9 @@ class PackedStream:
         self.tokens_seen = 0
 
     def _order(self, epoch: int) -> list[int]:
-        n = len(self.docs)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(n, generator=g).tolist()
-        else:
-            order = list(range(n))
-        return order[self.rank :: self.world_size]
+        return epoch_order(
+            len(self.docs), self.seed, epoch, shuffle=self.shuffle, rank=self.rank, world_size=self.world_size
+        ).tolist()
 
     def _next_doc(self) -> tuple[Sequence[int], Sequence[int] | None]:
         order = self._order(self.epoch)
