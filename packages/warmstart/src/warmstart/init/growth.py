@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from warmstart.init.vocab import make_generator
+from warmstart.init.rows import make_generator
 
 logger = logging.getLogger(__name__)
 

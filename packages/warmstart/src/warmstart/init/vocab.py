@@ -6,8 +6,8 @@ Vocabulary Transfer for Language Model Compression* (Gee et al., EMNLP 2022 indu
 the subtoken-mean init of Bailong's zip-tie and RedWhale (both unverified as to the exact aggregation;
 the mean is the natural reading).
 
-Implements six row initialisers on a plain embedding matrix (``init_new_rows`` and one function per
-method) and ``expand_vocabulary``, which grows a transformers model's input embeddings and, separately,
+This module is the model level: ``init_new_rows`` dispatches to the six row initialisers (closed-form ones
+in :mod:`warmstart.init.rows`, CW2V in :mod:`warmstart.init.cw2v`) and ``expand_vocabulary`` grows a transformers model's input embeddings and, separately,
 an untied output head (weight and bias), keeping every old row bit-identical. It leaves out FOCUS /
 WECHSEL / OFA (they need external word vectors) and any training after the initialisation.
 
@@ -21,7 +21,6 @@ tying is kept and the modules stay flagged ``_is_hf_initialized``.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,333 +28,42 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from warmstart.init.cw2v import CW2VConfig, CW2VResult, cw2v_rows
+from warmstart.init.rows import (
+    convex_rows,
+    convex_weights,
+    fvt_rows,
+    make_generator,
+    mean_rows,
+    multivariate_rows,
+    random_rows,
+)
+
+__all__ = [
+    "METHODS",
+    "CW2VConfig",
+    "CW2VResult",
+    "VocabExpansion",
+    "VocabInitMethod",
+    "convex_rows",
+    "convex_weights",
+    "cw2v_rows",
+    "expand_vocabulary",
+    "fvt_pieces",
+    "fvt_rows",
+    "init_new_rows",
+    "make_generator",
+    "mean_rows",
+    "multivariate_rows",
+    "random_rows",
+    "token_text",
+]
+
 logger = logging.getLogger(__name__)
 
 VocabInitMethod = Literal["random", "mean", "multivariate", "fvt", "convex", "cw2v"]
 METHODS: tuple[str, ...] = ("random", "mean", "multivariate", "fvt", "convex", "cw2v")
 _MARKERS = ("Ġ", "▁")
-
-
-def make_generator(
-    generator: torch.Generator | None = None, seed: int | None = None, device: torch.device | str = "cpu"
-) -> torch.Generator:
-    """Return ``generator`` if given, else a new one on ``device`` seeded with ``seed`` (0 if None)."""
-    if generator is not None:
-        return generator
-    g = torch.Generator(device=device)
-    g.manual_seed(0 if seed is None else seed)
-    return g
-
-
-def _work_dtype(weight: Tensor) -> torch.dtype:
-    return torch.float64 if weight.dtype == torch.float64 else torch.float32
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Row initialisers on a plain matrix. ``old_weight`` is (V_old, D): the rows the statistics are taken from.
-# Every function returns (n_new, D) in ``old_weight``'s dtype and never modifies ``old_weight``.
-# ----------------------------------------------------------------------------------------------------------
-
-
-def random_rows(
-    old_weight: Tensor, n_new: int, *, std: float = 0.02, generator: torch.Generator | None = None
-) -> Tensor:
-    """The scratch baseline: rows ~ N(0, std^2 I), std = the model's ``initializer_range`` by default."""
-    g = make_generator(generator, device=old_weight.device)
-    d = old_weight.shape[1]
-    rows = torch.randn(n_new, d, generator=g, device=old_weight.device, dtype=_work_dtype(old_weight))
-    return (rows * std).to(old_weight.dtype)  # (n_new, D)
-
-
-def mean_rows(old_weight: Tensor, n_new: int) -> Tensor:
-    """Every new row is the mean of the old rows (computed in fp32, or fp64 for fp64 input)."""
-    mu = old_weight.to(_work_dtype(old_weight)).mean(dim=0)  # (D,)
-    return mu.to(old_weight.dtype).unsqueeze(0).expand(n_new, -1).clone()  # (n_new, D)
-
-
-def _cholesky_of_covariance(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean (D,) and lower Cholesky factor L (D, D) of the biased covariance of the rows of ``x``."""
-    n = x.shape[0]
-    mu = x.mean(dim=0)  # (D,)
-    xc = x - mu  # (V, D)
-    sigma = (xc.T @ xc) / n  # (D, D), biased like transformers' mean_resizing
-    chol, info = torch.linalg.cholesky_ex(sigma)
-    jitter = 1e-10 * float(sigma.diagonal().mean().clamp_min(1e-30))
-    eye = torch.eye(sigma.shape[0], dtype=sigma.dtype, device=sigma.device)
-    while int(info) != 0:  # rank-deficient Sigma (V_old <= D or duplicated rows): add a tiny ridge
-        logger.debug("covariance not positive definite; adding jitter %.3g", jitter)
-        chol, info = torch.linalg.cholesky_ex(sigma + jitter * eye)
-        jitter *= 10.0
-    return mu, chol
-
-
-def multivariate_rows(
-    old_weight: Tensor, n_new: int, *, scale: float = 1.0, generator: torch.Generator | None = None
-) -> Tensor:
-    """Rows ~ N(mu, scale * Sigma) of the old rows (CW2V paper's *multivariate* baseline, scale 1).
-
-    Sampled as ``mu + randn(n_new, D) @ L^T`` with one Cholesky factor ``L`` of ``Sigma``; transformers'
-    ``mean_resizing`` uses ``scale = 1e-9`` via ``MultivariateNormal`` (a second Cholesky and a positive-
-    definiteness check).
-    """
-    g = make_generator(generator, device=old_weight.device)
-    x = old_weight.to(_work_dtype(old_weight))
-    mu, chol = _cholesky_of_covariance(x)
-    z = torch.randn(n_new, x.shape[1], generator=g, dtype=x.dtype, device=x.device)  # (n_new, D)
-    rows = torch.addmm(mu.unsqueeze(0), z, chol.T, alpha=math.sqrt(scale))  # (n_new, D)
-    return rows.to(old_weight.dtype)
-
-
-def fvt_rows(old_weight: Tensor, pieces: Sequence[Sequence[int]]) -> Tensor:
-    """Row i = mean of ``old_weight[pieces[i]]``; an empty piece list falls back to the mean of all rows.
-
-    A token that exists in the old vocabulary has ``pieces[i] == [its old id]``, so its row is copied.
-    """
-    x = old_weight.to(_work_dtype(old_weight))
-    d = x.shape[1]
-    n_new = len(pieces)
-    lengths = torch.tensor([len(p) for p in pieces], dtype=torch.long)
-    flat = torch.tensor([i for p in pieces for i in p], dtype=torch.long, device=x.device)
-    owner = torch.repeat_interleave(torch.arange(n_new), lengths).to(x.device)
-    sums = torch.zeros(n_new, d, dtype=x.dtype, device=x.device).index_add_(0, owner, x[flat])  # (n_new, D)
-    rows = sums / lengths.clamp_min(1).to(x.device, x.dtype).unsqueeze(1)
-    empty = lengths == 0
-    if bool(empty.any()):
-        rows[empty.to(x.device)] = x.mean(dim=0)
-    single = lengths == 1  # exact copies, bit-identical even in low precision
-    out = rows.to(old_weight.dtype)
-    if bool(single.any()):
-        idx = torch.nonzero(single).squeeze(1)
-        out[idx.to(x.device)] = old_weight[flat[(torch.cumsum(lengths, 0) - 1)[idx].to(x.device)]]
-    return out
-
-
-def convex_weights(
-    n_old: int,
-    n_new: int,
-    *,
-    k: int | None = 16,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-) -> tuple[Tensor, Tensor]:
-    """Sparse random convex weights: for each new row, ``k`` distinct old ids and Dirichlet(1) weights.
-
-    Dirichlet(1, ..., 1) is sampled as normalised Exp(1) variables (``-log U``) so the explicit generator is
-    honoured. ``k=None`` uses every old row. Returns ``(index (n_new, k), weight (n_new, k))``.
-    """
-    g = make_generator(generator, device=device)
-    k = n_old if k is None else min(k, n_old)
-    if k == n_old:
-        index = torch.arange(n_old, device=device).expand(n_new, -1)
-    else:  # k distinct ids per row: top-k of i.i.d. uniform keys
-        if n_old * n_new <= 10_000_000:
-            index = torch.rand(n_new, n_old, generator=g, device=device).topk(k, dim=1).indices
-        else:
-            index = _distinct(n_old, n_new, k, g)
-    e = -torch.log(torch.rand(n_new, k, generator=g, device=device).clamp_min(1e-12))  # Exp(1)
-    return index, e / e.sum(dim=1, keepdim=True)
-
-
-def _distinct(n_old: int, n_new: int, k: int, g: torch.Generator) -> Tensor:
-    """k distinct ids per row for large n_old * n_new without a dense (n_new, n_old) key matrix."""
-    out = torch.randint(n_old, (n_new, k), generator=g, device=g.device)
-    for _ in range(100):
-        s, _ = out.sort(dim=1)
-        dup = (s[:, 1:] == s[:, :-1]).any(dim=1)
-        if not bool(dup.any()):
-            return out
-        rows = torch.nonzero(dup).squeeze(1)
-        out[rows] = torch.randint(n_old, (rows.numel(), k), generator=g, device=g.device)
-    raise RuntimeError("could not draw distinct indices")
-
-
-def convex_rows(
-    old_weight: Tensor,
-    n_new: int,
-    *,
-    k: int | None = 16,
-    generator: torch.Generator | None = None,
-    return_weights: bool = False,
-) -> Tensor | tuple[Tensor, Tensor, Tensor]:
-    """Random convex combinations of ``k`` old rows each (weights >= 0, summing to 1: in the convex hull)."""
-    x = old_weight.to(_work_dtype(old_weight))
-    index, weight = convex_weights(x.shape[0], n_new, k=k, generator=generator, device=x.device)
-    w = weight.to(x.dtype)
-    rows = torch.empty(n_new, x.shape[1], dtype=x.dtype, device=x.device)  # (n_new, D)
-    for s in range(0, n_new, 1024):  # chunked gather: never a (n_new, k, D) tensor
-        rows[s : s + 1024] = torch.bmm(w[s : s + 1024].unsqueeze(1), x[index[s : s + 1024]]).squeeze(1)
-    rows = rows.to(old_weight.dtype)
-    return (rows, index, weight) if return_weights else rows
-
-
-# ----------------------------------------------------------------------------------------------------------
-# CW2V: rows = softmax(A) @ E_old, A trained skip-gram style with negative sampling, old rows frozen.
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CW2VConfig:
-    """Training settings for CW2V (defaults follow the reference code except ``rank`` and ``lr``)."""
-
-    rank: int = 256
-    """Width r of the factorisation A = A1 (n_new x r) @ A2 (r x V_old); the reference code uses 1024."""
-    window: int = 5
-    """Skip-gram window (tokens each side)."""
-    negatives: int = 5
-    """Negative samples per (centre, context) pair, drawn from unigram^0.75 of the corpus."""
-    lr: float = 3e-3
-    """Adam learning rate (the reference uses 3e-4 over a large corpus; tiny corpora need more)."""
-    epochs: int = 3
-    """Passes over the (centre, context) pairs that involve a new token."""
-    batch_size: int = 512
-    """Pairs per step."""
-    max_steps: int | None = None
-    """Stop after this many steps (for benchmarks); None runs every epoch."""
-    init_scale: float = 0.1
-    """Std of the initial logits A1 @ A2 (small: the start is close to the mean of the old rows)."""
-
-
-@dataclass
-class CW2VResult:
-    """Rows found by CW2V and the training trace."""
-
-    rows: Tensor  # (n_new, D) input-embedding rows
-    head_rows: Tensor | None  # (n_new, D_head) output rows when a separate head was given
-    losses: list[float] = field(default_factory=list)
-    a1: Tensor | None = None  # (n_new, r)
-    a2: Tensor | None = None  # (r, V_old)
-    head_a1: Tensor | None = None
-    head_a2: Tensor | None = None
-
-    def weights(self, head: bool = False) -> Tensor:
-        """The convex weights softmax(A1 @ A2), (n_new, V_old): rows are >= 0 and sum to 1."""
-        a1, a2 = (self.head_a1, self.head_a2) if head else (self.a1, self.a2)
-        assert a1 is not None and a2 is not None
-        return torch.softmax(a1 @ a2, dim=-1)
-
-
-class _ConvexRows(nn.Module):
-    """Trainable factorised logits; ``forward(ids)`` gives softmax(A1[ids] @ A2) @ E_old."""
-
-    def __init__(self, old: Tensor, n_new: int, cfg: CW2VConfig, g: torch.Generator) -> None:
-        super().__init__()
-        self.register_buffer("old", old.detach(), persistent=False)  # (V_old, D), frozen
-        v = old.shape[0]
-        r = min(cfg.rank, v)
-        a1 = torch.randn(n_new, r, generator=g, device=old.device, dtype=old.dtype) / math.sqrt(r)
-        a2 = torch.randn(r, v, generator=g, device=old.device, dtype=old.dtype) * cfg.init_scale
-        self.a1 = nn.Parameter(a1)  # (n_new, r)
-        self.a2 = nn.Parameter(a2)  # (r, V_old)
-
-    def forward(self, new_ids: Tensor) -> Tensor:
-        w = torch.softmax(self.a1[new_ids] @ self.a2, dim=-1)  # (U, V_old)
-        return w @ self.old  # (U, D)
-
-    @torch.no_grad()
-    def all_rows(self, chunk: int = 2048) -> Tensor:
-        n = self.a1.shape[0]
-        return torch.cat(
-            [self(torch.arange(s, min(s + chunk, n), device=self.a1.device)) for s in range(0, n, chunk)]
-        )
-
-
-def _skipgram_pairs(sequences: Sequence[Tensor], window: int, n_old: int) -> Tensor:
-    """All (centre, context) pairs within ``window`` where at least one side is a new id (>= n_old)."""
-    out = []
-    for seq in sequences:
-        seq = seq.reshape(-1).long()
-        for off in range(1, window + 1):
-            if seq.numel() <= off:
-                break
-            a, b = seq[:-off], seq[off:]
-            out.append(torch.stack([a, b], 1))
-            out.append(torch.stack([b, a], 1))
-    if not out:
-        return torch.empty(0, 2, dtype=torch.long)
-    pairs = torch.cat(out)  # (P, 2)
-    return pairs[(pairs >= n_old).any(dim=1)]
-
-
-def cw2v_rows(
-    old_weight: Tensor,
-    n_new: int,
-    sequences: Sequence[Tensor],
-    *,
-    old_head: Tensor | None = None,
-    config: CW2VConfig | None = None,
-    generator: torch.Generator | None = None,
-) -> CW2VResult:
-    """Train CW2V rows for ``n_new`` new tokens on ``sequences`` of ids in the combined id space.
-
-    Ids ``< V_old`` are old tokens (rows of ``old_weight``, frozen); id ``V_old + i`` is new token ``i``.
-    The centre vector is the input-embedding row and the context/negative vector the output row: from
-    ``old_head`` (rows + a second factorised A, as in the reference code) when the model has an untied
-    head, else from the same input matrix. Loss: ``-log s(e_c . u_o) - sum_neg log s(-e_c . u_n)``.
-    New tokens that never occur keep their initial rows (close to the mean of the old rows).
-    """
-    cfg = config or CW2VConfig()
-    g = make_generator(generator, device=old_weight.device)
-    dev, dt = old_weight.device, _work_dtype(old_weight)
-    n_old = old_weight.shape[0]
-    emb = _ConvexRows(old_weight.to(dt), n_new, cfg, g)
-    head = _ConvexRows(old_head.to(dt), n_new, cfg, g) if old_head is not None else None
-    params = list(emb.parameters()) + (list(head.parameters()) if head is not None else [])
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-
-    pairs = _skipgram_pairs(sequences, cfg.window, n_old).to(dev)  # (P, 2)
-    counts = torch.zeros(n_old + n_new, dtype=dt, device=dev)
-    for seq in sequences:
-        counts.index_add_(0, seq.reshape(-1).long().to(dev), torch.ones(seq.numel(), dtype=dt, device=dev))
-    noise = counts.pow(0.75)
-    losses: list[float] = []
-    step = 0
-    if pairs.numel() == 0 or float(noise.sum()) == 0.0:
-        logger.warning("cw2v: no (centre, context) pair involves a new token; rows stay at their init")
-    else:
-        noise = noise / noise.sum()
-        for _ in range(cfg.epochs):
-            perm = torch.randperm(pairs.shape[0], generator=g, device=dev)
-            for s in range(0, pairs.shape[0], cfg.batch_size):
-                if cfg.max_steps is not None and step >= cfg.max_steps:
-                    break
-                batch = pairs[perm[s : s + cfg.batch_size]]  # (B, 2)
-                neg = torch.multinomial(noise, batch.shape[0] * cfg.negatives, True, generator=g)
-                neg = neg.view(batch.shape[0], cfg.negatives)  # (B, K)
-                e_c = _lookup(emb, batch[:, 0], n_old)  # (B, D)
-                out = head if head is not None else emb
-                u = _lookup(out, torch.cat([batch[:, 1:], neg], 1).reshape(-1), n_old)
-                u = u.view(batch.shape[0], 1 + cfg.negatives, -1)  # (B, 1 + K, D)
-                logits = torch.einsum("bd,bkd->bk", e_c, u)  # (B, 1 + K)
-                sign = torch.full_like(logits, -1.0)
-                sign[:, 0] = 1.0
-                loss = -nn.functional.logsigmoid(sign * logits).sum(dim=1).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-                step += 1
-    rows = emb.all_rows().to(old_weight.dtype)
-    head_rows = head.all_rows().to(old_head.dtype) if head is not None and old_head is not None else None
-    return CW2VResult(
-        rows=rows,
-        head_rows=head_rows,
-        losses=losses,
-        a1=emb.a1.detach(),
-        a2=emb.a2.detach(),
-        head_a1=head.a1.detach() if head is not None else None,
-        head_a2=head.a2.detach() if head is not None else None,
-    )
-
-
-def _lookup(rows: _ConvexRows, ids: Tensor, n_old: int) -> Tensor:
-    """Vectors for ids in the combined space: frozen old rows, or softmax(A) @ E_old for new ones."""
-    out = torch.empty(ids.shape[0], rows.old.shape[1], dtype=rows.old.dtype, device=ids.device)
-    is_new = ids >= n_old
-    out = out.index_put((torch.nonzero(~is_new).squeeze(1),), rows.old[ids[~is_new]])
-    if bool(is_new.any()):
-        uniq, inv = torch.unique(ids[is_new] - n_old, return_inverse=True)
-        out = out.index_put((torch.nonzero(is_new).squeeze(1),), rows(uniq)[inv])
-    return out
 
 
 def init_new_rows(
