@@ -132,7 +132,7 @@ def test_gmae_partseg_end_to_end_beats_the_constant_predictor(tmp_path, capsys):
     "argv, message",
     [
         (["gmae", "--data", "D", "--n_points", "8", "--model.n_groups", "16"], "fewer than --model.n_groups"),
-        (["gmae", "--data", "/nonexistent/ds"], "no index.jsonl"),
+        (["gmae", "--data", "/nonexistent/ds"], "no such dataset folder"),
     ],
 )
 def test_gmae_bad_input_is_one_line(argv, message, tmp_path, capsys):

@@ -17,6 +17,7 @@ from warmstart.engine import EngineConfig
 from warmstart.errors import ConfigError, DataError
 from warmstart_3d.bench import SplatBenchConfig
 from warmstart_3d.clip2point import ClipSpec, DepthConfig, FewShotConfig, PretrainConfig, SourceConfig
+from warmstart_3d.datasets import DatasetName, OnBadFile
 from warmstart_3d.gmae import GMAEConfig
 from warmstart_3d.instantsplat import InstantSplatConfig
 from warmstart_3d.points_bench import PointsBenchConfig
@@ -213,6 +214,8 @@ def gmae(
     seed: int = 0,
     task: Literal["classify", "partseg"] = "classify",
     partseg_lr: float = 1e-3,
+    dataset: DatasetName = "auto",
+    on_bad_file: OnBadFile = "fail",
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> dict:
@@ -220,8 +223,8 @@ def gmae(
 
     Args:
         data: dataset folder with index.jsonl (+ splats/*.ply; part labels in splats/*.parts.npy + parts.json
-            for --task partseg), or a folder of class sub-folders of point files (PLY/XYZ/NPY/OFF; centres
-            only, so --model.attributes '[xyz]').
+            for --task partseg), or a dataset root of shapes (ModelNet40, ScanObjectNN, ShapeNetPart, class
+            folders of mesh/point files; centres only, so --model.attributes '[xyz]').
         model: tokeniser/transformer/masking settings; --model.attributes [xyz] gives Point-MAE.
         n_points: Gaussians sampled per object.
         pretrain_steps: masked-reconstruction steps (0: train from scratch).
@@ -232,6 +235,9 @@ def gmae(
         task: classify (object class) or partseg (per-Gaussian part, Point-MAE's head; reports point
             accuracy, class mIoU and instance mIoU, and the best constant predictor's figures).
         partseg_lr: peak learning rate of the part-segmentation fine-tuning (AdamW, cosine).
+        dataset: the layout of --data (auto: detected from its files).
+        on_bad_file: a file that cannot be read or is degenerate: fail (one line naming it) or skip (counted
+            in results.json).
         out: run directory (default runs/3d/gmae/<time>).
     """
     import torch
@@ -250,21 +256,23 @@ def gmae(
         )
     run = run or RunContext("3d", "gmae")
     folder = Path(data)
-    plain = (
-        folder.is_dir()
-        and not (folder / "index.jsonl").is_file()
-        and any(p.is_dir() for p in folder.iterdir())
-    )
+    from warmstart_3d.datasets import detect_layout, load_shape_set
+
+    layout = detect_layout(folder) if dataset == "auto" else dataset
+    plain = not (folder / "index.jsonl").is_file() and layout != "shapesplat"
     g = torch.Generator().manual_seed(seed)
-    if plain:  # class sub-folders of point files: centres only (Point-MAE)
+    skipped = 0
+    if plain:  # shapes without splat attributes: centres only (Point-MAE)
         if task == "partseg" or list(model.attributes) != ["xyz"]:
             raise ConfigError(
                 f"{data}: plain point-cloud files have only xyz; use --model.attributes '[xyz]' (Point-MAE) and "
                 "--task classify, or a splats-make dataset"
             )
-        from warmstart_3d.clip2point import load_eval_set
-
-        points, labels, classes = load_eval_set(folder, None, 1, n_points, seed)
+        shapes = load_shape_set(
+            folder, n_points=n_points, name=layout, on_bad_file=on_bad_file, seed=seed,
+            min_points=max(model.n_groups, model.group_size),
+        )  # fmt: skip
+        points, labels, classes, skipped = shapes.points, shapes.labels, shapes.classes, len(shapes.skipped)
         features = torch.cat(
             [points, points.new_zeros(*points.shape[:2], 11)], dim=-1
         )  # (M, N, 14), xyz only
@@ -292,6 +300,7 @@ def gmae(
         "pretrain_loss_last": losses[-1] if losses else float("nan"),
         "n_train": len(train),
         "n_test": n_test,
+        "skipped_files": skipped,
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     _print("gaussian-mae", results)

@@ -43,10 +43,7 @@ from warmstart.errors import CheckpointError, ConfigError, DataError
 from warmstart.objectives import info_nce
 from warmstart_3d.data import (
     SHAPE_CLASSES,
-    check_cloud,
     index_batches,
-    load_points,
-    normalise_cloud,
     shape_instance,
 )
 
@@ -251,13 +248,15 @@ def shape_pairs(
 
 
 def load_eval_set(
-    data: Path | None, classes: list[str] | None, per_class: int, n_points: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    data: Path | None, classes: list[str] | None, per_class: int, n_points: int, seed: int,
+    split: Literal["train", "test", "all"] = "all", on_bad_file: Literal["fail", "skip"] = "fail",
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:  # fmt: skip
     """Clouds (M, n_points, 3) in the unit sphere, labels (M,), class names.
 
-    ``data``: None (procedural shapes), a splat dataset folder (``index.jsonl``; the Gaussian centres) or a
-    folder of class sub-folders holding point files (PLY, XYZ/TXT, NPY, OFF). ``classes`` picks and orders the
-    prompt classes; each must be a label of the data.
+    ``data``: None (procedural shapes) or a dataset root in any layout :func:`warmstart_3d.datasets.
+    load_shape_set` reads (ModelNet40, ScanObjectNN, ShapeNetPart, ShapeSplat, class folders of shape files;
+    ``split`` where the layout has one). ``classes`` picks and orders the prompt classes; each must be a
+    label of the data.
     """
     g = torch.Generator().manual_seed(seed)
     if data is None:
@@ -265,39 +264,19 @@ def load_eval_set(
         clouds = [shape_instance(c, n_points, g)[0] for _ in range(per_class) for c in names]
         labels = [i for _ in range(per_class) for i in range(len(names))]
         return torch.stack(clouds), torch.tensor(labels), names
-    data = Path(data)
-    if not data.is_dir():
-        raise DataError(
-            f"{data}: no such folder; pass a splats-make dataset or a folder of class sub-folders"
-        )
-    raw: list[tuple[torch.Tensor, str]] = []
-    if (data / "index.jsonl").is_file():
-        from warmstart_3d.splat_dataset import read_splat_dataset
+    from warmstart_3d.datasets import load_shape_set
 
-        splats, labels_t, found = read_splat_dataset(data)
-        raw = [(check_cloud(s.means, f"{data} object {i}"), found[int(y)]) for i, (s, y) in enumerate(zip(splats, labels_t, strict=True))]  # fmt: skip
-    else:
-        for sub in sorted(p for p in data.iterdir() if p.is_dir()):
-            raw += [(load_points(f, n_points, seed), sub.name) for f in sorted(sub.iterdir()) if f.is_file()]
-        if not raw:
-            raise DataError(f"{data}: no index.jsonl and no class sub-folders with point files")
-    present = sorted({name for _, name in raw})
+    shapes = load_shape_set(data, n_points=n_points, split=split, on_bad_file=on_bad_file, seed=seed)
+    present = shapes.classes
     names = list(classes) if classes else present
     unknown = [c for c in names if c not in present]
     if unknown:
         raise DataError(
             f"--classes: {', '.join(unknown)} not among the labels of {data} ({', '.join(present)})"
         )
-    clouds, labels = [], []
-    for pts, name in raw:
-        if name not in names:
-            continue
-        pick = torch.randperm(len(pts), generator=g)[:n_points]
-        if len(pick) < n_points:
-            pick = torch.cat([pick, pick[torch.randint(len(pick), (n_points - len(pick),), generator=g)]])
-        clouds.append(normalise_cloud(pts[pick, :3]))
-        labels.append(names.index(name))
-    return torch.stack(clouds), torch.tensor(labels), names
+    keep = [i for i, y in enumerate(shapes.labels.tolist()) if present[y] in names]
+    labels = torch.tensor([names.index(present[int(shapes.labels[i])]) for i in keep])
+    return shapes.points[keep], labels, names
 
 
 # -- open_clip models ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ shapes (8 classes) as area-uniform surface samples with normals, assembles textu
 flat surface Gaussians, renders them with :func:`warmstart_3d.render.rasterize` from N known cameras, and
 writes PNG images, per-view depth (``.npy``), COLMAP text poses (``sparse/0/cameras.txt``, ``images.txt``)
 and the ground-truth splats as a 3DGS PLY — the same files a user's capture would give. Loaders read image
-folders with or without poses and plain point clouds (PLY, XYZ/TXT, NPY, OFF meshes sampled).
+folders with or without poses; shape files (meshes, clouds, splats) are read by :mod:`warmstart_3d.clouds`.
 
 Every shape also yields a part label per sample (:func:`sample_shape_parts`, ``PART_NAMES``): the branch of the
 analytic surface a sample came from (cylinder side/cap, cone side/base, ...), and for the opt-in multi-part
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from warmstart.errors import DataError
+from warmstart_3d.clouds import check_cloud, load_points  # noqa: F401 - shape files: warmstart_3d.clouds
 from warmstart_3d.geometry import intrinsics, look_at, quat_to_rotmat, rotmat_to_quat
 from warmstart_3d.splats import Gaussians
 
@@ -594,63 +595,6 @@ def load_scene(folder: str | Path, *, fov_deg: float = 60.0) -> Scene:
         split = json.loads((folder / "split.json").read_text())
         train, test = split.get("train"), split.get("test")
     return Scene(images, Ks, viewmats, names, depths, train, test)
-
-
-# -- point clouds -----------------------------------------------------------------------------------
-def check_cloud(points: torch.Tensor, source: str, min_points: int = 2) -> torch.Tensor:
-    if points.dim() != 2 or points.shape[1] < 3:
-        raise DataError(f"{source}: expected an (N, 3+) array of points, got shape {tuple(points.shape)}")
-    if points.shape[0] == 0:
-        raise DataError(f"{source}: empty point cloud")
-    if points.shape[0] < min_points:
-        raise DataError(f"{source}: only {points.shape[0]} point(s); need at least {min_points}")
-    if not torch.isfinite(points[:, :3]).all():
-        bad = int((~torch.isfinite(points[:, :3]).all(-1)).sum())
-        raise DataError(f"{source}: {bad} point(s) with NaN/inf coordinates; drop them before loading")
-    return points
-
-
-def read_off(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vertices (V, 3) and triangle faces (F, 3) of an OFF mesh (polygons fanned into triangles)."""
-    tokens = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    head = tokens[0]
-    if head.startswith("OFF") and len(head) > 3:  # "OFF8 8 0" (ModelNet's glued header)
-        tokens[0] = head[3:]
-    else:
-        tokens = tokens[1:]
-    nv, nf = (int(x) for x in tokens[0].split()[:2])
-    verts = torch.tensor([[float(x) for x in ln.split()[:3]] for ln in tokens[1 : 1 + nv]])
-    faces = []
-    for ln in tokens[1 + nv : 1 + nv + nf]:
-        idx = [int(x) for x in ln.split()]
-        k = idx[0]
-        faces += [[idx[1], idx[1 + j], idx[2 + j]] for j in range(1, k - 1)]
-    return verts, torch.tensor(faces, dtype=torch.long)
-
-
-def load_points(path: str | Path, n_points: int = 1024, seed: int = 0) -> torch.Tensor:
-    """A point cloud (N, 3) from PLY (any vertex x/y/z), XYZ/TXT/CSV, NPY, or an OFF mesh (sampled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such point-cloud file")
-    suffix = path.suffix.lower()
-    if suffix == ".ply":
-        from plyfile import PlyData
-
-        vertex = PlyData.read(str(path))["vertex"]
-        points = torch.from_numpy(np.stack([np.asarray(vertex[k], np.float32) for k in "xyz"], 1))
-    elif suffix in (".xyz", ".txt", ".csv", ".pts"):
-        arr = np.loadtxt(path, delimiter="," if suffix == ".csv" else None, ndmin=2, dtype=np.float32)
-        points = torch.from_numpy(arr)
-    elif suffix == ".npy":
-        points = torch.from_numpy(np.load(path).astype(np.float32))
-        points = points if points.dim() == 2 else points.reshape(-1, points.shape[-1])
-    elif suffix == ".off":
-        verts, faces = read_off(path)
-        points, _ = sample_mesh(verts, faces, n_points, torch.Generator().manual_seed(seed))
-    else:
-        raise DataError(f"{path}: unknown point-cloud format {suffix!r}; use .ply, .xyz, .txt, .npy or .off")
-    return check_cloud(points, str(path))[:, :3].contiguous()
 
 
 def index_batches(n: int, batch: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
