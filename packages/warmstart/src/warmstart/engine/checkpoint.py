@@ -5,16 +5,22 @@ Layout of ``checkpoints/step-N/``:
 - ``model.safetensors`` — the model's weights (full state dict, gathered on rank 0);
 - ``optimizer.pt`` — the optimizer state (tensors and plain containers; loaded with ``weights_only=True``);
 - ``state.pt`` — step, scheduler, data position, per-rank RNG states, metrics;
-- ``meta.json`` — written last: step, time, and each file's size, used to detect truncation.
+- ``meta.json`` — written last: step, time, the engine config, and each file's size and content digest
+  (xxh3-128 by default, :mod:`warmstart.integrity`), so truncated *and* altered bytes are refused on load.
 
 Rank 0 writes everything into ``.tmp-step-N`` and renames it to ``step-N`` only when every file is flushed
-to disk, so a kill mid-write never leaves a directory that looks complete.
+to disk, so a kill mid-write never leaves a directory that looks complete. A failed write (a full disk)
+removes its temporary directory and says that the previous checkpoint is intact. Resuming from a run
+picks the newest checkpoint that verifies (:func:`resolve_checkpoint`), naming each one it skipped.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -27,6 +33,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from warmstart.errors import CheckpointError
+from warmstart.integrity import manifest, verify
+
+log = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 FILES = ("model.safetensors", "optimizer.pt", "state.pt")
@@ -83,6 +92,32 @@ def _torch_save(obj: Any, path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return -1
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.0f} MB"
+
+
+def _state_bytes(model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any]) -> int:
+    """Roughly what a checkpoint of these states takes on disk (its tensors' bytes)."""
+
+    def tensors(obj: Any) -> int:
+        if isinstance(obj, torch.Tensor):
+            return obj.numel() * obj.element_size()
+        if isinstance(obj, dict):
+            return sum(tensors(v) for v in obj.values())
+        if isinstance(obj, list | tuple):
+            return sum(tensors(v) for v in obj)
+        return 0
+
+    return tensors(model_state) + tensors(optimizer_state)
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -90,38 +125,65 @@ def save_checkpoint(
     optimizer_state: dict[str, Any],
     state: dict[str, Any],
     keep_last: int = 0,
+    *,
+    config: dict[str, Any] | None = None,
+    digest: str = "xxh3_128",
 ) -> Path:
-    """Write ``root/step-<step>`` atomically and prune older ones beyond ``keep_last``; returns its path."""
+    """Write ``root/step-<step>`` atomically and prune older ones beyond ``keep_last``; returns its path.
+
+    An OS error while writing (``ENOSPC``, a read-only or vanished disk) removes the temporary directory
+    and raises :class:`CheckpointError` naming the path, the space needed and the intact previous
+    checkpoint. Leftover temporary directories of killed saves are removed first: call this only from
+    the holder of the run's lock (:mod:`warmstart.engine.lock`).
+    """
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-step-*"):  # leftovers of a killed save: never complete, safe to drop
         shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
-    tmp.mkdir()
-    # safetensors refuses shared storage: store contiguous, de-aliased copies
-    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model_state.items()}
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt", "step": str(step)})
-    with open(tmp / "model.safetensors", "rb+") as fh:
-        os.fsync(fh.fileno())
-    _torch_save(optimizer_state, tmp / "optimizer.pt")
-    _torch_save(state, tmp / "state.pt")
-    meta = {
-        "step": step,
-        "time": time.time(),
-        "files": {name: (tmp / name).stat().st_size for name in FILES},
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    with open(tmp / "meta.json", "rb+") as fh:
-        os.fsync(fh.fileno())
-    _fsync_dir(tmp)
-    if final.exists():  # re-saving a step (e.g. after a resume): swap, then drop the old copy
-        old = root / f".old-step-{step}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(root)
+    try:
+        tmp.mkdir()
+        # safetensors refuses shared storage: store contiguous, de-aliased copies
+        tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model_state.items()}
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt", "step": str(step)})
+        with open(tmp / "model.safetensors", "rb+") as fh:
+            os.fsync(fh.fileno())
+        _torch_save(optimizer_state, tmp / "optimizer.pt")
+        _torch_save(state, tmp / "state.pt")
+        meta = {
+            "step": step,
+            "time": time.time(),
+            "digest": digest,
+            "files": manifest(tmp, FILES, digest),
+            "config": config or {},
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        with open(tmp / "meta.json", "rb+") as fh:
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving a step (e.g. after a resume): swap, then drop the old copy
+            old = root / f".old-step-{step}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = [p for p in complete_checkpoints(root) if p != final]
+        intact = (
+            f"the previous checkpoint {previous[-1]} is intact"
+            if previous
+            else "no earlier checkpoint exists"
+        )
+        need = _state_bytes(model_state, optimizer_state)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        hint = "free space" if exc.errno == errno.ENOSPC else "fix the disk"
+        raise CheckpointError(
+            f"could not write checkpoint {final}: {reason} (needs about {_mb(need)}, {_mb(_free_bytes(root))} "
+            f"free); {intact}; {hint} and resume with --resume {root.parent}"
+        ) from None
     if keep_last > 0:
         for stale in complete_checkpoints(root)[:-keep_last]:
             shutil.rmtree(stale, ignore_errors=True)
@@ -141,15 +203,13 @@ def complete_checkpoints(root: Path) -> list[Path]:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete ``step-N`` under ``root`` (not verified; see :func:`resolve_checkpoint`)."""
     found = complete_checkpoints(root)
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """Read and verify a checkpoint directory: (model state, optimizer state, engine state).
-
-    Raises :class:`CheckpointError` naming the file when anything is missing, truncated or unreadable.
-    """
+def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``meta.json`` (``CheckpointError`` when missing or unreadable)."""
     meta_path = path / "meta.json"
     if not meta_path.is_file():
         raise CheckpointError(
@@ -157,29 +217,101 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         )
     try:
         meta = json.loads(meta_path.read_text())
-        sizes = meta["files"]
-    except (json.JSONDecodeError, KeyError) as exc:
+        meta["files"]  # noqa: B018 - the one key every version has
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{meta_path} is corrupt ({type(exc).__name__}: {exc})") from None
+    return meta
+
+
+_VERIFIED: set[tuple] = set()  # (path, each file's mtime and size) already verified in this process
+
+
+def _stamp(path: Path) -> tuple:
+    stats = [(path / name).stat() for name in (*FILES, "meta.json") if (path / name).is_file()]
+    return (str(path.resolve()), *((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats))
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when ``path`` is a complete checkpoint whose files match their sizes and digests, else why not.
+
+    Checkpoints written before digests were recorded are checked by size alone.
+    """
+    try:
+        meta = read_meta(path)
+    except CheckpointError as exc:
+        return str(exc)
+    key = _stamp(path)
+    if key in _VERIFIED:
+        return None
+    entries = {
+        name: (entry if isinstance(entry, dict) else {"size": entry}) for name, entry in meta["files"].items()
+    }
+    missing = [name for name in FILES if name not in entries]
+    if missing:
+        return f"meta.json lists no {missing[0]}"
+    reason = verify(path, entries, meta.get("digest", "xxh3_128"))
+    if reason is None:
+        _VERIFIED.add(key)
+    return reason
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """The checkpoint to resume from ``path``: a ``step-N`` directory (which must verify), or the newest
+    checkpoint that verifies in a run directory (``path/checkpoints``) or a checkpoints directory, skipping
+    (and logging) the ones that do not."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        reason = verify_checkpoint(path)
+        if reason is not None:
+            raise CheckpointError(f"checkpoint {path} is refused: {reason}; resume from an older checkpoint")
+        return path
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    candidates = complete_checkpoints(root)
+    if not candidates:
+        raise CheckpointError(f"no complete checkpoint under {path}; start without --resume")
+    refused = []
+    for candidate in reversed(candidates):
+        reason = verify_checkpoint(candidate)
+        if reason is None:
+            for skipped, why in refused:
+                log.warning("skipped checkpoint %s: %s", skipped, why)
+            return candidate
+        refused.append((candidate, reason))
+    details = "; ".join(f"{p.name}: {why}" for p, why in refused)
+    raise CheckpointError(f"no checkpoint under {path} verifies ({details}); start without --resume")
+
+
+def _load_pickle(file: Path, path: Path) -> Any:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's text advises weights_only=False, which would run code from the file: never do that
         raise CheckpointError(
-            f"{meta_path} is corrupt ({exc}); delete {path} to resume from an older one"
-        ) from exc
-    for name in FILES:
-        file = path / name
-        if not file.is_file():
-            raise CheckpointError(
-                f"checkpoint file {file} is missing; delete {path} to resume from an older one"
-            )
-        if file.stat().st_size != sizes.get(name):
-            raise CheckpointError(
-                f"checkpoint file {file} is truncated or corrupt ({file.stat().st_size} bytes, "
-                f"expected {sizes.get(name)}); delete {path} to resume from an older checkpoint"
-            )
+            f"checkpoint file {file} holds objects beyond tensors and plain containers, so it is refused "
+            f"(pickles are only loaded in the safe weights-only mode); it was not written by this engine "
+            f"or was altered; resume from another checkpoint than {path}"
+        ) from None
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Read and verify a checkpoint directory: (model state, optimizer state, engine state).
+
+    Raises :class:`CheckpointError` naming the file when anything is missing, truncated, altered or
+    unreadable.
+    """
+    reason = verify_checkpoint(path)
+    if reason is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is refused: {reason}; delete it or resume from an older checkpoint"
+        )
     try:
         model_state = load_file(str(path / "model.safetensors"))
-        optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a corrupt file for the user
+        first = str(exc).splitlines()[0] if str(exc) else ""
         raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            f"delete it to resume from an older checkpoint"
-        ) from exc
+            f"checkpoint file {path / 'model.safetensors'} is unreadable ({type(exc).__name__}: {first}); "
+            f"delete {path} to resume from an older checkpoint"
+        ) from None
+    optimizer_state = _load_pickle(path / "optimizer.pt", path)
+    state = _load_pickle(path / "state.pt", path)
     return model_state, optimizer_state, state

@@ -34,6 +34,12 @@ class TrainConfig:
     """Call the task's evaluate() every N steps (0: only at the end)."""
     stop_at: int | None = None
     """Halt after this step although the schedule spans max_steps (for staged runs; resume continues)."""
+    explode_factor: float | None = 1000.0
+    """A finite loss above its running median by this many times the median counts as diverged (handled
+    like a NaN, see nonfinite); null disables the check."""
+    num_workers: int = 0
+    """Data-loading worker processes for a map-style dataset (>0: torchdata's StatefulDataLoader, which
+    resumes exactly with workers too)."""
 
 
 @dataclass
@@ -43,7 +49,11 @@ class LoggingConfig:
     log_every: int = 10
     """Write metrics (JSONL, TensorBoard) and a progress line every N steps."""
     tensorboard: bool = True
-    """Also write TensorBoard event files into the run directory."""
+    """Also write TensorBoard event files into the run directory (false drops tensorboard from loggers)."""
+    loggers: list[Literal["tensorboard", "csv", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
+    """Trackers beside metrics.jsonl, through Lightning's logger classes: tensorboard (run/tensorboard),
+    csv (run/csv/metrics.csv), wandb (offline unless WANDB_MODE says otherwise; files in run/wandb). The
+    resolved config is logged to each as hyperparameters."""
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
     """Progress display: a rich bar on a terminal, plain lines otherwise (auto), or forced."""
 
@@ -74,6 +84,9 @@ class DistributedConfig:
     """Lightning Fabric strategy."""
     precision: Literal["auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed"] = "auto"
     """auto: bf16-mixed on CUDA, fp32 elsewhere."""
+    timeout: float = 300.0
+    """Seconds a collective (all-reduce, barrier) may wait for the other ranks before the run stops with
+    an error: a hung or killed rank then ends the job instead of blocking it forever."""
 
 
 @dataclass
@@ -92,3 +105,6 @@ class EngineConfig:
     """Checkpoint cadence and retention."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     """Devices, strategy and precision."""
+    allow_config_change: bool = False
+    """On resume, accept a batch size, learning rate, seed, schedule or max_steps that differ from the
+    checkpoint's (each change is printed as a warning); without it such a resume is refused."""

@@ -9,6 +9,12 @@ it is in the data. Three kinds of input are accepted:
   the core's packers and mixtures): used as is, its state saved in checkpoints;
 - any other iterable of micro-batches: resumed by skipping the batches already consumed (correct for a
   deterministic iterable, slower for a long one).
+
+With ``train.num_workers > 0`` a map-style dataset is read by worker processes through torchdata's
+``StatefulDataLoader`` (:class:`WorkerLoader`, as torchtitan does): the same seeded order as
+:class:`ResumableLoader` (:func:`warmstart.data.sampling.epoch_order`), and a resume that continues
+mid-epoch from the loader's own state, so the batches after a restart are exactly the ones an
+uninterrupted run sees.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
+from warmstart.data.sampling import epoch_order
 from warmstart.errors import DataError
 
 
@@ -81,6 +88,95 @@ class ResumableLoader:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
+
+
+class _EpochOrder(torch.utils.data.Sampler[int]):
+    """One epoch of this rank's seeded order; no state of its own (the loader counts what it yielded)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int, world_size: int) -> None:
+        self.n, self.seed, self.shuffle, self.rank, self.world_size = n, seed, shuffle, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.world_size
+
+    def __iter__(self) -> Iterator[int]:
+        order = epoch_order(
+            self.n,
+            self.seed,
+            self.epoch,
+            shuffle=self.shuffle,
+            rank=self.rank,
+            world_size=self.world_size,
+            even=True,
+        )
+        return iter(order.tolist())
+
+
+class WorkerLoader:
+    """:class:`ResumableLoader`'s batches read by ``num_workers`` processes (torchdata's StatefulDataLoader).
+
+    Endless like :class:`ResumableLoader`; ``state_dict()`` is the epoch plus the loader's own state, which
+    StatefulDataLoader keeps exact with prefetching workers.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        *,
+        num_workers: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        collate_fn: Callable[[list], Any] | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        n = len(dataset)
+        if n // world_size < batch_size:
+            raise DataError(
+                f"dataset has {n} samples: fewer than one micro-batch of {batch_size} per rank "
+                f"({world_size} ranks); lower train.micro_batch_size or add data"
+            )
+        self.sampler = _EpochOrder(n, seed, shuffle, rank, world_size)
+        self.loader = StatefulDataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=num_workers,
+            collate_fn=collate_fn or default_collate,
+            pin_memory=pin_memory,
+            persistent_workers=True,
+        )
+        self.epoch = 0
+        self._iterator: Iterator | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            if self._iterator is None:
+                self.sampler.set_epoch(self.epoch)
+                self._iterator = iter(self.loader)
+            try:
+                yield next(self._iterator)
+            except StopIteration:
+                self._iterator = None
+                self.epoch += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "loader": self.loader.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.sampler.set_epoch(self.epoch)
+        self.loader.load_state_dict(state["loader"])
+        self._iterator = None
 
 
 def is_map_style(data: Any) -> bool:

@@ -1,46 +1,62 @@
-"""The training loop on Lightning Fabric.
+"""The training loop on Lightning Fabric, read as torchtitan's trainer reads: named steps over components.
 
-The engine owns devices, precision, gradient accumulation and clipping, the schedule, the NaN/inf guard,
-checkpoints and resume, metrics and progress; a :class:`~warmstart.engine.task.Task` owns the model and its
-loss. Two-pass optimisers (SAM) declare ``requires_closure = True`` and get ``optimizer.step(closure)``
-after the first forward/backward, the closure recomputing loss and gradients on the same micro-batches.
-Scale-out is Fabric's: ``strategy=ddp|fsdp`` under ``torchrun`` or ``fabric run``.
+``Engine.fit`` is ``setup`` (Fabric, model, optimizer, schedule, data, guard, trackers) → ``restore``
+(verified checkpoint, the config compared with the saved one, metrics truncated to the checkpoint) →
+``train_step`` in a loop (forward/backward over the micro-batches, clipping, the NaN/inf and
+loss-explosion guard, ``optimizer.step(closure)`` for two-pass optimisers such as SAM) with ``log``,
+``evaluate`` and ``save`` at their cadences, and a checkpoint plus :class:`Interrupted` on SIGTERM/SIGINT.
+The task owns the model and its loss (:class:`~warmstart.engine.task.Task`).
+
+On one device in fp32 or bf16-mixed the step calls torch directly (the module, ``backward``,
+``clip_grad_norm_``, ``optimizer.step``): the same arithmetic as Fabric's wrappers without their
+per-call cost. Under DDP/FSDP (``torchrun``, ``srun``, ``fabric run``) every call goes through Fabric;
+under FSDP checkpoints are gathered to full state dicts on rank 0 (see the README for what CPU/gloo
+allows). Seed design: LitGPT's ``pretrain.py`` and torchtitan's ``Trainer``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from warmstart.engine import lock
 from warmstart.engine.checkpoint import (
-    latest_checkpoint,
     load_checkpoint,
+    read_meta,
+    resolve_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from warmstart.engine.config import EngineConfig
-from warmstart.engine.data import BatchCursor, ResumableLoader, is_map_style
+from warmstart.engine.data import BatchCursor, ResumableLoader, WorkerLoader, is_map_style
+from warmstart.engine.guard import TrainingGuard
+from warmstart.engine.light import to_device
 from warmstart.engine.metrics import MetricsWriter, Progress, RunSummary, Stopwatch
+from warmstart.engine.signals import Interrupted, StopFlag, catch_stop_signals
 from warmstart.engine.task import Task, task_param_groups
-from warmstart.errors import CheckpointError, NonFiniteError
+from warmstart.engine.validate import config_changes, validate_config
+from warmstart.errors import CheckpointError, ConfigError
 from warmstart.optim import build_optimizer, build_schedule
 
 log = logging.getLogger(__name__)
 
+FAST_PRECISIONS = ("32-true", "bf16-mixed")
 
-def make_fabric(config: EngineConfig):
-    """A launched Lightning Fabric for ``config.distributed`` (imported lazily: it costs seconds)."""
-    from lightning_fabric import Fabric
 
+def _resolved(config: EngineConfig) -> tuple[str, str, int | str, int, str]:
+    """(accelerator, precision, devices, num_nodes, strategy) with every ``auto`` decided."""
     dist = config.distributed
     accelerator = dist.accelerator
     if accelerator == "auto":
@@ -58,8 +74,33 @@ def make_fabric(config: EngineConfig):
     strategy = dist.strategy
     if strategy == "auto":
         strategy = "ddp" if devices != 1 or num_nodes > 1 else "auto"
+    return accelerator, precision, devices, num_nodes, strategy
+
+
+def make_fabric(config: EngineConfig):
+    """A launched Lightning Fabric for ``config.distributed`` (imported lazily: it costs seconds).
+
+    ``distributed.timeout`` bounds every collective, so a dead or hung rank ends the job with an error.
+    """
+    from lightning_fabric import Fabric
+
+    accelerator, precision, devices, num_nodes, strategy = _resolved(config)
+    timeout = timedelta(seconds=config.distributed.timeout)
+    strategy_obj: Any = strategy
+    if strategy == "ddp":
+        from lightning_fabric.strategies import DDPStrategy
+
+        strategy_obj = DDPStrategy(timeout=timeout)
+    elif strategy == "fsdp":
+        from lightning_fabric.strategies import FSDPStrategy
+
+        strategy_obj = FSDPStrategy(timeout=timeout, state_dict_type="full")
     fabric = Fabric(
-        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy_obj,
+        precision=precision,
     )
     fabric.launch()
     return fabric
@@ -80,12 +121,71 @@ def _to_float(value: Any) -> float:
     return float(value.detach().float().mean()) if isinstance(value, torch.Tensor) else float(value)
 
 
+@dataclass
+class StepResult:
+    """What one optimizer step did."""
+
+    loss: float
+    grad_norm: float | None
+    metrics: dict[str, float]
+    applied: bool
+
+
+@dataclass
+class Window:
+    """Running sums between two log steps: the first window after a resume averages only its own steps."""
+
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    steps: int = 0
+    samples: float = 0.0
+    tokens: float = 0.0
+    watch: Stopwatch = field(default_factory=Stopwatch)
+
+
+@dataclass
+class RunState:
+    """The live components of one ``fit``; ``Engine``'s steps read and advance it."""
+
+    fabric: Any
+    task: Task
+    raw_model: nn.Module
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    step_optimizer: Any
+    scheduler: Any
+    cursor: BatchCursor
+    guard: TrainingGuard
+    fast: bool
+    autocast: Any
+    params: list[torch.Tensor]
+    step: int = 0
+    start_step: int = 0
+    resumed_from: Path | None = None
+    writer: MetricsWriter | None = None
+    progress: Progress | None = None
+    window: Window = field(default_factory=Window)
+    total_samples: float = 0.0
+    total_tokens: float = 0.0
+    last_logged: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+    @property
+    def rank0(self) -> bool:
+        return bool(self.fabric.is_global_zero)
+
+    @property
+    def world(self) -> int:
+        return int(self.fabric.world_size)
+
+
 class Engine:
     """Train a task: ``Engine(config, run_dir).fit(task, data, resume_from=...)``.
 
-    ``run_dir`` receives ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/`` (rank 0 only); ``None``
-    runs without writing anything. ``data`` is a map-style dataset, a stateful iterable, or any iterable of
-    micro-batches (see :mod:`warmstart.engine.data`). ``collate_fn`` applies to map-style datasets.
+    ``run_dir`` receives ``metrics.jsonl``, the trackers' files and ``checkpoints/`` (rank 0 only, under
+    the run's lock); ``None`` runs without writing anything. ``data`` is a map-style dataset, a stateful
+    iterable, or any iterable of micro-batches (see :mod:`warmstart.engine.data`). ``collate_fn`` applies
+    to map-style datasets. ``resume_from`` is a ``step-N`` directory, or a run / checkpoints directory
+    (the newest checkpoint that verifies is taken, the others named in a warning).
     """
 
     def __init__(self, config: EngineConfig, run_dir: Path | None = None) -> None:
@@ -93,42 +193,7 @@ class Engine:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.fabric = None
 
-    # -- set-up -----------------------------------------------------------------------------------
-    def _cursor(self, data: Any, collate_fn: Any, fabric: Any) -> BatchCursor:
-        if is_map_style(data):
-            data = ResumableLoader(
-                data,
-                self.config.train.micro_batch_size,
-                seed=self.config.train.seed,
-                rank=fabric.global_rank,
-                world_size=fabric.world_size,
-                collate_fn=collate_fn,
-            )
-        return BatchCursor(data)
-
-    def _model_state(self, fabric: Any, module: nn.Module, raw: nn.Module) -> dict[str, torch.Tensor]:
-        if self._is_fsdp(fabric):
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            return get_model_state_dict(
-                module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-            )
-        return raw.state_dict()
-
-    def _optim_state(self, fabric: Any, module: nn.Module, optimizer: Any) -> dict[str, Any]:
-        if self._is_fsdp(fabric):
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-            return get_optimizer_state_dict(
-                module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-            )
-        return optimizer.state_dict()
-
-    @staticmethod
-    def _is_fsdp(fabric: Any) -> bool:
-        return type(fabric.strategy).__name__.startswith("FSDP")
-
-    # -- the loop ---------------------------------------------------------------------------------
+    # -- the run ----------------------------------------------------------------------------------
     def fit(
         self,
         task: Task,
@@ -137,259 +202,385 @@ class Engine:
         collate_fn: Any = None,
         resume_from: Path | str | None = None,
     ) -> RunSummary:
-        cfg = self.config
-        tcfg = cfg.train
-        if tcfg.grad_accum_steps < 1 or tcfg.max_steps < 1 or tcfg.micro_batch_size < 1:
-            raise ValueError("train.max_steps, train.micro_batch_size and train.grad_accum_steps must be ≥ 1")
-        fabric = self.fabric = make_fabric(cfg)
-        fabric.seed_everything(tcfg.seed, verbose=False)
-        rank0 = fabric.is_global_zero
-
-        resume_dir = Path(resume_from) if resume_from is not None else None
-        if resume_dir is not None and not (resume_dir / "meta.json").is_file():
-            found = latest_checkpoint(resume_dir / "checkpoints") or latest_checkpoint(resume_dir)
-            if found is None:
-                raise CheckpointError(f"no complete checkpoint under {resume_dir}; start without --resume")
-            resume_dir = found
-        loaded = load_checkpoint(resume_dir) if resume_dir is not None else None
-
-        raw_model = task.model
-        if loaded is not None and not self._is_fsdp(fabric):
-            missing, unexpected = raw_model.load_state_dict(loaded[0], strict=False)
-            if unexpected or [k for k in missing if k in raw_model.state_dict()]:
-                raise CheckpointError(
-                    f"checkpoint {resume_dir} does not fit this model (missing {missing[:3]}, "
-                    f"unexpected {unexpected[:3]}); resume with the config the run was started with"
-                )
-        module = fabric.setup_module(raw_model)
-        task.model = module
-        optimizer = build_optimizer(cfg.optimizer, task_param_groups(task))
-        fabric_optimizer = fabric.setup_optimizers(optimizer)
-        schedule = build_schedule(cfg.schedule, tcfg.max_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        cursor = self._cursor(data, collate_fn, fabric)
-        step = 0
-        if loaded is not None:
-            _, optim_state, state = loaded
-            if self._is_fsdp(fabric):
-                from torch.distributed.checkpoint.state_dict import (
-                    StateDictOptions,
-                    set_model_state_dict,
-                    set_optimizer_state_dict,
-                )
-
-                opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-                set_model_state_dict(module, loaded[0], options=opts)
-                set_optimizer_state_dict(module, optimizer, optim_state, options=opts)
-            else:
-                optimizer.load_state_dict(optim_state)
-            scheduler.load_state_dict(state["scheduler"])
-            cursor.load_state_dict(state["data"])
-            rngs = state["rng"]
-            set_rng_state(rngs[fabric.global_rank] if fabric.global_rank < len(rngs) else rngs[0])
-            step = int(state["step"])
-            log.info("resumed from %s at step %d", resume_dir, step)
-
-        writer = MetricsWriter(self.run_dir if rank0 else None, cfg.logging.tensorboard)
-        stop = min(tcfg.max_steps, tcfg.stop_at) if tcfg.stop_at is not None else tcfg.max_steps
-        progress = Progress(cfg.logging.progress, tcfg.max_steps, step, enabled=rank0)
-        start_step = step
-        watch = Stopwatch()
-        window: dict[str, float] = defaultdict(float)
-        window_steps = 0
-        window_samples = window_tokens = 0.0
-        window_watch = Stopwatch()
-        total_samples = total_tokens = 0.0
-        skipped = consecutive_skips = 0
-        last_logged: dict[str, float] = {}
-        checkpoint_path: Path | None = None
-        needs_closure = bool(getattr(optimizer, "requires_closure", False))
-        world = fabric.world_size
-
-        def forward_backward(micro_batches: list, collect: bool) -> tuple[torch.Tensor, dict[str, float]]:
-            total = torch.zeros((), device=fabric.device)
-            metrics: dict[str, float] = defaultdict(float)
-            n = len(micro_batches)
-            for i, batch in enumerate(micro_batches):
-                with fabric.no_backward_sync(module, enabled=i < n - 1):
-                    with fabric.autocast():
-                        loss, extra = task.loss(batch)
-                    fabric.backward(loss / n)
-                total += loss.detach().float() / n
-                if collect:
-                    for key, value in extra.items():
-                        metrics[key] += (
-                            _to_float(value) if key in ("samples", "tokens") else _to_float(value) / n
-                        )
-                    if "samples" not in extra:
-                        metrics["samples"] += _batch_size(batch)
-            return total, metrics
-
-        def clip() -> float | None:
-            if tcfg.grad_clip_norm is None:
-                return None
-            norm = fabric.clip_gradients(
-                module, fabric_optimizer, max_norm=tcfg.grad_clip_norm, error_if_nonfinite=False
-            )
-            return float(norm)
-
+        for warning in validate_config(self.config):
+            log.warning("%s", warning)
+        resume_dir = resolve_checkpoint(Path(resume_from)) if resume_from is not None else None
+        st = self.setup(task, data, collate_fn)
+        locked = self._lock(st)
         try:
-            while step < stop:
-                micro = [fabric.to_device(cursor.next()) for _ in range(tcfg.grad_accum_steps)]
-                fabric_optimizer.zero_grad(set_to_none=True)
-                loss, metrics = forward_backward(micro, collect=True)
-                loss_value = float(loss)
-                grad_norm = clip() if math.isfinite(loss_value) else None
-                bad = not math.isfinite(loss_value) or (
-                    grad_norm is not None and not math.isfinite(grad_norm)
-                )
-                if world > 1:
-                    bad = bool(
-                        fabric.all_reduce(torch.tensor(float(bad), device=fabric.device), reduce_op="max")
-                    )
-                if bad:
-                    what = f"loss {loss_value}" + (
-                        f", grad norm {grad_norm}" if grad_norm is not None else ""
-                    )
-                    if tcfg.nonfinite == "stop":
-                        raise NonFiniteError(
-                            f"non-finite training at step {step + 1} ({what}); lower optimizer.lr, enable "
-                            f"train.grad_clip_norm, or set train.nonfinite=skip"
-                        )
-                    skipped += 1
-                    consecutive_skips += 1
-                    log.warning("step %d: %s, batch skipped", step + 1, what)
-                    if consecutive_skips > tcfg.max_skipped_steps:
-                        raise NonFiniteError(
-                            f"{consecutive_skips} consecutive non-finite steps ending at step {step + 1}; "
-                            f"lower optimizer.lr or check the data"
-                        )
-                    fabric_optimizer.zero_grad(set_to_none=True)
-                else:
-                    consecutive_skips = 0
-                    if needs_closure:
-
-                        def closure(micro: list = micro) -> torch.Tensor:
-                            fabric_optimizer.zero_grad(set_to_none=True)
-                            second, _ = forward_backward(micro, collect=False)
-                            clip()
-                            return second
-
-                        fabric_optimizer.step(closure)
-                    else:
-                        fabric_optimizer.step()
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                step += 1
-
-                samples = metrics.pop("samples", 0.0) * world
-                tokens = metrics.pop("tokens", 0.0) * world
-                window_samples += samples
-                window_tokens += tokens
-                total_samples += samples
-                total_tokens += tokens
-                if not bad:
-                    window_steps += 1
-                    window["loss"] += loss_value
-                    if grad_norm is not None:
-                        window["grad_norm"] += grad_norm
-                    for key, value in metrics.items():
-                        window[key] += value
-                log_now = step % cfg.logging.log_every == 0 or step == stop
-                row: dict[str, float] = {}
-                if log_now:
-                    elapsed = max(window_watch.elapsed(), 1e-9)
-                    if window_steps:
-                        row = {k: v / window_steps for k, v in window.items()}
-                    if world > 1 and "loss" in row:
-                        row["loss"] = float(fabric.all_reduce(torch.tensor(row["loss"]), reduce_op="mean"))
-                    row["lr"] = lr
-                    row["samples_per_s"] = window_samples / elapsed
-                    if window_tokens:
-                        row["tokens_per_s"] = window_tokens / elapsed
-                    if skipped:
-                        row["skipped_steps"] = skipped
-                    last_logged = row
-                    if rank0:
-                        writer.write(step, row)
-                    window.clear()
-                    window_steps = 0
-                    window_samples = window_tokens = 0.0
-                    window_watch = Stopwatch()
-                progress.update(step, row, log_now)
-
-                if tcfg.eval_every and step % tcfg.eval_every == 0 and step != stop:
-                    self._evaluate(task, module, writer, step, rank0)
-                every = cfg.checkpoint.every
-                if (every and step % every == 0) or (step == stop and cfg.checkpoint.save_final):
-                    checkpoint_path = self._save(
-                        fabric, module, raw_model, optimizer, scheduler, cursor, step, start_step
-                    )
+            self.restore(st, resume_dir)
+            return self.train(st)
         finally:
-            progress.close()
+            task.model = st.raw_model
+            if locked:
+                lock.release(self.run_dir)
 
-        final = dict(last_logged)
-        final.update(self._evaluate(task, module, writer, step, rank0))
-        writer.close()
-        task.model = raw_model
+    def train(self, st: RunState) -> RunSummary:
+        """The loop: ``train_step`` until ``max_steps`` (or ``stop_at``), logging, evaluating and saving."""
+        tcfg = self.config.train
+        stop = min(tcfg.max_steps, tcfg.stop_at) if tcfg.stop_at is not None else tcfg.max_steps
+        st.writer = self._writer(st)
+        st.progress = Progress(self.config.logging.progress, tcfg.max_steps, st.step, enabled=st.rank0)
+        watch = Stopwatch()
+        every, eval_every = self.config.checkpoint.every, tcfg.eval_every
+        try:
+            with catch_stop_signals() as flag:
+                while st.step < stop:
+                    result = self.train_step(st, flag)
+                    self.log(st, result, stop)
+                    if eval_every and st.step % eval_every == 0 and st.step != stop:
+                        self.evaluate(st)
+                    interrupted = self._agree(st, float(flag.signum))
+                    if (
+                        (every and st.step % every == 0)
+                        or (st.step == stop and self.config.checkpoint.save_final)
+                        or interrupted
+                    ):
+                        st.checkpoint = self.save(st)
+                    if interrupted:
+                        raise Interrupted(int(interrupted), st.step, st.checkpoint, self.run_dir)
+        except BaseException:
+            st.writer.close()  # what was logged stays readable
+            raise
+        finally:
+            st.progress.close()
+        final = dict(st.last_logged)
+        final.update(self.evaluate(st))
+        st.writer.close()
         seconds = watch.elapsed()
-        fabric.barrier()
+        st.fabric.barrier()
         return RunSummary(
-            steps=step,
-            start_step=start_step,
+            steps=st.step,
+            start_step=st.start_step,
             seconds=seconds,
-            samples_per_s=total_samples / max(seconds, 1e-9),
-            tokens_per_s=(total_tokens / max(seconds, 1e-9)) if total_tokens else None,
+            samples_per_s=st.total_samples / max(seconds, 1e-9),
+            tokens_per_s=(st.total_tokens / max(seconds, 1e-9)) if st.total_tokens else None,
             final_metrics={k: v for k, v in final.items() if k not in ("samples_per_s", "tokens_per_s")},
             run_dir=str(self.run_dir) if self.run_dir is not None else None,
-            checkpoint=str(checkpoint_path) if checkpoint_path is not None else None,
-            resumed_from=str(resume_dir) if resume_dir is not None else None,
-            skipped_steps=skipped,
-            stopped_early=step < tcfg.max_steps,
+            checkpoint=str(st.checkpoint) if st.checkpoint is not None else None,
+            resumed_from=str(st.resumed_from) if st.resumed_from is not None else None,
+            skipped_steps=st.guard.skipped,
+            stopped_early=st.step < tcfg.max_steps,
         )
 
-    def _evaluate(self, task: Task, module: nn.Module, writer: MetricsWriter, step: int, rank0: bool) -> dict:
+    # -- setup ------------------------------------------------------------------------------------
+    def setup(self, task: Task, data: Any, collate_fn: Any = None) -> RunState:
+        """Fabric, the (wrapped) model, optimizer, schedule, the data cursor and the guard."""
+        cfg, tcfg = self.config, self.config.train
+        fabric = self.fabric = make_fabric(cfg)
+        fabric.seed_everything(tcfg.seed, verbose=False)
+        raw_model = task.model
+        precision = _resolved(cfg)[1]
+        fast = fabric.world_size == 1 and precision in FAST_PRECISIONS and not self._is_fsdp(fabric)
+        if fast:  # one device: torch calls directly, same arithmetic as Fabric's single-device wrappers
+            module = raw_model.to(fabric.device)
+            if precision == "bf16-mixed":
+                autocast: Any = lambda: torch.autocast(fabric.device.type, dtype=torch.bfloat16)  # noqa: E731
+            else:
+                autocast = contextlib.nullcontext
+        else:
+            module = fabric.setup_module(raw_model)
+            autocast = fabric.autocast
+        task.model = module
+        optimizer = build_optimizer(cfg.optimizer, task_param_groups(task))
+        step_optimizer = optimizer if fast else fabric.setup_optimizers(optimizer)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, build_schedule(cfg.schedule, tcfg.max_steps))
+        guard = TrainingGuard(tcfg.nonfinite, tcfg.max_skipped_steps, tcfg.explode_factor)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return RunState(
+            fabric=fabric,
+            task=task,
+            raw_model=raw_model,
+            module=module,
+            optimizer=optimizer,
+            step_optimizer=step_optimizer,
+            scheduler=scheduler,
+            cursor=self._cursor(data, collate_fn, fabric),
+            guard=guard,
+            fast=fast,
+            autocast=autocast,
+            params=params,
+        )
+
+    def _cursor(self, data: Any, collate_fn: Any, fabric: Any) -> BatchCursor:
+        tcfg = self.config.train
+        if is_map_style(data):
+            common = dict(
+                seed=tcfg.seed, rank=fabric.global_rank, world_size=fabric.world_size, collate_fn=collate_fn
+            )
+            if tcfg.num_workers > 0:
+                data = WorkerLoader(
+                    data,
+                    tcfg.micro_batch_size,
+                    num_workers=tcfg.num_workers,
+                    pin_memory=fabric.device.type == "cuda",
+                    **common,
+                )
+            else:
+                data = ResumableLoader(data, tcfg.micro_batch_size, **common)
+        return BatchCursor(data)
+
+    def _lock(self, st: RunState) -> bool:
+        """Rank 0 takes the run directory's lock (re-entrant: the CLI may already hold it)."""
+        if self.run_dir is None or not st.rank0:
+            return False
+        lock.acquire(self.run_dir)
+        return True
+
+    def _writer(self, st: RunState) -> MetricsWriter:
+        if not st.rank0 or self.run_dir is None:
+            return MetricsWriter(None)
+        names = list(self.config.logging.loggers)
+        if not self.config.logging.tensorboard:
+            names = [n for n in names if n != "tensorboard"]
+        resume_step = st.start_step if st.resumed_from is not None else None
+        return MetricsWriter(self.run_dir, names, resume_step=resume_step, hparams=self._hparams())
+
+    def _hparams(self) -> dict[str, Any]:
+        """The resolved config for the trackers: the command's ``config.yaml`` when the CLI wrote one."""
+        config_file = self.run_dir / "config.yaml" if self.run_dir is not None else None
+        if config_file is not None and config_file.is_file():
+            import yaml
+
+            with contextlib.suppress(yaml.YAMLError):
+                loaded = yaml.safe_load(config_file.read_text())
+                if isinstance(loaded, dict):
+                    return loaded
+        return {"engine": asdict(self.config)}
+
+    @staticmethod
+    def _is_fsdp(fabric: Any) -> bool:
+        return type(fabric.strategy).__name__.startswith("FSDP")
+
+    # -- restore ----------------------------------------------------------------------------------
+    def restore(self, st: RunState, checkpoint: Path | None) -> None:
+        """Load a verified checkpoint into every component; refuse a changed trajectory unless allowed."""
+        if checkpoint is None:
+            return
+        saved = read_meta(checkpoint).get("config") or {}
+        changes = config_changes(saved, self.config) if saved else []
+        if changes and not self.config.allow_config_change:
+            raise ConfigError(
+                f"resuming {checkpoint} with a different config ({'; '.join(changes)}); pass the options "
+                f"the run was started with, or --engine.allow_config_change true to continue anyway"
+            )
+        for change in changes:
+            log.warning("resume changes %s", change)
+        model_state, optim_state, state = load_checkpoint(checkpoint)
+        fabric = st.fabric
+        if self._is_fsdp(fabric):
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+            set_model_state_dict(st.module, model_state, options=opts)
+            set_optimizer_state_dict(st.module, st.optimizer, optim_state, options=opts)
+        else:
+            missing, unexpected = st.raw_model.load_state_dict(model_state, strict=False)
+            if unexpected or [k for k in missing if k in st.raw_model.state_dict()]:
+                raise CheckpointError(
+                    f"checkpoint {checkpoint} does not fit this model (missing {missing[:3]}, "
+                    f"unexpected {unexpected[:3]}); resume with the config the run was started with"
+                )
+            st.optimizer.load_state_dict(optim_state)
+        st.scheduler.load_state_dict(state["scheduler"])
+        st.cursor.load_state_dict(state["data"])
+        if "guard" in state:
+            st.guard.load_state_dict(state["guard"])
+        rngs = state["rng"]
+        set_rng_state(rngs[fabric.global_rank] if fabric.global_rank < len(rngs) else rngs[0])
+        st.step = st.start_step = int(state["step"])
+        st.resumed_from = checkpoint
+        log.info("resumed from %s at step %d", checkpoint, st.step)
+
+    # -- one optimizer step -----------------------------------------------------------------------
+    def _forward_backward(self, st: RunState, micro: list, collect: bool) -> tuple[torch.Tensor, dict]:
+        total = torch.zeros((), device=st.fabric.device)
+        metrics: dict[str, float] = defaultdict(float)
+        n = len(micro)
+        for i, batch in enumerate(micro):
+            if st.fast:
+                with st.autocast():
+                    loss, extra = st.task.loss(batch)
+                (loss / n).backward() if n > 1 else loss.backward()
+            else:
+                with st.fabric.no_backward_sync(st.module, enabled=i < n - 1):
+                    with st.autocast():
+                        loss, extra = st.task.loss(batch)
+                    st.fabric.backward(loss / n)
+            total += loss.detach().float() / n
+            if collect:
+                for key, value in extra.items():
+                    metrics[key] += _to_float(value) if key in ("samples", "tokens") else _to_float(value) / n
+                if "samples" not in extra:
+                    metrics["samples"] += _batch_size(batch)
+        return total, metrics
+
+    def _clip(self, st: RunState) -> float | None:
+        max_norm = self.config.train.grad_clip_norm
+        if max_norm is None:
+            return None
+        if st.fast:
+            return float(torch.nn.utils.clip_grad_norm_(st.params, max_norm))
+        norm = st.fabric.clip_gradients(
+            st.module, st.step_optimizer, max_norm=max_norm, error_if_nonfinite=False
+        )
+        return float(norm)
+
+    def _agree(self, st: RunState, value: float) -> float:
+        """The largest ``value`` over the ranks (a flag every rank must act on at the same step)."""
+        if st.world == 1:
+            return value
+        return float(st.fabric.all_reduce(torch.tensor(value, device=st.fabric.device), reduce_op="max"))
+
+    def train_step(self, st: RunState, flag: StopFlag | None = None) -> StepResult:
+        """Forward/backward over ``grad_accum_steps`` micro-batches, clip, guard, step the optimizer."""
+        tcfg = self.config.train
+        fetch = (lambda b: to_device(b, st.fabric.device)) if st.fast else st.fabric.to_device
+        micro = [fetch(st.cursor.next()) for _ in range(tcfg.grad_accum_steps)]
+        st.step_optimizer.zero_grad(set_to_none=True)
+        loss_t, metrics = self._forward_backward(st, micro, collect=True)
+        loss = float(loss_t)
+        grad_norm = self._clip(st) if math.isfinite(loss) else None
+        reason = st.guard.diagnose(loss, grad_norm)
+        if st.world > 1 and self._agree(st, float(bool(reason))) and not reason:
+            reason = "another rank diverged"
+        applied = st.guard.check(st.step + 1, reason)
+        if applied:
+            st.guard.accept(loss)
+            if getattr(st.optimizer, "requires_closure", False):
+
+                def closure(micro: list = micro) -> torch.Tensor:
+                    st.step_optimizer.zero_grad(set_to_none=True)
+                    second, _ = self._forward_backward(st, micro, collect=False)
+                    self._clip(st)
+                    return second
+
+                st.step_optimizer.step(closure)
+            else:
+                st.step_optimizer.step()
+        else:
+            log.warning("step %d: %s, batch skipped", st.step + 1, reason)
+            st.step_optimizer.zero_grad(set_to_none=True)
+        metrics["lr"] = st.optimizer.param_groups[0]["lr"]
+        st.scheduler.step()
+        st.step += 1
+        return StepResult(loss, grad_norm, metrics, applied)
+
+    # -- metrics ----------------------------------------------------------------------------------
+    def log(self, st: RunState, result: StepResult, stop: int) -> None:
+        """Accumulate the step into the window; at a log step write its means and reset it."""
+        metrics, w = result.metrics, st.window
+        lr = metrics.pop("lr")
+        samples = metrics.pop("samples", 0.0) * st.world
+        tokens = metrics.pop("tokens", 0.0) * st.world
+        w.samples += samples
+        w.tokens += tokens
+        st.total_samples += samples
+        st.total_tokens += tokens
+        if result.applied:
+            w.steps += 1
+            w.sums["loss"] += result.loss
+            if result.grad_norm is not None:
+                w.sums["grad_norm"] += result.grad_norm
+            for key, value in metrics.items():
+                w.sums[key] += value
+        log_now = st.step % self.config.logging.log_every == 0 or st.step == stop
+        row: dict[str, float] = {}
+        if log_now:
+            elapsed = max(w.watch.elapsed(), 1e-9)
+            if w.steps:
+                row = {k: v / w.steps for k, v in w.sums.items()}
+            if st.world > 1 and "loss" in row:
+                row["loss"] = float(st.fabric.all_reduce(torch.tensor(row["loss"]), reduce_op="mean"))
+            row["lr"] = lr
+            row["samples_per_s"] = w.samples / elapsed
+            if w.tokens:
+                row["tokens_per_s"] = w.tokens / elapsed
+            if st.guard.skipped:
+                row["skipped_steps"] = st.guard.skipped
+            st.last_logged = row
+            if st.rank0 and st.writer is not None:
+                st.writer.write(st.step, row)
+            st.window = Window()
+        st.progress.update(st.step, row, log_now)
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, st: RunState) -> dict[str, float]:
+        """The task's ``evaluate()`` (when it has one) in eval mode without gradients, logged under eval/."""
+        task = st.task
         if not hasattr(task, "evaluate"):
             return {}
-        was_training = module.training
-        module.eval()
+        was_training = st.module.training
+        st.module.eval()
         try:
-            with torch.no_grad(), self.fabric.autocast():
+            with torch.no_grad(), st.autocast():
                 result = {f"eval/{k}": _to_float(v) for k, v in task.evaluate().items()}
         finally:
-            module.train(was_training)
-        if rank0 and result:
-            writer.write(step, result)
+            st.module.train(was_training)
+        if st.rank0 and result and st.writer is not None:
+            st.writer.write(st.step, result)
         return result
 
-    def _save(
-        self, fabric, module, raw_model, optimizer, scheduler, cursor, step: int, start_step: int
-    ) -> Path | None:
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _model_state(self, st: RunState) -> dict[str, torch.Tensor]:
+        if self._is_fsdp(st.fabric):
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            return get_model_state_dict(
+                st.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+        return st.raw_model.state_dict()
+
+    def _optim_state(self, st: RunState) -> dict[str, Any]:
+        if self._is_fsdp(st.fabric):
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            return get_optimizer_state_dict(
+                st.module, st.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+        return st.optimizer.state_dict()
+
+    def save(self, st: RunState) -> Path | None:
+        """Write ``checkpoints/step-N`` (rank 0, atomic, digests in meta.json); every rank waits for it."""
         if self.run_dir is None:
             return None
-        model_state = self._model_state(fabric, module, raw_model)
-        optim_state = self._optim_state(fabric, module, optimizer)
+        model_state = self._model_state(st)
+        optim_state = self._optim_state(st)
         rngs = [rng_state()]
-        if fabric.world_size > 1:
-            gathered: list = [None] * fabric.world_size
+        if st.world > 1:
+            gathered: list = [None] * st.world
             torch.distributed.all_gather_object(gathered, rngs[0])
             rngs = gathered
-        path = None
-        if fabric.is_global_zero:
+        path = self.run_dir / "checkpoints" / f"step-{st.step}"
+        error: CheckpointError | None = None
+        if st.rank0:
             state = {
-                "step": step,
-                "scheduler": scheduler.state_dict(),
-                "data": cursor.state_dict(),
+                "step": st.step,
+                "scheduler": st.scheduler.state_dict(),
+                "data": st.cursor.state_dict(),
                 "rng": rngs,
-                "world_size": fabric.world_size,
+                "world_size": st.world,
+                "guard": st.guard.state_dict(),
             }
-            path = save_checkpoint(
-                self.run_dir / "checkpoints",
-                step,
-                model_state,
-                optim_state,
-                state,
-                keep_last=self.config.checkpoint.keep_last,
-            )
-        fabric.barrier()
-        return path if path is not None else self.run_dir / "checkpoints" / f"step-{step}"
+            try:
+                path = save_checkpoint(
+                    self.run_dir / "checkpoints",
+                    st.step,
+                    model_state,
+                    optim_state,
+                    state,
+                    keep_last=self.config.checkpoint.keep_last,
+                    config=asdict(self.config),
+                )
+            except CheckpointError as exc:
+                error = exc
+        if st.world > 1 and self._agree(st, float(error is not None)):
+            raise error or CheckpointError(f"rank 0 could not write checkpoint {path}; see its log")
+        if error is not None:
+            raise error
+        st.fabric.barrier()
+        return path

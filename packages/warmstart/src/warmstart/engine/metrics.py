@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -11,35 +13,147 @@ from pathlib import Path
 from typing import Any
 
 
-class MetricsWriter:
-    """Appends one JSON object per log step to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
+def truncate_jsonl(path: Path, step: int) -> int:
+    """Drop the rows of ``metrics.jsonl`` logged after ``step`` (a resume repeats them); returns rows kept."""
+    if not path.is_file():
+        return 0
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill mid-write
+            continue
+        if not isinstance(row, dict) or int(row.get("step", 0)) <= step:
+            kept.append(line)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)
+    return len(kept)
 
-    def __init__(self, run_dir: Path | None, tensorboard: bool = True) -> None:
+
+def truncate_csv(path: Path, step: int) -> None:
+    """The same for Lightning's CSV logger file (rows with a ``step`` column)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        rows = [r for r in reader if not r.get("step") or int(float(r["step"])) <= step]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if isinstance(value, int | float | str | bool) else str(value)
+    return out
+
+
+def make_loggers(run_dir: Path, names: list[str], resume_step: int | None) -> list[Any]:
+    """Lightning logger objects for ``names`` (tensorboard, csv, wandb) writing into ``run_dir``."""
+    loggers: list[Any] = []
+    for name in dict.fromkeys(names):  # each once, in order
+        if name == "tensorboard":
+            from lightning_fabric.loggers import TensorBoardLogger
+
+            # purge_step: TensorBoard drops the events a resume repeats
+            extra = {"purge_step": resume_step + 1} if resume_step is not None else {}
+            loggers.append(
+                TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False, **extra)
+            )
+        elif name == "csv":
+            from lightning_fabric.loggers import CSVLogger
+
+            if resume_step is not None:
+                truncate_csv(run_dir / "csv" / "metrics.csv", resume_step)
+            loggers.append(CSVLogger(run_dir, name="csv", version="", flush_logs_every_n_steps=1))
+        elif name == "wandb":
+            from lightning.pytorch.loggers import WandbLogger
+
+            (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
+            loggers.append(
+                WandbLogger(
+                    name=run_dir.name,
+                    save_dir=str(run_dir),
+                    project=os.environ.get("WANDB_PROJECT", "warmstart"),
+                    offline=os.environ.get("WANDB_MODE", "offline") != "online",
+                    id=_wandb_id(run_dir),
+                    resume="allow",
+                )
+            )
+    return loggers
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """A stable wandb run id per run directory, so a resumed run continues the same wandb run."""
+    file = run_dir / "wandb" / "run-id"
+    if file.is_file():
+        return file.read_text().strip()
+    import uuid
+
+    run_id = uuid.uuid4().hex[:12]
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(run_id)
+    return run_id
+
+
+class MetricsWriter:
+    """Appends one JSON object per log step to ``metrics.jsonl`` and mirrors scalars to the trackers.
+
+    ``loggers`` names Lightning loggers (:func:`make_loggers`); ``resume_step`` truncates what a resumed
+    run would repeat (rows after the checkpoint's step); ``hparams`` (a nested dict, the resolved config)
+    is logged once to every tracker.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path | None,
+        tensorboard: bool | list[str] = True,
+        *,
+        resume_step: int | None = None,
+        hparams: dict[str, Any] | None = None,
+    ) -> None:
         self.run_dir = run_dir
         self._jsonl = None
-        self._tb = None
+        self.loggers: list[Any] = []
         if run_dir is None:
             return
+        names = (["tensorboard"] if tensorboard else []) if isinstance(tensorboard, bool) else tensorboard
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            truncate_jsonl(run_dir / "metrics.jsonl", resume_step)
         self._jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in close()
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.loggers = make_loggers(run_dir, names, resume_step)
+        if hparams and resume_step is None:
+            flat = _flatten(hparams)
+            for logger in self.loggers:
+                logger.log_hyperparams(flat)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if self._jsonl is not None:
             self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-        if self._tb is not None:
-            for key, value in metrics.items():
-                if isinstance(value, int | float) and math.isfinite(value):
-                    self._tb.add_scalar(key, value, step)
+        if self.loggers:
+            scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+            for logger in self.loggers:
+                logger.log_metrics(scalars, step)
 
     def close(self) -> None:
         if self._jsonl is not None:
             self._jsonl.close()
-        if self._tb is not None:
-            self._tb.close()
+            self._jsonl = None
+        for logger in self.loggers:
+            logger.finalize("success")
+        self.loggers = []
 
 
 class Progress:
