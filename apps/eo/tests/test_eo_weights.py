@@ -292,7 +292,7 @@ def test_weights_cli_writes_a_pretrained_run(tmp_path: Path, monkeypatch: pytest
         )
         == 0
     )
-    assert {"model.safetensors", "model.json", "stats.json", "conversion.json"} <= {
+    assert {"model.safetensors", "config.json", "stats.json", "conversion.json"} <= {
         p.name for p in out.iterdir()
     }
     assert json.loads((out / "conversion.json").read_text())["layout"] == "timm"

@@ -42,27 +42,46 @@ def data_synth(out: Path, synth: SynthConfig = SynthConfig()) -> None:
     )
 
 
+def _stats_target(data: Path, out: Path | None, root: Path | None) -> Path:
+    """Where ``stats`` writes: --out (a .json file or a folder), else beside the data; checked up front."""
+    from warmstart.errors import ConfigError
+    from warmstart_eo.datasets import DATASETS
+
+    named = str(data).lower().split(":")[0] in DATASETS
+    if out is None:
+        base = Path(root) if named and root is not None else Path(data)
+        if not base.is_dir():
+            raise ConfigError(f"stats: no folder {base} to write stats.json into; pass --out <file.json>")
+        return base / "stats.json"
+    target = Path(out)
+    if target.suffix != ".json":
+        if not target.parent.is_dir():
+            raise ConfigError(f"--out {out}: folder {target.parent} does not exist; create it first")
+        return target / "stats.json"
+    if not target.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {target.parent} does not exist; create it first")
+    return target
+
+
 @app.command
 def stats(
     data: Path, out: Path | None = None, data_config: DataConfig = DataConfig(), root: Path | None = None
 ) -> None:
-    """Per-band statistics (mean, std, min, max) of a GeoTIFF folder, written as stats.json.
+    """Per-band statistics (mean, std, min, max) of a GeoTIFF folder or a named dataset, as stats.json.
 
     Args:
-        data: folder of GeoTIFFs (images/ + labels/), or a torchgeo dataset name (eurosat) with --root.
-        out: output file or folder (default: <data>/stats.json).
+        data: folder of GeoTIFFs (images/ + labels/), or a dataset name (eurosat, bigearthnet, …) with --root.
+        out: output file or folder (default: <data>/stats.json, or <root>/stats.json for a named dataset).
         data_config: bands, frames, chip size, bad-file policy.
-        root: folder of a torchgeo dataset given by name.
+        root: folder of a dataset given by name.
     """
     from warmstart.cli.show import print_table
     from warmstart_eo.data import compute_stats, load_dataset
 
+    target = _stats_target(data, out, root)
     chips = load_dataset(data, data_config, root)
     result = compute_stats(chips)
-    target = Path(out) if out is not None else Path(data) / "stats.json"
-    if target.suffix != ".json":
-        target.mkdir(parents=True, exist_ok=True)
-        target = target / "stats.json"
+    target.parent.mkdir(exist_ok=True)
     result.save(target)
     rows = [
         (b, f"{m:.1f}", f"{s:.1f}") for b, m, s in zip(result.bands, result.mean, result.std, strict=True)
@@ -79,12 +98,14 @@ def pretrain(
     data_config: DataConfig = DataConfig(),
     engine: EngineConfig = EngineConfig(),
     objective: Literal["mae", "soft-contrastive"] = "mae",
+    init: str | None = None,
     root: Path | None = None,
     resume: str | None = None,
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> None:
-    """Pretrain an encoder (mae | prithvi | satmaepp) with MAE or soft-contrastive on a GeoTIFF folder.
+    """Pretrain an encoder (mae | prithvi | satmaepp) with MAE or soft-contrastive, from scratch or continuing
+    an existing one (--init).
 
     Args:
         data: folder of GeoTIFFs (images/ + labels/), or a torchgeo dataset name (eurosat) with --root.
@@ -92,33 +113,52 @@ def pretrain(
         data_config: bands, frames (Prithvi > 1), chip size, bad-file policy.
         engine: steps, batch, optimizer, schedule, devices.
         objective: mae (the family's reconstruction) or soft-contrastive (SoftCon, label-overlap targets).
+        init: continue from an existing encoder (a pretrain / weights run dir or a hub id): SoftCon's
+            continual pretraining; the encoder is adapted to the data's bands.
         root: folder of a torchgeo dataset given by name.
         resume: 'latest', a run directory or a checkpoints/step-N directory.
         out: run directory (default runs/eo/pretrain/<time>).
     """
     from warmstart.cli.show import print_summary
-    from warmstart_eo.train import run_pretrain
+    from warmstart_eo.data import load_dataset
+    from warmstart_eo.train import load_pretrained, run_pretrain
 
+    if init is not None:
+        data_config.frames = load_pretrained(init)[0].config.frames
+    chips = load_dataset(data, data_config, root)  # bad data fails before the run directory exists
     run = run or RunContext("eo", "pretrain")
     run_dir, checkpoint = run.open(resume=resume, out=out)
     result = run_pretrain(
-        data,
-        data_config,
-        model,
-        engine,
-        objective=objective,
-        run_dir=run_dir,
-        resume_from=checkpoint,
-        root=root,
-    )
+        data, data_config, model, engine, objective=objective, run_dir=run_dir, resume_from=checkpoint,
+        root=root, chips=chips, init=init,
+    )  # fmt: skip
     print_summary(result.summary, f"eo pretrain ({model.family}, {objective}) → {run_dir}")
+
+
+def _health_rows(metrics: dict) -> list[tuple[str, str]]:
+    rows = [
+        (k, f"{v:.4g}" if isinstance(v, float) else str(v))
+        for k, v in metrics.items()
+        if k not in ("health", "notes")
+    ]
+    rows += [(k, str(v)) for k, v in metrics.get("notes", {}).items() if v not in ([], "", 0)]
+    rows += [("health", line) for line in metrics.get("health", [])] or [("health", "ok")]
+    return rows
+
+
+def _frames_of(pretrained: str | None, data_config: DataConfig) -> None:
+    """A pretrained encoder fixes the frames read from the data (bands are matched by name later)."""
+    if pretrained is not None:
+        from warmstart_eo.train import load_pretrained
+
+        data_config.frames = load_pretrained(pretrained)[0].config.frames
 
 
 @app.command
 def finetune(
     data: Path,
-    pretrained: Path | None = None,
-    task: Literal["classify", "segment"] = "classify",
+    pretrained: str | None = None,
+    task: Literal["auto", "classify", "multilabel", "segment"] = "auto",
     model: ModelConfig = ModelConfig(),
     data_config: DataConfig = DataConfig(),
     engine: EngineConfig = EngineConfig(),
@@ -129,50 +169,51 @@ def finetune(
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> None:
-    """Fine-tune scene classification or segmentation (FPN head) from a pretrained encoder or from scratch.
+    """Fine-tune scene classification, multi-label classification or segmentation (FPN head) from a
+    pretrained encoder or from scratch; the model is saved in the run directory.
 
     Args:
-        data: folder of GeoTIFFs with labels/, or a torchgeo dataset name with --root.
-        pretrained: run directory of `pretrain` (model.safetensors + stats.json); omit for scratch.
-        task: classify (scene label) or segment (per-pixel labels, mIoU).
+        data: folder of GeoTIFFs with labels/, or a dataset name (eurosat, bigearthnet, so2sat, …) with --root.
+        pretrained: run directory of `pretrain` / `weights` or a hub id; omit for scratch.
+        task: auto (the data's first task: classify for EuroSAT / folders, multilabel for BigEarthNet),
+            classify (scene label), multilabel (mAP / F1), segment (per-pixel labels, mIoU).
         model: the scratch encoder's config (ignored with --pretrained).
-        data_config: bands, frames, chip size (bands/frames follow the pretrained encoder).
+        data_config: bands, frames, chip size (with --pretrained: the bands both share, its frames).
         engine: steps, batch, optimizer, schedule, devices.
         preprocess: resize to the pretraining size and normalise with its statistics (the defaults).
         label_fraction: fraction of the training labels to use (label efficiency).
         freeze_encoder: train the head only.
-        root: folder of a torchgeo dataset given by name.
+        root: folder of a dataset given by name.
         out: run directory (default runs/eo/finetune/<time>).
     """
     from warmstart.cli.show import print_table
     from warmstart.errors import ConfigError
     from warmstart_eo.data import load_dataset
-    from warmstart_eo.train import run_finetune
+    from warmstart_eo.train import require_labels, run_finetune
 
     if not 0.0 < label_fraction <= 1.0:
         raise ConfigError(f"--label_fraction {label_fraction}: must lie in (0, 1]")
+    _frames_of(pretrained, data_config)
+    chips = load_dataset(data, data_config, root)
+    kind = task if task != "auto" else (chips.tasks[0] if chips.tasks else "classify")
+    require_labels(chips, kind, data)  # before the run directory exists
     run = run or RunContext("eo", "finetune")
     run_dir, _ = run.open(out=out)
-    if pretrained is not None:
-        from warmstart_eo.train import encoder_from
-
-        encoder_from(pretrained, model, data_config)  # validates and aligns bands/frames before loading
-    chips = load_dataset(data, data_config, root)
     metrics = run_finetune(
-        chips, pretrained=pretrained, model_config=model, data_config=data_config, engine_config=engine, kind=task,
+        chips, pretrained=pretrained, model_config=model, data_config=data_config, engine_config=engine, kind=kind,
         preprocess=preprocess, label_fraction=label_fraction, freeze_encoder=freeze_encoder, run_dir=run_dir,
-    )  # fmt: skip
+    )  # type: ignore[arg-type]  # fmt: skip
     print_table(
-        f"eo finetune ({task}, {'pretrained' if pretrained else 'scratch'}) → {run_dir}",
+        f"eo finetune ({kind}, {'pretrained' if pretrained else 'scratch'}) → {run_dir}",
         ("", ""),
-        _rows(metrics),
+        _health_rows(metrics),
     )
 
 
 @app.command
 def probe(
     data: Path,
-    pretrained: Path | None = None,
+    pretrained: str | None = None,
     model: ModelConfig = ModelConfig(),
     data_config: DataConfig = DataConfig(),
     preprocess: PreprocessConfig = PreprocessConfig(),
@@ -183,22 +224,22 @@ def probe(
     """Linear probe and kNN on frozen features, with the per-band statistics baseline beside them.
 
     Args:
-        data: folder of GeoTIFFs with labels/, or a torchgeo dataset name with --root.
-        pretrained: run directory of `pretrain`; omit for a random encoder.
+        data: folder of GeoTIFFs with labels/, or a dataset name with --root.
+        pretrained: run directory of `pretrain` / `weights` or a hub id; omit for a random encoder.
         model: the random encoder's config (ignored with --pretrained).
         data_config: bands, frames, chip size.
         preprocess: resize / normalisation switches (defaults: the protocol).
         k: neighbours of the kNN classifier.
-        root: folder of a torchgeo dataset given by name.
+        root: folder of a dataset given by name.
         seed: probe seed.
     """
     from warmstart.cli.show import print_table
     from warmstart_eo.data import load_dataset
-    from warmstart_eo.train import encoder_from, run_probe
+    from warmstart_eo.train import require_labels, run_probe
 
-    if pretrained is not None:
-        encoder_from(pretrained, model, data_config)
+    _frames_of(pretrained, data_config)
     chips = load_dataset(data, data_config, root)
+    require_labels(chips, "classify", data)
     metrics = run_probe(
         chips,
         pretrained=pretrained,

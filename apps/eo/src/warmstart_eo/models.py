@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from warmstart.errors import CheckpointError, ConfigError
+from warmstart.hub import HubMixin
 from warmstart.objectives import mae_loss, masking_indices, patchify, restore_order
 
 # size → (embed_dim, depth, heads, decoder_dim, decoder_depth, decoder_heads)
@@ -82,6 +83,9 @@ class ModelConfig:
     """Override the preset decoder depth."""
     decoder_heads: int | None = None
     """Override the preset decoder heads."""
+    group_ids: list[int] | None = None
+    """SatMAE++: the group encoding index of each band group (default 0, 1, …); an encoder adapted to fewer
+    bands keeps the ids of the groups it kept (:func:`adapt_encoder`)."""
     pos_order: Literal["yx", "xy"] = "yx"
     """2D sin-cos layout: yx = [row | column] halves (ours); xy = [column | row] (MAE / timm / SatMAE++
     reference code), set by ``warmstart-eo weights`` so converted encoders see the positions they learned."""
@@ -246,9 +250,14 @@ class GroupTokens(nn.Module):
 
     pos_order = "yx"
 
-    def __init__(self, groups: list[list[int]], dim: int, patch: int) -> None:
+    def __init__(self, groups: list[list[int]], dim: int, patch: int, ids: list[int] | None = None) -> None:
         super().__init__()
         self.groups, self.patch = groups, patch
+        self.ids = list(ids) if ids is not None else list(range(len(groups)))
+        if len(self.ids) != len(groups):
+            raise ConfigError(
+                f"model.group_ids {self.ids} has {len(self.ids)} ids for {len(groups)} band groups"
+            )
         self.proj = nn.ModuleList(nn.Conv2d(len(g), dim, patch, patch) for g in groups)
 
     def grid(self, h: int, w: int) -> tuple[int, ...]:
@@ -264,7 +273,7 @@ class GroupTokens(nn.Module):
         g, h, w = grid
         d_group = dim // 4
         spatial = sincos_2d(dim - d_group, h, w, order=self.pos_order)  # (h·w, D − D/4)
-        group = sincos_1d(d_group, torch.arange(g))  # (G, D/4)
+        group = sincos_1d(d_group, torch.tensor(self.ids))  # (G, D/4) by group id
         return torch.cat([spatial.repeat(g, 1), group.repeat_interleave(h * w, dim=0)], dim=1)
 
     def targets(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -281,11 +290,16 @@ class GroupTokens(nn.Module):
 
 def satmae_groups(bands: list[str]) -> list[list[int]]:
     """Indices of SatMAE++'s groups among ``bands``; bands outside them form one extra group."""
-    groups = [[bands.index(b) for b in group if b in bands] for group in SATMAE_GROUPS]
-    groups = [g for g in groups if g]
-    used = {i for g in groups for i in g}
+    return [g for _, g in satmae_named_groups(bands)]
+
+
+def satmae_named_groups(bands: list[str]) -> list[tuple[int, list[int]]]:
+    """(canonical group: 0-2 SatMAE++'s, 3 the rest, indices among ``bands``) for the groups present."""
+    groups = [(k, [bands.index(b) for b in group if b in bands]) for k, group in enumerate(SATMAE_GROUPS)]
+    groups = [(k, g) for k, g in groups if g]
+    used = {i for _, g in groups for i in g}
     rest = [i for i in range(len(bands)) if i not in used]
-    return groups + ([rest] if rest else [])
+    return groups + ([(len(SATMAE_GROUPS), rest)] if rest else [])
 
 
 def _gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -321,7 +335,7 @@ class Encoder(nn.Module):
             if config.frames > 1:  # repeat the groups per frame
                 c = len(config.bands)
                 groups = [[t * c + i for i in g] for t in range(config.frames) for g in groups]
-            self.tokens = GroupTokens(groups, dim, config.patch_size)
+            self.tokens = GroupTokens(groups, dim, config.patch_size, config.group_ids)
         self.tokens.pos_order = config.pos_order  # type: ignore[assignment]
         self.blocks = _blocks(dim, depth, heads)
         self.norm = nn.LayerNorm(dim)
@@ -407,7 +421,7 @@ class UpsampleBlock(nn.Module):
         return x + F.leaky_relu(self.conv(x))
 
 
-class MaskedAutoencoder(nn.Module):
+class MaskedAutoencoder(nn.Module, HubMixin):
     """Encoder + MAE decoder; SatMAE++ adds the multi-scale upsampling branch.
 
     ``forward(x)`` with ``x`` (B, T·C, S, S), S = ``config.input_size``: returns a dict with ``loss``,
@@ -416,6 +430,8 @@ class MaskedAutoencoder(nn.Module):
     models decode every token but run the prediction head and the loss on the removed tokens only
     (``ids_masked``), the same loss for 3/4 of the head's and the loss's work.
     """
+
+    warmstart_kind = "eo.mae"
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -504,6 +520,13 @@ class MaskedAutoencoder(nn.Module):
         out["loss"] = loss
         return out
 
+    def hub_config(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    @classmethod
+    def from_hub_config(cls, config: dict[str, Any]) -> MaskedAutoencoder:
+        return build_mae(ModelConfig(**config))
+
     def reconstruct(self, preds: list[torch.Tensor], grid: tuple[int, ...]) -> torch.Tensor:
         """SatMAE++: per-group patch predictions → the (B, C, s, s) image in the input's channel order."""
         _, h, w = grid
@@ -534,26 +557,49 @@ def build_mae(config: ModelConfig) -> MaskedAutoencoder:
 # ---------------------------------------------------------------------------------------------------
 # fine-tuning heads
 # ---------------------------------------------------------------------------------------------------
-class Classifier(nn.Module):
-    """Scene classification: mean-pooled encoder tokens → LayerNorm → Linear."""
+CLASSIFIER_KIND = "eo.classifier"
+SEGMENTER_KIND = "eo.segmenter"
 
-    def __init__(self, encoder: Encoder, classes: int) -> None:
+
+class Classifier(nn.Module, HubMixin):
+    """Scene classification (single- or multi-label): mean-pooled encoder tokens → LayerNorm → Linear."""
+
+    warmstart_kind = CLASSIFIER_KIND
+
+    def __init__(self, encoder: Encoder, classes: int, multilabel: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
+        self.classes, self.multilabel = classes, multilabel
         self.head = nn.Sequential(nn.LayerNorm(encoder.dim), nn.Linear(encoder.dim, classes))
+
+    def hub_config(self) -> dict[str, Any]:
+        return {
+            "encoder": asdict(self.encoder.config),
+            "classes": self.classes,
+            "multilabel": self.multilabel,
+        }
+
+    @classmethod
+    def from_hub_config(cls, config: dict[str, Any]) -> Classifier:
+        return cls(
+            Encoder(ModelConfig(**config["encoder"])), config["classes"], config.get("multilabel", False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder.pooled(x))  # (B, K)
 
 
-class Segmenter(nn.Module):
+class Segmenter(nn.Module, HubMixin):
     """Semantic segmentation: a simple feature pyramid from the single-scale ViT map (ViTDet-style ×4, ×2,
     ×1, ×½), FPN lateral + top-down fusion, all levels upsampled and fused (UPerNet-lite, no PPM)."""
+
+    warmstart_kind = SEGMENTER_KIND
 
     def __init__(self, encoder: Encoder, classes: int, width: int = 64) -> None:
         super().__init__()
         d = encoder.dim
         self.encoder = encoder
+        self.classes, self.width = classes, width
         self.pyramid = nn.ModuleList(
             [
                 nn.Sequential(
@@ -568,6 +614,13 @@ class Segmenter(nn.Module):
         self.fuse = nn.Sequential(nn.Conv2d(4 * width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
         self.classify = nn.Conv2d(width, classes, 1)
 
+    def hub_config(self) -> dict[str, Any]:
+        return {"encoder": asdict(self.encoder.config), "classes": self.classes, "width": self.width}
+
+    @classmethod
+    def from_hub_config(cls, config: dict[str, Any]) -> Segmenter:
+        return cls(Encoder(ModelConfig(**config["encoder"])), config["classes"], config.get("width", 64))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fmap = self.encoder.feature_map(x)  # (B, D, h, w)
         levels = [lat(level(fmap)) for level, lat in zip(self.pyramid, self.lateral, strict=True)]
@@ -580,36 +633,119 @@ class Segmenter(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# weights I/O: safetensors + JSON config beside them
+# bands by name: an encoder over a subset of its bands
 # ---------------------------------------------------------------------------------------------------
-def save_model(model: MaskedAutoencoder, directory: Path) -> Path:
-    from safetensors.torch import save_file
+def adapt_encoder(encoder: Encoder, bands: list[str]) -> Encoder:
+    """The same encoder over ``bands`` (a subset of its own, any order): the band embedding follows the
+    names. SatMAE++ drops the groups with no band left and keeps the group encoding of the rest (as the
+    paper allows); a group that lost some bands and the plain / Prithvi patch embeddings keep the columns of
+    the bands that remain. Everything past the embedding is shared unchanged."""
+    old = encoder.config
+    if list(bands) == list(old.bands):
+        return encoder
+    missing = [b for b in bands if b not in old.bands]
+    if missing or not bands:
+        raise ConfigError(
+            f"the encoder was pretrained on {','.join(old.bands)}; it has no {missing or 'bands'}"
+        )
+    cfg = ModelConfig(**{**asdict(old), "bands": list(bands)})
+    state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("tokens.proj")}
+    c_old, frames = len(old.bands), old.frames
+    if old.family == "satmaepp":
+        old_named, new_named = satmae_named_groups(old.bands), satmae_named_groups(list(bands))
+        keys = [k for k, _ in old_named]
+        old_ids = encoder.tokens.ids
+        cfg.group_ids = [old_ids[t * len(keys) + keys.index(k)] for t in range(frames) for k, _ in new_named]
+        new = Encoder(cfg)
+        for t in range(frames):
+            for n, (key, idx) in enumerate(new_named):
+                j = keys.index(key)
+                old_members = [old.bands[i] for i in old_named[j][1]]
+                cols = [old_members.index(bands[i]) for i in idx]
+                src, dst = encoder.tokens.proj[t * len(keys) + j], new.tokens.proj[t * len(new_named) + n]
+                state[f"tokens.proj.{t * len(new_named) + n}.weight"] = src.weight[:, cols].detach().clone()
+                state[f"tokens.proj.{t * len(new_named) + n}.bias"] = src.bias.detach().clone()
+                assert dst.weight.shape == state[f"tokens.proj.{t * len(new_named) + n}.weight"].shape
+    else:
+        new = Encoder(cfg)
+        per_frame = [old.bands.index(b) for b in bands]
+        cols = (
+            per_frame
+            if old.family == "prithvi"
+            else [t * c_old + i for t in range(frames) for i in per_frame]
+        )
+        state["tokens.proj.weight"] = encoder.tokens.proj.weight[:, cols].detach().clone()
+        state["tokens.proj.bias"] = encoder.tokens.proj.bias.detach().clone()
+    new.load_state_dict(state)
+    return new
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"))
-    (directory / "model.json").write_text(json.dumps(asdict(model.config), indent=2))
-    return directory
+
+# ---------------------------------------------------------------------------------------------------
+# model I/O: warmstart.hub's one format (config.json + model.safetensors + README.md); old runs still load
+# ---------------------------------------------------------------------------------------------------
+MAE_KIND = "eo.mae"
+PAPERS = {
+    "mae": "Masked Autoencoders Are Scalable Vision Learners (arXiv 2111.06377)",
+    "prithvi": "Foundation Models for Generalist Geospatial Artificial Intelligence (Prithvi, arXiv 2310.18660)",
+    "satmaepp": "Rethinking Transformers Pre-training for Multi-Spectral Satellite Imagery (SatMAE++, arXiv 2403.05419)",
+}
 
 
-def load_model(directory: Path) -> MaskedAutoencoder:
-    """A pretrained MAE saved by :func:`save_model` (``model.safetensors`` + ``model.json``)."""
+def _card(config: ModelConfig, title: str, **kw: Any) -> Any:
+    from warmstart.hub import ModelCard
+
+    return ModelCard(
+        title=title, paper=PAPERS[config.family], tags=["earth-observation", config.family], **kw
+    )
+
+
+def save_model(
+    model: nn.Module, directory: Path, *, card: Any = None, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write a :class:`MaskedAutoencoder`, :class:`Classifier` or :class:`Segmenter` in the hub format."""
+    from warmstart.hub import save_model as hub_save
+
+    cfg = model.hub_config()  # type: ignore[operator]
+    enc = model.config if isinstance(model, MaskedAutoencoder) else model.encoder.config  # type: ignore[union-attr]
+    card = card or _card(enc, f"warmstart-eo {model.warmstart_kind}: {enc.family} over {','.join(enc.bands)}")  # type: ignore[union-attr]
+    return hub_save(model, directory, kind=model.warmstart_kind, config=cfg, card=card, extra=extra)  # type: ignore[union-attr]
+
+
+def _load_old_layout(directory: Path) -> MaskedAutoencoder:
+    """Run folders written before the hub format: ``model.safetensors`` + ``model.json`` (a ModelConfig)."""
     from safetensors.torch import load_file
 
-    directory = Path(directory)
-    if not (directory / "model.json").is_file() or not (directory / "model.safetensors").is_file():
-        raise CheckpointError(
-            f"{directory}: no model.json + model.safetensors; pass the run directory of `warmstart-eo pretrain`"
-        )
     try:
         config = ModelConfig(**json.loads((directory / "model.json").read_text()))
         model = build_mae(config)
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    except (TypeError, RuntimeError, json.JSONDecodeError) as exc:
+    except (TypeError, RuntimeError, json.JSONDecodeError, OSError) as exc:
         raise CheckpointError(
             f"{directory}: weights do not match model.json ({str(exc).splitlines()[0]})"
         ) from exc
+    return model
+
+
+def load_model(directory: Path | str, kind: str | tuple[str, ...] = MAE_KIND) -> Any:
+    """A saved eo model from a folder or a hub id: the hub format, or the old ``model.json`` layout."""
+    from warmstart.hub import load_model as hub_load
+    from warmstart.hub import resolve
+
+    path = Path(directory)
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "model.json").is_file():
+        if kind != MAE_KIND and MAE_KIND not in kind:
+            raise CheckpointError(f"{path} holds an old-layout MAE, not a {kind} model")
+        return _load_old_layout(path)
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"{path}: no config.json + model.safetensors; pass the run directory of `warmstart-eo pretrain`"
+        )
+    folder = resolve(directory)
+    builders = {MAE_KIND: MaskedAutoencoder, CLASSIFIER_KIND: Classifier, SEGMENTER_KIND: Segmenter}
+    from warmstart.hub import read_config
+
+    meta = read_config(folder, kind)
+    model, _ = hub_load(folder, builders[meta["warmstart_kind"]].from_hub_config, kind=kind)
     return model
 
 

@@ -7,15 +7,18 @@ objective — two augmented views, targets from the Jaccard overlap of the chips
 (``warmstart.objectives.soft_contrastive_loss``); "Revisiting pre-trained remote sensing model benchmarks:
 resizing and normalization matters" (arXiv 2305.13456) for the probe: inputs resized to the encoder's
 pretraining size and normalised with the *pretraining* statistics, kNN with k = 5, and a per-band
-statistics baseline beside every result. The engine (``warmstart.engine``) owns the loops; the linear
-probe and kNN are ``warmstart.eval``'s. Left out: SoftCon's continual pretraining from DINOv2 weights,
-data augmentation in fine-tuning, layer-wise learning-rate decay.
+statistics baseline beside every result. SoftCon's point is continual pretraining of an existing encoder:
+``run_pretrain(init=...)`` starts from a saved or converted one. The engine (``warmstart.engine``) owns the
+loops; the linear probe and kNN are ``warmstart.eval``'s; multi-label mAP / F1 are torchmetrics'. Classes,
+task and bands come from the data; a pretrained encoder is adapted to the bands it shares with the data
+(:func:`~warmstart_eo.models.adapt_encoder`) with its statistics selected by band name. Left out: data
+augmentation in fine-tuning, layer-wise learning-rate decay, DINOv2-specific weights for SoftCon.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,24 +27,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from warmstart.engine import Engine, EngineConfig
-from warmstart.errors import ConfigError
+from warmstart.errors import ConfigError, DataError
+from warmstart_eo.bands import channel_names
 from warmstart_eo.data import (
-    CLASSES,
     BandStats,
-    Chips,
     DataConfig,
+    EOChips,
     Preprocess,
     PreprocessConfig,
     compute_stats,
     load_dataset,
-    split_indices,
+    split_chips,
 )
 from warmstart_eo.models import (
+    MAE_KIND,
     Classifier,
     Encoder,
     MaskedAutoencoder,
     ModelConfig,
     Segmenter,
+    adapt_encoder,
     build_mae,
     load_model,
     save_model,
@@ -113,13 +118,59 @@ class PretrainResult:
     run_dir: Path | None
 
 
-def prepare_model_config(model: ModelConfig, data: DataConfig) -> ModelConfig:
-    """Fill bands/frames from the data config and check the family's needs."""
-    model.bands = list(data.bands)
-    model.frames = data.frames
-    if model.family == "prithvi" and data.frames < 1:
+def prepare_model_config(model: ModelConfig, chips: EOChips) -> ModelConfig:
+    """Fill bands/frames from the data and check the family's needs."""
+    model.bands = list(chips.bands)
+    model.frames = chips.frames
+    if chips.frames < 1:
         raise ConfigError("data.frames must be ≥ 1")
     return model
+
+
+def load_pretrained(source: Path | str) -> tuple[MaskedAutoencoder, BandStats | None]:
+    """A pretrained MAE (hub format, old layout, or a hub id) and the band statistics saved with it."""
+    from warmstart.hub import read_config, resolve
+
+    mae = load_model(source, kind=MAE_KIND)
+    stats = None
+    folder = Path(source) if Path(source).is_dir() else resolve(source)
+    if (folder / "stats.json").is_file():
+        stats = BandStats.load(folder / "stats.json")
+    elif (folder / "config.json").is_file():
+        saved = read_config(folder).get("stats")
+        stats = BandStats(**saved) if saved else None
+    return mae, stats
+
+
+def align_to_encoder(
+    chips: EOChips, mae: MaskedAutoencoder, stats: BandStats | None
+) -> tuple[EOChips, Encoder, BandStats | None, dict[str, Any]]:
+    """The data's and the encoder's shared bands (the data's order): the encoder adapted to them, the data
+    and the statistics selected by name. Reports what each side dropped."""
+    enc_bands = list(mae.config.bands)
+    if chips.frames != mae.config.frames:
+        raise ConfigError(
+            f"the encoder takes {mae.config.frames} frame(s) but the data gives {chips.frames}; set "
+            f"data_config.frames={mae.config.frames}"
+        )
+    shared = [b for b in chips.bands if b in enc_bands]
+    if not shared:
+        raise DataError(
+            f"the data's bands {','.join(chips.bands)} and the encoder's {','.join(enc_bands)} share none; "
+            "pretrain on (or convert) an encoder for these bands"
+        )
+    notes = {
+        "bands used": ",".join(shared),
+        "data bands the encoder lacks (dropped)": [b for b in chips.bands if b not in enc_bands],
+        "encoder bands the data lacks (dropped)": [b for b in enc_bands if b not in shared],
+    }
+    if notes["encoder bands the data lacks (dropped)"] or shared != enc_bands:
+        log.info("encoder adapted to the data's bands %s", shared)
+    encoder = adapt_encoder(mae.encoder, shared)
+    chips = chips.select_bands(shared)
+    if stats is not None:
+        stats = stats.select(channel_names(shared, chips.frames))
+    return chips, encoder, stats, notes
 
 
 def run_pretrain(
@@ -132,30 +183,57 @@ def run_pretrain(
     run_dir: Path | None = None,
     resume_from: Path | None = None,
     root: Path | None = None,
-    chips: Chips | None = None,
+    chips: EOChips | None = None,
+    init: Path | str | None = None,
 ) -> PretrainResult:
-    """Pretrain on a GeoTIFF folder; writes ``stats.json``, ``model.safetensors`` and ``model.json``."""
+    """Pretrain on a GeoTIFF folder or a named dataset; writes the model (hub format) and ``stats.json``.
+
+    ``init``: continue from an existing encoder (a pretrain run, a converted checkpoint, a hub id) —
+    SoftCon's continual pretraining; the encoder is adapted to the data's bands, the decoder is kept
+    when the bands match and rebuilt otherwise.
+    """
     chips = chips if chips is not None else load_dataset(data, data_config, root)
-    model_config = prepare_model_config(model_config, data_config)
+    if objective == "soft-contrastive" and chips.multilabels.shape[1] == 0:
+        raise DataError(
+            f"--objective soft-contrastive needs multi-labels (land-cover classes per chip); {data} has none "
+            "(use a labelled folder or bigearthnet)"
+        )
+    if init is not None:
+        source, source_stats = load_pretrained(init)
+        chips, encoder, _, _ = align_to_encoder(chips, source, source_stats)
+        cfg = ModelConfig(**{**asdict(source.config), **asdict(encoder.config)})
+        mae = source if encoder is source.encoder else build_mae(cfg)
+        if mae is not source:
+            mae.encoder = encoder
+        model_config = mae.config
+    else:
+        model_config = prepare_model_config(model_config, chips)
+        torch.manual_seed(engine_config.train.seed)
+        mae = build_mae(model_config)
     stats = compute_stats(chips)
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         stats.save(Path(run_dir) / "stats.json")
     dataset = chips.with_transform(Preprocess(stats, PreprocessConfig(), model_config.input_size))
-    torch.manual_seed(engine_config.train.seed)
-    mae = build_mae(model_config)
     model: nn.Module = mae if objective == "mae" else SoftConModel(mae)
     summary = Engine(engine_config, run_dir).fit(
         PretrainTask(model, objective), dataset, resume_from=resume_from
     )
     if run_dir is not None:
-        save_model(mae, Path(run_dir))
+        save_model(
+            mae,
+            Path(run_dir),
+            extra={"stats": asdict(stats), "objective": objective, "init": str(init or "")},
+        )
     return PretrainResult(summary, mae, stats, run_dir)
 
 
 # ---------------------------------------------------------------------------------------------------
 # fine-tuning
 # ---------------------------------------------------------------------------------------------------
+Kind = Literal["classify", "multilabel", "segment"]
+
+
 def miou(pred: torch.Tensor, target: torch.Tensor, classes: int) -> float:
     """Mean IoU over the classes present in prediction or target (pixels with target −1 ignored).
 
@@ -167,13 +245,28 @@ def miou(pred: torch.Tensor, target: torch.Tensor, classes: int) -> float:
     return float(score)
 
 
-class FinetuneTask:
-    """Cross-entropy on scene labels (classify) or pixels (segment); ``evaluate`` on held-out chips."""
+def multilabel_scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """BigEarthNet's metrics through torchmetrics: macro / micro mAP and micro / macro F1 at 0.5."""
+    from torchmetrics.functional.classification import multilabel_average_precision, multilabel_f1_score
 
-    def __init__(self, model: nn.Module, kind: Literal["classify", "segment"], test: Chips, batch: int = 64):
+    k, t = logits.shape[1], target.long()
+    return {
+        "map_macro": float(multilabel_average_precision(logits, t, k, average="macro")),
+        "map_micro": float(multilabel_average_precision(logits, t, k, average="micro")),
+        "f1_micro": float(multilabel_f1_score(logits.sigmoid(), t, k, average="micro")),
+        "f1_macro": float(multilabel_f1_score(logits.sigmoid(), t, k, average="macro")),
+    }
+
+
+class FinetuneTask:
+    """Cross-entropy on scene labels (classify) or pixels (segment), BCE on multi-labels; ``evaluate`` on
+    held-out chips at their native label size."""
+
+    def __init__(self, model: nn.Module, kind: Kind, test: EOChips, classes: int, batch: int = 64):
         self.model = model
         self.kind = kind
         self.test = test
+        self.classes = classes
         self.batch = batch
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -181,55 +274,55 @@ class FinetuneTask:
         if self.kind == "classify":
             loss = F.cross_entropy(logits, batch["label"], ignore_index=-1)
             acc = (logits.argmax(-1) == batch["label"]).float().mean()
+        elif self.kind == "multilabel":
+            loss = F.binary_cross_entropy_with_logits(logits, batch["multilabel"])
+            acc = ((logits > 0).float() == batch["multilabel"]).float().mean()
         else:
             loss = F.cross_entropy(logits, batch["mask"], ignore_index=-1)
             valid = batch["mask"] >= 0
             acc = (logits.argmax(1) == batch["mask"])[valid].float().mean()
         return loss, {"acc": acc.detach(), "samples": logits.shape[0]}
 
+    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         device = next(self.model.parameters()).device
-        preds = []
+        outs, masks = [], []
         for start in range(0, len(self.test), self.batch):
-            items = [self.test[i] for i in range(start, min(start + self.batch, len(self.test)))]
-            x = torch.stack([it["image"] for it in items]).to(device)
-            out = self.model(x)
-            preds.append((out.argmax(-1) if self.kind == "classify" else out.argmax(1)).cpu())
-        pred = torch.cat(preds)
+            idx = range(start, min(start + self.batch, len(self.test)))
+            x = torch.stack([self.test[i]["image"] for i in idx]).to(device)
+            out = self.model(x).float()
+            if self.kind == "segment":  # scored on the native label grid
+                native = [self.test.raw(i)[1] for i in idx]
+                size = native[0].shape[-2:]
+                out = F.interpolate(out, size=size, mode="bilinear", align_corners=False).argmax(1)
+                masks.append(torch.stack(native))
+            outs.append(out.cpu())
+        out = torch.cat(outs)
         if self.kind == "classify":
             valid = self.test.labels >= 0
-            return {"accuracy": float((pred == self.test.labels)[valid].float().mean())}
-        valid = self.test.masks >= 0
+            return {"accuracy": float((out.argmax(-1) == self.test.labels)[valid].float().mean())}
+        if self.kind == "multilabel":
+            return multilabel_scores(out, self.test.multilabels)
+        target = torch.cat(masks)
+        valid = target >= 0
         return {
-            "pixel_accuracy": float((pred == self.test.masks)[valid].float().mean()),
-            "miou": miou(pred, self.test.masks, len(CLASSES)),
+            "pixel_accuracy": float((out == target)[valid].float().mean()),
+            "miou": miou(out, target, self.classes),
         }
 
 
-def encoder_from(
-    pretrained: Path | None, model_config: ModelConfig, data_config: DataConfig
-) -> tuple[Encoder, BandStats | None]:
-    """The pretrained encoder and its statistics (data bands/frames follow it), or a fresh one (scratch)."""
-    if pretrained is None:
-        return build_mae(prepare_model_config(model_config, data_config)).encoder, None
-    mae = load_model(Path(pretrained))
-    stats = BandStats.load(Path(pretrained) / "stats.json")
-    if list(data_config.bands) != mae.config.bands or data_config.frames != mae.config.frames:
-        log.info("using the encoder's bands %s and frames %d", mae.config.bands, mae.config.frames)
-        data_config.bands, data_config.frames = list(mae.config.bands), mae.config.frames
-    return mae.encoder, stats
+def require_labels(chips: EOChips, kind: str, data: Any = "the data") -> None:
+    """One line when the data cannot serve the task: no labels at all, or not of this kind."""
+    if not chips.has_labels:
+        raise DataError(
+            f"{data}: no labels (nothing under labels/ or an unlabelled corpus); {kind} needs a labels/ folder "
+            "of per-pixel rasters or a labelled dataset — use `pretrain` for unlabelled data"
+        )
+    if kind not in chips.tasks:
+        raise ConfigError(f"--task {kind}: {data} serves {', '.join(chips.tasks)}; pick one of those")
 
 
-def split_chips(chips: Chips, test_fraction: float = 0.3, split_seed: int = 0) -> tuple[Chips, Chips]:
-    """A fixed train / test split (the same test chips for every seed and method)."""
-    n_test = max(1, int(round(test_fraction * len(chips))))
-    test_idx, train_idx = split_indices(
-        len(chips), (n_test / len(chips), 1 - n_test / len(chips)), split_seed
-    )
-    return chips.subset(train_idx), chips.subset(test_idx)
-
-
-def label_subset(train: Chips, fraction: float, seed: int, minimum: int) -> tuple[Chips, int]:
+def label_subset(train: EOChips, fraction: float, seed: int, minimum: int) -> tuple[EOChips, int]:
     """A random ``fraction`` of the training labels (at least one chip) and the number of distinct chips.
 
     When fewer than ``minimum`` (one micro-batch) chips are kept, the subset is repeated whole until it
@@ -242,43 +335,101 @@ def label_subset(train: Chips, fraction: float, seed: int, minimum: int) -> tupl
     return train.subset(idx), k
 
 
+def _labelled(chips: EOChips, kind: str) -> EOChips:
+    """Chips that carry a label of this kind (a scene label ≥ 0, any multi-label, any labelled pixel)."""
+    if kind == "classify":
+        keep = chips.labels >= 0
+    elif kind == "multilabel":
+        keep = chips.multilabels.sum(1) > 0
+    else:
+        keep = (
+            torch.ones(len(chips), dtype=torch.bool)
+            if not hasattr(chips, "masks") or chips.masks is None
+            else ((chips.masks >= 0).flatten(1).any(1))
+        )
+    return chips.subset(torch.nonzero(keep).flatten())
+
+
+def health(kind: str, metrics: dict[str, float], test: EOChips) -> list[str]:
+    """Lines for a head that did not learn: accuracy at or below the majority class, mAP at the prior."""
+    out = []
+    if kind == "classify" and "accuracy" in metrics and len(test):
+        valid = test.labels[test.labels >= 0]
+        majority = float(torch.bincount(valid).max()) / max(1, len(valid))
+        if metrics["accuracy"] <= majority + 1e-9:
+            out.append(
+                f"accuracy {metrics['accuracy']:.3f} ≤ majority-class rate {majority:.3f}: the head did not learn"
+            )
+    if kind == "multilabel" and "map_micro" in metrics:
+        prior = float(test.multilabels.mean())
+        if metrics["map_micro"] <= prior + 1e-9:
+            out.append(
+                f"micro mAP {metrics['map_micro']:.3f} ≤ label prior {prior:.3f}: the head did not learn"
+            )
+    if kind == "segment" and "miou" in metrics and metrics["miou"] <= 1.0 / max(2, test.num_classes):
+        out.append(f"mIoU {metrics['miou']:.3f} at chance: the head did not learn")
+    return out
+
+
 def run_finetune(
-    chips: Chips,
+    chips: EOChips,
     *,
-    pretrained: Path | None,
+    pretrained: Path | str | None,
     model_config: ModelConfig,
     data_config: DataConfig,
     engine_config: EngineConfig,
-    kind: Literal["classify", "segment"] = "classify",
+    kind: Kind = "classify",
     preprocess: PreprocessConfig | None = None,
     label_fraction: float = 1.0,
     freeze_encoder: bool = False,
     run_dir: Path | None = None,
-) -> dict[str, float]:
-    """Fine-tune a head (and the encoder) on a fixed train split; returns the held-out metrics."""
+    split_seed: int = 0,
+) -> dict[str, Any]:
+    """Fine-tune a head (and the encoder) on a fixed train split; returns the held-out metrics.
+
+    With ``run_dir`` the fine-tuned model is saved there (hub format: ``load_model(run_dir, kind=...)``).
+    """
+    require_labels(chips, kind)
     torch.manual_seed(engine_config.train.seed)
-    encoder, stats = encoder_from(pretrained, model_config, data_config)
+    notes: dict[str, Any] = {}
+    if pretrained is None:
+        encoder, stats = build_mae(prepare_model_config(model_config, chips)).encoder, None
+    else:
+        mae, stats = load_pretrained(pretrained)
+        chips, encoder, stats, notes = align_to_encoder(chips, mae, stats)
     preprocess = preprocess or PreprocessConfig()
-    train, test = split_chips(chips)
-    if stats is None:  # scratch: statistics of its own training data
+    train, test = split_chips(chips, split_seed=split_seed)
+    train, test = _labelled(train, kind), _labelled(test, kind)
+    if not len(train) or not len(test):
+        raise DataError(f"too few labelled chips for --task {kind} ({len(train)} train, {len(test)} test)")
+    if stats is None:  # scratch (or weights saved without statistics): statistics of its own training data
         stats = compute_stats(train)
     transform = Preprocess(stats, preprocess, encoder.config.img_size)
     train, labelled = label_subset(
         train, label_fraction, engine_config.train.seed, engine_config.train.micro_batch_size
     )
     train, test = train.with_transform(transform), test.with_transform(transform)
+    k = chips.num_classes
     model: nn.Module = (
-        Classifier(encoder, len(CLASSES)) if kind == "classify" else Segmenter(encoder, len(CLASSES))
+        Segmenter(encoder, k) if kind == "segment" else Classifier(encoder, k, kind == "multilabel")
     )
     if freeze_encoder:
         encoder.requires_grad_(False)
-    summary = Engine(engine_config, run_dir).fit(FinetuneTask(model, kind, test), train)
-    metrics = {
-        k.removeprefix("eval/"): float(v) for k, v in summary.final_metrics.items() if k.startswith("eval/")
-    }
+    summary = Engine(engine_config, run_dir).fit(FinetuneTask(model, kind, test, k), train)
+    metrics: dict[str, Any] = {k: float(v) for k, v in summary.final_metrics.items() if k.startswith("eval/")}
+    metrics = {k.removeprefix("eval/"): v for k, v in metrics.items()}
     metrics["train_loss"] = float(summary.final_metrics.get("loss", float("nan")))
     metrics["samples_per_s"] = float(summary.samples_per_s)
     metrics["train_chips"] = float(labelled)
+    metrics["test_chips"] = float(len(test))
+    lines = health(kind, metrics, test)
+    if run_dir is not None:
+        save_model(
+            model, Path(run_dir), extra={"classes": chips.classes, "bands": chips.bands, "stats": asdict(stats),
+                                         "metrics": metrics, "health": lines, "data": chips.notes | notes},
+        )  # fmt: skip
+    metrics["health"] = lines  # type: ignore[assignment]
+    metrics["notes"] = chips.notes | notes  # type: ignore[assignment]
     return metrics
 
 
@@ -286,7 +437,7 @@ def run_finetune(
 # frozen-feature probe
 # ---------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def extract_features(encoder: Encoder, chips: Chips, batch: int = 64) -> torch.Tensor:
+def extract_features(encoder: Encoder, chips: EOChips, batch: int = 64) -> torch.Tensor:
     encoder.eval()
     out = []
     for start in range(0, len(chips), batch):
@@ -295,41 +446,49 @@ def extract_features(encoder: Encoder, chips: Chips, batch: int = 64) -> torch.T
     return torch.cat(out)  # (N, D)
 
 
-def stats_features(chips: Chips) -> torch.Tensor:
+def stats_features(chips: EOChips) -> torch.Tensor:
     """Per-band mean and std of each (preprocessed) chip: the statistics baseline of Corley et al."""
     x = torch.stack([chips[i]["image"] for i in range(len(chips))]).flatten(2)  # (N, C, h·w)
     return torch.cat([x.mean(-1), x.std(-1)], dim=1)  # (N, 2C)
 
 
 def run_probe(
-    chips: Chips,
+    chips: EOChips,
     *,
-    pretrained: Path | None,
+    pretrained: Path | str | None,
     model_config: ModelConfig,
     data_config: DataConfig,
     preprocess: PreprocessConfig | None = None,
     k: int = 5,
     seed: int = 0,
+    split_seed: int = 0,
 ) -> dict[str, float]:
     """Linear probe + kNN (k = 5) on frozen pooled features, and the same on per-band statistics."""
     from warmstart.eval import knn_accuracy, linear_probe
 
+    require_labels(chips, "classify")
     torch.manual_seed(seed)
-    encoder, stats = encoder_from(pretrained, model_config, data_config)
+    if pretrained is None:
+        encoder, stats = build_mae(prepare_model_config(model_config, chips)).encoder, None
+    else:
+        mae, stats = load_pretrained(pretrained)
+        chips, encoder, stats, _ = align_to_encoder(chips, mae, stats)
     preprocess = preprocess or PreprocessConfig()
-    train, test = split_chips(chips)
-    train = train.subset(torch.nonzero(train.labels >= 0).flatten())
-    test = test.subset(torch.nonzero(test.labels >= 0).flatten())
+    train, test = split_chips(chips, split_seed=split_seed)
+    train, test = _labelled(train, "classify"), _labelled(test, "classify")
+    if not len(train) or not len(test):
+        raise DataError(f"too few labelled chips to probe ({len(train)} train, {len(test)} test)")
     if stats is None:
         stats = compute_stats(train)
     transform = Preprocess(stats, preprocess, encoder.config.img_size)
     train, test = train.with_transform(transform), test.with_transform(transform)
+    n_classes = chips.num_classes
     out: dict[str, float] = {}
     for name, fn in (("", lambda c: extract_features(encoder, c)), ("stats_", stats_features)):
         f_train, f_test = fn(train), fn(test)
-        probe = linear_probe(f_train, train.labels, f_test, test.labels, num_classes=len(CLASSES), seed=seed)
+        probe = linear_probe(f_train, train.labels, f_test, test.labels, num_classes=n_classes, seed=seed)
         out[f"{name}linear"] = probe.accuracy
         out[f"{name}knn"] = knn_accuracy(
-            f_train, train.labels, f_test, test.labels, k=k, num_classes=len(CLASSES)
+            f_train, train.labels, f_test, test.labels, k=k, num_classes=n_classes
         )
     return out

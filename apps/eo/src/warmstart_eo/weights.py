@@ -471,9 +471,10 @@ def convert(
     """Our MAE from a local file / folder, a torchgeo weights enum name, or a hub id (``owner/name``)."""
     kw: dict[str, Any] = dict(frames=frames, img_size=img_size, heads=heads, decoder_heads=decoder_heads)
     path = Path(source)
-    if path.is_file() and path.name == "model.safetensors" and (path.parent / "model.json").is_file():
+    ours = ("model.json", "config.json")
+    if path.is_file() and path.name == "model.safetensors" and any((path.parent / f).is_file() for f in ours):
         path = path.parent
-    if path.is_dir() and (path / "model.json").is_file():
+    if path.is_dir() and any((path / f).is_file() for f in ours):
         model = load_model(path)
         return Conversion(model=model, layout="ours", source=source, loaded=sorted(model.state_dict()))
     if path.exists():
