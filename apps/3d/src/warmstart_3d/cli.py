@@ -36,6 +36,14 @@ class RenderBenchConfig:
     """Timed repetitions (after one warm-up)."""
 
 
+def _check_fit(fit: SplatFitConfig, option: str) -> None:
+    """Refuse fit settings the rasterizers cannot serve before any file is written."""
+    if not 0 <= fit.sh_degree <= 3:
+        raise ConfigError(f"--{option}.sh_degree {fit.sh_degree}: the rasterizers support degrees 0 to 3")
+    if fit.steps < 1:
+        raise ConfigError(f"--{option}.steps {fit.steps}: must be >= 1")
+
+
 def _print(title: str, values: dict) -> None:
     from warmstart.cli.show import print_table
 
@@ -103,6 +111,7 @@ def splat_fit(
     from warmstart_3d.splatfit import evaluate_views, train_splats
     from warmstart_3d.splats import Gaussians, write_ply
 
+    _check_fit(fit, "fit")
     run = run or RunContext("3d", "splat-fit")
     scene = load_scene(data)
     if scene.viewmats is None:
@@ -116,16 +125,18 @@ def splat_fit(
     train = scene.train if scene.train is not None else list(range(len(scene.images)))
     history = train_splats(params, scene.images[train], scene.Ks[train], scene.viewmats[train], fit)
     results = {"steps": fit.steps, "seconds": history["seconds"], "n_gaussians": history["n_gaussians"]}
+    shown = (fit.sh_degree, fit.background)
     results |= {
         f"train_{k}": v
         for k, v in evaluate_views(
-            params, scene.images[train], scene.Ks[train], scene.viewmats[train]
+            params, scene.images[train], scene.Ks[train], scene.viewmats[train], *shown
         ).items()
     }
     if scene.test:
         results |= evaluate_views(
-            params, scene.images[scene.test], scene.Ks[scene.test], scene.viewmats[scene.test]
+            params, scene.images[scene.test], scene.Ks[scene.test], scene.viewmats[scene.test], *shown
         )
+    results["sh_degree"] = fit.sh_degree
     ply = write_ply(run_dir / "splats.ply", Gaussians.from_params(params))
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     _print("splat fit", results | {"ply": str(ply)})
@@ -151,6 +162,7 @@ def instantsplat(
     from warmstart_3d.instantsplat import run_instantsplat
     from warmstart_3d.splats import write_ply
 
+    _check_fit(isplat.fit, "isplat.fit")
     run = run or RunContext("3d", "instantsplat")
     scene = load_scene(data)
     if scene.viewmats is None:

@@ -148,7 +148,7 @@ def run_instantsplat(
     test = scene.test or []
     gaussians = initialise(scene, initial_viewmats, config, generator)
     params = gaussians.to_params()
-    poses = PoseCorrection(len(train)) if config.optimize_poses else None
+    poses = PoseCorrection(len(train)).to(initial_viewmats.device) if config.optimize_poses else None
     history = train_splats(
         params, scene.images[train], scene.Ks[train], initial_viewmats[train], config.fit, poses=poses
     )
@@ -156,19 +156,19 @@ def run_instantsplat(
         "train_loss": history["loss"][-1],
         "n_gaussians": float(history["n_gaussians"]),
     }
-    results.update(
-        {
-            f"train_{k}": v
-            for k, v in evaluate_views(
-                params, scene.images[train], scene.Ks[train], history["viewmats"]
-            ).items()
-        }
+    degree, background = config.fit.sh_degree, config.fit.background
+    train_metrics = evaluate_views(
+        params, scene.images[train], scene.Ks[train], history["viewmats"], degree, background
     )
+    results.update({f"train_{k}": v for k, v in train_metrics.items()})
     if test:
         aligned = align_poses(
-            params, scene.images[test], scene.Ks[test], initial_viewmats[test], steps=config.align_steps
+            params, scene.images[test], scene.Ks[test], initial_viewmats[test], steps=config.align_steps,
+            sh_degree=degree, background=background,
+        )  # fmt: skip
+        results.update(
+            evaluate_views(params, scene.images[test], scene.Ks[test], aligned, degree, background)
         )
-        results.update(evaluate_views(params, scene.images[test], scene.Ks[test], aligned))
     if true_viewmats is not None:
         results["ate"] = absolute_trajectory_error(history["viewmats"], true_viewmats[train])
         results["ate_initial"] = absolute_trajectory_error(initial_viewmats[train], true_viewmats[train])

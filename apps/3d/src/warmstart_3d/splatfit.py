@@ -67,7 +67,11 @@ class SplatFitConfig:
     prune_opa: float = 0.005
     """Strategy: prune Gaussians below this opacity."""
     sh_degree: int = 0
-    """Maximum SH degree used for rendering (coefficients beyond it stay at 0)."""
+    """Spherical-harmonic degree of the colours (0-3): the splats get (d+1)² coefficients per channel and
+    the degree in use grows by one every ``sh_degree_interval`` steps (3DGS's schedule)."""
+    sh_degree_interval: int | None = None
+    """Steps per SH degree increase (3DGS / gsplat: 1000 of 30k); None: the degrees are reached by half of
+    the run (steps // (2·sh_degree))."""
     background: float = 1.0
     """Background grey level of the renders (the generator uses white)."""
     seed: int = 0
@@ -95,6 +99,28 @@ class PoseCorrection(nn.Module):
 
     def penalty(self) -> torch.Tensor:
         return self.dq.pow(2).sum() + self.dt.pow(2).sum()
+
+
+def active_sh_degree(config: SplatFitConfig, step: int) -> int:
+    """The SH degree in use at ``step``: 0 at first, +1 every interval, capped at ``config.sh_degree``."""
+    if config.sh_degree <= 0:
+        return 0
+    interval = config.sh_degree_interval or max(1, config.steps // (2 * config.sh_degree))
+    return min(config.sh_degree, step // interval)
+
+
+def ensure_sh_degree(params: nn.ParameterDict, degree: int) -> nn.ParameterDict:
+    """Give ``shN`` the (d+1)² − 1 rows degree ``degree`` needs (new rows start at 0, as in 3DGS)."""
+    if not 0 <= degree <= 3:
+        from warmstart.errors import ConfigError
+
+        raise ConfigError(f"--fit.sh_degree {degree}: the rasterizers support degrees 0 to 3")
+    rows = (degree + 1) ** 2 - 1
+    have = params["shN"].shape[1]
+    if have < rows:
+        pad = params["shN"].new_zeros(params["shN"].shape[0], rows - have, 3)
+        params["shN"] = nn.Parameter(torch.cat([params["shN"].detach(), pad], dim=1))
+    return params
 
 
 def scene_scale(viewmats: torch.Tensor) -> float:
@@ -169,6 +195,7 @@ def train_splats(
     """
     height, width = images.shape[1:3]
     scale = scene_scale(viewmats0)
+    ensure_sh_degree(params, config.sh_degree)
     optimizers = make_optimizers(params, config, scale)
     strategy = make_strategy(config) if config.densify else None
     state = strategy.initialize_state(scene_scale=scale) if strategy is not None else None
@@ -187,7 +214,8 @@ def train_splats(
         view = order.pop()
         index = torch.tensor([view])
         viewmat = poses(viewmats0, index) if poses is not None else viewmats0[index]
-        out = render_params(params, viewmat, Ks[index], width, height, config.sh_degree, config.background)
+        degree = active_sh_degree(config, step)
+        out = render_params(params, viewmat, Ks[index], width, height, degree, config.background)
         if strategy is not None:
             strategy.step_pre_backward(params, optimizers, state, step, out.meta)
         loss = photometric_loss(out.colors, images[index], config.ssim_lambda)
@@ -229,7 +257,7 @@ def align_poses(
     """Test-time pose alignment (InstantSplat's evaluation): optimise only the cameras of held-out views
     against their images, Gaussians frozen. Returns the aligned (V, 4, 4)."""
     frozen = {k: v.detach() for k, v in params.items()}
-    poses = PoseCorrection(len(images))
+    poses = PoseCorrection(len(images)).to(viewmats0.device)
     opt = torch.optim.Adam(poses.parameters(), lr=lr)
     height, width = images.shape[1:3]
     for _ in range(steps):
