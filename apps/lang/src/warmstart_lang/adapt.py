@@ -10,7 +10,9 @@ Pre-training by Mitigating the Stability Gap* (arXiv 2406.14833) for replay of s
 Everything heavy is the core's: ``warmstart.init.expand_vocabulary`` (row inits), ``warmstart.peft``
 (LoRA / QLoRA with trainable new rows), ``warmstart.engine`` (loop, schedules, checkpoints),
 ``warmstart.eval.perplexity``. This module wires them: two engine runs for the staged schedule, an atomic
-``save_pretrained`` of the merged result. Left out: RedWhale's alternating layer-group stage.
+``save_pretrained`` of the merged result. Every served family trains with its own objective and is
+measured with its own metric (:mod:`warmstart_lang.families`: CLM perplexity, masked-token perplexity,
+span-corruption perplexity). Left out: RedWhale's alternating layer-group stage.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ import torch
 from warmstart.engine import Engine, EngineConfig, RunSummary
 from warmstart.errors import ConfigError
 from warmstart_lang.data import MeCoConfig, TextBlockStream, eval_blocks
+from warmstart_lang.families import (
+    Family,
+    FamilyBatches,
+    block_prefix_id,
+    count_targets,
+    family_of,
+    family_perplexity,
+    prepare_eval,
+    separator_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +66,20 @@ def expand_model(
     cw2v_steps: int | None = 300,
     memory_budget: int | None = None,
     where: str = "expand",
+    base_name: str = "<model>",
+    cw2v: Any = None,
 ) -> dict[str, Any]:
     """Grow ``model`` in place to ``new_tokenizer`` with the core's ``expand_vocabulary``; returns a record.
 
-    The memory needed is estimated (and refused if too large) before anything is allocated. ``cw2v``
-    trains on ``texts`` (target text) for at most ``cw2v_steps`` steps.
+    A new tokenizer that does not keep every old token at its old id is refused (it would overwrite old
+    rows). The memory needed is estimated (and refused if too large) before anything is allocated.
+    ``cw2v`` trains on ``texts`` (target text) for at most ``cw2v_steps`` steps (``cw2v``: a full
+    :class:`~warmstart.init.CW2VConfig` instead).
     """
     from warmstart.init import CW2VConfig, expand_vocabulary
-    from warmstart_lang.models import check_expansion_memory
+    from warmstart_lang.models import check_expansion_memory, check_keeps_old_ids
 
+    check_keeps_old_ids(base_tokenizer, new_tokenizer, where, base=base_name)
     new_rows = max(max(new_tokenizer.get_vocab().values()) + 1, model.get_input_embeddings().weight.shape[0])
     check_expansion_memory(model, new_rows, budget=memory_budget, where=where)
     needs_text = "cw2v" in (method, head_method)
@@ -76,8 +93,13 @@ def expand_model(
         head_method=head_method,
         seed=seed,
         texts=list(texts) if needs_text and texts else None,
-        cw2v=CW2VConfig(max_steps=cw2v_steps, rank=64) if needs_text else None,
+        cw2v=(cw2v or CW2VConfig(max_steps=cw2v_steps, rank=64)) if needs_text else None,
     )
+    n_new = len(info.new_token_ids)
+    unseen = 0
+    if needs_text and texts and n_new:  # cw2v leaves a token the text never shows at ~ the mean row
+        seen = {i for t in texts for i in new_tokenizer(t, add_special_tokens=False)["input_ids"]}
+        unseen = sum(1 for i in info.new_token_ids if i not in seen)
     return {
         "method": info.method,
         "head_method": info.head_method,
@@ -86,6 +108,10 @@ def expand_model(
         "new_token_ids": info.new_token_ids,
         "tied": info.tied,
         "fvt_fallbacks": info.fvt_fallbacks,
+        "fvt_fallback_rate": info.fvt_fallbacks / n_new if n_new and "fvt" in (method, head_method) else 0.0,
+        "cw2v_steps_run": len(info.cw2v_losses),
+        "cw2v_unseen_rate": unseen / n_new if n_new else 0.0,
+        "family": family_of(model).name,
     }
 
 
@@ -155,12 +181,19 @@ class AdaptConfig:
 
 
 class AdaptTask:
-    """Causal LM loss on packed blocks; ``evaluate()`` gives target and source perplexity and keeps a history."""
+    """The family's loss on its batches (CLM / MLM / span corruption); ``evaluate()`` gives target and source
+    perplexity in the family's metric and keeps a history."""
 
     def __init__(
-        self, model: Any, target_eval: list[dict], source_eval: list[dict] | None = None, eval_every: int = 0
+        self,
+        model: Any,
+        target_eval: list[dict],
+        source_eval: list[dict] | None = None,
+        eval_every: int = 0,
+        family: Family | None = None,
     ) -> None:
         self.model = model
+        self.family = family or family_of(model)
         self.target_eval = target_eval
         self.source_eval = source_eval or []
         self.eval_every = eval_every
@@ -170,17 +203,13 @@ class AdaptTask:
         self.final_step: int | None = None
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = self.model(input_ids=batch["input_ids"], labels=batch["labels"])
-        tokens = int((batch["labels"][:, 1:] != -100).sum())
-        return out.loss, {"tokens": tokens}
+        out = self.model(**batch)
+        return out.loss, {"tokens": count_targets(batch, self.family)}
 
     def measure(self) -> dict[str, float]:
-        from warmstart.eval import perplexity
-
-        device = next(self.model.parameters()).device
-        out = {"target_ppl": perplexity(self.model, self.target_eval, device=device)["perplexity"]}
+        out = {"target_ppl": family_perplexity(self.model, self.target_eval, self.family)["perplexity"]}
         if self.source_eval:
-            out["source_ppl"] = perplexity(self.model, self.source_eval, device=device)["perplexity"]
+            out["source_ppl"] = family_perplexity(self.model, self.source_eval, self.family)["perplexity"]
         return out
 
     def evaluate(self) -> dict[str, float]:
@@ -193,6 +222,21 @@ class AdaptTask:
         return result
 
 
+def family_eval_batches(
+    tokenizer: Any, texts: Sequence[str], family: Family, block_size: int, max_blocks: int
+) -> list[dict[str, torch.Tensor]]:
+    """Held-out text as the family's fixed evaluation batches (separator, CLS, masking per family)."""
+    blocks = eval_blocks(
+        tokenizer,
+        texts,
+        block_size,
+        max_blocks=max_blocks,
+        separator=separator_id(tokenizer, family),
+        block_prefix=block_prefix_id(tokenizer, family),
+    )
+    return prepare_eval(blocks, tokenizer, family)
+
+
 def _trainable_embeddings_only(model: Any) -> list[torch.nn.Parameter]:
     for p in model.parameters():
         p.requires_grad_(False)
@@ -200,6 +244,8 @@ def _trainable_embeddings_only(model: Any) -> list[torch.nn.Parameter]:
     head = model.get_output_embeddings()
     if head is not None and head.weight is not params[0]:
         params.append(head.weight)
+    if head is not None and getattr(head, "bias", None) is not None:  # BERT's prediction bias
+        params.append(head.bias)
     for p in params:
         p.requires_grad_(True)
     return params
@@ -258,7 +304,8 @@ def continual_pretrain(
         )
     batch = engine.train.micro_batch_size
     total_tokens = total * engine.train.grad_accum_steps * batch * adapt.block_size
-    stream = TextBlockStream(
+    family = family_of(model)
+    blocks = TextBlockStream(
         tokenizer,
         target_files,
         block_size=adapt.block_size,
@@ -270,14 +317,17 @@ def continual_pretrain(
         text_key=adapt.text_key,
         shuffle_buffer=adapt.shuffle_buffer,
         seed=engine.train.seed,
+        separator=separator_id(tokenizer, family),
+        block_prefix=block_prefix_id(tokenizer, family),
     )
-    t_eval = eval_blocks(tokenizer, target_eval_texts, adapt.block_size, max_blocks=adapt.eval_blocks)
+    stream = FamilyBatches(blocks, tokenizer, family, seed=engine.train.seed)
+    t_eval = family_eval_batches(tokenizer, target_eval_texts, family, adapt.block_size, adapt.eval_blocks)
     s_eval = (
-        eval_blocks(tokenizer, source_eval_texts, adapt.block_size, max_blocks=adapt.eval_blocks)
+        family_eval_batches(tokenizer, source_eval_texts, family, adapt.block_size, adapt.eval_blocks)
         if source_eval_texts
         else None
     )
-    task = AdaptTask(model, t_eval, s_eval, eval_every=engine.train.eval_every)
+    task = AdaptTask(model, t_eval, s_eval, eval_every=engine.train.eval_every, family=family)
     task.history.append((0, task.measure()))
     summaries: list[RunSummary] = []
     trainable_before = [p.requires_grad for p in model.parameters()]  # a QLoRA model arrives peft-wrapped
@@ -348,23 +398,34 @@ def evaluate_model(
     *,
     block_size: int = 64,
     max_blocks: int = 64,
+    pseudo_blocks: int = 4,
 ) -> dict[str, float]:
-    """Target and source perplexity (forgetting), fertility on the target text, eval throughput (tokens/s)."""
-    from warmstart.eval import perplexity
+    """Target and source perplexity in the family's metric (forgetting), fertility on the target text, eval
+    throughput (tokens/s); for an encoder also the pseudo-perplexity of ``pseudo_blocks`` target blocks."""
+    from warmstart_lang.families import pseudo_perplexity
     from warmstart_lang.tokenizer import fertility
 
-    device = next(model.parameters()).device
+    family = family_of(model)
     out: dict[str, float] = {}
-    blocks = eval_blocks(tokenizer, target_texts, block_size, max_blocks=max_blocks)
+    batches = family_eval_batches(tokenizer, target_texts, family, block_size, max_blocks)
     start = time.perf_counter()
-    result = perplexity(model, blocks, device=device)
+    result = family_perplexity(model, batches, family)
     seconds = time.perf_counter() - start
     out["target_ppl"] = result["perplexity"]
     out["eval_tokens_per_s"] = result["tokens"] / max(seconds, 1e-9)
     if source_texts:
-        out["source_ppl"] = perplexity(
-            model, eval_blocks(tokenizer, source_texts, block_size, max_blocks=max_blocks), device=device
-        )["perplexity"]
+        source = family_eval_batches(tokenizer, source_texts, family, block_size, max_blocks)
+        out["source_ppl"] = family_perplexity(model, source, family)["perplexity"]
+    if family.name == "encoder" and pseudo_blocks > 0:
+        plain = eval_blocks(
+            tokenizer,
+            target_texts,
+            block_size,
+            max_blocks=pseudo_blocks,
+            separator=separator_id(tokenizer, family),
+            block_prefix=block_prefix_id(tokenizer, family),
+        )
+        out["target_pseudo_ppl"] = pseudo_perplexity(model, plain, tokenizer, max_blocks=pseudo_blocks)
     fert = fertility(tokenizer, target_texts)
     out["target_fertility"] = fert.fertility
     out["target_coverage"] = fert.coverage

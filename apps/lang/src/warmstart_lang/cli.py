@@ -19,6 +19,7 @@ from warmstart.engine import EngineConfig, cpu_threads
 from warmstart.errors import ConfigError, DataError
 from warmstart_lang.adapt import AdaptConfig
 from warmstart_lang.bench import BenchConfig, WorldConfig
+from warmstart_lang.tokenizer import TokenizerKind
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def synth(
 def tokenizer_train(
     data: Files,
     out: Path,
-    kind: Literal["bpe", "unigram"] = "bpe",
+    kind: TokenizerKind = "bpe",
     vocab_size: int = 1000,
     max_docs: int | None = None,
     text_key: str = "text",
@@ -90,7 +91,8 @@ def tokenizer_train(
     Args:
         data: text (.txt, a document per line) or JSONL files, or folders of them.
         out: where to save the tokenizer (save_pretrained; written atomically).
-        kind: bpe (byte-level) or unigram (Metaspace).
+        kind: bpe (byte-level) or unigram (Metaspace) for decoders; bert, roberta, xlm-roberta, deberta-v2
+            or t5 for a tokenizer in that family's layout and special tokens.
         vocab_size: vocabulary size.
         max_docs: train on at most this many documents.
         text_key: JSONL field with the text.
@@ -176,12 +178,12 @@ def expand(
     cw2v_steps: int = 300,
     seed: int = 0,
 ) -> None:
-    """Resize a causal LM to an extended tokenizer, initialising new embedding and head rows (save_pretrained).
+    """Resize a model (decoder, encoder or T5) to an extended tokenizer, initialising new embedding and head rows.
 
     Args:
         model: the source model (local directory or hub id).
-        tokenizer: the extended tokenizer (from tokenizer-extend).
-        out: output directory (written atomically; loadable by AutoModelForCausalLM.from_pretrained).
+        tokenizer: the extended tokenizer (from tokenizer-extend; every old token must keep its id).
+        out: output directory (written atomically; loadable by the family's AutoModelFor*.from_pretrained).
         base_tokenizer: the model's own tokenizer (default: the one saved with the model).
         method: init of the new input-embedding rows: random, mean, multivariate, fvt (zip-tie), convex, cw2v.
         head_method: init of the new rows of an untied output head (default: the same as method).
@@ -191,6 +193,7 @@ def expand(
     """
     from warmstart.cli.show import print_table
     from warmstart_lang.adapt import expand_model, save_model
+    from warmstart_lang.families import family_of
     from warmstart_lang.models import load_model
     from warmstart_lang.tokenizer import load_tokenizer
 
@@ -201,6 +204,7 @@ def expand(
     old_tok = load_tokenizer(base_tokenizer or model)
     texts = _texts(data, 2000) if data else None
     net = load_model(model)
+    family = family_of(net)
     info = expand_model(
         net,
         old_tok,
@@ -211,16 +215,24 @@ def expand(
         texts=texts,
         cw2v_steps=cw2v_steps,
         where=f"expand {model}",
+        base_name=model,
     )
     save_model(net, new_tok, out, extra=info)
+    fallback = {
+        "fvt": f"{info['fvt_fallback_rate']:.1%} of new tokens have no old pieces (mean row)",
+        "cw2v": f"{info['cw2v_unseen_rate']:.1%} of new tokens never occur in --data (~mean row)",
+        "convex": "none (random convex weights over old rows)",
+    }
     print_table(
         "vocabulary expansion",
         ("", ""),
         [
+            ("family", f"{family.name} ({type(net).__name__}, {family.auto_class})"),
             ("rows", f"{info['old_rows']} -> {info['new_rows']}"),
             ("new tokens", str(len(info["new_token_ids"]))),
             ("embeddings init", info["method"]),
             ("head init", str(info["head_method"] or "tied")),
+            *((f"{m} fallback", fallback[m]) for m in dict.fromkeys((method, head_method)) if m in fallback),
             ("saved", str(out)),
         ],
     )
@@ -259,7 +271,8 @@ def pretrain(
     from warmstart.cli.show import print_summary, print_table
     from warmstart_lang.adapt import EXPANSION_FILE, continual_pretrain, load_qlora_model, save_model
     from warmstart_lang.data import resolve_files
-    from warmstart_lang.models import check_tokenizer_fits, load_model
+    from warmstart_lang.families import detect_family
+    from warmstart_lang.models import check_tokenizer_fits, load_config, load_model
     from warmstart_lang.tokenizer import load_tokenizer
 
     if adapt.mode == "qlora" and not torch.cuda.is_available():
@@ -272,6 +285,9 @@ def pretrain(
     run_dir, checkpoint = _run(run, "pretrain").open(resume=resume, out=out)
     expansion = Path(model) / EXPANSION_FILE
     new_ids = json.loads(expansion.read_text())["new_token_ids"] if expansion.is_file() else None
+    family = detect_family(load_config(model), model)
+    if adapt.mode == "qlora" and family.name != "decoder":
+        raise ConfigError(f"adapt.mode=qlora loads causal LMs only; {model} is an {family.name}: use lora")
     net = load_qlora_model(model, adapt, new_ids) if adapt.mode == "qlora" else load_model(model)
     check_tokenizer_fits(net, tok, f"pretrain {model}")
     result = continual_pretrain(
@@ -289,7 +305,8 @@ def pretrain(
     )
     save_model(result.model, tok, run_dir / "model", replace=checkpoint is not None)
     print_summary(result.summaries[-1], "continual pretraining")
-    rows = [(k, f"{v:.4g}") for k, v in result.final.items()]
+    rows = [("family", f"{family.name}: {family.objective}; target_ppl = {family.metric}")]
+    rows += [(k, f"{v:.4g}") for k, v in result.final.items()]
     rows += [("tokens/s", f"{result.tokens_per_s:.0f}"), ("trainable params", str(result.trainable_params))]
     rows += [("model", str(run_dir / "model"))]
     print_table("result", ("", ""), rows)
@@ -307,7 +324,10 @@ def evaluate(
     text_key: str = "text",
     out: Path | None = None,
 ) -> int:
-    """Perplexity on target and source text (forgetting), fertility, and a throughput line.
+    """Perplexity in the family's metric on target and source text (forgetting), fertility, throughput.
+
+    Decoders: perplexity; encoders: masked-token perplexity (a fixed 15 % mask) and pseudo-perplexity;
+    T5-style models: span-corruption perplexity (a fixed corruption).
 
     Args:
         model: local directory or hub id.
@@ -321,11 +341,13 @@ def evaluate(
     """
     from warmstart.cli.show import print_table
     from warmstart_lang.adapt import evaluate_model
+    from warmstart_lang.families import family_of
     from warmstart_lang.models import check_tokenizer_fits, load_model
     from warmstart_lang.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(tokenizer or model)
     net = load_model(model)
+    family = family_of(net)
+    tok = load_tokenizer(tokenizer or model)
     check_tokenizer_fits(net, tok, f"eval {model}")
     net.eval()
     result = evaluate_model(
@@ -338,8 +360,12 @@ def evaluate(
     )
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=1))
-    print_table(f"eval {model}", ("metric", "value"), [(k, f"{v:.4g}") for k, v in result.items()])
+        Path(out).write_text(json.dumps(result | {"family": family.name, "metric": family.metric}, indent=1))
+    print_table(
+        f"eval {model} ({family.name}; target_ppl = {family.metric})",
+        ("metric", "value"),
+        [(k, f"{v:.4g}") for k, v in result.items()],
+    )
     return 0
 
 

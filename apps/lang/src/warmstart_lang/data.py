@@ -10,8 +10,9 @@ on the prefix). Packing and MeCo are the core's (:class:`warmstart.data.packing.
 
 Written by hand: the generator (no library makes a *pair* of related languages) and the streaming reader,
 which reads one document (one line) at a time with byte offsets, so files larger than memory stream and a
-run resumes at the exact byte. Left out: a ``datasets`` streaming source (``hf:<name>`` is accepted only
-when the ``datasets`` package is installed), de-duplication and quality filtering.
+run resumes at the exact byte. A source may also be a Hugging Face ``datasets`` name or a ``save_to_disk``
+folder, read row by row through ``datasets`` (streamed for hub names) with the row index as the resume
+position. Left out: de-duplication and quality filtering.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from warmstart.data import MeCo
 from warmstart.data.packing import BlockBuffer, collate_blocks
 from warmstart.errors import DataError
+from warmstart.objectives import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -348,14 +350,17 @@ class TextBlockStream:
         text_key: str = "text",
         shuffle_buffer: int = 0,
         seed: int = 0,
+        separator: int | None = None,
+        block_prefix: int | None = None,
     ) -> None:
         if not 0.0 <= replay_ratio < 1.0:
             raise DataError(f"replay_ratio={replay_ratio} must be in [0, 1)")
         if replay_ratio > 0 and not replay_files:
             raise DataError("replay_ratio > 0 needs --replay files (source-language text)")
-        eos = tokenizer.eos_token_id
+        eos = tokenizer.eos_token_id if separator is None else separator
         if eos is None:
             raise DataError("the tokenizer has no eos_token; set one (tokenizer.eos_token) before packing")
+        self.block_prefix = block_prefix
         self.tokenizer = tokenizer
         self.block_size = block_size
         self.batch_size = batch_size
@@ -365,7 +370,7 @@ class TextBlockStream:
         self.seed = seed
         self.target = _Corpus(list(files), text_key)
         self.replay = _Corpus(list(replay_files), text_key) if replay_files else None
-        self.buffer = BlockBuffer(block_size, eos)
+        self.buffer = BlockBuffer(block_size - (block_prefix is not None), eos)
         self._meco: MeCo | None = None
         if self.meco.enabled:
             if total_tokens is None:
@@ -415,7 +420,7 @@ class TextBlockStream:
                 self.docs += 1
                 self.replayed += int(use_replay)
                 self.tokens_seen += len(ids) + 1
-                self.ready += self.buffer.pop_blocks()
+                self.ready += [_with_prefix(b, self.block_prefix) for b in self.buffer.pop_blocks()]
             batch, self.ready = self.ready[: self.batch_size], self.ready[self.batch_size :]
             out = collate_blocks(batch)
             yield {"input_ids": out["input_ids"], "labels": out["labels"]}
@@ -446,15 +451,40 @@ class TextBlockStream:
         self.replayed = int(state["replayed"])
 
 
+def _with_prefix(block: dict[str, list[int]], prefix: int | None) -> dict[str, list[int]]:
+    """Prepend an encoder's ``[CLS]`` to a block (label -100); keeps input_ids and labels only."""
+    if prefix is None:
+        return block
+    out = {
+        "input_ids": [prefix, *block["input_ids"]],
+        "labels": [IGNORE_INDEX, *block["labels"]],
+    }
+    return out
+
+
 def eval_blocks(
-    tokenizer: Any, texts: Sequence[str], block_size: int, batch_size: int = 16, max_blocks: int = 64
+    tokenizer: Any,
+    texts: Sequence[str],
+    block_size: int,
+    batch_size: int = 16,
+    max_blocks: int = 64,
+    *,
+    separator: int | None = None,
+    block_prefix: int | None = None,
 ) -> list[dict[str, torch.Tensor]]:
-    """Held-out texts packed into at most ``max_blocks`` blocks, grouped in batches (for perplexity)."""
-    buffer = BlockBuffer(block_size, tokenizer.eos_token_id)
+    """Held-out texts packed into at most ``max_blocks`` blocks, grouped in batches (for perplexity).
+
+    ``separator`` goes between documents (default: the tokenizer's EOS; see
+    :func:`warmstart_lang.families.separator_id`), ``block_prefix`` starts each block (an encoder's CLS).
+    """
+    sep = tokenizer.eos_token_id if separator is None else separator
+    if sep is None:
+        raise DataError("the tokenizer has no eos_token to separate documents; set one or pass separator")
+    buffer = BlockBuffer(block_size - (block_prefix is not None), sep)
     blocks: list[dict[str, list[int]]] = []
     for t in texts:
         buffer.add(tokenizer(t, add_special_tokens=False)["input_ids"])
-        blocks += buffer.pop_blocks()
+        blocks += [_with_prefix(b, block_prefix) for b in buffer.pop_blocks()]
         if len(blocks) >= max_blocks:
             break
     blocks = blocks[:max_blocks]

@@ -49,37 +49,86 @@ def atomic_save(obj: Any, out: Path) -> Path:
     return out
 
 
-def train_tokenizer(
-    texts: Sequence[str], kind: Literal["bpe", "unigram"] = "bpe", vocab_size: int = 1000
-) -> Any:
-    """A fresh ``PreTrainedTokenizerFast``: byte-level BPE or Metaspace Unigram, with ``<|endoftext|>`` as EOS."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+TokenizerKind = Literal["bpe", "unigram", "bert", "roberta", "xlm-roberta", "deberta-v2", "t5"]
+T5_SENTINELS = 100
+
+
+def train_tokenizer(texts: Sequence[str], kind: TokenizerKind = "bpe", vocab_size: int = 1000) -> Any:
+    """A fresh ``PreTrainedTokenizerFast`` trained with HF ``tokenizers`` in the layout of a model family.
+
+    bpe: byte-level BPE, unigram: Metaspace Unigram (decoders, ``<|endoftext|>`` as EOS); bert: WordPiece
+    with BERT's normaliser and ``[CLS]``/``[SEP]``/``[MASK]``; roberta: byte-level BPE with ``<s>``/``</s>``/
+    ``<mask>``; xlm-roberta / deberta-v2: Metaspace Unigram with their special tokens; t5: Metaspace Unigram
+    with ``</s>`` and 100 ``<extra_id_k>`` sentinels.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     if not texts:
         raise DataError("no text to train a tokenizer on")
-    if kind == "bpe":
+    special: dict[str, Any]
+    if kind in ("bpe", "roberta"):
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=kind == "roberta")
         tok.decoder = decoders.ByteLevel()
+        names = [EOS, PAD] if kind == "bpe" else ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
-            special_tokens=[EOS, PAD],
+            special_tokens=names,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        special = {"eos_token": EOS, "pad_token": PAD}
-    elif kind == "unigram":
+        if kind == "bpe":
+            special = {"eos_token": EOS, "pad_token": PAD}
+        else:
+            special = dict(bos_token="<s>", cls_token="<s>", eos_token="</s>", sep_token="</s>")
+            special |= dict(pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+    elif kind == "bert":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=False, handle_chinese_chars=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        names = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=names, show_progress=False)
+        special = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
+        special["mask_token"] = "[MASK]"
+    elif kind in ("unigram", "xlm-roberta", "deberta-v2", "t5"):
         tok = Tokenizer(models.Unigram())
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
+        if kind == "unigram":
+            names, special = [EOS, PAD, UNK], {"eos_token": EOS, "pad_token": PAD, "unk_token": UNK}
+        elif kind == "xlm-roberta":
+            names = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+            special = dict(bos_token="<s>", cls_token="<s>", eos_token="</s>", sep_token="</s>")
+            special |= dict(pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+        elif kind == "deberta-v2":
+            names = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+            special = dict(pad_token="[PAD]", cls_token="[CLS]", bos_token="[CLS]", sep_token="[SEP]")
+            special |= dict(eos_token="[SEP]", unk_token="[UNK]", mask_token="[MASK]")
+        else:
+            sentinels = [f"<extra_id_{k}>" for k in range(T5_SENTINELS)]
+            names = ["<pad>", "</s>", "<unk>", *sentinels]
+            special = dict(pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+            special["additional_special_tokens"] = sentinels
+        unk = special["unk_token"]
         trainer = trainers.UnigramTrainer(
-            vocab_size=vocab_size, special_tokens=[EOS, PAD, UNK], unk_token=UNK, show_progress=False
+            vocab_size=vocab_size, special_tokens=names, unk_token=unk, show_progress=False
         )
-        special = {"eos_token": EOS, "pad_token": PAD, "unk_token": UNK}
     else:
-        raise ConfigError(f"kind={kind!r} is unknown: use bpe or unigram")
+        raise ConfigError(f"kind={kind!r} is unknown: use one of {TokenizerKind.__args__}")  # type: ignore[attr-defined]
     tok.train_from_iterator(texts, trainer)
+    if kind in ("bert", "deberta-v2", "roberta", "xlm-roberta"):
+        cls, sep = special["cls_token"], special["sep_token"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}",
+            pair=f"{cls} $A {sep} $B {sep}",
+            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+        )
+    elif kind == "t5":
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+        )
     return PreTrainedTokenizerFast(tokenizer_object=tok, **special)
 
 
