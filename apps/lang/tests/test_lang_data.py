@@ -164,3 +164,46 @@ def test_stream_packs_resumes_and_replays(pair, tokenizers):
     prefix = tok("URL: ", add_special_tokens=False)["input_ids"]
     row = first["input_ids"][0].tolist()
     assert row[: len(prefix)] == prefix
+
+
+def _han_text(n_docs: int, seed: int) -> list[str]:
+    """Han-script documents without spaces: 2-3 character words from a fixed lexicon, '，' and '。'."""
+    import random
+
+    rng = random.Random(seed)
+    chars = [chr(0x4E00 + 37 * i) for i in range(60)]
+    words = ["".join(random.Random(k).sample(chars, 2 + k % 2)) for k in range(40)]
+    return [
+        "。".join("".join(rng.choice(words) for _ in range(rng.randint(3, 6))) for _ in range(4)) + "。"
+        for _ in range(n_docs)
+    ]
+
+
+def test_cjk_under_bert_splitting_is_detected_and_can_be_turned_off(pair, tmp_path, capsys):
+    from warmstart_lang.cli import app
+    from warmstart_lang.tokenizer import atomic_save, load_tokenizer, splits_cjk
+
+    base = train_tokenizer(read_texts([pair["source_train"]]), "bert", 300)
+    assert splits_cjk(base)
+    atomic_save(base, tmp_path / "base")
+    (tmp_path / "han.txt").write_text("\n".join(_han_text(300, 0)) + "\n", encoding="utf-8")
+    (tmp_path / "held.txt").write_text("\n".join(_han_text(40, 1)) + "\n", encoding="utf-8")
+    common = ["tokenizer-extend", "--base", str(tmp_path / "base"), "--data", str(tmp_path / "han.txt")]
+    common += ["--heldout", str(tmp_path / "held.txt"), "--target_vocab_size", "500"]
+    assert app.main([*common, "--out", str(tmp_path / "split")]) == 0
+    warning = capsys.readouterr().out
+    assert "CJK" in warning and "--split_cjk false" in warning
+    split = json.loads((tmp_path / "split" / "fertility.json").read_text())
+    assert split["cjk"]["share"] > 0.8
+    assert split["fertility_reduction"] < 0.1  # per-character words: fertility cannot drop
+    assert split["cjk"]["fertility_reduction_without_split"] > 0.4  # the measured effect of the option
+    assert app.main([*common, "--out", str(tmp_path / "merged"), "--split_cjk", "false"]) == 0
+    merged = json.loads((tmp_path / "merged" / "fertility.json").read_text())
+    assert merged["fertility_reduction"] > 0.4
+    ext = load_tokenizer(tmp_path / "merged")
+    assert not splits_cjk(ext)
+    assert all(ext.get_vocab()[t] == i for t, i in base.get_vocab().items())  # old ids kept
+    latin = read_texts([pair["source_valid"]])[:5]
+    assert [ext.decode(ext(t)["input_ids"], skip_special_tokens=True) for t in latin] == [
+        base.decode(base(t)["input_ids"], skip_special_tokens=True) for t in latin
+    ]

@@ -115,6 +115,7 @@ def tokenizer_extend(
     max_new_tokens: int | None = None,
     max_docs: int | None = None,
     text_key: str = "text",
+    split_cjk: bool | None = None,
 ) -> int:
     """Add the target tokens the base tokenizer lacks; report fertility and coverage before and after.
 
@@ -127,17 +128,33 @@ def tokenizer_extend(
         max_new_tokens: add at most this many tokens (most frequent first).
         max_docs: train on at most this many documents.
         text_key: JSONL field with the text.
+        split_cjk: false: turn off the base's per-character CJK split (BERT's BertNormalizer) in the extended
+            tokenizer so multi-character CJK tokens can form (old ids kept); default: keep the base's, and
+            warn with the measured effect when the held-out text is CJK.
     """
     from warmstart.cli.show import print_table
-    from warmstart_lang.tokenizer import atomic_save, extend_tokenizer, fertility, load_tokenizer
+    from warmstart_lang.tokenizer import (
+        atomic_save,
+        cjk_share,
+        extend_tokenizer,
+        fertility,
+        load_tokenizer,
+        splits_cjk,
+    )
 
     base_tok = load_tokenizer(base)
-    extended, added = extend_tokenizer(
-        base_tok,
-        _texts(data, max_docs, text_key),
-        target_vocab_size=target_vocab_size,
-        max_new_tokens=max_new_tokens,
-    )
+    texts = _texts(data, max_docs, text_key)
+
+    def extend(split: bool | None) -> tuple[object, list[str]]:
+        return extend_tokenizer(
+            base_tok,
+            texts,
+            target_vocab_size=target_vocab_size,
+            max_new_tokens=max_new_tokens,
+            split_cjk=split,
+        )
+
+    extended, added = extend(split_cjk)
     held = _texts(heldout, None, text_key)
     before, after = fertility(base_tok, held), fertility(extended, held)
     report = {
@@ -146,6 +163,24 @@ def tokenizer_extend(
         "added_tokens": len(added),
         "fertility_reduction": 1.0 - after.fertility / before.fertility,
     }
+    share = cjk_share(held)
+    if splits_cjk(base_tok) and split_cjk is None and share >= 0.1:
+        alt, _ = extend(False)
+        alt_fert = fertility(alt, held)
+        report["cjk"] = {
+            "share": share,
+            "fertility_reduction_without_split": 1.0 - alt_fert.fertility / before.fertility,
+        }
+        cjk = report["cjk"]
+        print(
+            f"warning: {base}: {share:.0%} of the held-out characters are CJK and the base tokenizer's "
+            f"BertNormalizer makes each one its own word, so no new token can join two: fertility "
+            f"{before.fertility:.3f} -> {after.fertility:.3f} ({report['fertility_reduction']:.1%} fewer); "
+            f"with --split_cjk false it is {alt_fert.fertility:.3f} "
+            f"({cjk['fertility_reduction_without_split']:.1%} fewer; old ids kept)"
+        )
+    elif split_cjk is not None:
+        report["cjk"] = {"share": share, "split_cjk": split_cjk}
     atomic_save(extended, out)
     (Path(out) / "fertility.json").write_text(json.dumps(report, indent=1))
     print_table(

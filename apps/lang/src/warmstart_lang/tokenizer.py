@@ -196,17 +196,79 @@ def _merge_model(base: dict[str, Any], target: dict[str, Any], max_new: int | No
     return model, added
 
 
+def _cjk(ch: str) -> bool:
+    o = ord(ch)
+    return any(lo <= o <= hi for lo, hi in _CJK_RANGES)
+
+
+# BERT's _is_chinese_char ranges: CJK unified ideographs and their extensions, compatibility ideographs
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+
+
+def cjk_share(texts: Sequence[str]) -> float:
+    """Share of the non-space characters of ``texts`` that are CJK ideographs."""
+    chars = [c for t in texts for c in t if not c.isspace()]
+    return sum(map(_cjk, chars)) / max(len(chars), 1)
+
+
+def _normalizers(node: Any) -> list[dict]:
+    if not isinstance(node, dict):
+        return []
+    if node.get("type") == "Sequence":
+        return [n for child in node.get("normalizers", []) for n in _normalizers(child)]
+    return [node]
+
+
+def splits_cjk(tokenizer: Any) -> bool:
+    """True when the tokenizer's normaliser is BERT's with ``handle_chinese_chars`` (each CJK character
+    becomes its own word, so no token can span two of them)."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("normalizer")
+    return any(
+        n.get("type") == "BertNormalizer" and n.get("handle_chinese_chars") for n in _normalizers(spec)
+    )
+
+
+def _set_cjk_split(spec: dict[str, Any], value: bool) -> dict[str, Any]:
+    for n in _normalizers(spec.get("normalizer")):
+        if n.get("type") == "BertNormalizer":
+            n["handle_chinese_chars"] = value
+    return spec
+
+
 def extend_tokenizer(
-    base: Any, texts: Sequence[str], *, target_vocab_size: int = 1000, max_new_tokens: int | None = None
+    base: Any,
+    texts: Sequence[str],
+    *,
+    target_vocab_size: int = 1000,
+    max_new_tokens: int | None = None,
+    split_cjk: bool | None = None,
 ) -> tuple[Any, list[str]]:
     """Train a target tokenizer with ``base``'s pipeline and append its tokens that ``base`` lacks.
 
     Returns ``(extended tokenizer, added tokens)``. Old tokens keep their ids; new ids follow the old ones.
+    ``split_cjk=False`` turns off BERT's per-character CJK split in the extended tokenizer (and in the
+    target tokenizer it is trained from), so multi-character CJK tokens can form; None keeps the base's.
     """
     from tokenizers import Tokenizer
 
     if not texts:
         raise DataError("no target text to extend the tokenizer with")
+    if split_cjk is not None and splits_cjk(base) != split_cjk:
+        base = _with_backend(
+            base,
+            Tokenizer.from_str(
+                json.dumps(_set_cjk_split(json.loads(base.backend_tokenizer.to_str()), split_cjk))
+            ),
+        )
     target = base.train_new_from_iterator(texts, vocab_size=target_vocab_size)
     base_json = json.loads(base.backend_tokenizer.to_str())
     target_json = json.loads(target.backend_tokenizer.to_str())
