@@ -1,0 +1,128 @@
+"""speech on a GPU: conformer speech-encoder pretraining with CTC + optimal transport, bf16, base size.
+
+Seed: *Pre-training for Speech Translation: CTC Meets Optimal Transport* (Le et al., arXiv 2301.11716).
+Synthesises a small spoken corpus offline (espeak-ng voices), trains the phoneme→word MT model (its encoder
+is the frozen OT teacher) for a few steps, then runs ``warmstart-speech pretrain --objective ctc+ot`` with
+``gpu-base.yaml`` (512-d, 12 conformer layers from fairseq2's builder) for 200 steps at batch 32. Left out:
+ST fine-tuning and BLEU (the encoder's step is the cost that matters).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpu.common import (
+    Check,
+    Context,
+    Limit,
+    Recipe,
+    cli,
+    engine_flags,
+    engine_runs,
+    flags,
+    summary_metrics,
+    timed,
+)
+
+RECIPE = "apps/speech/src/warmstart_speech/recipes/gpu-base.yaml"
+STEPS, BATCH, MT_STEPS = 200, 32, 30
+TINY = flags(
+    {
+        "model.model_dim": 32,
+        "model.speech_layers": 1,
+        "model.text_layers": 1,
+        "model.decoder_layers": 1,
+        "model.heads": 2,
+        "model.ffn_dim": 64,
+        "model.subsampler_dim": 32,
+    }
+)
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    corpus, mt = ctx.out / "corpus", ctx.out / "mt"
+    metrics: dict[str, Any] = {}
+    synth = flags({"synth.n_train": ctx.size(384, 24), "synth.n_test": ctx.size(32, 8)})
+    with timed(metrics, "synth_seconds"):
+        cli("speech", ["data-synth", "--out", corpus, *synth])
+    size = TINY if ctx.smoke else []
+    batch = ctx.size(BATCH, 4)
+    train = corpus / "train.tsv"
+    with engine_runs() as mt_runs:
+        cli(
+            "speech",
+            [
+                "mt-train",
+                "--data",
+                train,
+                "--config",
+                RECIPE,
+                *size,
+                *engine_flags(ctx.size(MT_STEPS, 2), batch),
+                "--out",
+                mt,
+            ],
+        )
+    with engine_runs() as runs:
+        cli(
+            "speech",
+            [
+                "pretrain",
+                "--objective",
+                "ctc+ot",
+                "--mt",
+                mt,
+                "--data",
+                train,
+                "--config",
+                RECIPE,
+                *size,
+                *engine_flags(ctx.size(STEPS, 3), batch),
+                "--out",
+                ctx.out / "pretrain",
+            ],
+        )
+    if not mt_runs or not runs:
+        raise RuntimeError("mt-train or pretrain finished without an engine run")
+    return metrics | summary_metrics("mt", mt_runs[-1]) | summary_metrics("ctc_ot", runs[-1])
+
+
+def models() -> dict[str, Any]:
+    from gpu.common import parse_recipe
+    from warmstart_speech.models import SpeechEncoder, build_mt
+
+    parsed = parse_recipe(Recipe("speech", "pretrain", RECIPE, ["--data", "train.tsv"]))
+    config = parsed["model"]
+    return {
+        "conformer speech encoder (base)": lambda: SpeechEncoder(config, 64),
+        "mt teacher (base)": lambda: build_mt(config, 64, 1000),
+    }
+
+
+CHECK = Check(
+    app="speech",
+    plan=[
+        "data-synth: 384 + 32 utterances through espeak-ng (offline), 80-bin fbank",
+        f"mt-train --config gpu-base.yaml: {MT_STEPS} steps (the OT teacher)",
+        f"pretrain --objective ctc+ot --config gpu-base.yaml: 512-d 12-layer conformer, {STEPS} steps x {BATCH}"
+        " (bf16)",
+    ],
+    budget_s=80,
+    recipes=[
+        Recipe("speech", "mt-train", RECIPE, ["--data", "t.tsv", *engine_flags(MT_STEPS, BATCH)]),
+        Recipe("speech", "pretrain", RECIPE, ["--data", "t.tsv", "--mt", "m", *engine_flags(STEPS, BATCH)]),
+    ],
+    models=models,
+    run=run,
+    limits=[
+        Limit("ctc_ot_steps", ">=", STEPS, "every requested step ran"),
+        Limit("ctc_ot_loss_finite", ">=", 1, "bf16 CTC + Sinkhorn loss stayed finite"),
+        Limit("ctc_ot_samples_per_s", ">=", 100, "floor: utterances/s of a 12-layer 512-d conformer, bf16"),
+    ],
+    apis=[
+        "warmstart_speech.cli:app",
+        "warmstart_speech.models:SpeechEncoder",
+        "warmstart_speech.models:build_mt",
+        "warmstart.engine:Engine.fit",
+    ],
+)
