@@ -33,7 +33,9 @@ def test_synth_stats_pretrain_finetune_probe(eo_root: Path, tmp_path: Path, caps
     argv = ["pretrain", "--data", str(eo_root), "--model.family", "prithvi", "--data_config.frames", "3",
             "--out", str(pre), *TINY]  # fmt: skip
     assert app.main(argv) == 0
-    assert {"model.safetensors", "config.json", "README.md", "stats.json", "config.yaml"} <= {p.name for p in pre.iterdir()}
+    assert {"model.safetensors", "config.json", "README.md", "stats.json", "config.yaml"} <= {
+        p.name for p in pre.iterdir()
+    }
     argv = ["finetune", "--data", str(eo_root), "--pretrained", str(pre), "--task", "segment", "--out",
             str(tmp_path / "ft"), *TINY]  # fmt: skip
     assert app.main(argv) == 0

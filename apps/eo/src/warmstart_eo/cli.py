@@ -24,16 +24,41 @@ def _rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
 
 
 @app.command(name="data-synth")
-def data_synth(out: Path, synth: SynthConfig = SynthConfig()) -> None:
-    """Write generated Sentinel-2-like GeoTIFFs (images/, labels/, scenes.json) into a folder.
+def data_synth(
+    out: Path,
+    synth: SynthConfig = SynthConfig(),
+    layout: Literal[
+        "folder", "eurosat", "eurosat100", "bigearthnet", "so2sat", "ssl4eo-s12", "seco"
+    ] = "folder",
+) -> None:
+    """Write generated Sentinel-2-like data: GeoTIFF scenes (images/, labels/, scenes.json), or a tiny copy
+    of a public dataset in its published layout (read back with --data <name> --root <out>).
 
     Args:
         out: destination folder.
-        synth: scenes, size, frames, events, nodata, seed.
+        synth: scenes, size, frames, events, nodata, seed (layout folder).
+        layout: folder (our scenes) or a dataset's layout.
     """
     from warmstart.cli.show import print_table
+    from warmstart_eo import layouts
     from warmstart_eo.data import synthesize
 
+    if layout != "folder":
+        writers = {
+            "eurosat": lambda: layouts.write_eurosat(out, seed=synth.seed),
+            "eurosat100": lambda: layouts.write_eurosat(out, variant="eurosat100", seed=synth.seed),
+            "bigearthnet": lambda: layouts.write_bigearthnet(out, seed=synth.seed),
+            "so2sat": lambda: layouts.write_so2sat(out, seed=synth.seed),
+            "ssl4eo-s12": lambda: layouts.write_ssl4eo_s12(out, seed=synth.seed),
+            "seco": lambda: layouts.write_seco(out, seed=synth.seed),
+        }
+        writers[layout]()
+        print_table(
+            f"wrote a tiny {layout} to {out}",
+            ("read it with", ""),
+            [("--data", layout), ("--root", str(out))],
+        )
+        return
     meta = synthesize(out, synth)
     print_table(
         f"wrote {synth.scenes} scenes to {out}",

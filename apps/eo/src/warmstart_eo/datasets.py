@@ -117,6 +117,8 @@ def load_eurosat(variant: str, root: Path, config: DataConfig) -> LazyChips:
     bands = _pick(names, config, cls.__name__)
     parts, offsets, index, labels, split, skipped, total = [], [], [], [], [], 0, 0
     for split_name in ("train", "val", "test"):
+        if split_name == "val" and not (Path(root) / cls.split_filenames["val"]).is_file():
+            continue  # the validation list is optional here (its items would join train anyway)
         ds = _build(
             cls, root, f" ({split_name} split)", split=split_name, bands=tuple(bands), download=config.download,
             checksum=False,
