@@ -42,6 +42,12 @@ class CodeTask:
         """The check program HumanEval runs: prompt + completion + tests + ``check(entry_point)``."""
         return f"{self.prompt}{completion}\n\n{self.test}\n\ncheck({self.entry_point})\n"
 
+    def check_job(self, completion: str):  # noqa: ANN201 - a sandbox.CheckJob (imported lazily)
+        """The same check with the tests run out of the candidate's reach (:meth:`Sandbox.check`)."""
+        from warmstart_code.sandbox import check_job
+
+        return check_job(self.prompt, completion, self.test, self.entry_point)
+
 
 # --- the generator --------------------------------------------------------------------------------------
 # (family, template name, difficulty, docstring, body, argument sampler); {k} / {c} are per-task constants.
@@ -170,8 +176,14 @@ def parse_task(row: Any) -> CodeTask:
             raise ValueError(
                 f"missing field(s) {missing} (HumanEval layout: task_id, prompt, entry_point, test)"
             )
-        task = CodeTask(str(row["task_id"]), row["prompt"], row["entry_point"], row["test"],
-                        row.get("canonical_solution", ""), row.get("family", ""))  # fmt: skip
+        task = CodeTask(
+            str(row["task_id"]),
+            row["prompt"],
+            row["entry_point"],
+            row["test"],
+            row.get("canonical_solution", ""),
+            row.get("family", ""),
+        )
     try:
         ast.parse(task.test)
     except SyntaxError as exc:
@@ -202,8 +214,10 @@ def load_tasks(
                 log.warning("skipping task: %s", message)
                 errors.append(message)
     if not tasks:
-        raise DataError(f"{path}: no valid task ({len(errors)} bad line(s)); first problem: "
-                        f"{errors[0] if errors else 'the file is empty'}")  # fmt: skip
+        raise DataError(
+            f"{path}: no valid task ({len(errors)} bad line(s)); first problem: "
+            f"{errors[0] if errors else 'the file is empty'}"
+        )
     return tasks, errors
 
 

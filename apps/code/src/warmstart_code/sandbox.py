@@ -1,24 +1,18 @@
-"""Execution sandbox for model-written programs: OS-level isolation and a worker pool.
+"""Execution sandbox for model-written programs: OS-level isolation, a verdict out of the program's reach.
 
 Seed context: HumanEval's harness ("Evaluating Large Language Models Trained on Code", arXiv 2107.03374)
-runs each completion in a forked process with a SIGALRM timeout and a "reliability guard" that sets
-dangerous functions to ``None`` — and warns it is *not a security sandbox*; EvalPlus (arXiv 2305.01210)
-adds more of the same. Such guards are escaped through ``importlib``, ``posix``, ``ctypes``, ``os.exec*``,
-sockets and absolute paths. Here the isolation is the kernel's (see ``_sandbox_worker.py``): per worker a
-user + network namespace (no network at all) and, when the caller is root, a drop to ``nobody``; per
-execution a mount + PID namespace with a read-only filesystem, a size-capped tmpfs as the only writable
-place, a fresh ``/proc``, rlimits on CPU, address space, file size, processes and descriptors, a scrubbed
-environment, no inherited descriptors, a wall-clock kill of the whole namespace, and capped output. An
-audit-hook guard is kept as an extra, optional layer. Where the kernel refuses namespaces the worker falls
-back to rlimits + a private temp dir + a killed process group (``isolation = "rlimits"``), and says so.
+runs each completion *and its tests* in one forked process with a SIGALRM timeout and a "reliability guard"
+that sets dangerous functions to ``None`` — and warns it is *not a security sandbox*; EvalPlus (arXiv
+2305.01210) adds more of the same. Such guards are escaped through ``importlib``, ``posix``, ``ctypes``,
+``os.exec*``, sockets and absolute paths, and a candidate that shares the tests' process can forge their
+verdict. Here (see ``_sandbox_worker.py``) the kernel isolates — user, network, mount and PID namespaces, a
+read-only root and a capped tmpfs, rlimits, Landlock, a seccomp filter, a subreaper sweep — and
+:meth:`Sandbox.check` runs the tests in a separate supervisor process that calls the candidate's functions
+through a pipe and accepts only plain values back, so no code of the candidate runs where the verdict is
+made. :meth:`Sandbox.run` executes an opaque whole program (its "passed" is the program's own claim).
 
-What it cannot stop (honestly): kernel exploits (no seccomp filter is installed); reading world-readable
-files (the filesystem is read-only, not hidden); a program that inspects its own process memory can forge
-the pass token (tests run in the program's process, as in HumanEval); and in ``rlimits`` mode a process
-that calls ``setsid`` can outlive the group kill until its CPU limit, files outside the temp dir are
-writable wherever the user may write, and the network is only blocked by the (escapable) guard.
-
-Written by hand (no library in the workspace does this); the worker is stdlib-only so it starts fast.
+The threat model (what is contained and what is not) is in the app's README. Written by hand (no library
+in the workspace does this); the worker is stdlib-only so it starts fast.
 """
 
 from __future__ import annotations
@@ -26,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import secrets
 import struct
 import subprocess
 import sys
@@ -36,10 +29,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from warmstart.errors import ConfigError
+from warmstart.eval import pass_at_k
+
 log = logging.getLogger(__name__)
 
 WORKER = Path(__file__).with_name("_sandbox_worker.py")
-Status = Literal["passed", "failed", "timeout", "memory", "output_limit", "error", "crashed"]
+STATUSES = ("passed", "failed", "timeout", "memory", "output_limit", "killed_by_program", "error", "crashed")
+"""Every status but ``sandbox_refused: <what>`` (an operation the sandbox refused made the program fail)."""
 
 
 @dataclass
@@ -66,6 +63,8 @@ class SandboxConfig:
     """auto: kernel namespaces when allowed, else rlimits only."""
     guard: bool = True
     """Also install the audit-hook guard (an extra, escapable layer)."""
+    landlock: bool = True
+    """Restrict writes to the work dir, TCP and signals with Landlock where the kernel has it."""
     drop_privileges: bool = True
     """When run as root, execute as uid/gid 65534 (nobody)."""
 
@@ -74,7 +73,8 @@ class SandboxConfig:
 class ExecResult:
     """What one execution gave."""
 
-    status: Status
+    status: str
+    """One of :data:`STATUSES` or ``sandbox_refused: <what>``."""
     passed: bool
     exit_code: int = -1
     output: str = ""
@@ -83,9 +83,38 @@ class ExecResult:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class CheckJob:
+    """A candidate and the tests that judge it; the tests run in a process the candidate cannot reach."""
+
+    code: str
+    """The untrusted program text (HumanEval: prompt + completion), run in the program's process."""
+    test: str
+    """Trusted test code defining ``check(candidate)``, run in the supervisor."""
+    entry_point: str
+    """The function ``check`` receives (a proxy that calls it in the program's process)."""
+    context: str = ""
+    """Trusted code run beside the tests first (the task's prompt: imports, helpers such as ``poly``)."""
+
+
 def build_program(prompt: str, completion: str, test: str, entry_point: str) -> str:
     """HumanEval's check program: prompt + completion + test code + ``check(entry_point)``."""
     return f"{prompt}{completion}\n\n{test}\n\ncheck({entry_point})\n"
+
+
+def check_job(prompt: str, completion: str, test: str, entry_point: str) -> CheckJob:
+    """The same task as :func:`build_program`, with the tests out of the candidate's reach."""
+    return CheckJob(f"{prompt}{completion}\n", test, entry_point, prompt)
+
+
+def _job_message(job_id: str | int | None, job: str | CheckJob) -> dict:
+    if isinstance(job, CheckJob):
+        return {"id": job_id, "mode": "check"} | asdict(job)
+    return {"id": job_id, "mode": "program", "program": job}
+
+
+def _worker_config(config: SandboxConfig) -> dict:
+    return asdict(config)
 
 
 class _Worker:
@@ -100,11 +129,16 @@ class _Worker:
             close_fds=True,
             cwd="/",
         )
-        self._send(asdict(config))
+        self._send(_worker_config(config))
         hello = self._receive()
         if hello is None or not hello.get("ready"):
             self.close()
             detail = hello.get("error") if hello else "worker exited"
+            if config.isolation == "namespaces":
+                raise ConfigError(
+                    f"--sandbox.isolation namespaces: this kernel refuses them ({detail}); use "
+                    f"--sandbox.isolation auto (rlimits fallback, with a warning) or rlimits"
+                )
             raise RuntimeError(f"sandbox worker failed to start: {detail}")
         self.info = hello
 
@@ -122,16 +156,22 @@ class _Worker:
         (size,) = struct.unpack(">I", head)
         return json.loads(self.proc.stdout.read(size))
 
-    def run(self, job_id: str | int | None, program: str) -> ExecResult | None:
+    def run(self, job_id: str | int | None, job: str | CheckJob) -> ExecResult | None:
         try:
-            self._send({"id": job_id, "program": program, "token": secrets.token_hex(16)})
+            self._send(_job_message(job_id, job))
             reply = self._receive()
         except (BrokenPipeError, OSError):
             reply = None
         if reply is None:
             return None
-        return ExecResult(reply["status"], reply["passed"], reply["exit_code"], reply["output"],
-                          reply["seconds"], reply["id"])  # fmt: skip
+        return ExecResult(
+            reply["status"],
+            reply["passed"],
+            reply["exit_code"],
+            reply["output"],
+            reply["seconds"],
+            reply["id"],
+        )
 
     def close(self) -> None:
         try:
@@ -155,8 +195,7 @@ class Sandbox:
         self._workers = [_Worker(self.config) for _ in range(max(1, self.config.workers))]
         self.info = self._workers[0].info
         if self.info["isolation"] != "namespaces":
-            log.warning("sandbox: kernel namespaces unavailable (%s); rlimits-only isolation",
-                        self.info.get("namespace_error", "?"))  # fmt: skip
+            log.warning(rlimits_warning(self.info, self.config))
 
     def __enter__(self) -> Sandbox:
         return self
@@ -169,13 +208,18 @@ class Sandbox:
             worker.close()
         self._workers = []
 
-    def run(self, program: str, job_id: str | int | None = None) -> ExecResult:
+    def run(self, program: str | CheckJob, job_id: str | int | None = None) -> ExecResult:
+        """One job: a whole program (passed = it ran to its end, as it says) or a :class:`CheckJob`."""
         return self.run_many([program], [job_id])[0]
 
+    def check(self, code: str, test: str, entry_point: str, context: str = "") -> ExecResult:
+        """Judge ``code`` by ``test`` run in the supervisor (see :class:`CheckJob`)."""
+        return self.run(CheckJob(code, test, entry_point, context))
+
     def run_many(
-        self, programs: Sequence[str], ids: Iterable[str | int | None] | None = None
+        self, programs: Sequence[str | CheckJob], ids: Iterable[str | int | None] | None = None
     ) -> list[ExecResult]:
-        """Execute ``programs`` on the pool; results in input order."""
+        """Execute ``programs`` (whole programs or :class:`CheckJob`) on the pool; results in input order."""
         ids = list(ids) if ids is not None else list(range(len(programs)))
         jobs: queue.Queue[int] = queue.Queue()
         for i in range(len(programs)):
@@ -207,11 +251,34 @@ class Sandbox:
         return [w.proc.pid for w in self._workers]
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """The unbiased pass@k estimator of Chen et al. (2021): 1 − C(n−c, k) / C(n, k), computed stably."""
-    if n - c < k:
-        return 1.0
-    prod = 1.0
-    for i in range(n - c + 1, n + 1):
-        prod *= 1.0 - k / i
-    return 1.0 - prod
+def rlimits_warning(info: dict, config: SandboxConfig) -> str:
+    """The one line saying what the rlimits fallback does not isolate (and what it still closes)."""
+    abi = int(info.get("landlock_abi", 0)) if config.landlock else 0
+    seccomp = bool(info.get("seccomp"))
+    files = "closed (Landlock: writes only in the work dir)" if abi >= 1 else "WRITABLE"
+    tcp = "TCP closed (Landlock)" if abi >= 4 else ""
+    net = "closed (seccomp: no inet sockets)" if seccomp else tcp or "OPEN (only the escapable guard)"
+    signals = "only inside the job (Landlock)" if abi >= 6 else "to any process of the same user"
+    why = (
+        f"kernel namespaces unavailable ({info['namespace_error']})"
+        if "namespace_error" in info
+        else "isolation=rlimits requested"
+    )
+    return (
+        f"sandbox: {why}; rlimits-only "
+        f"isolation: /dev/shm and /var/tmp {files}; network {net}; /proc VISIBLE (the host's processes "
+        f"and their command lines); signals {signals}"
+    )
+
+
+__all__ = [
+    "STATUSES",
+    "CheckJob",
+    "ExecResult",
+    "Sandbox",
+    "SandboxConfig",
+    "build_program",
+    "check_job",
+    "pass_at_k",
+    "rlimits_warning",
+]

@@ -62,8 +62,9 @@ def rows(encoded: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
     return [{k: v[i] for k, v in encoded.items()} for i in range(n)]
 
 
-def pretrain_code_lm(tasks: Sequence[CodeTask], config: ModelConfig, engine: EngineConfig,
-                     run_dir: Path | None = None):  # fmt: skip
+def pretrain_code_lm(
+    tasks: Sequence[CodeTask], config: ModelConfig, engine: EngineConfig, run_dir: Path | None = None
+):
     """Tokenizer + tiny GPT-2 pretrained (CLM on prompt + solution) on the tasks' code; returns (model, tok, summary)."""
     tasks = list(tasks)
     tokenizer = train_tokenizer(code_corpus(tasks), config.vocab_size)
@@ -74,8 +75,14 @@ def pretrain_code_lm(tasks: Sequence[CodeTask], config: ModelConfig, engine: Eng
     return model.eval(), tokenizer, summary
 
 
-def supervised_finetune(model, tokenizer, tasks: Sequence[CodeTask], engine: EngineConfig, max_len: int = 128,
-                        run_dir: Path | None = None):  # fmt: skip
+def supervised_finetune(
+    model,
+    tokenizer,
+    tasks: Sequence[CodeTask],
+    engine: EngineConfig,
+    max_len: int = 128,
+    run_dir: Path | None = None,
+):
     """SFT: cross-entropy on reference solutions given the prompt (the usual baseline)."""
     data = rows(
         encode_pairs(tokenizer, [t.prompt for t in tasks], [t.canonical_solution for t in tasks], max_len)
@@ -99,11 +106,12 @@ class PassReport:
 def execute(
     sandbox: Sandbox, tasks: Sequence[CodeTask], completions: Sequence[Sequence[str]]
 ) -> list[list[bool]]:
-    """Run every completion of every task; a bad program never stops the run (its status is recorded)."""
+    """Judge every completion of every task by its tests (run outside the candidate's process); a bad program
+    never stops the run (its status is recorded)."""
     programs, ids = [], []
     for t, comps in zip(tasks, completions, strict=True):
         for j, c in enumerate(comps):
-            programs.append(t.program(c))
+            programs.append(t.check_job(c))
             ids.append(f"{t.task_id}#{j}")
     results = sandbox.run_many(programs, ids)
     out, i = [], 0
@@ -120,14 +128,36 @@ def pass_report(passed: Sequence[Sequence[bool]], k: int) -> PassReport:
     statuses: dict[str, int] = {}
     for s in getattr(execute, "last_statuses", []):
         statuses[s] = statuses.get(s, 0) + 1
-    return PassReport(float(np.mean([pass_at_k(n, c, 1) for c in correct])),
-                      float(np.mean([pass_at_k(n, c, min(k, n)) for c in correct])), k, n, correct, statuses)  # fmt: skip
+    return PassReport(
+        float(np.mean([pass_at_k(n, c, 1) for c in correct])),
+        float(np.mean([pass_at_k(n, c, min(k, n)) for c in correct])),
+        k,
+        n,
+        correct,
+        statuses,
+    )
 
 
-def evaluate_model(model, tokenizer, tasks: Sequence[CodeTask], sandbox: Sandbox, n: int = 8, k: int = 4,
-                   temperature: float = 0.8, seed: int = 0, max_new_tokens: int = 40):  # fmt: skip
+def evaluate_model(
+    model,
+    tokenizer,
+    tasks: Sequence[CodeTask],
+    sandbox: Sandbox,
+    n: int = 8,
+    k: int = 4,
+    temperature: float = 0.8,
+    seed: int = 0,
+    max_new_tokens: int = 40,
+):
     """Sample n programs per task, execute them, pass@1 and pass@k; returns (report, completions, passed)."""
-    completions = sample_programs(model, tokenizer, [t.prompt for t in tasks], k=n, temperature=temperature,
-                                  seed=seed, max_new_tokens=max_new_tokens)  # fmt: skip
+    completions = sample_programs(
+        model,
+        tokenizer,
+        [t.prompt for t in tasks],
+        k=n,
+        temperature=temperature,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+    )
     passed = execute(sandbox, tasks, completions)
     return pass_report(passed, k), completions, passed
