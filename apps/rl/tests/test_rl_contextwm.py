@@ -120,7 +120,8 @@ def test_worldmodel_pretrain_and_finetune_end_to_end(tmp_path, capsys) -> None:
     spec = json.loads((pre / "worldmodel" / "config.json").read_text())
     metrics = spec["metrics"]
     assert metrics["wm/heldout_recon"] < 0.5 * metrics["wm/heldout_recon_init"]  # it learned the videos
-    assert spec["model"]["context"] is True
+    assert spec["warmstart_kind"] == "rl.worldmodel" and spec["config"]["model"]["context"] is True
+    assert spec["config"]["n_actions"] == 0  # pretrained action-free
 
     out = tmp_path / "ft"
     agent = ["--agent.total_steps", "60", "--agent.prefill", "40", "--agent.train_every", "10"]
@@ -130,13 +131,17 @@ def test_worldmodel_pretrain_and_finetune_end_to_end(tmp_path, capsys) -> None:
     assert all(0 < step <= 60 and 0.0 <= ret <= 1.0 for step, ret in curve)
     from safetensors.torch import load_file
 
-    before = load_file(str(pre / "worldmodel" / "model.safetensors"))["rssm.action_in.weight"]
+    before = load_file(str(pre / "worldmodel" / "model.safetensors"))
     after = load_file(str(out / "worldmodel" / "model.safetensors"))["rssm.action_in.weight"]
-    assert before.abs().sum() == 0 and after.abs().sum() > 0  # fine-tuning learned to use actions
+    assert "rssm.action_in.weight" not in before and after.abs().sum() > 0  # fine-tuning learned actions
+    from warmstart_rl.contextwm import ActorCritic, WorldModel
+
+    assert WorldModel.from_pretrained(out / "worldmodel").n_actions == 3  # each reloads with one call
+    assert ActorCritic.from_pretrained(out / "agent").n_actions == 3
 
     capsys.readouterr()
     assert app.main(["worldmodel-finetune", "--model", str(pre), "--env.size", "24", *agent]) == 2
-    assert "pretrain on videos" in _one_line_error(capsys)
+    assert "pass --env.size 20" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize(
@@ -174,6 +179,7 @@ class _BanditModel(nn.Module):
         super().__init__()
         self.rssm = self
         self.reward = lambda feat: feat[..., :1]  # one-hot of action 0
+        self.predict_reward = lambda feat: feat[..., 0]
         self.cont = lambda feat: torch.full_like(feat[..., :1], 10.0)
 
     def img_step(self, h, z, action):

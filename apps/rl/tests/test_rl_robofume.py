@@ -100,7 +100,7 @@ def test_robofume_end_to_end(tmp_path, capsys) -> None:
     ]
     assert app.main([*argv, "--out", str(out)]) == 0
     spec = json.loads((out / "qnet" / "config.json").read_text())
-    assert (out / "classifier" / "model.safetensors").is_file() and spec["kind"] == "q-network"
+    assert (out / "classifier" / "model.safetensors").is_file() and spec["warmstart_kind"] == "rl.q-network"
     m = spec["metrics"]
     assert m["offline/detected_successes"] >= 1  # the classifier finds goal images in the demos
     assert 0.0 <= m["return/offline"] <= 1.0 and 0.0 <= m["return/online"] <= 1.0

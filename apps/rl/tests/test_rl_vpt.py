@@ -39,10 +39,10 @@ def _ppo(policy_config: PolicyConfig, kl: float = 0.0, reference=None):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from warmstart_rl.data import make_env
-    from warmstart_rl.vpt import _kl_ppo_class
+    from warmstart_rl.klppo import kl_ppo_class
 
     venv = DummyVecEnv([lambda: make_env(ENV, seed=0)])
-    return _kl_ppo_class()(
+    return kl_ppo_class()(
         "CnnPolicy",
         venv,
         n_steps=32,
@@ -103,7 +103,7 @@ def test_model_round_trip(tmp_path) -> None:
     torch.testing.assert_close(loaded(x), idm(x))
     from warmstart.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="'idm' checkpoint"):
+    with pytest.raises(CheckpointError, match="holds a rl.idm model where a rl.policy is needed"):
         load_model(tmp_path / "idm", "policy")
 
 

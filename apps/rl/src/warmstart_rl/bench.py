@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,7 @@ ARMS = ("scratch", "vpt-bc", "vpt-bc+kl")
 
 def run_bench(config: BenchConfig, out: Path) -> BenchReport:
     """All arms x seeds; writes report.md, plot.png, results.json (and the corpora) under ``out``."""
+    config = replace(config, env=config.env.resolved())
     finals: dict[str, list[float]] = {a: [] for a in ARMS}
     curves: dict[str, list] = {a: [] for a in ARMS}
     to_threshold: dict[str, list[float]] = {a: [] for a in ARMS}
@@ -181,7 +182,7 @@ def measure_throughput(steps: int = 4096, repeats: int = 2, env: EnvConfig | Non
     from warmstart_rl.models import PixelPolicy
     from warmstart_rl.vpt import policy_kwargs
 
-    env = env or EnvConfig()
+    env = (env or EnvConfig()).resolved()
     policy_config = PolicyConfig()
     probe = make_env(env)
     torch.manual_seed(0)
@@ -235,6 +236,7 @@ class WorldModelBenchConfig:
 
 def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchReport:
     """Dreamer-style agent from a video-pretrained ContextWM vs the same agent from scratch, equal env steps."""
+    config = replace(config, env=config.env.resolved())
     import copy
 
     import torch
@@ -326,6 +328,7 @@ class RoboFuMEBenchConfig:
 
 def run_robofume_bench(config: RoboFuMEBenchConfig, out: Path) -> BenchReport:
     """RoboFuME (classifier reward + offline Cal-QL, then online) vs the same online learner from scratch."""
+    config = replace(config, env=config.env.resolved())
     from warmstart_rl.robofume import RoboFuMEConfig, run_robofume
 
     arms = ("scratch", "robofume")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +23,7 @@ from warmstart.cli import App, DemoResult, RunContext
 from warmstart.cli.show import print_table
 from warmstart.engine import EngineConfig
 from warmstart_rl.contextwm import AgentConfig, WorldModelConfig
-from warmstart_rl.data import EnvConfig
+from warmstart_rl.data import EnvConfig, OnBadFile
 from warmstart_rl.l2m import L2MConfig
 from warmstart_rl.lmpolicy import LMPolicyConfig
 from warmstart_rl.robofume import RoboFuMEConfig
@@ -85,6 +85,16 @@ class IDMOptions:
     """Frames on each side of the transition the IDM sees (window 2k + 2)."""
     heldout_fraction: float = 0.2
     """Share of labelled episodes held out for the accuracy figure."""
+    diff: bool = True
+    """Stack the window's frame differences (motion) with its frames."""
+    channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    """Conv widths of the IDM's encoder."""
+    first_stride: int | None = None
+    """Stride of its first conv (null: 2 for frames of 48 px and more, else 1)."""
+    gate_margin: float = 0.1
+    """Quality gate: held-out accuracy must beat chance by this much, else idm-label refuses."""
+    max_rounds: int = 3
+    """Rounds of --engine.train.max_steps to train at most, stopping once the gate is cleared."""
 
 
 @app.command(name="idm-train")
@@ -92,49 +102,64 @@ def idm_train(
     data: Path,
     idm: IDMOptions = IDMOptions(),
     engine: EngineConfig = _engine_default(),
+    on_bad_file: OnBadFile = "error",
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> None:
-    """Train VPT's non-causal inverse-dynamics model on the labelled episodes; report held-out accuracy.
+    """Train VPT's non-causal inverse-dynamics model on the labelled episodes until it clears the quality
+    gate (held-out accuracy over chance by a margin) or runs out of rounds; the last line says which.
 
     Args:
         data: a corpus directory written by `collect`.
-        idm: IDM window and held-out split.
-        engine: training loop settings (steps, batch, optimizer, devices).
+        idm: IDM window, architecture, held-out split and quality gate.
+        engine: training loop settings (steps per round, batch, optimizer, devices).
+        on_bad_file: an unreadable episode file: 'error' (one line naming it) or 'skip' (counted).
         out: run directory (default: runs/rl/idm-train/<time>); the model goes to <out>/idm/.
     """
     from warmstart_rl.data import load_corpus
-    from warmstart_rl.models import IDMConfig
-    from warmstart_rl.vpt import IDMTrainConfig, train_idm
+    from warmstart_rl.models import EncoderConfig, IDMConfig
+    from warmstart_rl.vpt import IDMTrainConfig, idm_gate, train_idm
 
-    corpus = load_corpus(data)
+    corpus = load_corpus(data, on_bad_file)
+    size = int(corpus.meta["frame_shape"][0])
+    stride = idm.first_stride if idm.first_stride is not None else (2 if size >= 48 else 1)
+    model = IDMConfig(
+        encoder=EncoderConfig(list(idm.channels), first_stride=stride), context=idm.context, diff=idm.diff
+    )
     run_dir, _ = _ctx(run, "idm-train").open(out=out)
-    config = IDMTrainConfig(IDMConfig(context=idm.context), idm.heldout_fraction)
+    config = IDMTrainConfig(model, idm.heldout_fraction, idm.gate_margin, idm.max_rounds)
     _, metrics = train_idm(corpus, config, engine, run_dir)
+    metrics["skipped files"] = corpus.meta["skipped_files"]
     print_table(f"IDM -> {run_dir / 'idm'}", ("", ""), _rows(metrics))
+    print(idm_gate(metrics, corpus.n_actions, idm.gate_margin)["line"])
 
 
 @app.command(name="idm-label")
-def idm_label(data: Path, model: Path) -> None:
-    """Pseudo-label the corpus' unlabelled videos with a trained IDM (writes <data>/pseudo/).
+def idm_label(data: Path, model: Path, force: bool = False, on_bad_file: OnBadFile = "error") -> None:
+    """Pseudo-label the corpus' unlabelled videos with a trained IDM (writes <data>/pseudo/); an IDM that
+    failed its quality gate is refused (one line with its accuracy and chance) unless --force.
 
     Args:
         data: a corpus directory written by `collect`.
         model: an `idm-train` run directory (or its idm/ folder).
+        force: label even with an IDM at chance (its labels are then noise).
+        on_bad_file: an unreadable episode file: 'error' (one line naming it) or 'skip' (counted).
     """
     from warmstart.errors import CheckpointError
     from warmstart_rl.data import load_corpus
-    from warmstart_rl.vpt import label_corpus, load_idm
+    from warmstart_rl.vpt import check_idm_gate, label_corpus, load_idm
 
-    corpus = load_corpus(data)
+    corpus = load_corpus(data, on_bad_file)
     idm, spec = load_idm(model)
     if list(spec["frame_shape"]) != list(corpus.meta["frame_shape"]) or spec["n_actions"] != corpus.n_actions:
         raise CheckpointError(
             f"--model {model}: IDM trained on frames {spec['frame_shape']} / {spec['n_actions']} actions, "
             f"corpus {data} has {corpus.meta['frame_shape']} / {corpus.n_actions}; train an IDM on this corpus"
         )
+    gate = check_idm_gate(spec, model, force)
     metrics = label_corpus(corpus, idm)
     print_table(f"pseudo-labels -> {Path(data) / 'pseudo'}", ("", ""), _rows(metrics))
+    print(gate["line"] + ("" if gate["passed"] else " (labelled anyway: --force true)"))
 
 
 @dataclass
@@ -152,6 +177,7 @@ def bc(
     data: Path,
     options: BCOptions = BCOptions(),
     engine: EngineConfig = _engine_default(),
+    on_bad_file: OnBadFile = "error",
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> None:
@@ -161,12 +187,13 @@ def bc(
         data: a corpus directory (after `idm-label` when labels = pseudo).
         options: label source, held-out split, evaluation episodes.
         engine: training loop settings.
+        on_bad_file: an unreadable episode file: 'error' (one line naming it) or 'skip' (counted).
         out: run directory; the policy goes to <out>/policy/ (safetensors + config.json).
     """
     from warmstart_rl.data import load_corpus
     from warmstart_rl.vpt import BCConfig, train_bc
 
-    corpus = load_corpus(data)
+    corpus = load_corpus(data, on_bad_file)
     run_dir, _ = _ctx(run, "bc").open(out=out)
     config = BCConfig(
         labels=options.labels, heldout_fraction=options.heldout_fraction, eval_episodes=options.eval_episodes
@@ -246,6 +273,9 @@ def finetune(
         ("SB3 model", str(run_dir / "ppo.zip")),
     ]
     print_table("PPO fine-tuning", ("", ""), rows)
+    if result["start_check"] is not None:
+        (run_dir / "start_check.json").write_text(json.dumps(result["start_check"], indent=1))
+        print(("warning: " if result["start_check"]["below_random"] else "") + result["start_check"]["line"])
 
 
 @dataclass
@@ -258,29 +288,55 @@ class PretrainOptions:
 
 @app.command(name="worldmodel-pretrain")
 def worldmodel_pretrain(
-    data: Path,
+    data: Path | None = None,
+    videos: list[Path] | None = None,
+    size: int | None = None,
     model: WorldModelConfig = WorldModelConfig(),
     options: PretrainOptions = PretrainOptions(),
     engine: EngineConfig = _engine_default(steps=300, batch=16),
+    on_bad_file: OnBadFile = "error",
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> None:
-    """ContextWM: action-free pretraining of a contextualized world model on a corpus' videos (frames only).
+    """ContextWM: action-free pretraining of a contextualized world model on videos (frames only) of this
+    or any other environments, resized to the target's frame size.
 
     Args:
-        data: a corpus directory written by `collect` (every episode's frames are used; actions are not).
+        data: a corpus written by `collect` (same-environment videos; actions are not read).
+        videos: folders of episodes from any environments, as a list (`--videos '[dir1, dir2]'`): `collect`
+            corpora or folders of .npz files with a `frames` array (T, H, W, 3) uint8; any or no action space.
+        size: the target's frame side every video is resized to (default: --data's, else the first video's).
         model: world-model architecture (context encoder on/off, state sizes).
         options: clip length and held-out split.
         engine: training loop settings (steps, batch of clips, optimizer, devices).
-        out: run directory; the model goes to <out>/worldmodel/ (safetensors + config.json).
+        on_bad_file: an unreadable episode file: 'error' (one line naming it) or 'skip' (counted).
+        out: run directory; the model goes to <out>/worldmodel/ (hub format: config.json + safetensors).
     """
+    from warmstart.errors import ConfigError
     from warmstart_rl.contextwm import PretrainConfig, pretrain_world_model
-    from warmstart_rl.data import load_corpus
+    from warmstart_rl.data import load_corpus, load_videos
 
-    corpus = load_corpus(data)
-    run_dir, _ = _ctx(run, "worldmodel-pretrain").open(out=out)
+    if data is None and not videos:
+        raise ConfigError("worldmodel-pretrain needs --data CORPUS or --videos FOLDER [FOLDER ...]")
     config = PretrainConfig(model, options.clip_length, options.heldout_fraction)
-    _, metrics = pretrain_world_model(corpus, config, engine, run_dir)
+    corpus = load_corpus(data, on_bad_file) if data is not None else None
+    if videos:
+        if size is None:
+            size = int(corpus.meta["frame_shape"][0]) if corpus is not None else None
+        clips, info = load_videos(list(videos), size, on_bad_file)  # size None: the first video's
+        sources = info["sources"]
+        if corpus is not None:
+            clips = [e.frames for e in corpus.episodes] + clips
+            sources = [{"folder": str(data), "env_id": corpus.meta["env"]["env_id"]}, *sources]
+        run_dir, _ = _ctx(run, "worldmodel-pretrain").open(out=out)
+        size = int(clips[0].shape[1])
+        _, metrics = pretrain_world_model(clips, config, engine, run_dir, image_size=size, sources=sources)
+        metrics["skipped files"] = info["skipped_files"]
+    else:
+        assert corpus is not None
+        run_dir, _ = _ctx(run, "worldmodel-pretrain").open(out=out)
+        _, metrics = pretrain_world_model(corpus, config, engine, run_dir)
+        metrics["skipped files"] = corpus.meta["skipped_files"]
     print_table(f"world model -> {run_dir / 'worldmodel'}", ("", ""), _rows(metrics))
 
 
@@ -298,22 +354,33 @@ def worldmodel_finetune(
 
     Args:
         model: a `worldmodel-pretrain` run directory (or its worldmodel/ folder); omit to start from scratch.
-        env: the environment (default: the one the videos came from).
-        agent: the Dreamer-style learner's budget and hyperparameters.
+        env: the environment (default: the one the videos came from; required after --videos pretraining).
+        agent: the Dreamer-style learner's budget, hyperparameters and device.
         architecture: world-model architecture when starting from scratch (ignored with --model).
         seed: seed of the environment, the networks and the replay sampling.
-        out: run directory; the fine-tuned model goes to <out>/worldmodel/, the return curve to curve.json.
+        out: run directory; the fine-tuned model goes to <out>/worldmodel/, the actor-critic to <out>/agent/,
+            the return curve to curve.json.
     """
+    from dataclasses import replace
+
     import torch
 
-    from warmstart_rl.contextwm import WorldModel, load_world_model, save_world_model, train_agent
+    from warmstart.errors import ConfigError
+    from warmstart_rl.contextwm import WorldModel, load_world_model, save_agent, save_world_model, train_agent
     from warmstart_rl.data import make_env
 
+    world_model = None
     if model is not None:
         world_model, spec = load_world_model(model)
+        if env is None and not spec.get("env"):
+            raise ConfigError(
+                f"--model {model} was pretrained on videos of other environments; name the target with --env.env_id"
+            )
         env = env or EnvConfig(**spec["env"])
-    env = env or EnvConfig()
-    if model is None:
+        if env.size is None:
+            env = replace(env, size=world_model.image_size)
+    env = (env or EnvConfig()).resolved()
+    if world_model is None:
         probe = make_env(env)
         torch.manual_seed(seed)
         world_model = WorldModel(int(probe.action_space.n), probe.observation_space.shape[0], architecture)
@@ -321,6 +388,7 @@ def worldmodel_finetune(
     run_dir, _ = _ctx(run, "worldmodel-finetune").open(out=out)
     result = train_agent(env, agent, world_model, seed=seed)
     save_world_model(world_model, run_dir / "worldmodel", asdict(env), result["metrics"])
+    save_agent(result["agent"], run_dir / "agent", asdict(env), {"final_return": result["final_return"]})
     (run_dir / "curve.json").write_text(json.dumps(result["curve"]))
     rows = [
         ("init", str(model) if model is not None else "scratch"),
@@ -360,7 +428,14 @@ def robofume(
     run_dir, _ = _ctx(run, "robofume").open(out=out)
     result = run_robofume(corpus, options, engine, env, run_dir, seed)
     (run_dir / "curve.json").write_text(json.dumps(result["curve"]))
-    print_table(f"RoboFuME -> {run_dir}", ("", ""), _rows(result["metrics"]))
+    health = result["health"] | {"reward_source": result["reward_source"]}
+    (run_dir / "health.json").write_text(json.dumps(health, indent=1))
+    print_table(
+        f"RoboFuME -> {run_dir}",
+        ("", ""),
+        [*_rows(result["metrics"]), ("reward source", result["reward_source"])],
+    )
+    print(("warning: " if not health["healthy"] else "") + health["line"])
 
 
 @app.command(demo=True)

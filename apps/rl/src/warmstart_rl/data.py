@@ -22,10 +22,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,12 +41,46 @@ FORMAT = "warmstart-rl-episodes/1"
 class EnvConfig:
     env_id: str = "MiniGrid-Empty-Random-5x5-v0"
     """A registered gymnasium id (MiniGrid-*, ALE/*, CartPole-v1, ...)."""
-    size: int = 20
-    """Side of the square pixel observation (MiniGrid: tile size = size // grid width)."""
-    actions: int | None = 3
-    """Keep only the first N discrete actions (MiniGrid navigation: left, right, forward); null keeps all."""
+    size: int | None = None
+    """Side of the square pixel observation; null: the env family's default (MiniGrid 20, ALE 64, other 64).
+    MiniGrid renders at tile size = size // grid width."""
+    actions: int | Literal["auto"] | None = "auto"
+    """Keep only the first N discrete actions; null keeps all; 'auto': the family's default (MiniGrid: its
+    3 navigation actions left/right/forward; ALE: the game's full minimal action set; others: all)."""
     max_episode_steps: int | None = None
     """Truncate episodes after this many steps (null: the environment's own limit)."""
+    frame_skip: int | None = None
+    """ALE only: emulator frames per step (null: ALE v5's own, 4)."""
+    sticky_actions: float | None = None
+    """ALE only: repeat_action_probability (null: ALE v5's own, 0.25)."""
+
+    def resolved(self) -> EnvConfig:
+        """The same config with the family defaults filled in (what ``make_env`` builds, what is saved)."""
+        family = env_family(self.env_id)
+        size = self.size if self.size is not None else DEFAULT_SIZE[family]
+        actions = self.actions
+        if actions == "auto":
+            actions = 3 if family == "minigrid" else None
+        if family != "ale" and (self.frame_skip is not None or self.sticky_actions is not None):
+            raise ConfigError(
+                f"--env.frame_skip / --env.sticky_actions apply to ALE games only, not {self.env_id}; "
+                f"leave them null"
+            )
+        return replace(self, size=size, actions=actions)
+
+
+DEFAULT_SIZE = {"minigrid": 20, "ale": 64, "other": 64}
+"""Observation side per env family: MiniGrid's 5x5 grid at 4 px a tile; 64 px for Atari (the 64-84 px range
+of DreamerV3 / DQN), and 64 for classic control (at 32 px a cart's one-step displacement is sub-pixel)."""
+
+
+def env_family(env_id: str) -> str:
+    """'minigrid', 'ale' or 'other' (classic control and anything rendered through ``rgb_array``)."""
+    if env_id.startswith("MiniGrid") or env_id.startswith("BabyAI"):
+        return "minigrid"
+    if env_id.startswith("ALE/"):
+        return "ale"
+    return "other"
 
 
 # -- environments ---------------------------------------------------------------------------------
@@ -75,6 +110,7 @@ def make_env(config: EnvConfig, seed: int | None = None):
         close = [k for k in gym.registry if k.lower().startswith(config.env_id.split("-")[0].lower())][:3]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"--env.env_id {config.env_id!r} is not a registered gymnasium environment{hint}")
+    config = config.resolved()
     if config.size < 8:
         raise ConfigError(f"--env.size {config.size}: observations must be at least 8 pixels wide")
     if config.env_id.startswith("MiniGrid"):
@@ -84,7 +120,12 @@ def make_env(config: EnvConfig, seed: int | None = None):
         tile = max(1, config.size // env.unwrapped.width)
         env = ImgObsWrapper(RGBImgObsWrapper(env, tile_size=tile))
     elif config.env_id.startswith("ALE/"):
-        env = gym.make(config.env_id, obs_type="rgb")
+        ale_kwargs: dict[str, Any] = {}
+        if config.frame_skip is not None:
+            ale_kwargs["frameskip"] = config.frame_skip
+        if config.sticky_actions is not None:
+            ale_kwargs["repeat_action_probability"] = config.sticky_actions
+        env = gym.make(config.env_id, obs_type="rgb", **ale_kwargs)
     else:
         env = gym.make(config.env_id, render_mode="rgb_array")
         if not _is_image(env.observation_space):
@@ -198,21 +239,38 @@ def cartpole_expert_action(env: Any) -> int:
     return int(3.0 * theta + theta_dot > 0)
 
 
+def breakout_expert_action(env: Any) -> int:
+    """Follow the ball with the paddle from the console RAM (ball x at 99, y at 101, paddle x at 72); FIRE
+    to serve. Scores ~50-60 a game with 10 % random actions (random play: ~1.5)."""
+    ram = env.unwrapped.ale.getRAM()
+    ball_x, ball_y, paddle = int(ram[99]), int(ram[101]), int(ram[72])
+    if ball_x == 0 or ball_y == 0:
+        return 1  # FIRE: no ball in play
+    offset = ball_x - (paddle + 8)
+    return 2 if offset > 3 else 3 if offset < -3 else 0  # RIGHT / LEFT / NOOP
+
+
+SCRIPTED_EXPERTS = {
+    "MiniGrid": minigrid_expert_action,
+    "CartPole": cartpole_expert_action,
+    "ALE/Breakout": breakout_expert_action,
+}
+"""Scripted experts by env-id prefix: the 'scripted' collection policy."""
+
+
 def make_policy(kind: str, env: Any, env_config: EnvConfig, noise: float, rng: np.random.Generator):
     """A callable ``obs -> action``: 'scripted' (expert with epsilon noise), 'random', or an SB3 .zip path."""
     n = env.action_space.n
     if kind == "random":
         return lambda obs: int(rng.integers(n))
     if kind == "scripted":
-        if env_config.env_id.startswith("MiniGrid"):
-            expert = minigrid_expert_action
-        elif env_config.env_id.startswith("CartPole"):
-            expert = cartpole_expert_action
-        else:
+        experts = [e for prefix, e in SCRIPTED_EXPERTS.items() if env_config.env_id.startswith(prefix)]
+        if not experts:
             raise ConfigError(
-                f"--policy scripted: no scripted expert for {env_config.env_id} (MiniGrid-*, CartPole-*); "
-                f"use --policy random or an SB3 checkpoint .zip"
+                f"--policy scripted: no scripted expert for {env_config.env_id} "
+                f"({', '.join(p + '*' for p in SCRIPTED_EXPERTS)}); use --policy random or an SB3 checkpoint .zip"
             )
+        expert = experts[0]
 
         def act(obs: np.ndarray) -> int:
             if rng.random() < noise:
@@ -284,8 +342,11 @@ def rollout(env: Any, policy: Any, seed: int) -> tuple[np.ndarray, np.ndarray, n
     return np.stack(frames).astype(np.uint8), np.asarray(actions, np.int64), np.asarray(rewards, np.float32)
 
 
-def episode_returns(act: Any, env: Any, episodes: int, seed: int, on_reset: Any = None) -> list[float]:
-    """Returns of ``episodes`` episodes of ``act(obs) -> action`` in ``env`` (reset seeds seed, seed+1, ...).
+def episode_returns(
+    act: Any, env: Any, episodes: int, seed: int, on_reset: Any = None, max_steps: int | None = None
+) -> list[float]:
+    """Returns of ``episodes`` episodes of ``act(obs) -> action`` in ``env`` (reset seeds seed, seed+1, ...),
+    each cut after ``max_steps`` steps when given.
 
     ``on_reset()`` is called before each episode (for policies that keep a history). The one evaluation
     loop of the app: VPT's greedy BC policy, RoboFuME's greedy Q policy, L2M, the random reference.
@@ -295,11 +356,12 @@ def episode_returns(act: Any, env: Any, episodes: int, seed: int, on_reset: Any 
         if on_reset is not None:
             on_reset()
         obs, _ = env.reset(seed=seed + i)
-        done, total = False, 0.0
+        done, total, steps = False, 0.0, 0
         while not done:
             obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
-            done = terminated or truncated
+            steps += 1
+            done = terminated or truncated or (max_steps is not None and steps >= max_steps)
         returns.append(total)
     return returns
 
@@ -342,7 +404,7 @@ def collect(
 ) -> dict[str, Any]:
     """Record ``episodes`` episodes into ``out``; the first ``labelled`` keep their actions.
 
-    Returns a summary (episodes, frames, mean return, labelled count).
+    Returns a summary (episodes, frames, mean return, labelled count, env steps and env steps/s).
     """
     if episodes < 1 or not 0 <= labelled <= episodes:
         raise ConfigError(
@@ -353,15 +415,20 @@ def collect(
     out = Path(out)
     if (out / "index.jsonl").exists():
         raise DataError(f"{out / 'index.jsonl'} exists: {out} already holds a corpus; choose another --out")
+    env_config = env_config.resolved()
     env = make_env(env_config, seed=seed)
     rng = np.random.default_rng(seed)
     act = make_policy(policy, env, env_config, noise, rng)
+    env_seconds, env_steps = 0.0, 0
     (out / "episodes").mkdir(parents=True, exist_ok=True)
     (out / "truth").mkdir(exist_ok=True)
     returns, n_frames = [], 0
     with open(out / "index.jsonl", "w") as index:
         for i in range(episodes):
+            t0 = time.perf_counter()
             frames, actions, rewards = rollout(env, act, seed=seed * 100_003 + i)
+            env_seconds += time.perf_counter() - t0
+            env_steps += len(actions)
             name = f"ep-{i:06d}.npz"
             is_labelled = i < labelled
             if is_labelled:
@@ -396,6 +463,8 @@ def collect(
         "labelled": labelled,
         "frames": n_frames,
         "mean_return": float(np.mean(returns)),
+        "env_steps": env_steps,
+        "env_steps_per_s": env_steps / max(env_seconds, 1e-9),
     }
 
 
@@ -427,19 +496,46 @@ class Corpus:
     def truth(self, episode: Episode) -> np.ndarray | None:
         """Held-back true actions of an unlabelled episode (evaluation only), if recorded."""
         path = self.root / "truth" / Path(episode.name).name
-        return np.load(path)["actions"] if path.is_file() else None
+        return read_npz(path, ("actions",))["actions"] if path.is_file() else None
 
     def pseudo(self, episode: Episode) -> np.ndarray | None:
         path = self.root / "pseudo" / Path(episode.name).name
-        return np.load(path)["actions"] if path.is_file() else None
+        return read_npz(path, ("actions",))["actions"] if path.is_file() else None
 
 
-def load_corpus(root: Path) -> Corpus:
+OnBadFile = Literal["error", "skip"]
+"""What a loader does with an unreadable episode file: stop with one line naming it, or skip and count it."""
+
+
+def read_npz(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` (+ ``optional`` ones present) of an ``.npz``; a truncated or corrupt file, or one
+    without a needed array, is a :class:`DataError` naming it."""
+    import zipfile
+
+    try:
+        with np.load(path) as arrays:
+            missing = [k for k in keys if k not in arrays.files]
+            if missing:
+                raise DataError(
+                    f"{path}: no {missing[0]!r} array (has {arrays.files}); re-record the episode"
+                )
+            return {k: arrays[k] for k in (*keys, *optional) if k in arrays.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise DataError(
+            f"{path}: unreadable episode file ({type(exc).__name__}: truncated or corrupt); re-record it, "
+            f"delete it from the index, or pass --on_bad_file skip"
+        ) from None
+
+
+def load_corpus(root: Path, on_bad_file: OnBadFile = "error") -> Corpus:
     """Read and validate a corpus directory (see the module docstring for the layout).
 
-    Raises :class:`DataError` naming the file for a missing index, mixed resolutions, or labelled actions
-    outside the action space.
+    Raises :class:`DataError` naming the file for a missing index, a truncated episode (``on_bad_file``
+    'skip': skipped, counted in ``meta['skipped_files']`` and logged), mixed resolutions, or labelled
+    actions outside the action space.
     """
+    if on_bad_file not in ("error", "skip"):
+        raise ConfigError(f"--on_bad_file {on_bad_file!r}: use 'error' or 'skip'")
     root = Path(root)
     meta_path, index_path = root / "meta.json", root / "index.jsonl"
     for path in (meta_path, index_path):
@@ -452,6 +548,7 @@ def load_corpus(root: Path) -> Corpus:
         raise DataError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     n_actions = int(meta["n_actions"])
     episodes: list[Episode] = []
+    skipped: list[str] = []
     shape: tuple[int, ...] | None = None
     first_file = ""
     for line_no, line in enumerate(index_path.read_text().splitlines(), 1):
@@ -464,10 +561,14 @@ def load_corpus(root: Path) -> Corpus:
             raise DataError(f"{index_path} line {line_no}: not an episode record ({exc})") from exc
         if not path.is_file():
             raise DataError(f"{path} (listed in {index_path} line {line_no}) is missing")
-        with np.load(path) as arrays:
-            frames = arrays["frames"]
-            actions = arrays.get("actions")
-            rewards = arrays.get("rewards")
+        try:
+            arrays = read_npz(path, ("frames",), ("actions", "rewards"))
+        except DataError:
+            if on_bad_file == "error":
+                raise
+            skipped.append(str(path))
+            continue
+        frames, actions, rewards = arrays["frames"], arrays.get("actions"), arrays.get("rewards")
         if frames.dtype != np.uint8 or frames.ndim != 4:
             raise DataError(f"{path}: frames must be (T+1, H, W, C) uint8, got {frames.dtype} {frames.shape}")
         if shape is None:
@@ -488,9 +589,73 @@ def load_corpus(root: Path) -> Corpus:
                     f"fix the labels or the corpus' meta.json n_actions"
                 )
         episodes.append(Episode(record["file"], frames, actions, rewards, labelled, record))
+    if skipped:
+        log.warning("skipped %d unreadable episode file(s) in %s (first: %s)", len(skipped), root, skipped[0])
+    meta = meta | {"skipped_files": len(skipped)}
     if not episodes:
-        raise DataError(f"{index_path} lists no episodes")
+        raise DataError(f"{index_path} lists no readable episodes")
     return Corpus(root, meta, episodes)
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8 by Pillow's box filter (the env wrapper's resize)."""
+    from PIL import Image
+
+    if frames.shape[1:3] == (size, size):
+        return frames
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
+            for f in frames
+        ]
+    )
+
+
+def load_videos(
+    folders: list[Path], size: int | None, on_bad_file: OnBadFile = "error"
+) -> tuple[list[np.ndarray], dict]:
+    """Frames-only videos from folders of episodes of *any* environment, resized to ``size`` (ContextWM's
+    in-the-wild pretraining data): a corpus written by ``collect`` (its actions are ignored), or any folder
+    of ``.npz`` files with a ``frames`` array (T, H, W, 3) uint8; ``size`` None: the first video's side
+    (square frames of other sizes are resized to it). Returns (videos, {sources, skipped_files}).
+    """
+    videos: list[np.ndarray] = []
+    sources: list[dict[str, Any]] = []
+    skipped = 0
+    for folder in map(Path, folders):
+        if (folder / "meta.json").is_file():
+            corpus = load_corpus(folder, on_bad_file)
+            clips = [e.frames for e in corpus.episodes]
+            skipped += corpus.meta["skipped_files"]
+            env_id = corpus.meta["env"]["env_id"]
+        elif folder.is_dir():
+            clips = []
+            files = sorted(folder.rglob("*.npz"))
+            if not files:
+                raise DataError(f"--videos {folder}: no corpus (meta.json) and no .npz episode files in it")
+            for path in files:
+                try:
+                    frames = read_npz(path, ("frames",))["frames"]
+                except DataError:
+                    if on_bad_file == "error":
+                        raise
+                    skipped += 1
+                    continue
+                if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+                    raise DataError(
+                        f"{path}: frames must be (T, H, W, 3) uint8, got {frames.dtype} {frames.shape}"
+                    )
+                clips.append(frames)
+            env_id = "unknown"
+        else:
+            raise DataError(f"--videos {folder}: no such folder")
+        if size is None and clips:
+            size = int(clips[0].shape[1])
+        videos += [resize_frames(c, size) for c in clips] if size is not None else clips
+        sources.append({"folder": str(folder), "env_id": env_id, "episodes": len(clips)})
+    if not videos:
+        raise DataError(f"--videos {', '.join(map(str, folders))}: no readable episodes")
+    return videos, {"sources": sources, "skipped_files": skipped}
 
 
 def to_chw(frames: np.ndarray) -> np.ndarray:

@@ -8,6 +8,11 @@ sees the current frame only) and is built so that its two parts map one-to-one o
 ``ActorCriticPolicy``: ``encoder`` becomes ``features_extractor.encoder`` and ``head`` becomes
 ``action_net`` (with ``net_arch=dict(pi=[], vf=[...])``), so a BC checkpoint loads into PPO unchanged.
 Written by hand (a few layers): no library offers this pairing.
+
+Every model of the app is saved in the core's one format (:mod:`warmstart.hub`: ``config.json`` +
+``model.safetensors`` + a model card) and reloads with one call (``InverseDynamicsModel.from_pretrained``,
+``PixelPolicy.from_pretrained`` or :func:`load_model`); folders of the app's first layout (a ``config.json``
+with a top-level ``kind``) still load through :func:`load_model`.
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from warmstart.errors import CheckpointError
+from warmstart.hub import HubMixin, ModelCard
+
+VPT_PAPER = "Video PreTraining (VPT), Baker et al., arXiv 2206.11795"
 
 
 @dataclass
@@ -28,6 +37,8 @@ class EncoderConfig:
     """Output channels of the 3x3 conv layers (the 2nd and later stride 2)."""
     features_dim: int = 64
     """Width of the feature vector the heads read."""
+    first_stride: int = 1
+    """Stride of the first conv layer (2 for 64-84 px frames: 4x less compute at full-size inputs)."""
 
 
 class PixelEncoder(nn.Module):
@@ -38,7 +49,8 @@ class PixelEncoder(nn.Module):
         layers: list[nn.Module] = []
         prev = in_channels
         for i, width in enumerate(config.channels):
-            layers += [nn.Conv2d(prev, width, 3, stride=1 if i == 0 else 2, padding=1), nn.ReLU()]
+            stride = config.first_stride if i == 0 else 2
+            layers += [nn.Conv2d(prev, width, 3, stride=stride, padding=1), nn.ReLU()]
             prev = width
         self.conv = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
@@ -58,26 +70,51 @@ class IDMConfig:
     """Frames of context on each side of the transition: the window is o_{t-k} .. o_{t+1+k}."""
     hidden: int = 64
     """Width of the action head's hidden layer."""
+    diff: bool = True
+    """Also stack the differences of consecutive frames of the window (the motion an action causes)."""
 
 
-class InverseDynamicsModel(nn.Module):
+class _RLModel(HubMixin):
+    """``hub_config()`` = {model, n_actions, frame_shape}: what rebuilds any of the app's pixel networks."""
+
+    config: Any
+    n_actions: int
+    frame_shape: list[int]
+
+    def hub_config(self) -> dict[str, Any]:
+        return {"model": asdict(self.config), "n_actions": self.n_actions, "frame_shape": self.frame_shape}
+
+
+class InverseDynamicsModel(nn.Module, _RLModel):
     """Non-causal IDM: p(a_t | o_{t-k}, ..., o_t, o_{t+1}, ..., o_{t+1+k}).
 
-    Input (B, W, C, H, W_img) with W = 2k + 2 frames, fused along channels -> logits (B, A).
+    Input (B, W, C, H, W_img) with W = 2k + 2 frames, fused along channels (with ``diff``, plus the W - 1
+    frame differences) -> logits (B, A).
     """
+
+    warmstart_kind = "rl.idm"
 
     def __init__(self, n_actions: int, image_size: int, channels: int, config: IDMConfig) -> None:
         super().__init__()
+        self.config, self.n_actions, self.frame_shape = config, n_actions, [image_size, image_size, channels]
         self.window = 2 * config.context + 2
-        self.encoder = PixelEncoder(channels * self.window, image_size, config.encoder)
+        fused = channels * (2 * self.window - 1 if config.diff else self.window)
+        self.encoder = PixelEncoder(fused, image_size, config.encoder)
         self.head = nn.Sequential(
             nn.Linear(config.encoder.features_dim, config.hidden),
             nn.ReLU(),
             nn.Linear(config.hidden, n_actions),
         )
 
+    @classmethod
+    def from_hub_config(cls, config: dict[str, Any]) -> InverseDynamicsModel:
+        shape = config["frame_shape"]
+        return cls(config["n_actions"], shape[0], shape[2], idm_config(config["model"]))
+
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        b = windows.shape[0]
+        b = windows.shape[0]  # windows (B, W, C, H, W_img)
+        if self.config.diff:
+            windows = torch.cat([windows, windows[:, 1:] - windows[:, :-1]], 1)  # (B, 2W - 1, C, H, W_img)
         return self.head(self.encoder(windows.reshape(b, -1, *windows.shape[-2:])))  # (B, A)
 
 
@@ -89,40 +126,80 @@ class PolicyConfig:
     """SB3 value-head layers added at fine-tuning (not pretrained)."""
 
 
-class PixelPolicy(nn.Module):
-    """Causal policy pi(a_t | o_t): (B, C, H, W) -> logits (B, A). ``encoder`` + linear ``head``."""
+class PixelPolicy(nn.Module, _RLModel):
+    """Causal policy pi(a_t | o_t): (B, C, H, W) -> logits (B, A). ``encoder`` + linear ``head``.
+
+    Also the app's other frame -> vector networks: RoboFuME's Q-network and success classifier."""
+
+    warmstart_kind = "rl.policy"
 
     def __init__(self, n_actions: int, image_size: int, channels: int, config: PolicyConfig) -> None:
         super().__init__()
+        self.config, self.n_actions, self.frame_shape = config, n_actions, [image_size, image_size, channels]
         self.encoder = PixelEncoder(channels, image_size, config.encoder)
         self.head = nn.Linear(config.encoder.features_dim, n_actions)
+
+    @classmethod
+    def from_hub_config(cls, config: dict[str, Any]) -> PixelPolicy:
+        shape = config["frame_shape"]
+        return cls(config["n_actions"], shape[0], shape[2], policy_config(config["model"]))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(obs))  # (B, A)
 
 
-# -- weights on disk: safetensors + a JSON config beside them -------------------------------------
-def save_model(model: nn.Module, directory: Path, kind: str, spec: dict) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` ({kind, spec}) into ``directory``."""
-    from safetensors.torch import save_file
+# -- weights on disk: the core's hub format (+ a reader of the app's first layout) ------------------
+def idm_config(raw: dict, legacy: bool = False) -> IDMConfig:
+    """An :class:`IDMConfig` from its dict; ``legacy``: a first-layout folder (no frame differences)."""
+    raw = dict(raw)
+    if legacy:
+        raw.setdefault("diff", False)
+    return IDMConfig(**{**raw, "encoder": EncoderConfig(**raw["encoder"])})
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-        str(directory / "model.safetensors"),
+
+def policy_config(raw: dict) -> PolicyConfig:
+    return PolicyConfig(**{**raw, "encoder": EncoderConfig(**raw["encoder"])})
+
+
+_KINDS = {
+    "idm": "rl.idm",
+    "policy": "rl.policy",
+    "success-classifier": "rl.success-classifier",
+    "q-network": "rl.q-network",
+}
+
+
+def save_model(
+    model: nn.Module, directory: Path, kind: str, spec: dict, card: ModelCard | None = None
+) -> Path:
+    """Write ``model`` with :func:`warmstart.hub.save_model` (kind ``rl.<kind>``); ``spec`` is
+    :func:`model_spec`'s dict plus optional ``metrics``, which go to the model card too."""
+    from warmstart.hub import save_model as hub_save
+
+    config = {k: spec[k] for k in ("model", "n_actions", "frame_shape")}
+    extra = {k: v for k, v in spec.items() if k not in config}
+    card = card or ModelCard(
+        title=f"{kind} for {spec.get('env', {}).get('env_id', 'a pixel environment')}",
+        paper=VPT_PAPER,
+        metrics={k: v for k, v in spec.get("metrics", {}).items() if isinstance(v, int | float)},
+        tags=["reinforcement-learning", kind],
     )
-    (directory / "config.json").write_text(json.dumps({"kind": kind, **spec}, indent=1))
-    return directory
+    return hub_save(
+        model, directory, kind=_KINDS.get(kind, f"rl.{kind}"), config=config, card=card, extra=extra
+    )
 
 
-def _encoder_config(raw: dict) -> EncoderConfig:
-    return EncoderConfig(**raw)
+def _build(kind: str):
+    if kind == "idm":
+        return InverseDynamicsModel.from_hub_config
+    return PixelPolicy.from_hub_config
 
 
 def load_model(directory: Path, kind: str) -> tuple[nn.Module, dict]:
-    """Rebuild a model saved by :func:`save_model`; ``kind`` is 'idm' or 'policy'."""
-    from safetensors.torch import load_file
+    """Rebuild a model saved by :func:`save_model` (or by the app's first layout); ``kind`` is 'idm',
+    'policy', 'success-classifier' or 'q-network'. Returns (model, spec) with spec = {model, n_actions,
+    frame_shape, env, metrics, ...}; a truncated or altered weights file is a one-line CheckpointError."""
+    from warmstart.hub import load_model as hub_load
 
     directory = Path(directory)
     config_path, weights = directory / "config.json", directory / "model.safetensors"
@@ -130,19 +207,47 @@ def load_model(directory: Path, kind: str) -> tuple[nn.Module, dict]:
         raise CheckpointError(
             f"{directory}: expected config.json and model.safetensors (a {kind} checkpoint)"
         )
-    spec = json.loads(config_path.read_text())
+    try:
+        raw = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON ({exc}); save the model again") from None
+    if "warmstart_kind" in raw:
+        model, meta = hub_load(directory, _build(kind), kind=_KINDS.get(kind, f"rl.{kind}"))
+        spec = dict(meta["config"]) | {k: v for k, v in meta.items() if k not in ("config", "files")}
+        return model, spec
+    return _load_legacy(directory, raw, kind)
+
+
+def _load_legacy(directory: Path, spec: dict, kind: str) -> tuple[nn.Module, dict]:
+    """The first layout: config.json = {kind, model, n_actions, frame_shape, env, metrics}, no digests."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config_path, weights = directory / "config.json", directory / "model.safetensors"
     if spec.get("kind") != kind:
         raise CheckpointError(
             f"{config_path}: a {spec.get('kind')!r} checkpoint, but a {kind!r} one is needed"
         )
     shape = spec["frame_shape"]
     if kind == "idm":
-        cfg = IDMConfig(**{**spec["model"], "encoder": _encoder_config(spec["model"]["encoder"])})
-        model: nn.Module = InverseDynamicsModel(spec["n_actions"], shape[0], shape[2], cfg)
+        model: nn.Module = InverseDynamicsModel(
+            spec["n_actions"], shape[0], shape[2], idm_config(spec["model"], legacy=True)
+        )
     else:
-        cfg = PolicyConfig(**{**spec["model"], "encoder": _encoder_config(spec["model"]["encoder"])})
-        model = PixelPolicy(spec["n_actions"], shape[0], shape[2], cfg)
-    model.load_state_dict(load_file(str(weights)))
+        model = PixelPolicy(spec["n_actions"], shape[0], shape[2], policy_config(spec["model"]))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(
+            f"{weights} cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}: "
+            f"truncated or corrupt); train or copy the model again"
+        ) from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{weights} does not fit the model its config.json describes ({str(exc).splitlines()[0]})"
+        ) from None
     return model, spec
 
 

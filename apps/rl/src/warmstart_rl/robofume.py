@@ -163,6 +163,44 @@ class Transitions:
         )
 
 
+def classifier_health(metrics: dict[str, float], margin: float) -> dict[str, Any]:
+    """{healthy, line}: does the success classifier fire on held-out successes, above chance?"""
+    acc, tpr = (
+        metrics.get("classifier/balanced_acc", float("nan")),
+        metrics.get("classifier/tpr", float("nan")),
+    )
+    if not np.isfinite(tpr) or tpr == 0:
+        return {"healthy": False, "line": "success classifier never fires on held-out goal frames (TPR 0)"}
+    if not np.isfinite(acc) or acc < 0.5 + margin:
+        return {
+            "healthy": False,
+            "line": f"success classifier at chance (balanced accuracy {acc:.3f}, needs >= {0.5 + margin:.2f})",
+        }
+    return {
+        "healthy": True,
+        "line": f"success classifier healthy (balanced accuracy {acc:.3f}, TPR {tpr:.2f})",
+    }
+
+
+def env_reward_episode(
+    frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, gamma: float
+) -> Transitions:
+    """Transitions of one episode with the environment's own rewards (the fallback reward source); the
+    episode's last step is terminal, cut at the first positive reward as :func:`label_episode` cuts."""
+    reward = np.asarray(rewards, np.float32)
+    hits = np.flatnonzero(reward > 0)
+    end = int(hits[0]) + 1 if hits.size else len(actions)
+    reward = reward[:end]
+    done = np.zeros(end, np.float32)
+    done[-1] = 1.0
+    mc = np.zeros(end, np.float32)
+    running = 0.0
+    for t in reversed(range(end)):
+        running = reward[t] + gamma * running
+        mc[t] = running
+    return Transitions(frames[:end], actions[:end].astype(np.int64), reward, frames[1 : end + 1], done, mc)
+
+
 def label_episode(
     frames: np.ndarray, actions: np.ndarray, classifier: nn.Module, gamma: float
 ) -> Transitions:
@@ -255,6 +293,11 @@ class RoboFuMEConfig:
     """Greedy episodes scored with the true environment return."""
     heldout_fraction: float = 0.2
     """Share of the demonstrations held out to score the classifier."""
+    health_margin: float = 0.1
+    """The classifier is healthy when its balanced accuracy exceeds 0.5 by this much and it fires."""
+    reward_fallback: str = "env"
+    """An unhealthy classifier (never fires / at chance): 'env' learns from the environment's reward
+    instead (and says so), 'stop' ends the run with one line, 'classifier' keeps its reward anyway."""
 
 
 def online_finetune(
@@ -264,15 +307,17 @@ def online_finetune(
     env_config: EnvConfig,
     config: RoboFuMEConfig,
     seed: int,
+    reward_source: str = "classifier",
 ) -> dict[str, Any]:
-    """Epsilon-greedy interaction; every step one Cal-QL update on offline + online data (classifier reward)."""
+    """Epsilon-greedy interaction; every step one Cal-QL update on offline + online data (classifier reward,
+    or the environment's with ``reward_source = 'env'``)."""
     env = make_env(env_config, seed=seed)
     rng = np.random.default_rng(seed)
     target = copy.deepcopy(q_net).requires_grad_(False)
     optimizer = torch.optim.Adam(q_net.parameters(), lr=config.lr)
     online: list[Transitions] = []
     pool: Transitions | None = None
-    frames, actions, curve = [], [], []
+    frames, actions, rewards, curve = [], [], [], []
     obs, _ = env.reset(seed=seed)
     frames.append(obs)
     episode_return, episode, detections = 0.0, 0, 0
@@ -287,15 +332,26 @@ def online_finetune(
         episode_return += float(reward)  # reported only; learning uses the classifier
         frames.append(obs)
         actions.append(action)
+        rewards.append(float(reward))
         if terminated or truncated:
-            labelled = label_episode(np.stack(frames), np.asarray(actions), classifier, config.gamma)
-            detections += int(labelled.reward.sum())
+            if reward_source == "env":
+                labelled = env_reward_episode(
+                    np.stack(frames), np.asarray(actions), np.asarray(rewards), config.gamma
+                )
+                detections += int(
+                    (
+                        label_episode(np.stack(frames), np.asarray(actions), classifier, config.gamma).reward
+                    ).sum()
+                )
+            else:
+                labelled = label_episode(np.stack(frames), np.asarray(actions), classifier, config.gamma)
+                detections += int(labelled.reward.sum())
             online.append(labelled)
             pool = Transitions.concat(online)
             curve.append((step, episode_return))
             episode += 1
             obs, _ = env.reset(seed=seed * 100_003 + episode)
-            frames, actions, episode_return = [obs], [], 0.0
+            frames, actions, rewards, episode_return = [obs], [], [], 0.0
         if pool is None and offline is None:
             continue
         if offline is not None and pool is not None:
@@ -354,14 +410,44 @@ def run_robofume(
     n_held = min(int(round(len(demos) * config.heldout_fraction)), len(demos) - 1)
     train_eps, held_eps = demos[: len(demos) - n_held], demos[len(demos) - n_held :]
     shape = corpus.meta["frame_shape"]
+    if config.reward_fallback not in ("env", "stop", "classifier"):
+        raise ConfigError(
+            f"--options.reward_fallback {config.reward_fallback!r}: use env, stop or classifier"
+        )
     classifier, metrics = train_classifier(train_eps, held_eps, shape[0], engine)
+    health = classifier_health(metrics, config.health_margin)
+    reward_source = "classifier"
+    if not health["healthy"]:
+        if config.reward_fallback == "stop":
+            raise DataError(
+                f"{corpus.root}: {health['line']}: its reward would be noise; record more successful demos, "
+                f"or pass --options.reward_fallback env to learn from the environment's reward"
+            )
+        reward_source = config.reward_fallback
+        health["line"] += (
+            "; learning from the environment's reward instead"
+            if reward_source == "env"
+            else "; its reward is kept (--options.reward_fallback classifier)"
+        )
+    log.warning(health["line"]) if not health["healthy"] else log.info(health["line"])
+    metrics["classifier/healthy"] = float(health["healthy"])
     torch.manual_seed(seed)
     q_net = PixelPolicy(corpus.n_actions, shape[0], shape[2], PolicyConfig())
     offline = None
     if config.pretrain:
-        offline = Transitions.concat(
-            [label_episode(e.frames, e.actions, classifier, config.gamma) for e in demos]
-        )
+        if reward_source == "env":
+            missing = [e.name for e in demos if e.rewards is None]
+            if missing:
+                raise DataError(
+                    f"{corpus.root / missing[0]}: no rewards recorded; the env-reward fallback needs them"
+                )
+            offline = Transitions.concat(
+                [env_reward_episode(e.frames, e.actions, e.rewards, config.gamma) for e in demos]
+            )
+        else:
+            offline = Transitions.concat(
+                [label_episode(e.frames, e.actions, classifier, config.gamma) for e in demos]
+            )
         metrics["offline/transitions"] = float(len(offline))
         metrics["offline/detected_successes"] = float(offline.reward.sum())
         task = _CalQLTask(q_net, config.gamma, config.alpha, config.tau)
@@ -375,12 +461,15 @@ def run_robofume(
     online = {"curve": [], "success_detections": 0, "final_train_return": float("nan"), "seconds": 0.0}
     if config.online_steps > 0:
         q_net.train()
-        online = online_finetune(q_net, classifier, offline, env_config, config, seed)
+        online = online_finetune(q_net, classifier, offline, env_config, config, seed, reward_source)
         q_net.eval()
     metrics["return/online"] = greedy_return(q_net, env_config, config.eval_episodes, 10_000 + seed)
     metrics["online/train_return"] = online["final_train_return"]
     metrics["online/success_detections"] = float(online["success_detections"])
     metrics["online/seconds"] = online["seconds"]
+    if config.online_steps > 0 and online["success_detections"] == 0 and health["healthy"]:
+        health["line"] = "success classifier never fired online: the learned reward was always 0"
+        health["healthy"] = False
     if run_dir is not None:
         env = corpus.meta["env"]
         save_model(
@@ -392,7 +481,14 @@ def run_robofume(
             "q-network",
             _spec(q_net, corpus.n_actions, shape, env) | {"metrics": metrics},
         )
-    return {"metrics": metrics, "curve": online["curve"], "q_net": q_net, "classifier": classifier}
+    return {
+        "metrics": metrics,
+        "curve": online["curve"],
+        "q_net": q_net,
+        "classifier": classifier,
+        "health": health,
+        "reward_source": reward_source,
+    }
 
 
 def _spec(model: PixelPolicy, n_out: int, shape: list[int], env: dict) -> dict:

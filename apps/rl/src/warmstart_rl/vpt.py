@@ -10,8 +10,7 @@ weights with ``rho * KL(pi_pretrained || pi_theta)`` added to SB3's PPO loss and
 update. Left out: VPT's IDM/policy architecture (3D conv + ResNet + transformer over 128 frames), the
 hierarchical action space, and the data-filtering classifier.
 
-The PPO update (:meth:`KLPPO.train`) is stable-baselines3's ``PPO.train`` (MIT licence) restated with one
-extra loss term; SB3 offers no hook to add a loss, so it is rewritten rather than patched.
+The KL-regularised PPO update lives in :mod:`warmstart_rl.klppo`.
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ from torch.utils.data import Dataset
 
 from warmstart.engine import Engine, EngineConfig
 from warmstart.errors import CheckpointError, ConfigError, DataError
-from warmstart_rl.data import Corpus, EnvConfig, Episode, greedy_return, make_env, to_chw
+from warmstart_rl.data import Corpus, EnvConfig, Episode, episode_returns, greedy_return, make_env, to_chw
+from warmstart_rl.klppo import kl_ppo_class
 from warmstart_rl.models import (
     EncoderConfig,
     IDMConfig,
@@ -159,12 +159,36 @@ class IDMTrainConfig:
     """IDM architecture."""
     heldout_fraction: float = 0.2
     """Share of the labelled episodes held out to measure IDM accuracy."""
+    gate_margin: float = 0.1
+    """Quality gate: held-out accuracy must exceed chance (the larger of 1/A and the held-out majority
+    share) by this much, or ``idm-label`` refuses to label with it."""
+    max_rounds: int = 1
+    """Train up to this many rounds of the engine's max_steps, stopping as soon as the gate is cleared."""
+
+
+def idm_gate(metrics: dict[str, float], n_actions: int, margin: float) -> dict[str, Any]:
+    """{passed, accuracy, chance, needed, line}: is the IDM's held-out accuracy over chance by ``margin``?"""
+    acc = float(metrics.get("idm/heldout_acc", float("nan")))
+    chance = max(1.0 / n_actions, float(metrics.get("idm/majority_share", 0.0)))
+    needed = chance + margin
+    passed = bool(np.isfinite(acc) and acc >= needed)
+    if not np.isfinite(acc):
+        line = "IDM quality unknown: no held-out episodes (record more labelled episodes)"
+    elif passed:
+        line = f"IDM held-out accuracy {acc:.3f} clears the gate (chance {chance:.3f} + {margin:g})"
+    else:
+        line = (
+            f"IDM did not learn: held-out accuracy {acc:.3f} vs chance {chance:.3f} ({n_actions} actions; the "
+            f"gate needs >= {needed:.3f}); its pseudo-labels would be noise"
+        )
+    return {"passed": passed, "accuracy": acc, "chance": chance, "needed": needed, "line": line}
 
 
 def train_idm(
     corpus: Corpus, config: IDMTrainConfig, engine: EngineConfig, run_dir: Path | None
 ) -> tuple[InverseDynamicsModel, dict[str, float]]:
-    """Train the IDM on the labelled episodes; returns the model and {train/heldout accuracy, ...}."""
+    """Train the IDM on the labelled episodes in up to ``max_rounds`` rounds until it clears the quality
+    gate; returns the model and {train/held-out accuracy, chance, gate, ...} (``idm/gate_passed`` 0/1)."""
     train_eps, held_eps = split_labelled(corpus, config.heldout_fraction)
     shape = corpus.meta["frame_shape"]
     torch.manual_seed(engine.train.seed)
@@ -172,19 +196,63 @@ def train_idm(
     train = WindowDataset(train_eps, [e.actions for e in train_eps], config.model.context)
     held = WindowDataset(held_eps, [e.actions for e in held_eps], config.model.context) if held_eps else None
     task = _ClassifierTask(model, "window", held)
-    summary = Engine(_fit_batch(engine, len(train)), run_dir).fit(task, train)
+    majority = 0.0
+    if held_eps:
+        counts = np.bincount(np.concatenate([e.actions for e in held_eps]), minlength=corpus.n_actions)
+        majority = float(counts.max() / max(counts.sum(), 1))
+    seconds, rounds, gate = 0.0, 0, {"passed": False}
+    summary = None
+    for rounds in range(1, max(config.max_rounds, 1) + 1):
+        summary = Engine(_fit_batch(engine, len(train)), run_dir if rounds == 1 else None).fit(task, train)
+        seconds += summary.seconds
+        model.eval()
+        held_acc = accuracy(model, held, "window") if held is not None else float("nan")
+        model.train()
+        gate = idm_gate(
+            {"idm/heldout_acc": held_acc, "idm/majority_share": majority},
+            corpus.n_actions,
+            config.gate_margin,
+        )
+        if gate["passed"] or held is None:
+            break
+        log.info("IDM round %d: %s", rounds, gate["line"])
     model.eval()
     metrics = {
         "idm/train_acc": accuracy(model, train, "window"),
-        "idm/heldout_acc": accuracy(model, held, "window") if held is not None else float("nan"),
+        "idm/heldout_acc": gate.get("accuracy", float("nan")),
+        "idm/chance": gate.get("chance", 1.0 / corpus.n_actions),
+        "idm/majority_share": majority,
+        "idm/gate_needed": gate.get("needed", float("nan")),
+        "idm/gate_passed": float(gate["passed"]),
+        "idm/rounds": float(rounds),
         "idm/train_transitions": float(len(train)),
-        "idm/seconds": summary.seconds,
-        "idm/samples_per_s": summary.samples_per_s,
+        "idm/seconds": seconds,
+        "idm/samples_per_s": summary.samples_per_s if summary is not None else float("nan"),
     }
+    (log.info if gate["passed"] else log.warning)(gate["line"])
     if run_dir is not None:
         spec = model_spec(config.model, corpus.n_actions, shape, corpus.meta["env"])
-        save_model(model, Path(run_dir) / "idm", "idm", spec | {"metrics": metrics})
+        save_model(
+            model,
+            Path(run_dir) / "idm",
+            "idm",
+            spec | {"metrics": metrics, "gate": {"margin": config.gate_margin, "line": gate["line"]}},
+        )
     return model.cpu(), metrics
+
+
+def check_idm_gate(
+    spec: dict, source: Path, force: bool = False, margin: float | None = None
+) -> dict[str, Any]:
+    """The gate of a saved IDM (``spec`` from :func:`load_idm`); refuses a failed one unless ``force``."""
+    metrics = spec.get("metrics", {})
+    margin = margin if margin is not None else float(spec.get("gate", {}).get("margin", 0.1))
+    gate = idm_gate(metrics, int(spec["n_actions"]), margin)
+    if not gate["passed"] and not force:
+        raise CheckpointError(
+            f"--model {source}: {gate['line']}; train it longer or on more labelled episodes (or pass --force true)"
+        )
+    return gate
 
 
 # -- 2. pseudo-labels -----------------------------------------------------------------------------
@@ -341,115 +409,6 @@ def load_policy_into_ppo(model: Any, policy: PixelPolicy) -> None:
     assert not unexpected, unexpected
 
 
-def _kl_ppo_class():
-    from gymnasium import spaces
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.preprocessing import preprocess_obs
-    from stable_baselines3.common.utils import explained_variance
-
-    class KLPPO(PPO):
-        """SB3 PPO plus ``kl_coef * kl_decay**n_updates * KL(pi_ref || pi_theta)`` (VPT's auxiliary loss)."""
-
-        def __init__(
-            self,
-            *args: Any,
-            reference: nn.Module | None = None,
-            kl_coef: float = 0.0,
-            kl_decay: float = 1.0,
-            **kwargs: Any,
-        ) -> None:
-            super().__init__(*args, **kwargs)
-            self.reference = reference.to(self.device).eval() if reference is not None else None
-            if self.reference is not None:
-                for p in self.reference.parameters():
-                    p.requires_grad_(False)
-            self.kl_coef, self.kl_decay = kl_coef, kl_decay
-
-        def train(self) -> None:
-            if self.reference is None or self.kl_coef == 0.0:
-                return super().train()
-            self.policy.set_training_mode(True)
-            self._update_learning_rate(self.policy.optimizer)
-            clip_range = self.clip_range(self._current_progress_remaining)
-            clip_range_vf = (
-                self.clip_range_vf(self._current_progress_remaining)
-                if self.clip_range_vf is not None
-                else None
-            )
-            coef = self.kl_coef * self.kl_decay**self._n_updates
-            pg_losses, value_losses, entropy_losses, kl_refs, clip_fractions = [], [], [], [], []
-            continue_training = True
-            for _ in range(self.n_epochs):
-                approx_kl_divs = []
-                for data in self.rollout_buffer.get(self.batch_size):
-                    actions = data.actions
-                    if isinstance(self.action_space, spaces.Discrete):
-                        actions = data.actions.long().flatten()
-                    features = self.policy.extract_features(data.observations)
-                    latent_pi, latent_vf = self.policy.mlp_extractor(features)
-                    dist = self.policy._get_action_dist_from_latent(latent_pi)
-                    log_prob, entropy = dist.log_prob(actions), dist.entropy()
-                    values = self.policy.value_net(latent_vf).flatten()
-                    advantages = data.advantages
-                    if self.normalize_advantage and len(advantages) > 1:
-                        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-                    ratio = torch.exp(log_prob - data.old_log_prob)
-                    policy_loss = -torch.min(
-                        advantages * ratio, advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
-                    ).mean()
-                    values_pred = (
-                        values
-                        if clip_range_vf is None
-                        else data.old_values
-                        + torch.clamp(values - data.old_values, -clip_range_vf, clip_range_vf)
-                    )
-                    value_loss = F.mse_loss(data.returns, values_pred)
-                    entropy_loss = -torch.mean(entropy)
-                    with torch.no_grad():
-                        obs = preprocess_obs(
-                            data.observations, self.observation_space, self.policy.normalize_images
-                        )
-                        ref_logp = torch.log_softmax(self.reference(obs), -1)  # (B, A)
-                    logp = torch.log_softmax(dist.distribution.logits, -1)  # (B, A)
-                    kl_ref = (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
-                    loss = (
-                        policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss + coef * kl_ref
-                    )
-                    with torch.no_grad():
-                        log_ratio = log_prob - data.old_log_prob
-                        approx_kl = torch.mean((torch.exp(log_ratio) - 1) - log_ratio).item()
-                    approx_kl_divs.append(approx_kl)
-                    if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
-                        continue_training = False
-                        break
-                    self.policy.optimizer.zero_grad()
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                    self.policy.optimizer.step()
-                    pg_losses.append(policy_loss.item())
-                    value_losses.append(value_loss.item())
-                    entropy_losses.append(entropy_loss.item())
-                    kl_refs.append(kl_ref.item())
-                    clip_fractions.append(torch.mean((torch.abs(ratio - 1) > clip_range).float()).item())
-                self._n_updates += 1
-                if not continue_training:
-                    break
-            explained_var = explained_variance(
-                self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()
-            )
-            self.logger.record("train/entropy_loss", float(np.mean(entropy_losses or [0.0])))
-            self.logger.record("train/policy_gradient_loss", float(np.mean(pg_losses or [0.0])))
-            self.logger.record("train/value_loss", float(np.mean(value_losses or [0.0])))
-            self.logger.record("train/approx_kl", float(np.mean(approx_kl_divs or [0.0])))
-            self.logger.record("train/kl_to_pretrained", float(np.mean(kl_refs or [0.0])))
-            self.logger.record("train/kl_coef", coef)
-            self.logger.record("train/clip_fraction", float(np.mean(clip_fractions or [0.0])))
-            self.logger.record("train/explained_variance", float(explained_var))
-            self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-
-    return KLPPO
-
-
 def _episode_logger_class():
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -491,6 +450,11 @@ class PPOConfig:
     """VPT's KL-to-pretrained coefficient rho (0: plain PPO loss)."""
     kl_decay: float = 0.995
     """rho is multiplied by this after every PPO epoch."""
+    start_check_episodes: int = 5
+    """Episodes of the BC start (sampled actions, as PPO acts) and of a random policy, compared before
+    fine-tuning: a start below random is reported (0 disables the check)."""
+    start_check_steps: int = 2000
+    """Step cap of each of those episodes (a policy that never serves a ball must not stall the check)."""
 
 
 def finetune_ppo(
@@ -526,7 +490,7 @@ def finetune_ppo(
     )
     kl_coef = config.kl_coef if init is not None else 0.0
     reference = copy.deepcopy(init) if (init is not None and kl_coef > 0) else None
-    model = _kl_ppo_class()(
+    model = kl_ppo_class()(
         "CnnPolicy",
         venv,
         n_steps=config.n_steps,
@@ -543,8 +507,11 @@ def finetune_ppo(
         kl_coef=kl_coef,
         kl_decay=config.kl_decay,
     )
+    start_check = None
     if init is not None:
         load_policy_into_ppo(model, init)
+        if config.start_check_episodes > 0:
+            start_check = check_start(init, env_config, config, seed)
     callback = _episode_logger_class()()
     start = time.perf_counter()
     model.learn(total_timesteps=config.total_steps, callback=callback)
@@ -561,7 +528,44 @@ def finetune_ppo(
         "steps_per_s": model.num_timesteps / seconds,
         "final_return": float(np.mean(tail)) if tail else float("nan"),
         "model": model,
+        "start_check": start_check,
     }
+
+
+def check_start(init: PixelPolicy, env_config: EnvConfig, config: PPOConfig, seed: int) -> dict[str, Any]:
+    """Return of the BC start (actions sampled from its softmax) vs the uniformly random policy on the same
+    reset seeds; ``below_random`` and a ``line`` say whether PPO starts below random play."""
+    env = make_env(env_config, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    n = int(env.action_space.n)
+    rng = np.random.default_rng(seed)
+
+    @torch.no_grad()
+    def sample(obs: np.ndarray) -> int:
+        logits = init(torch.from_numpy(to_chw(obs[None])))
+        return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
+
+    kw = {"max_steps": config.start_check_steps}
+    try:
+        bc = float(np.mean(episode_returns(sample, env, config.start_check_episodes, 20_000 + seed, **kw)))
+        rand = float(
+            np.mean(
+                episode_returns(
+                    lambda o: int(rng.integers(n)), env, config.start_check_episodes, 20_000 + seed, **kw
+                )
+            )
+        )
+    finally:
+        env.close()
+    below = bc < rand
+    line = (
+        f"BC start is below a random policy ({bc:.3f} < {rand:.3f} over {config.start_check_episodes} episodes): "
+        f"the pretrained policy hurts; check the IDM gate and the BC accuracy"
+        if below
+        else f"BC start {bc:.3f} vs random policy {rand:.3f} ({config.start_check_episodes} episodes)"
+    )
+    (log.warning if below else log.info)(line)
+    return {"bc_return": bc, "random_return": rand, "below_random": below, "line": line}
 
 
 def steps_to_threshold(curve: list[tuple[int, float]], threshold: float, window: int = 10) -> int | None:
