@@ -23,7 +23,7 @@ def run(ctx: Context) -> dict[str, Any]:
     tasks, pre = ctx.out / "tasks.jsonl", ctx.out / "pretrain"
     metrics: dict[str, Any] = {}
     shape = {"model.n_embd": ctx.size(256, 32), "model.n_layer": ctx.size(4, 1), "model.n_head": 4}
-    pretrain = {"n_tasks": ctx.size(3000, 100), "steps": ctx.size(PRETRAIN_STEPS, 3), "out": pre}
+    pretrain = {"n_tasks": ctx.size(3000, 100), "steps": ctx.size(PRETRAIN_STEPS, 25), "out": pre}
     with engine_runs() as runs:
         cli("code", ["pretrain", *flags(pretrain | shape)])
     metrics |= summary_metrics("pretrain", runs[-1])
