@@ -490,6 +490,37 @@ def _recv_frame(fd: int, limit: int = 64 * 2**20) -> bytes | None:
     return exact(size)
 
 
+def _frames_until_exit(fd: int, pid: int) -> list[bytes]:
+    """The frames written on ``fd`` until process ``pid`` exits (its orphans may hold ``fd`` open longer)."""
+    exited = _pidfd(pid)
+    watch = [fd] + ([exited] if exited is not None else [])
+    buf = bytearray()
+    while watch:
+        ready = select.select(watch, [], [])[0]
+        if exited in ready:
+            watch.remove(exited)
+            while select.select([fd], [], [], 0)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+    if exited is not None:
+        os.close(exited)
+    frames, view = [], bytes(buf)
+    while len(view) >= 4:
+        (size,) = struct.unpack(">I", view[:4])
+        if len(view) < 4 + size:
+            break
+        frames.append(view[4 : 4 + size])
+        view = view[4 + size :]
+    return frames
+
+
 class PlainUnpickler(pickle.Unpickler):
     """Builds plain values only: the opcodes for None/bool/int/float/str/bytes/list/tuple/dict/set/frozenset
     need no class; a few stdlib value types are allowed by name; any other class — the program's own, or an
@@ -728,10 +759,7 @@ def _supervise(job: dict, cfg: dict, out_w: int, report_w: int, workdir: str, st
             os.close(calls_w)  # the program process sees the end of its calls and exits
         else:
             os.close(calls_w)
-            while True:
-                data = _recv_frame(replies_r)
-                if data is None:
-                    break
+            for data in _frames_until_exit(replies_r, pid):
                 try:
                     reply = _plain_loads(data)
                 except Exception:  # noqa: BLE001
@@ -861,6 +889,13 @@ def _sweep_children() -> None:
                 time.sleep(0.001)
 
 
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # an old kernel
+        return None
+
+
 def _wait_exit(pid: int, seconds: float) -> None:
     """Block until child ``pid`` exits or ``seconds`` pass (a pidfd: no polling)."""
     try:
@@ -935,13 +970,21 @@ def run_job(job: dict, cfg: dict, namespaces: bool, stdlib: list[int]) -> dict:
     deadline = start + float(cfg["timeout_s"])
     cap = int(cfg["max_output_bytes"])
     out, report_bytes, status, verdict = bytearray(), b"", None, None
-    open_fds = [out_r, report_r]
+    exited = _pidfd(pid)  # the supervisor's end, not the output's EOF, ends the job: an orphan that keeps the
+    open_fds = [out_r, report_r] + ([exited] if exited is not None else [])  # output open cannot stall it
+    finishing = False
     while open_fds:
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 and not finishing:
             verdict = "timeout"
             break
-        ready, _, _ = select.select(open_fds, [], [], left)
+        ready, _, _ = select.select(open_fds, [], [], 0 if finishing else left)
+        if exited in ready:  # take what is already written, then stop listening
+            finishing = True
+            open_fds = [fd for fd in open_fds if fd != exited]
+            ready = select.select(open_fds, [], [], 0)[0]
+        if finishing and not ready:
+            break
         for fd in ready:
             chunk = os.read(fd, 65536)
             if not chunk:
@@ -954,6 +997,8 @@ def run_job(job: dict, cfg: dict, namespaces: bool, stdlib: list[int]) -> dict:
                 report_bytes += chunk
         if verdict:
             break
+    if exited is not None:
+        os.close(exited)
     if verdict is None:
         _wait_exit(pid, deadline - time.monotonic())
         done, st = os.waitpid(pid, os.WNOHANG)
