@@ -40,6 +40,8 @@ def test_instantsplat_and_splat_fit_end_to_end(noisy_scene, tmp_path):
                 "instantsplat",
                 "--data",
                 str(noisy_scene),
+                "--isplat.init",
+                "depth",
                 "--isplat.fit.steps",
                 "6",
                 "--isplat.n_points",

@@ -153,8 +153,9 @@ def instantsplat(
     """Pose-free sparse-view splatting: initialise, jointly optimise Gaussians and poses, align, evaluate.
 
     Args:
-        data: scene folder: images/ (3-12 views), initial poses in sparse/0/ (e.g. from a stereo model or
-            noisy), optional depths/*.npy, optional gt/sparse/0 true poses (for ATE).
+        data: scene folder: images/ (3-12 views) and nothing else for --isplat.init prior (the default); other
+            inits read initial poses in sparse/0/ and depths/*.npy; true poses in gt/sparse/0 (or sparse/0
+            under the prior) give the ATE.
         isplat: initialiser, joint-optimisation schedule, test-time alignment.
         out: run directory (default runs/3d/instantsplat/<time>).
     """
@@ -164,18 +165,38 @@ def instantsplat(
 
     _check_fit(isplat.fit, "isplat.fit")
     run = run or RunContext("3d", "instantsplat")
-    scene = load_scene(data)
-    if scene.viewmats is None:
+    scene = load_scene(data, fov_deg=isplat.prior.fov_deg)
+    if isplat.init != "prior" and scene.viewmats is None:
         raise DataError(
-            f"{data}: no initial poses in sparse/0/; InstantSplat takes them from dust3r/mast3r (--isplat.init "
-            "dust3r on a machine with it) or from a COLMAP text model of initial estimates"
+            f"{data}: no initial poses in sparse/0/; use --isplat.init prior (images only, with "
+            "--isplat.prior.model), dust3r/mast3r where installed, or add a COLMAP text model of initial poses"
         )
     n_views = len(scene.train) if scene.train is not None else len(scene.images)
     if not 2 <= n_views <= 32:
         raise DataError(f"{data}: {n_views} training views; InstantSplat is for sparse views (3-12)")
-    run_dir, _ = run.open(out=out)
     truth = load_true_poses(data, scene.names)
-    gaussians, results = run_instantsplat(scene, scene.viewmats, isplat, true_viewmats=truth)
+    stage: dict = {}
+    if (
+        isplat.init == "prior"
+    ):  # images only: poses and depth from the prior (the model loads before any write)
+        from dataclasses import replace
+
+        from warmstart_3d.instantsplat import prior_scene
+        from warmstart_3d.prior import load_depth_model
+
+        if isplat.prior.model is None:
+            raise ConfigError(
+                "--isplat.init prior needs --isplat.prior.model (a depth model: hub id or folder)"
+            )
+        model, processor = load_depth_model(isplat.prior.model)
+        truth = truth if truth is not None else scene.viewmats
+        scene, initial, stage = prior_scene(replace(scene, depths=None), isplat, model, processor)
+        isplat = replace(isplat, init="depth")
+    else:
+        initial = scene.viewmats
+    run_dir, _ = run.open(out=out)
+    gaussians, results = run_instantsplat(scene, initial, isplat, true_viewmats=truth)
+    results |= stage
     ply = write_ply(run_dir / "splats.ply", gaussians)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     _print("instantsplat", results | {"ply": str(ply)})
@@ -515,6 +536,12 @@ def clip2point_eval(
         clip, depth = ClipSpec(**meta["clip"]), DepthConfig(**meta["depth"])
     run = run or RunContext("3d", "clip2point-eval")
     points, labels, names = load_eval_set(data, classes, per_class, n_points, seed)
+    if shots > 0:  # the explicit, checked split, before anything is written
+        if test_per_class < 1:
+            raise ConfigError("--test_per_class must be >= 1 for few-shot evaluation")
+        g = torch.Generator().manual_seed(seed)
+        pool, test = split_indices(labels, test_per_class, g, shots, names)
+        picked = pool[sample_shots(labels[pool], shots, g)]
     loaded = load_clip(clip)
     run_dir, _ = run.open(out=out)
     text = text_features(loaded.model, loaded.tokenizer, names, prompt)
@@ -530,11 +557,11 @@ def clip2point_eval(
         six = feats(encoders[0], "six")
         results["accuracy"] = zero_shot_accuracy(six, text, labels)
     else:
-        g = torch.Generator().manual_seed(seed)
-        pool, test = split_indices(labels, test_per_class, g)
-        picked = pool[sample_shots(labels[pool], shots, g)]
-        if len(picked) == 0 or len(test) == 0:
-            raise DataError(f"{data}: too few clouds per class for {shots} shots plus {test_per_class} test")
+        results |= {
+            "n_train": len(picked),
+            "n_test": len(test),
+            "train_classes": len(labels[picked].unique()),
+        }
         ten = [feats(enc, "ten") for enc in encoders]
         if fewshot.learn_views:
             from warmstart_3d.clip2point import few_shot_accuracy_learned_views

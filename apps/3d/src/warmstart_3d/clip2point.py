@@ -2,26 +2,15 @@
 
 Seed paper: "CLIP2Point: Transfer CLIP to Point Cloud Classification with Image-Depth Pre-training"
 (arXiv 2210.01055; code tyhuang0428/CLIP2Point), after "PointCLIP: Point Cloud Understanding by CLIP"
-(arXiv 2112.02413). A point cloud is projected orthographically into depth maps from the paper's fixed view
-sets (6 views for zero-shot, 10 for few-shot); a z-buffer (``scatter_reduce`` amin, differentiable to the
-winning points' depth) is densified by min pooling (each point becomes a square splat, the role of the
-reference's point radius) and optionally smoothed inside the object, then min-max normalised into
-[0, 200/255] on a white background and replicated to 3 channels. The depth encoder is a copy of an open_clip
+(arXiv 2112.02413). Point clouds become dense z-buffered depth maps (:mod:`warmstart_3d.depth_maps`) from
+the paper's fixed view sets; the open_clip models are :mod:`warmstart_3d.clip_models`, zero-/few-shot
+classification :mod:`warmstart_3d.fewshot`; this module holds the data and the pretraining. The depth encoder is a copy of an open_clip
 image tower (any architecture) trained against the frozen image tower on rendered image/depth pairs of the
-same view: intra-modality InfoNCE between two depth renders at ±10 % camera distance, cross-modality InfoNCE
-between their mean and the image feature, balanced by a learnable weight (L_img + L_depth/w² + log(w + 1)).
-Zero-shot sums per-view cosine logits against text prompts ("image of a {class}") from the CLIP text
-tower; few-shot trains the Dual-Path Adapter (both encoders frozen, a view-fusion adapter after each, outputs
-averaged). PointCLIP-style baselines use the CLIP image tower directly on the depth maps (single path).
-
-Written by hand: the point z-buffer (the reference uses pytorch3d's point rasterizer, which we do not depend
-on) and a shaded point renderer that stands in for the reference's mesh renders of ShapeNet (our procedural
-shapes carry normals and colours). Deviations: InfoNCE is the core's symmetric CLIP form (the reference uses
-lightly's NT-Xent, which also counts same-modality negatives); the adapters' cosine logits are multiplied by
-``logit_scale`` (the reference trains on raw cosines, which converges too slowly for a short CPU budget);
-the learned view selector (an option in the reference, off in its results) is :class:`ViewSelector`
-(``--fewshot.learn_views``), trained end to end through our z-buffer, whose gradient reaches the angles through
-depth values only. ``--fewshot.zero_shot_weight`` adds the zero-shot logits to the adapter's (not in the paper).
+same view: intra-modality NT-Xent between two depth renders at ±10 % camera distance, cross-modality NT-Xent
+between their mean and the image feature (as the reference, with lightly's loss: same-modality negatives
+count), balanced by a learnable weight (L_img + L_depth/w² + log(w + 1)). Image-depth pairs come from many
+views: every object is randomly rotated, so each pair is one random view. Left out: ShapeNet mesh renders
+(shaded point renders of our procedural shapes stand in).
 """
 
 from __future__ import annotations
@@ -29,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,181 +28,50 @@ import torch.nn.functional as F
 from torch import nn
 
 from warmstart.errors import CheckpointError, ConfigError, DataError
-from warmstart.objectives import info_nce
-from warmstart_3d.data import (
-    SHAPE_CLASSES,
-    index_batches,
-    shape_instance,
+from warmstart_3d.clip_models import (  # noqa: F401 - the names this module always had
+    OPENAI_MEAN,
+    OPENAI_STD,
+    PROMPT,
+    TEMPLATES,
+    ClipSpec,
+    CLIPTask,
+    LoadedCLIP,
+    TinyCLIPConfig,
+    caption_tokens,
+    load_clip,
+    save_clip,
+    text_features,
 )
+from warmstart_3d.data import SHAPE_CLASSES, shape_instance
+from warmstart_3d.depth_maps import (  # noqa: F401
+    VIEW_SETS,
+    DepthConfig,
+    depth_images,
+    depth_render_speed,
+    depth_to_image,
+    render_depth,
+    render_shaded,
+    view_angles,
+    view_rotations,
+)
+from warmstart_3d.fewshot import (  # noqa: F401
+    AdapterTask,
+    DualPathAdapter,
+    FewShotConfig,
+    SelectorFewShot,
+    ViewAdapter,
+    ViewSelector,
+    adapter_logits,
+    few_shot_accuracy,
+    few_shot_accuracy_learned_views,
+    sample_shots,
+    split_indices,
+    view_features,
+    zero_shot_accuracy,
+)
+from warmstart_3d.training import fit_tensors
 
 log = logging.getLogger(__name__)
-
-# (elevation, azimuth) in degrees, the reference's fixed view sets (render/selector.py)
-VIEW_SETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "six": ((0, 0, 0, 0, 90, -90), (0, 90, 180, 270, 0, 180)),
-    "ten": ((0, 90, 180, 270, 225, 225, 315, 315, 0, 0), (0, 0, 0, 0, -45, 45, -45, 45, -90, 90)),
-}
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-TEMPLATES = [
-    "image of a {}", "a photo of a {}", "a rendering of a {}", "a 3d model of a {}", "a {} shape",
-    "a striped {}", "a picture of the {}", "a small {}",
-]  # fmt: skip
-PROMPT = "image of a {}"
-
-
-# -- projection ---------------------------------------------------------------------------------------
-@dataclass
-class DepthConfig:
-    size: int | None = None
-    """Depth-map width = height in pixels; None: the CLIP image tower's input size (paper: 224)."""
-    densify: int = 3
-    """Min-pool window in pixels: each point covers a square splat of this width (odd; 1 = single pixel)."""
-    smooth: float = 0.0
-    """Std in pixels of the Gaussian smoothing of depth inside the object (0: off)."""
-    distance: float = 1.0
-    """Orthographic camera distance: the cloud (unit sphere) is scaled by 1/distance."""
-    distance_jitter: float = 0.1
-    """Pretraining renders each depth pair at distance·(1 ± jitter·U) (the paper's ±10 %)."""
-
-
-def view_rotations(elevation: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
-    """World-to-view rotations (..., 3, 3): turn by ``azimuth`` about y, then tilt by ``elevation`` about x."""
-    e, a = torch.deg2rad(elevation.float()), torch.deg2rad(azimuth.float())
-    one, zero = torch.ones_like(e), torch.zeros_like(e)
-    rx = torch.stack([one, zero, zero, zero, e.cos(), -e.sin(), zero, e.sin(), e.cos()], -1)
-    ry = torch.stack([a.cos(), zero, a.sin(), zero, one, zero, -a.sin(), zero, a.cos()], -1)
-    return rx.unflatten(-1, (3, 3)) @ ry.unflatten(-1, (3, 3))
-
-
-def view_angles(views: str, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    if views not in VIEW_SETS:
-        raise ConfigError(f"views: unknown view set {views!r}; use one of {', '.join(VIEW_SETS)}")
-    elev, azim = VIEW_SETS[views]
-    return torch.tensor(elev, device=device), torch.tensor(azim, device=device)
-
-
-def _project(
-    points: torch.Tensor, elevation: torch.Tensor, azimuth: torch.Tensor, distance: torch.Tensor, size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, N, 3) points, (B, V) angles/distances → pixel index (B·V, N), depth (B·V, N), inside mask, rotations."""
-    b, n, _ = points.shape
-    rot = view_rotations(elevation, azimuth)  # (B, V, 3, 3)
-    cam = torch.einsum("bvij,bnj->bvni", rot, points) / distance[..., None, None]  # (B, V, N, 3)
-    cam = cam.flatten(0, 1)  # (B·V, N, 3)
-    u = ((cam[..., 0] + 1) * 0.5 * size).floor().long()
-    v = ((1 - cam[..., 1]) * 0.5 * size).floor().long()
-    inside = (u >= 0) & (u < size) & (v >= 0) & (v < size)
-    pix = v.clamp(0, size - 1) * size + u.clamp(0, size - 1)
-    depth = cam[..., 2] + 1.0  # near = small, positive for a unit-sphere cloud
-    return pix, depth, inside, rot
-
-
-def _zbuffer(pix: torch.Tensor, depth: torch.Tensor, inside: torch.Tensor, size: int) -> torch.Tensor:
-    """Nearest depth per pixel (M, H·W), +inf where no point lands (gradients reach the winning points)."""
-    z = torch.where(inside, depth, torch.full_like(depth, math.inf))
-    buf = torch.full((depth.shape[0], size * size), math.inf, dtype=depth.dtype, device=depth.device)
-    return buf.scatter_reduce(1, pix, z, reduce="amin", include_self=True)
-
-
-def _smooth(depth: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Normalised Gaussian smoothing of (M, H, W) depth over the valid (finite) pixels only."""
-    radius = max(1, int(math.ceil(2 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=depth.dtype, device=depth.device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = (k / k.sum())[None, None]  # (1, 1, K)
-    valid = depth.isfinite().to(depth.dtype)[:, None]  # (M, 1, H, W)
-    filled = torch.where(valid.bool(), depth[:, None], torch.zeros_like(depth[:, None]))
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        t = F.conv2d(F.pad(t, (radius, radius, 0, 0), mode="replicate"), k[..., None, :])
-        return F.conv2d(F.pad(t, (0, 0, radius, radius), mode="replicate"), k[..., :, None])
-
-    out = blur(filled) / blur(valid).clamp_min(1e-6)
-    return torch.where(valid.bool(), out, torch.full_like(out, math.inf))[:, 0]
-
-
-def render_depth(
-    points: torch.Tensor,
-    elevation: torch.Tensor,
-    azimuth: torch.Tensor,
-    distance: torch.Tensor | float,
-    size: int,
-    densify: int = 3,
-    smooth: float = 0.0,
-) -> torch.Tensor:
-    """Raw depth maps (B, V, H, W) of clouds (B, N, 3): view-space depth, +inf on the background.
-
-    ``elevation``/``azimuth`` are (V,) or (B, V) degrees; ``distance`` a float or (B, V). Batched torch:
-    runs where the points live (CPU or CUDA).
-    """
-    b = points.shape[0]
-    elevation = elevation.to(points.device).expand(b, -1) if elevation.dim() == 1 else elevation
-    azimuth = azimuth.to(points.device).expand(b, -1) if azimuth.dim() == 1 else azimuth
-    v = elevation.shape[1]
-    if not torch.is_tensor(distance):
-        distance = torch.full((b, v), float(distance), device=points.device)
-    pix, depth, inside, _ = _project(points, elevation, azimuth, distance, size)
-    buf = _zbuffer(pix, depth, inside, size).view(b * v, 1, size, size)
-    if densify > 1:
-        buf = -F.max_pool2d(-buf, densify, stride=1, padding=densify // 2)  # min pooling: square splats
-    buf = buf[:, 0]
-    if smooth > 0:
-        buf = _smooth(buf, smooth)
-    return buf.view(b, v, size, size)
-
-
-def depth_to_image(depth: torch.Tensor) -> torch.Tensor:
-    """(..., H, W) raw depth → (..., 3, H, W) in [0, 1]: object min-max normalised to [0, 200/255], white bg."""
-    valid = depth.isfinite()
-    filled_lo = torch.where(valid, depth, torch.full_like(depth, math.inf))
-    filled_hi = torch.where(valid, depth, torch.full_like(depth, -math.inf))
-    lo = filled_lo.flatten(-2).min(-1).values[..., None, None]
-    hi = filled_hi.flatten(-2).max(-1).values[..., None, None]
-    scale = (hi - lo).clamp_min(1e-6)
-    img = torch.where(
-        valid, (torch.where(valid, depth, lo) - lo) / scale * (200.0 / 255.0), torch.ones_like(depth)
-    )
-    return img.unsqueeze(-3).expand(*img.shape[:-2], 3, *img.shape[-2:])
-
-
-def depth_images(
-    points: torch.Tensor, views: str, config: DepthConfig, size: int, distance: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(B, N, 3) → (B, V, 3, H, W) CLIP-ready depth images of a named view set."""
-    elev, azim = view_angles(views, points.device)
-    dist = config.distance if distance is None else distance
-    raw = render_depth(points, elev, azim, dist, size, config.densify, config.smooth)
-    return depth_to_image(raw)
-
-
-def render_shaded(
-    points: torch.Tensor, normals: torch.Tensor, colours: torch.Tensor, size: int, densify: int = 3
-) -> torch.Tensor:
-    """RGB images (B, 3, H, W) of coloured, Lambert-shaded surface points seen from the identity view.
-
-    The stand-in for the paper's rendered mesh images: the same orthographic camera as :func:`render_depth`
-    with view elevation = azimuth = 0, a head light, white background.
-    """
-    b, n, _ = points.shape
-    zero = torch.zeros(b, 1, device=points.device)
-    pix, depth, inside, _ = _project(points, zero, zero, torch.ones(b, 1, device=points.device), size)
-    buf = _zbuffer(pix, depth, inside, size)  # (B, H·W)
-    visible = (inside & (depth <= buf.gather(1, pix) + 1e-6)).float()  # (B, N)
-    light = F.normalize(torch.tensor([0.4, 0.5, -1.0], device=points.device), dim=0)
-    shade = 0.3 + 0.7 * (normals @ light).clamp_min(0)  # camera looks along +z: facing normals have z < 0
-    rgb = colours * shade[..., None] * visible[..., None]  # (B, N, 3)
-    total = torch.zeros(b, size * size, 3, device=points.device).scatter_add(
-        1, pix[..., None].expand(-1, -1, 3), rgb
-    )
-    count = torch.zeros(b, size * size, device=points.device).scatter_add(1, pix, visible)
-    image = (total / count.clamp_min(1)[..., None]).permute(0, 2, 1).reshape(b, 3, size, size)
-    zmap = buf.view(b, 1, size, size)
-    if densify > 1:
-        pooled, where = F.max_pool2d(-zmap, densify, stride=1, padding=densify // 2, return_indices=True)
-        image = image.flatten(2).gather(2, where.flatten(2).expand(-1, 3, -1)).view(b, 3, size, size)
-        zmap = -pooled
-    return torch.where(zmap.isfinite(), image, torch.ones_like(image))
 
 
 # -- procedural data ----------------------------------------------------------------------------------
@@ -229,7 +86,7 @@ def check_classes(classes: list[str] | None) -> list[str]:
 
 
 def shape_pairs(
-    classes: list[str], per_class: int, n_points: int, size: int, generator: torch.Generator, densify: int = 3
+    classes: list[str], per_class: int, n_points: int, size: int, generator: torch.Generator, densify: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random instances (randomly rotated: the view is random) of each class: clouds (M, n_points, 3), shaded
     RGB renders of the same view (M, 3, H, W) from twice the points, labels (M,)."""
@@ -279,188 +136,6 @@ def load_eval_set(
     return shapes.points[keep], labels, names
 
 
-# -- open_clip models ---------------------------------------------------------------------------------
-@dataclass
-class TinyCLIPConfig:
-    """A small open_clip CLIP (ViT image tower + transformer text tower) for CPU runs."""
-
-    image_size: int = 32
-    """Input image size."""
-    patch_size: int = 8
-    """ViT patch size."""
-    width: int = 64
-    """Image tower width."""
-    layers: int = 3
-    """Image tower blocks."""
-    text_width: int = 64
-    """Text tower width."""
-    text_layers: int = 2
-    """Text tower blocks."""
-    embed_dim: int = 64
-    """Joint embedding width."""
-    context_length: int = 16
-    """Text tokens."""
-
-    def model_cfg(self) -> dict[str, Any]:
-        return {
-            "embed_dim": self.embed_dim,
-            "vision_cfg": {"image_size": self.image_size, "layers": self.layers, "width": self.width,
-                           "head_width": 16, "patch_size": self.patch_size},
-            "text_cfg": {"context_length": self.context_length, "vocab_size": 49408, "width": self.text_width,
-                         "heads": max(1, self.text_width // 16), "layers": self.text_layers},
-        }  # fmt: skip
-
-
-@dataclass
-class ClipSpec:
-    model: str = "tiny"
-    """open_clip model: an architecture name (ViT-B-32, RN50, ...), 'hf-hub:org/repo', 'local-dir:/path' or a
-    folder written by clip2point-source; 'tiny' first trains a small CLIP on rendered shapes."""
-    pretrained: str | None = None
-    """With an architecture name: a local checkpoint file or an open_clip tag (needs network)."""
-
-
-@dataclass
-class LoadedCLIP:
-    model: nn.Module
-    tokenizer: Any
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    image_size: int
-    source: str
-
-
-def save_clip(model: nn.Module, model_cfg: dict[str, Any], folder: Path) -> Path:
-    """Write an open_clip ``local-dir`` folder: ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    size = model_cfg["vision_cfg"]["image_size"]
-    config = {
-        "model_cfg": model_cfg,
-        "preprocess_cfg": {"size": size, "mean": OPENAI_MEAN, "std": OPENAI_STD},
-    }
-    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(folder / "open_clip_model.safetensors"),
-    )
-    return folder
-
-
-def load_clip(spec: ClipSpec) -> LoadedCLIP:
-    """Build an open_clip model from a name / hub id / local folder, with weights; clear errors otherwise."""
-    import open_clip
-
-    name = spec.model
-    if name == "tiny":
-        raise ConfigError(
-            "--clip.model tiny has no weights to load; run clip2point-source first or pass a model"
-        )
-    if "://" not in name and ":" not in name and Path(name).is_dir():
-        name = f"local-dir:{Path(name).resolve()}"
-    schema = name.split(":", 1)[0] if name.startswith(("local-dir:", "hf-hub:")) else None
-    if schema == "local-dir":
-        folder = Path(name.split(":", 1)[1])
-        if not (folder / "open_clip_config.json").is_file():
-            raise CheckpointError(
-                f"{folder}: no open_clip_config.json; pass a folder written by clip2point-source"
-            )
-        if (
-            not any(folder.glob("*.safetensors"))
-            and not any(folder.glob("*.bin"))
-            and not any(folder.glob("*.pth"))
-        ):
-            raise CheckpointError(f"{folder}: no weights file (*.safetensors/*.bin/*.pth) next to the config")
-    elif schema is None:
-        if name not in open_clip.list_models():
-            raise ConfigError(
-                f"--clip.model: unknown open_clip architecture {name!r}; see open_clip.list_models()"
-            )
-        if spec.pretrained is None:
-            raise CheckpointError(
-                f"--clip.pretrained: {name} needs weights (a checkpoint file or an open_clip tag)"
-            )
-        looks_like_path = "/" in spec.pretrained or Path(spec.pretrained).suffix in (
-            ".pt",
-            ".pth",
-            ".bin",
-            ".safetensors",
-        )
-        if looks_like_path and not Path(spec.pretrained).is_file():
-            raise CheckpointError(f"--clip.pretrained: no such checkpoint file {spec.pretrained}")
-    try:
-        model = open_clip.create_model(name, pretrained=spec.pretrained if schema is None else None)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next(
-            (ln.strip() for ln in first if "size mismatch" in ln or "Missing key" in ln),
-            first[0] if first else "",
-        )
-        raise CheckpointError(
-            f"{spec.pretrained or name}: checkpoint does not match the architecture ({detail[:160]}); "
-            "pass the --clip.model it was trained with"
-        ) from exc
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{spec.pretrained or name}: could not load ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}); "
-            "offline, pass a local folder or checkpoint file"
-        ) from exc
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(name)
-    pre = getattr(model.visual, "preprocess_cfg", None) or {}
-    size = model.visual.image_size
-    size = size[0] if isinstance(size, tuple | list) else int(size)
-    return LoadedCLIP(
-        model, tokenizer, tuple(pre.get("mean", OPENAI_MEAN)), tuple(pre.get("std", OPENAI_STD)), size, name
-    )
-
-
-# -- training loops -----------------------------------------------------------------------------------
-
-
-def train_plain(
-    task: Any, tensors: tuple[torch.Tensor, ...], steps: int, batch_size: int, lr: float, weight_decay: float,
-    seed: int,
-) -> list[float]:  # fmt: skip
-    """The engine's default recipe without the engine (AdamW, cosine to 0.1·lr, grad-norm clip 1): for benches
-    that fit many tiny models in one process. Returns the loss per step."""
-    from warmstart.optim import ScheduleConfig, build_schedule
-
-    g = torch.Generator().manual_seed(seed)
-    params = [p for p in task.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, build_schedule(ScheduleConfig(), steps))
-    task.model.train()
-    losses = []
-    for idx in index_batches(len(tensors[0]), min(batch_size, len(tensors[0])), steps, g):
-        loss, _ = task.loss([t[idx] for t in tensors])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-    task.model.eval()
-    return losses
-
-
-class CLIPTask:
-    """Engine task: CLIP's symmetric contrastive loss on (image, caption tokens), the model's own logit scale."""
-
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        self.model = model
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
-
-    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        images, tokens = batch  # (B, 3, H, W) in [0, 1], (B, L)
-        x = (images - self.mean.to(images.device)) / self.std.to(images.device)
-        img, txt, scale = self.model(x, tokens)  # normalised features, exp(logit_scale)
-        loss = info_nce(img, txt, temperature=1.0 / scale.clamp(max=100.0), symmetric=True)
-        return loss, {"samples": images.shape[0], "logit_scale": float(scale.detach())}
-
-
 @dataclass
 class SourceConfig:
     tiny: TinyCLIPConfig = field(default_factory=TinyCLIPConfig)
@@ -479,16 +154,6 @@ class SourceConfig:
     """Seed of the data, init and batches."""
     classes: list[str] | None = None
     """Shape classes (default: all 8)."""
-
-
-def caption_tokens(
-    labels: torch.Tensor, classes: list[str], context_length: int, generator: torch.Generator
-) -> torch.Tensor:
-    import open_clip
-
-    templates = torch.randint(len(TEMPLATES), (len(labels),), generator=generator)
-    texts = [TEMPLATES[int(t)].format(classes[int(y)]) for t, y in zip(templates, labels, strict=True)]
-    return open_clip.tokenize(texts, context_length=context_length)
 
 
 def pretrain_source(config: SourceConfig, folder: Path, engine: Any = None) -> dict[str, float]:
@@ -517,9 +182,9 @@ def pretrain_source(config: SourceConfig, folder: Path, engine: Any = None) -> d
 
         summary = Engine(engine, None).fit(task, TensorDataset(images, tokens))
         model = task.model.module if hasattr(task.model, "module") else task.model
-        losses = [float("nan"), float(summary.final_metrics.get("loss", float("nan")))]
+        losses = [task.first_loss, float(summary.final_metrics["loss"])]
     else:
-        losses = train_plain(
+        losses = fit_tensors(
             task, (images, tokens), config.steps, config.batch_size, config.lr, 0.05, config.seed
         )
     seconds = time.perf_counter() - start
@@ -541,6 +206,18 @@ def pretrain_source(config: SourceConfig, folder: Path, engine: Any = None) -> d
         "loss_last": losses[-1],
         "seconds": seconds,
     }
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """NT-Xent (SimCLR, arXiv 2002.05709; lightly's ``NTXentLoss``, which the reference uses): the 2B
+    normalised features of (B, D) ``a`` and ``b``; each one's positive is its pair, its negatives the other
+    2B − 2 features of both modalities (same-modality negatives included, unlike CLIP's symmetric loss)."""
+    z = F.normalize(torch.cat([a, b]).float(), dim=-1)  # (2B, D)
+    logits = z @ z.T / temperature
+    n = a.shape[0]
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
 
 
 # -- CLIP2Point ---------------------------------------------------------------------------------------
@@ -598,12 +275,13 @@ class CLIP2Point(nn.Module):
         u = torch.rand(b, 2, generator=generator).to(points.device)
         dist = self.depth.distance * (1 + (u - 0.5) * 2 * self.depth.distance_jitter)  # (B, 2)
         zeros = torch.zeros(b, 2, device=points.device)
-        raw = render_depth(points, zeros, zeros, dist, self.size, self.depth.densify, self.depth.smooth)
+        d = self.depth
+        raw = render_depth(points, zeros, zeros, dist, self.size, d.densify, d.smooth, d.point_radius)
         feats = self.encode_depth(depth_to_image(raw).flatten(0, 1)).view(b, 2, -1)  # (B, 2, D)
         with torch.no_grad():
             image_feat = self.image_encoder((images - self.mean) / self.std)  # (B, D)
-        loss_depth = info_nce(feats[:, 0], feats[:, 1], temperature=self.temperature, symmetric=True)
-        loss_image = info_nce(feats.mean(1), image_feat, temperature=self.temperature, symmetric=True)
+        loss_depth = nt_xent(feats[:, 0], feats[:, 1], self.temperature)
+        loss_image = nt_xent(feats.mean(1), image_feat, self.temperature)
         loss = loss_image + loss_depth / self.weight**2 + torch.log(self.weight + 1)
         return loss, {"samples": b, "loss_image": float(loss_image.detach()), "loss_depth": float(loss_depth.detach()),
                       "w": float(self.weight.detach())}  # fmt: skip
@@ -615,10 +293,14 @@ class ImageDepthTask:
     def __init__(self, model: CLIP2Point, seed: int = 0) -> None:
         self.model = model
         self.generator = torch.Generator().manual_seed(seed)
+        self.first_loss: float | None = None
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         points, images = batch[0], batch[1]
-        return self.model(points, images, self.generator)
+        loss, metrics = self.model(points, images, self.generator)
+        if self.first_loss is None:
+            self.first_loss = float(loss.detach())
+        return loss, metrics
 
 
 @dataclass
@@ -662,250 +344,13 @@ def pretrain_clip2point(
         from warmstart.engine import Engine
 
         summary = Engine(engine, None).fit(task, TensorDataset(points, images))
-        losses = [float("nan"), float(summary.final_metrics.get("loss", float("nan")))]
+        losses = [task.first_loss, float(summary.final_metrics["loss"])]
     else:
-        losses = train_plain(
+        losses = fit_tensors(
             task, (points, images), config.steps, config.batch_size, config.lr, 0.05, config.seed
         )
     model = model.cpu().eval()
     return model, {"loss_first": losses[0], "loss_last": losses[-1], "seconds": time.perf_counter() - start}
-
-
-# -- zero-shot and few-shot ---------------------------------------------------------------------------
-@torch.no_grad()
-def text_features(
-    model: nn.Module, tokenizer: Any, classes: list[str], template: str = PROMPT
-) -> torch.Tensor:
-    """(C, D) normalised text-tower features of ``template.format(class)``."""
-    if "{}" not in template:
-        raise ConfigError(f"--prompt {template!r} needs a {{}} where the class name goes")
-    return F.normalize(
-        model.encode_text(tokenizer([template.format(c.replace("_", " ")) for c in classes])), dim=-1
-    )
-
-
-@torch.no_grad()
-def view_features(
-    encoder: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], points: torch.Tensor, views: str,
-    depth: DepthConfig, size: int, batch: int = 64,
-) -> torch.Tensor:  # fmt: skip
-    """Raw encoder features (B, V, D) of each cloud's depth maps from a view set."""
-    encoder = encoder.eval()
-    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-    out = []
-    for i in range(0, len(points), batch):
-        imgs = depth_images(points[i : i + batch], views, depth, size)  # (b, V, 3, H, W)
-        out.append(encoder((imgs.flatten(0, 1) - m) / s).view(imgs.shape[0], imgs.shape[1], -1))
-    return torch.cat(out)
-
-
-def zero_shot_accuracy(features: torch.Tensor, text: torch.Tensor, labels: torch.Tensor) -> float:
-    """Per-view cosine logits summed over views (the reference's zero-shot rule)."""
-    logits = torch.einsum("bvd,cd->bc", F.normalize(features, dim=-1), text)
-    return float((logits.argmax(-1) == labels).float().mean())
-
-
-class ViewAdapter(nn.Module):
-    """The reference's simplified inter-view adapter: per-view fusion weights → flatten → MLP."""
-
-    def __init__(self, views: int, dim: int, fusion_init: float = 0.5, dropout: float = 0.075) -> None:
-        super().__init__()
-        self.fusion = nn.Parameter(torch.full((views,), fusion_init))
-        self.norm = nn.BatchNorm1d(dim)
-        self.mlp = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(views * dim, dim), nn.BatchNorm1d(dim), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(dim, dim),
-        )  # fmt: skip
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, V, D) → (B, D)
-        b, v, d = feats.shape
-        x = self.norm(feats.reshape(b * v, d)).view(b, v, d) * self.fusion.view(1, -1, 1)
-        return self.mlp(x.flatten(1))
-
-
-class DualPathAdapter(nn.Module):
-    """One :class:`ViewAdapter` per frozen encoder path (2 = CLIP2Point's DPA, 1 = PointCLIP-style), averaged."""
-
-    def __init__(self, paths: int, views: int, dim: int) -> None:
-        super().__init__()
-        self.adapters = nn.ModuleList(ViewAdapter(views, dim) for _ in range(paths))
-
-    def forward(self, *paths: torch.Tensor) -> torch.Tensor:  # each (B, V, D) → (B, D) normalised
-        out = sum(adapter(x) for adapter, x in zip(self.adapters, paths, strict=True)) / len(paths)
-        return F.normalize(out, dim=-1)
-
-
-def adapter_logits(
-    model: DualPathAdapter, paths: list[torch.Tensor] | tuple[torch.Tensor, ...], text: torch.Tensor,
-    zero_shot_weight: float = 0.0,
-) -> torch.Tensor:  # fmt: skip
-    """Cosine logits (B, C) of the adapted feature, plus ``zero_shot_weight`` × the first path's zero-shot
-    logits (per-view cosines averaged over the views; 0 = the paper's adapter alone)."""
-    logits = model(*paths) @ text.T
-    if zero_shot_weight:
-        logits = (
-            logits
-            + zero_shot_weight
-            * torch.einsum("bvd,cd->bc", F.normalize(paths[0], dim=-1), text)
-            / paths[0].shape[1]
-        )
-    return logits
-
-
-class AdapterTask:
-    def __init__(
-        self, model: DualPathAdapter, text: torch.Tensor, scale: float, zero_shot_weight: float = 0.0
-    ) -> None:
-        self.model, self.text, self.scale, self.zero_shot_weight = model, text, scale, zero_shot_weight
-
-    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        *paths, labels = batch
-        logits = adapter_logits(self.model, paths, self.text, self.zero_shot_weight) * self.scale
-        return F.cross_entropy(logits, labels), {"samples": labels.shape[0]}
-
-
-@dataclass
-class FewShotConfig:
-    steps: int = 100
-    """Adapter optimizer steps."""
-    batch_size: int = 32
-    """Batch size."""
-    lr: float = 1e-3
-    """Learning rate (the reference's AdamW 1e-3, weight decay 1e-4)."""
-    logit_scale: float = 10.0
-    """Multiplier of the cosine logits in training (the reference: 1)."""
-    learn_views: bool = False
-    """Train CLIP2Point's learned view selector with the adapters (renders every step; the paper's results
-    use the fixed views)."""
-    zero_shot_weight: float = 0.0
-    """Add this × the zero-shot logits of the first (pretrained) path to the adapter's (0: the paper's DPA;
-    a CLIP-Adapter-style residual that keeps the zero-shot knowledge when there are very few shots)."""
-
-
-def few_shot_accuracy(
-    train: list[torch.Tensor], train_labels: torch.Tensor, test: list[torch.Tensor], test_labels: torch.Tensor,
-    text: torch.Tensor, config: FewShotConfig, seed: int,
-) -> float:  # fmt: skip
-    """Train a (dual-)path adapter on cached frozen view features (one (B, V, D) tensor per path), test it."""
-    torch.manual_seed(seed)
-    model = DualPathAdapter(len(train), train[0].shape[1], train[0].shape[2])
-    task = AdapterTask(model, text, config.logit_scale, config.zero_shot_weight)
-    train_plain(task, (*train, train_labels), config.steps, config.batch_size, config.lr, 1e-4, seed)
-    with torch.no_grad():
-        logits = adapter_logits(model.eval(), test, text, config.zero_shot_weight)
-        return float((logits.argmax(-1) == test_labels).float().mean())
-
-
-class ViewSelector(nn.Module):
-    """CLIP2Point's learned view selector (``render/selector.py``, after MVTN): a PointNet shape feature and the
-    fixed angles → MLP → tanh offsets, azimuth ± 180°/V and elevation ± 90° around the fixed view set.
-
-    The last layer starts at zero, so training starts from the fixed views. Gradients reach the angles through
-    the rendered depth values (the z-buffer is differentiable in depth, not in pixel position), a weaker signal
-    than the reference's soft point rasterizer. A small PointNet (shared MLP, max-pool) stands in for the
-    reference's PointNet/DGCNN extractor.
-    """
-
-    def __init__(self, views: str = "ten", dim: int = 64) -> None:
-        super().__init__()
-        elev, azim = view_angles(views)
-        self.register_buffer("elevation", elev.float(), persistent=False)
-        self.register_buffer("azimuth", azim.float(), persistent=False)
-        v = len(elev)
-        self.point = nn.Sequential(nn.Linear(3, dim), nn.ReLU(), nn.Linear(dim, dim))
-        self.mlp = nn.Sequential(nn.Linear(dim + 2 * v, dim), nn.ReLU(), nn.Linear(dim, 2 * v), nn.Tanh())
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
-
-    def forward(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, N, 3) → 2 × (B, V)
-        b, v = points.shape[0], len(self.elevation)
-        shape = self.point(points).max(1).values  # (B, dim)
-        fixed = torch.cat([self.azimuth, self.elevation]).expand(b, 2 * v) / 180.0
-        d_azim, d_elev = self.mlp(torch.cat([shape, fixed], -1)).chunk(2, dim=-1)
-        return self.elevation + 90.0 * d_elev, self.azimuth + d_azim * 180.0 / v
-
-
-class SelectorFewShot(nn.Module):
-    """Frozen encoders + :class:`ViewSelector` + :class:`DualPathAdapter`, rendering inside the forward."""
-
-    def __init__(
-        self, encoders: list[nn.Module], mean: tuple[float, ...], std: tuple[float, ...], depth: DepthConfig,
-        size: int, dim: int, views: str = "ten",
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.encoders = nn.ModuleList(copy.deepcopy(e).float().requires_grad_(False).eval() for e in encoders)
-        self.selector = ViewSelector(views)
-        self.adapter = DualPathAdapter(len(encoders), len(self.selector.elevation), dim)
-        self.depth, self.size = depth, size
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def train(self, mode: bool = True) -> SelectorFewShot:
-        super().train(mode)
-        self.encoders.eval()
-        return self
-
-    def view_features(self, points: torch.Tensor) -> list[torch.Tensor]:  # (B, N, 3) → per path (B, V, D)
-        elev, azim = self.selector(points)
-        d = self.depth
-        imgs = depth_to_image(render_depth(points, elev, azim, d.distance, self.size, d.densify, d.smooth))
-        x = (imgs.flatten(0, 1) - self.mean) / self.std
-        return [enc(x).view(points.shape[0], imgs.shape[1], -1) for enc in self.encoders]
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        return self.adapter(*self.view_features(points))
-
-
-class _SelectorTask:
-    def __init__(
-        self, model: SelectorFewShot, text: torch.Tensor, scale: float, zero_shot_weight: float
-    ) -> None:
-        self.model, self.text, self.scale, self.zero_shot_weight = model, text, scale, zero_shot_weight
-
-    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        points, labels = batch
-        paths = self.model.view_features(points)
-        logits = adapter_logits(self.model.adapter, paths, self.text, self.zero_shot_weight) * self.scale
-        return F.cross_entropy(logits, labels), {"samples": labels.shape[0]}
-
-
-def few_shot_accuracy_learned_views(
-    encoders: list[nn.Module], clip: LoadedCLIP, depth: DepthConfig, train_points: torch.Tensor,
-    train_labels: torch.Tensor, test_points: torch.Tensor, test_labels: torch.Tensor, text: torch.Tensor,
-    config: FewShotConfig, seed: int,
-) -> tuple[float, SelectorFewShot]:  # fmt: skip
-    """Dual-Path Adapter with the learned view selector, trained end to end through the depth renderer (the
-    encoders stay frozen); returns test accuracy and the trained model."""
-    torch.manual_seed(seed)
-    size = depth.size or clip.image_size
-    with torch.no_grad():
-        dim = int(encoders[0](torch.zeros(1, 3, size, size)).shape[-1])
-    model = SelectorFewShot(encoders, clip.mean, clip.std, depth, size, dim)
-    task = _SelectorTask(model, text, config.logit_scale, config.zero_shot_weight)
-    train_plain(task, (train_points, train_labels), config.steps, config.batch_size, config.lr, 1e-4, seed)
-    model.eval()
-    with torch.no_grad():
-        preds = []
-        for i in range(0, len(test_points), 64):
-            paths = model.view_features(test_points[i : i + 64])
-            preds.append(adapter_logits(model.adapter, paths, text, config.zero_shot_weight).argmax(-1))
-    return float((torch.cat(preds) == test_labels).float().mean()), model
-
-
-def sample_shots(labels: torch.Tensor, shots: int, generator: torch.Generator) -> torch.Tensor:
-    """Indices of ``shots`` random examples per class (all of a class when it has fewer)."""
-    picks = [torch.nonzero(labels == c).flatten() for c in labels.unique()]
-    return torch.cat([p[torch.randperm(len(p), generator=generator)[:shots]] for p in picks])
-
-
-def split_indices(
-    labels: torch.Tensor, test_per_class: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train pool, test) indices with ``test_per_class`` test examples per class."""
-    test = sample_shots(labels, test_per_class, generator)
-    mask = torch.ones(len(labels), dtype=torch.bool)
-    mask[test] = False
-    return torch.nonzero(mask).flatten(), test
 
 
 def save_depth_encoder(
@@ -940,20 +385,3 @@ def load_depth_encoder(folder: Path, clip: LoadedCLIP) -> nn.Module:
             f"{path}: does not match the image tower of {clip.source}; pass the --clip.model used in pretraining"
         ) from exc
     return encoder.eval()
-
-
-def depth_render_speed(
-    n_points: int = 1024, views: int = 6, batch: int = 32, repeats: int = 5
-) -> dict[str, float]:
-    """Clouds per second of :func:`render_depth` + normalisation at 224 px (the paper's size) and 32 px."""
-    g = torch.Generator().manual_seed(0)
-    points = F.normalize(torch.randn(batch, n_points, 3, generator=g), dim=-1)
-    elev, azim = view_angles("six" if views == 6 else "ten")
-    out = {}
-    for size in (224, 32):
-        depth_to_image(render_depth(points, elev, azim, 1.0, size))
-        start = time.perf_counter()
-        for _ in range(repeats):
-            depth_to_image(render_depth(points, elev, azim, 1.0, size))
-        out[f"clouds_per_s_{size}px"] = batch * repeats / (time.perf_counter() - start)
-    return out

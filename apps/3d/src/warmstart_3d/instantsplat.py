@@ -3,9 +3,10 @@
 Seed paper: "InstantSplat: Unbounded Sparse-view Pose-free Gaussian Splatting in 40 Seconds" (Fan et al.,
 arXiv 2403.20309; code NVlabs/InstantSplat). Stage 1 (coarse geometric initialisation) is pluggable here:
 ``dust3r``/``mast3r`` when the user has the package and weights (the pretrained dense-stereo source model;
-not installable here, so a clear message otherwise), ``depth`` (per-view depth maps — given in
-``depths/*.npy`` — back-projected through the initial cameras, the point-map the stereo model would give),
-and ``random`` (points in the cameras' common view volume: the baseline). Stage 2 is the paper's fast 3D
+not installable here, so a clear message otherwise), ``prior`` (the default: from the images alone, a
+transformers depth-estimation model and feature-matched poses, :mod:`warmstart_3d.prior`), ``depth``
+(per-view depth maps — given in ``depths/*.npy`` — back-projected through the initial cameras; with the
+true depth and poses this is the bench's oracle), and ``random`` (points in the cameras' common view volume: the baseline). Stage 2 is the paper's fast 3D
 Gaussian optimisation: ~1k steps of 0.8·L1 + 0.2·(1 − SSIM), no densification, Gaussians and per-view poses
 optimised jointly with a small decaying pose LR (optionally an explicit ‖ΔT‖² term). Evaluation follows the
 paper: test views' poses are aligned at test time with the Gaussians frozen, then PSNR/SSIM; the training
@@ -25,18 +26,23 @@ import torch
 from warmstart.errors import DataError, UserError
 from warmstart_3d.data import Scene
 from warmstart_3d.geometry import absolute_trajectory_error, camera_centres, rotation_error_deg
+from warmstart_3d.prior import PriorConfig, initialise_from_images
 from warmstart_3d.splatfit import PoseCorrection, SplatFitConfig, align_poses, evaluate_views, train_splats
 from warmstart_3d.splats import Gaussians
 
 log = logging.getLogger(__name__)
 
-InitName = Literal["random", "depth", "dust3r", "mast3r"]
+InitName = Literal["prior", "random", "depth", "dust3r", "mast3r"]
 
 
 @dataclass
 class InstantSplatConfig:
-    init: InitName = "depth"
-    """Initialisation: depth (depth maps through the initial cameras), random (baseline), dust3r / mast3r."""
+    init: InitName = "prior"
+    """Initialisation: prior (images only: a depth-estimation model + feature-matched poses,
+    :mod:`warmstart_3d.prior`), depth (the folder's depths/*.npy through its poses: with true depth, the
+    bench's oracle), random (the baseline), dust3r / mast3r (when installed)."""
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    """The geometry prior of --isplat.init prior."""
     n_points: int = 2000
     """Gaussians to initialise (subsampled from the point map, or drawn at random)."""
     optimize_poses: bool = True
@@ -97,6 +103,10 @@ def initialise(
 ) -> Gaussians:
     """Stage 1: Gaussians from the chosen initialiser, expressed in the frame of ``viewmats``."""
     views = scene.train if scene.train is not None else list(range(len(scene.images)))
+    if config.init == "prior":
+        raise UserError(
+            "--isplat.init prior: run stage 1 first (instantsplat.prior_scene), then the depth init"
+        )
     if config.init in ("dust3r", "mast3r"):
         try:
             __import__(config.init)
@@ -128,6 +138,22 @@ def initialise(
     points = centre + direction * radius * torch.rand(config.n_points, 1, generator=generator).pow(1 / 3)
     colours = torch.rand(config.n_points, 3, generator=generator)
     return gaussians_from_points(points, colours)
+
+
+def prior_scene(
+    scene: Scene, config: InstantSplatConfig, model=None, processor=None
+) -> tuple[Scene, torch.Tensor, dict]:
+    """Stage 1 from the images alone: the scene with the prior's aligned depths and assumed intrinsics, the
+    estimated poses (V, 4, 4) and what the stage reports."""
+    from dataclasses import replace
+
+    from warmstart_3d.geometry import intrinsics
+
+    Ks = intrinsics(scene.width, scene.height, config.prior.fov_deg).expand(len(scene.images), 3, 3).clone()
+    viewmats, depths, info = initialise_from_images(
+        scene.images, Ks, config.prior, model, processor, seed=config.fit.seed
+    )
+    return replace(scene, Ks=Ks, depths=depths), viewmats, info
 
 
 def run_instantsplat(
