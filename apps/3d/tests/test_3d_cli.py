@@ -194,7 +194,25 @@ def test_gmae_pretrains_and_finetunes_on_a_splat_dataset(tmp_path):
     )
     results = json.loads((tmp_path / "g" / "results.json").read_text())
     assert 0.0 <= results["test_accuracy"] <= 1.0 and results["n_test"] == 1
-    assert (tmp_path / "g" / "model.safetensors").is_file()
+    # the trained model reloads with one call (the core's format), and an old run folder still loads
+    import torch
+    from safetensors.torch import save_file
+
+    from warmstart_3d.gmae import GaussianMAE, load_gmae
+
+    model = GaussianMAE.from_pretrained(tmp_path / "g" / "model")
+    assert (
+        model.n_classes == 2 and model.config.dim == 32 and model.hub_extra["classes"] == ["cube", "sphere"]
+    )
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "config.yaml").write_text((tmp_path / "g" / "config.yaml").read_text())
+    save_file(model.state_dict(), str(old / "model.safetensors"))
+    legacy = load_gmae(old)
+    x = torch.randn(2, 64, 14)
+    assert torch.equal(legacy(x), model.eval()(x)) and torch.equal(
+        load_gmae(tmp_path / "g" / "model")(x), legacy(x)
+    )
     # fewer points than groups: one line, exit 2
     assert (
         app.main(["gmae", "--data", str(tmp_path / "ds"), "--n_points", "4", "--out", str(tmp_path / "g2")])

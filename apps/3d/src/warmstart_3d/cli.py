@@ -274,7 +274,6 @@ def gmae(
         out: run directory (default runs/3d/gmae/<time>).
     """
     import torch
-    from safetensors.torch import save_file
 
     from warmstart_3d.gmae import GaussianMAE, splat_features
     from warmstart_3d.points_bench import finetune, pretrain
@@ -326,7 +325,15 @@ def gmae(
     acc = finetune(
         net, features[train], labels[train], (features[test], labels[test]), finetune_steps, batch_size, seed
     )
-    save_file(net.state_dict(), str(run_dir / "model.safetensors"))
+    from warmstart.hub import ModelCard
+
+    net.model_card = ModelCard(
+        title=f"Gaussian-MAE classifier ({', '.join(model.attributes)}; {len(classes)} classes)",
+        paper="ShapeSplat / Gaussian-MAE (arXiv 2408.10906)", data=str(data),
+        metrics={"test_accuracy": acc}, training={"pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps},
+    )  # fmt: skip
+    net.hub_extra = {"classes": classes}
+    net.save_pretrained(run_dir / "model")
     results = {
         "test_accuracy": acc,
         "pretrain_loss_first": losses[0] if losses else float("nan"),

@@ -14,13 +14,15 @@ propagation, per-point MLP) is :mod:`warmstart_3d.partseg`. Left out: grouping i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warmstart.errors import ConfigError, DataError
+from warmstart.errors import CheckpointError, ConfigError, DataError
+from warmstart.hub import HubMixin
 from warmstart.objectives import random_masking, restore_order
 
 ATTRIBUTE_SLICES = {
@@ -125,12 +127,25 @@ def select(features: torch.Tensor, attributes: list[str]) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-class GaussianMAE(nn.Module):
-    """Tokeniser + encoder (+ decoder for pretraining, + head for classification)."""
+class GaussianMAE(nn.Module, HubMixin):
+    """Tokeniser + encoder (+ decoder for pretraining, + head for classification).
+
+    Saved in the core's one model format (``save_pretrained`` / ``GaussianMAE.from_pretrained(path or hub id)``).
+    """
+
+    warmstart_kind = "3d.gmae"
+
+    def hub_config(self) -> dict:
+        return {"model": asdict(self.config), "n_classes": self.n_classes}
+
+    @classmethod
+    def from_hub_config(cls, config: dict) -> GaussianMAE:
+        return cls(GMAEConfig(**config["model"]), int(config["n_classes"]))
 
     def __init__(self, config: GMAEConfig, n_classes: int = 0) -> None:
         super().__init__()
         self.config = config
+        self.n_classes = n_classes
         self.in_dim = sum(ATTRIBUTE_SLICES[a].stop - ATTRIBUTE_SLICES[a].start for a in config.attributes)
         d = config.dim
         self.embed = MiniPointNet(self.in_dim, d)
@@ -262,3 +277,30 @@ class ClassifyTask:
         device = next(self.model.parameters()).device
         logits = self.model(features.to(device))
         return {"accuracy": float((logits.argmax(-1).cpu() == labels).float().mean())}
+
+
+def load_gmae(folder: str | Path) -> GaussianMAE:
+    """A Gaussian-MAE from a saved folder (config.json + model.safetensors) or an older ``gmae`` run directory
+    (``model.safetensors`` beside the run's ``config.yaml``, before models carried their config)."""
+    folder = Path(folder)
+    if (folder / "config.json").is_file() or not folder.exists():
+        return GaussianMAE.from_pretrained(folder)
+    weights, run_config = folder / "model.safetensors", folder / "config.yaml"
+    if not (weights.is_file() and run_config.is_file()):
+        raise CheckpointError(
+            f"{folder}: neither config.json nor an old run's model.safetensors + config.yaml"
+        )
+    import yaml
+    from safetensors.torch import load_file
+
+    cfg = yaml.safe_load(run_config.read_text()) or {}
+    state = load_file(str(weights))
+    n_classes = int(state["head.2.weight"].shape[0]) if "head.2.weight" in state else 0
+    model = GaussianMAE(GMAEConfig(**(cfg.get("model") or {})), n_classes)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{weights}: does not fit the model in {run_config} ({str(exc).splitlines()[0]})"
+        ) from None
+    return model.eval()
