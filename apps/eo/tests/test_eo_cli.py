@@ -45,18 +45,31 @@ def test_synth_stats_pretrain_finetune_probe(eo_root: Path, tmp_path: Path, caps
 
 
 @pytest.mark.slow
-def test_bench_writes_report(eo_root: Path, tmp_path: Path) -> None:
+def test_bench_writes_report(eo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARMSTART_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "bench"
-    argv = ["bench", "--data", str(eo_root), "--out", str(out), "--bench.seeds", "1", "--bench.pretrain_steps", "2",
-            "--bench.finetune_steps", "2", "--bench.batch", "4", "--bench.families", "[mae]",
-            "--bench.label_fractions", "[1.0]", "--bench.segmentation", "false", "--bench.probe_chip_size", "16"]  # fmt: skip
+    argv = ["bench", "--data", str(eo_root), "--out", str(out), "--bench.seeds", "1", "--bench.pretrain_steps", "20",
+            "--bench.finetune_steps", "1", "--bench.batch", "4", "--bench.families", "[mae]", "--bench.corpus_scenes",
+            "2", "--bench.label_fractions", "[0.5,1.0]", "--bench.segmentation", "false", "--bench.probe_chip_size",
+            "16"]  # fmt: skip
     assert app.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["methods"]) == {"scratch", "mae"}
     assert 0.0 <= results["methods"]["mae"]["mean"] <= 1.0
-    assert (out / "plot.png").stat().st_size > 0 and (out / "report.md").is_file()
+    assert set(results["headline"]["labels needed to match it"]) == {"scratch", "mae"}
+    assert results["headline"]["labels needed to match it"]["scratch"] in (0.5, 1.0)  # scratch reaches itself
+    assert (out / "plot.png").stat().st_size > 0 and (out / "reconstructions.png").stat().st_size > 0
+    assert "reconstructions.png" in (out / "report.md").read_text()
     grid = json.loads((out / "grid" / "results.json").read_text())
     assert len(grid["methods"]) == 6  # resize on/off × 3 normalisations
+    def artifacts() -> list[Path]:
+        return sorted(p for p in (tmp_path / "cache" / "eo.bench-source").iterdir() if not p.name.startswith("."))
+
+    cached = artifacts()
+    assert len(cached) == 1  # the source is an artifact: a second run reuses it
+    stamp = (cached[0] / "pretrain_seconds.txt").stat().st_mtime
+    assert app.main([*argv[:4], str(tmp_path / "again"), *argv[5:]]) == 0
+    assert artifacts() == cached and (cached[0] / "pretrain_seconds.txt").stat().st_mtime == stamp
 
 
 @pytest.mark.parametrize(
@@ -67,6 +80,7 @@ def test_bench_writes_report(eo_root: Path, tmp_path: Path) -> None:
         (["pretrain", "--data", "DATA", "--data_config.bands", "[B99]", *TINY], "B99"),
         (["pretrain", "--data", "DATA", "--data_config.frames", "9", *TINY], "data.frames"),
         (["pretrain", "--data", "eurosat", *TINY], "--root"),
+        (["bench", "--bench.pretrain_steps", "10", "--bench.finetune_steps", "1"], "20×"),
         (["pretrain", "--data", "NOCRS", *TINY], "none of 1 GeoTIFFs is usable (scene_0000.tif: has no CRS"),
         (
             ["pretrain", "--data", "NOCRS", "--data_config.on_bad_file", "fail", *TINY],

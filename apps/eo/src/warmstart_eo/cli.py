@@ -363,9 +363,9 @@ def bench(
 
     Args:
         kind: transfer (the bench report) or throughput (images/s of our MAE vs torchgeo's MAE task).
-        bench: seeds, steps, batch, label fractions, families.
+        bench: seeds, steps, batch, label fractions, families, corpus and target sizes.
         throughput: timed steps, warm-up, batch, paired rounds, threads of --kind throughput.
-        data: a GeoTIFF folder to use instead of generated scenes.
+        data: a labelled GeoTIFF folder to use as the target instead of generated scenes.
         out: run directory (default runs/eo/bench/<time>).
     """
     from warmstart.cli.show import print_table
@@ -402,6 +402,16 @@ def bench(
     ]
     print_table(
         f"{summary['main']['metric']} → {summary['report']}", ("method", "mean ± std", "Δ vs scratch"), rows
+    )
+    head = summary["headline"]
+    need = [
+        (m, "not reached" if f is None else f"{f:.0%}", f"{head['accuracy gap @1% vs scratch'][m]:+.3f}")
+        for m, f in head["labels needed to match it"].items()
+    ]
+    print_table(
+        f"labels needed to reach scratch's accuracy at 100 % ({head['scratch accuracy @100% labels']:.3f})",
+        ("method", "labels needed", "gap at the smallest fraction"),
+        need,
     )
 
 

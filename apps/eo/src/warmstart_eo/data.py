@@ -7,13 +7,17 @@ The generator writes, per scene, one multi-temporal GeoTIFF (``T × 13`` uint16 
 band descriptions ``t<k>:B02`` …, EPSG:32633 at 10 m, nodata 0) — the band-stacked layout of the HLS
 multi-temporal crop data Prithvi is fine-tuned on — plus a per-pixel label raster of the last frame. Class
 signatures follow textbook spectra (vegetation's red edge, water's NIR absorption, bright flat urban,
-rising bare soil, burn scars' low NIR / high SWIR); crops green up with the season; a flood or a burn
+rising bare soil, burn scars' low NIR / high SWIR), each class has its own texture (canopy grain, field
+rows, flat water, high-contrast urban blocks, coarse soil); crops green up with the season; a flood or a burn
 appears only in the last frame, so telling flood from permanent water needs the time series. Scene
 labels (EuroSAT-like) are the majority class of a chip; multi-labels (SoftCon) the classes covering at
 least 5 % of it. Left out: clouds, atmospheric effects, real HLS band sets and acquisition geometry.
 
-Chips are read once through torchgeo (the real path for real scenes) and cached in memory as a map-style
-dataset for the engine, so a bad file fails (or is skipped) before the first step, never mid-epoch.
+Folders are validated file by file (readable, CRS, band names from the descriptions and their order,
+resolution, label alignment, overlapping footprints), read once through torchgeo's ``RasterDataset`` +
+``GridGeoSampler`` and held as :class:`Chips`, so a bad file fails (or is skipped) before the first step;
+overlapping scenes are de-duplicated and grouped so a split never puts one place on both sides. Named
+datasets (:mod:`warmstart_eo.datasets`) are read per item (:class:`LazyChips`).
 """
 
 from __future__ import annotations
@@ -99,6 +103,31 @@ def _smooth_field(gen: torch.Generator, n: int, size: int, sigma: float) -> torc
     return blurred / blurred.flatten(1).std(dim=1).clamp_min(1e-6).view(n, 1, 1)  # (n, H, W), zero mean
 
 
+TEXTURES = (
+    (1.5, 0.12),  # forest: canopy grain
+    (0.0, 0.18),  # cropland: field rows (oriented stripes, per scene)
+    (6.0, 0.02),  # water: nearly flat
+    (0.6, 0.30),  # urban: high-frequency, high-contrast blocks
+    (4.0, 0.10),  # bare soil: coarse undulation
+)
+"""(blur sigma in px, relative amplitude) of each base class's texture; sigma 0 = stripes."""
+
+
+def class_textures(gen: torch.Generator, size: int, abundance: torch.Tensor) -> torch.Tensor:
+    """(H, W) multiplicative texture: each class's own spatial pattern, mixed by its abundance (5, H, W), so
+    the spatial structure (not only the spectrum) tells classes apart."""
+    out = torch.ones(size, size)
+    for k, (sigma, amp) in enumerate(TEXTURES):
+        if sigma == 0.0:
+            angle = float(torch.rand(1, generator=gen)) * math.pi
+            yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+            field_k = torch.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / 4.0)
+        else:
+            field_k = _smooth_field(gen, 1, size, sigma=sigma)[0]
+        out = out + abundance[k] * amp * field_k
+    return out.clamp_min(0.3)
+
+
 def synth_scene(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     """One scene: reflectance (T, 13, H, W) float32 in [0, 1] and the last frame's labels (H, W) uint8."""
     gen = torch.Generator().manual_seed(config.seed * 100_003 + index)
@@ -123,7 +152,7 @@ def synth_scene(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray
         else:
             hit = blob & ((labels == 0) | (labels == 1))
             labels_last[hit] = CLASSES.index("burn")
-    texture = 1.0 + 0.08 * _smooth_field(gen, 1, s, sigma=1.5)[0]  # (H, W) fine spatial texture
+    texture = class_textures(gen, s, abundance)  # (H, W) class-specific spatial texture
     sig = torch.from_numpy(SIGNATURES)  # (7, 13)
     bare = sig[4]
     frames = []

@@ -540,6 +540,43 @@ class MaskedAutoencoder(nn.Module, HubMixin):
         return image
 
 
+@torch.no_grad()
+def reconstruct_image(
+    mae: MaskedAutoencoder, x: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the MAE sees and rebuilds, for pictures: (input at the encoder size (B, T·C, s, s), the full
+    reconstruction (B, T·C, s, s) in the input's channel order, the removed-pixel mask (B, s, s) of the last
+    frame / first group, 1 = removed)."""
+    from warmstart.objectives import unpatchify
+
+    cfg = mae.config
+    if x.shape[-1] != cfg.img_size:
+        x = F.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bilinear", align_corners=False)
+    tokens, grid, _ = mae.encoder.embed_with_patches(x)
+    ids_keep, _, ids_restore, mask = masking_indices(
+        tokens.shape[0], tokens.shape[1], cfg.mask_ratio, generator=generator, device=tokens.device
+    )
+    decoded = mae._decode(mae.encoder.run(_gather_tokens(tokens, ids_keep)), ids_restore, grid)
+    tok, p, b = mae.encoder.tokens, cfg.patch_size, x.shape[0]
+    if isinstance(tok, GroupTokens):
+        n = decoded.shape[1] // len(tok.groups)
+        preds = [head(decoded[:, i * n : (i + 1) * n]) for i, head in enumerate(mae.decoder_pred)]
+        image, token_mask = mae.reconstruct(preds, grid), mask[:, :n]
+        hw = grid[1:]
+    elif isinstance(tok, PatchTokens):
+        image = unpatchify(mae.decoder_pred[0](decoded), p, channels=tok.channels, grid=grid)
+        token_mask, hw = mask, grid
+    else:
+        t, h, w = grid
+        u, c = tok.tubelet, tok.bands
+        pred = mae.decoder_pred[0](decoded).reshape(b, t, h, w, u, p, p, c)
+        image = pred.permute(0, 1, 4, 7, 2, 5, 3, 6).reshape(b, t * u * c, h * p, w * p)
+        token_mask, hw = mask.view(b, t, h * w)[:, -1], (h, w)
+    pixels = token_mask.reshape(b, 1, *hw).float()
+    pixels = F.interpolate(pixels, scale_factor=p, mode="nearest")[:, 0]  # (B, s, s)
+    return x, image, pixels
+
+
 def build_mae(config: ModelConfig) -> MaskedAutoencoder:
     """The factory: a :class:`MaskedAutoencoder` for ``config.family`` / ``config.size``."""
     dim = config.dims[0]

@@ -384,10 +384,12 @@ def run_finetune(
     freeze_encoder: bool = False,
     run_dir: Path | None = None,
     split_seed: int = 0,
+    light: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune a head (and the encoder) on a fixed train split; returns the held-out metrics.
 
     With ``run_dir`` the fine-tuned model is saved there (hub format: ``load_model(run_dir, kind=...)``).
+    ``light``: the engine's step in this process (``warmstart.engine.light_fit``), for a bench's many fits.
     """
     require_labels(chips, kind)
     torch.manual_seed(engine_config.train.seed)
@@ -415,11 +417,18 @@ def run_finetune(
     )
     if freeze_encoder:
         encoder.requires_grad_(False)
-    summary = Engine(engine_config, run_dir).fit(FinetuneTask(model, kind, test, k), train)
-    metrics: dict[str, Any] = {k: float(v) for k, v in summary.final_metrics.items() if k.startswith("eval/")}
-    metrics = {k.removeprefix("eval/"): v for k, v in metrics.items()}
-    metrics["train_loss"] = float(summary.final_metrics.get("loss", float("nan")))
-    metrics["samples_per_s"] = float(summary.samples_per_s)
+    task = FinetuneTask(model, kind, test, k)
+    if light:
+        metrics = _light_fit(task, train, engine_config)
+    else:
+        summary = Engine(engine_config, run_dir).fit(task, train)
+        metrics = {
+            k.removeprefix("eval/"): float(v)
+            for k, v in summary.final_metrics.items()
+            if k.startswith("eval/")
+        }
+        metrics["train_loss"] = float(summary.final_metrics.get("loss", float("nan")))
+        metrics["samples_per_s"] = float(summary.samples_per_s)
     metrics["train_chips"] = float(labelled)
     metrics["test_chips"] = float(len(test))
     lines = health(kind, metrics, test)
@@ -430,6 +439,31 @@ def run_finetune(
         )  # fmt: skip
     metrics["health"] = lines  # type: ignore[assignment]
     metrics["notes"] = chips.notes | notes  # type: ignore[assignment]
+    return metrics
+
+
+def _light_fit(task: FinetuneTask, train: EOChips, config: EngineConfig) -> dict[str, Any]:
+    """``light_fit`` with the engine config's optimizer, schedule, clipping and seed; then ``evaluate``."""
+    import time
+
+    from warmstart.engine.light import light_fit
+
+    seed = config.train.seed
+    loader = torch.utils.data.DataLoader(
+        train, batch_size=config.train.micro_batch_size, shuffle=True, drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    losses = light_fit(
+        task.model, task.loss, loader, steps=config.train.max_steps, lr=config.optimizer.lr,
+        optimizer=config.optimizer, schedule=config.schedule, grad_clip_norm=config.train.grad_clip_norm,
+        seed=seed, device="cpu" if not torch.cuda.is_available() else None,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    task.model.eval()
+    metrics: dict[str, Any] = task.evaluate()
+    metrics["train_loss"] = losses[-1]
+    metrics["samples_per_s"] = config.train.max_steps * config.train.micro_batch_size / max(elapsed, 1e-9)
     return metrics
 
 
