@@ -3,11 +3,16 @@
 their attribute docstrings; ``--config FILE.yaml`` and ``--print_config`` come for free (jsonargparse).
 
 User mistakes (a wrong field, a wrong type, a missing file, a bad checkpoint) print one line and exit
-with code 2, never a traceback.
+with code 2, never a traceback; every engine config among a command's options is validated before the
+command runs, and a command that fails with a user error before its first checkpoint leaves no run
+directory behind. A run stopped by SIGTERM/SIGINT prints one line ("stopped at step N; resume with
+--resume RUN") and exits 143/130. A command declaring ``run: RunContext | None = None`` gets one from
+the App also when it is called as a plain function, so its body never builds its own.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import sys
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.cli.rundir import RunContext
-from warmstart.errors import UserError
+from warmstart.errors import NonFiniteError, UserError
 
 USAGE_ERROR = 2
 
@@ -59,6 +64,16 @@ def _description(fn: Callable) -> str:
     return "\n\n".join(part for part in (doc.short_description, doc.long_description) if part)
 
 
+def _validate_engine_options(kwargs: dict[str, Any]) -> None:
+    """Check every engine config among a command's options before the command writes anything."""
+    from warmstart.engine.config import EngineConfig
+    from warmstart.engine.validate import validate_config
+
+    for key, value in kwargs.items():
+        if isinstance(value, EngineConfig):
+            validate_config(value, prefix=f"{key}.")  # warnings are the engine's to print, once
+
+
 class App:
     """A per-domain CLI: ``app = App("eo", "Earth observation")`` then ``@app.command`` on functions.
 
@@ -84,9 +99,28 @@ class App:
             self.commands[cmd_name] = _Command(cmd_name, f, doc.split("\n\n")[0].replace("\n", " "))
             if demo:
                 self.demo_command = cmd_name
-            return f
+            return self._with_run(f, cmd_name)
 
         return register(fn) if fn is not None else register
+
+    def _with_run(self, f: Callable, cmd_name: str) -> Callable:
+        """``f`` called as a function gets ``run=RunContext(app, command)`` when it takes one and got none."""
+        params = list(inspect.signature(f).parameters)
+        if "run" not in params:
+            return f
+        position = params.index("run")
+
+        @functools.wraps(f)
+        def with_run(*args: Any, **kwargs: Any) -> Any:
+            if len(args) > position or kwargs.get("run") is not None:
+                return f(*args, **kwargs)
+            kwargs["run"] = run = RunContext(self.name, cmd_name)
+            try:
+                return f(*args, **kwargs)
+            finally:
+                run.close()
+
+        return with_run
 
     # -- parsing --------------------------------------------------------------------------------
     def parser(self):
@@ -138,18 +172,30 @@ class App:
             config_yaml = parser._subcommands_action._name_parser_map[name].dump(sub_cfg, skip_none=False)
         except Exception:  # noqa: BLE001 - a config that cannot be dumped is still runnable
             config_yaml = ""
+        from warmstart.engine.signals import Interrupted
+
+        run: RunContext | None = None
         try:
             init = parser.instantiate(cfg)[name]
             kwargs = {k: v for k, v in vars(init).items() if k not in ("config", "__path__")}
+            _validate_engine_options(kwargs)
             if "run" in inspect.signature(cmd.fn).parameters:
-                kwargs["run"] = RunContext(self.name, name, config_yaml)
+                kwargs["run"] = run = RunContext(self.name, name, config_yaml)
             result = cmd.fn(**kwargs)
+        except Interrupted as exc:
+            print(f"{self.prog} {name}: {exc.line()}", file=sys.stderr)
+            return exc.exit_code
         except UserError as exc:
+            if run is not None and not isinstance(exc, NonFiniteError):  # a diverged run keeps its metrics
+                run.abandon()
             print(f"{self.prog} {name}: error: {_one_line(exc)}", file=sys.stderr)
             return USAGE_ERROR
         except KeyboardInterrupt:
             print(f"{self.prog} {name}: interrupted", file=sys.stderr)
             return 130
+        finally:
+            if run is not None:
+                run.close()
         if isinstance(result, int) and not isinstance(result, bool):
             return result
         return 0
@@ -165,8 +211,13 @@ class App:
             raise UserError(f"{self.prog} registers no demo")
         fn = self.commands[self.demo_command].fn
         kwargs: dict[str, Any] = {"out": out}
+        run = None
         if "run" in inspect.signature(fn).parameters:
-            kwargs["run"] = RunContext(self.name, self.demo_command, "")
+            kwargs["run"] = run = RunContext(self.name, self.demo_command, "")
         start = time.perf_counter()
-        result = fn(**kwargs)
+        try:
+            result = fn(**kwargs)
+        finally:
+            if run is not None:
+                run.close()
         return result, time.perf_counter() - start
