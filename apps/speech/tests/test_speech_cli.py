@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from warmstart.hub import read_config
 from warmstart_speech.cli import app
 
 TINY = [
@@ -28,8 +29,8 @@ def test_recipe_chain(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
     data = str(corpus["train"])
     model = ["--model.model_dim", "32", "--model.ffn_dim", "64", "--model.subsampler_dim", "32"]
     assert app.main(["mt-train", "--data", data, "--out", str(tmp_path / "mt"), *model, *TINY]) == 0
-    meta = json.loads((tmp_path / "mt" / "model.json").read_text())
-    assert meta["kind"] == "mt" and meta["config"]["model_dim"] == 32
+    meta = read_config(tmp_path / "mt", kind="speech.mt")
+    assert meta["config"]["model"]["model_dim"] == 32 and meta["vocabs"]["tgt"]["unit"] == "spm"
     mt = str(tmp_path / "mt")
     assert (
         app.main(
@@ -52,9 +53,10 @@ def test_recipe_chain(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
         )
         == 0
     )
-    pre = json.loads((tmp_path / "pre" / "model.json").read_text())
+    pre = read_config(tmp_path / "pre", kind="speech.encoder")
     assert pre["objective"] == "ctc+ot" and pre["modality_gap"] > 0
-    assert pre["config"]["encoder"] == "conformer" and pre["config"]["model_dim"] == 32  # MT's size, our type
+    cfg = pre["config"]["model"]
+    assert cfg["encoder"] == "conformer" and cfg["model_dim"] == 32  # MT's size, our type
     pre_w = load_file(str(tmp_path / "pre" / "model.safetensors"))
     assert any("conv.depthwise_conv" in k for k in pre_w)
     assert (
@@ -94,7 +96,78 @@ def test_recipe_chain(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
         app.main(["eval", "--model", str(tmp_path / "st"), "--data", str(corpus["test"]), "--beam", "1"]) == 0
     )
     out = capsys.readouterr().out
-    assert "bleu" in out and "chrf" in out
+    assert "bleu" in out and "chrf" in out and "scored 8 of 8 rows (100 %)" in out.strip().splitlines()[-1]
+    _eval_open_vocabulary(tmp_path, corpus, capsys)
+    _truncated_weights(tmp_path, audio, capsys)
+
+
+def _eval_open_vocabulary(tmp_path: Path, corpus: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """eval needs audio + translation only; words never seen in training are scored, not dropped; every
+    skipped row is named, and a run scoring < 90 % of its rows says so in its last line."""
+    from warmstart_speech.data import read_manifest
+
+    rows = read_manifest(corpus["test"])
+    held = tmp_path / "held.tsv"
+    lines = ["audio\ttranslation"]
+    lines += [
+        f"{r['audio']}\tdie riesige giraffe ißt {i} grüne äpfel" for i, r in enumerate(rows[:3])
+    ]  # unseen
+    lines += [f"{tmp_path / 'gone.wav'}\tder hund", f"{rows[3]['audio']}\t"]  # missing audio, no translation
+    held.write_text("\n".join(lines) + "\n")
+    report = tmp_path / "eval.json"
+    code = app.main(
+        ["eval", "--model", str(tmp_path / "st"), "--data", str(held), "--beam", "5", "--out", str(report)]
+    )
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert out[-1].startswith("WARNING") and "scored 3 of 5 rows (60 %" in out[-1]
+    assert "gone.wav" in out[-2] and "no translation" in out[-2]
+    result = json.loads(report.read_text())
+    assert result["scored"] == 3 and result["rows"] == 5 and result["skipped"]["skipped"] == 2
+    assert any("gone.wav" in name for names in result["skipped"]["rows"].values() for name in names)
+
+
+def _truncated_weights(tmp_path: Path, audio: list[str], capsys: pytest.CaptureFixture) -> None:
+    """A truncated model.safetensors is one line naming the file, exit 2, no traceback."""
+    import shutil
+
+    broken = tmp_path / "st-broken"
+    shutil.copytree(tmp_path / "st", broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    code = app.main(["translate", "--model", str(broken), "--audio", json.dumps(audio)])
+    line = _one_error_line(capsys, code)
+    assert "model.safetensors" in line and "Traceback" not in line
+
+
+def test_old_layout_still_loads(tmp_path: Path) -> None:
+    """A run folder of the older layout (model.json + model.safetensors, word vocabulary) loads; every
+    model kind the app trains reloads with one load_stage call from the hub format."""
+    from safetensors.torch import save_file
+
+    from warmstart_speech.data import Vocab
+    from warmstart_speech.models import ModelConfig, build_stage, load_stage, save_model
+
+    cfg = ModelConfig(model_dim=32, ffn_dim=64, subsampler_dim=32)
+    vocabs = {"src": Vocab.build(["abc"]), "tgt": Vocab.build(["der hund"], "word")}
+    for kind in ("mt", "speech-encoder", "st"):
+        torch.manual_seed(0)
+        model = build_stage(kind, cfg, len(vocabs["src"]), len(vocabs["tgt"]))
+        old = tmp_path / f"old-{kind}"
+        old.mkdir()
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(old / "model.safetensors"))
+        meta = {"kind": kind, "config": cfg.__dict__, "vocabs": {k: v.to_json() for k, v in vocabs.items()}}
+        (old / "model.json").write_text(json.dumps(meta))
+        new = save_model(tmp_path / f"new-{kind}", kind, model, cfg, vocabs, {"note": 1})
+        for folder in (old, new):
+            got_cfg, got_vocabs, got, _ = load_stage(folder, kind)
+            assert (
+                got_cfg == cfg
+                and got_vocabs["tgt"].decode(got_vocabs["tgt"].encode("der hund")) == "der hund"
+            )
+            for key, value in model.state_dict().items():
+                assert torch.equal(got.state_dict()[key], value), (folder, key)
+    assert (tmp_path / "new-st" / "README.md").read_text().count("arXiv 2301.11716") >= 1
 
 
 @pytest.mark.parametrize("objective", ["ctc", "ce"])
@@ -144,7 +217,7 @@ def test_bad_input_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     )
     assert "--mt" in line
     line = _one_error_line(capsys, app.main(["translate", "--model", str(tmp_path), "--audio", "[]"]))
-    assert "model.json" in line
+    assert "config.json" in line
     bad = tmp_path / "bad.tsv"
     bad.write_text("path\ttext\nfoo.wav\thello\n")
     line = _one_error_line(capsys, app.main(["mt-train", "--data", str(bad), *TINY]))

@@ -14,6 +14,7 @@ import torch
 
 from warmstart_speech.data import (
     SAMPLE_RATE,
+    UNK,
     LengthBucketBatches,
     Vocab,
     load_utterances,
@@ -114,15 +115,16 @@ def test_bad_rows_are_counted_not_fatal(bad_manifest: tuple[Path, list[dict[str,
     tgt = Vocab.build([r["translation"] for r in good], "word")
     utts, report = load_utterances(manifest, src, tgt, FeatureConfig(max_seconds=2.5))
     long_good = sum(1 for r in good if int(r["n_samples"]) / int(r["sample_rate"]) > 2.5)
-    assert len(utts) == len(good) - long_good
-    assert report.total == 6 + long_good
+    assert len(utts) == len(good) - long_good + 1  # the row with unknown symbols is kept (as <unk>)
+    assert report.total == 5 + long_good and report.seen == len(good) + 6
     assert {"missing audio file", "unreadable audio", "zero-length audio"} <= set(report.counts)
     assert report.counts["sample rate below 8000 Hz"] == 1
-    assert report.counts["transcript symbols outside the vocabulary"] == 1
-    assert "skipped" in report.line() and "missing.wav" in report.line()
+    assert "skipped" in report.line() and "missing.wav" in report.line() and "garbage.wav" in report.line()
+    odd = next(u for u in utts if u.transcript == "QQQ§")
+    assert UNK in odd.src
     same = {u.id: u for u in utts}
     if "hi-rate" in same:  # the 44.1 kHz copy is resampled to 16 kHz: the same number of fbank frames
-        assert abs(same["hi-rate"].fbank.shape[0] - same[good[2]["id"]].fbank.shape[0]) <= 1
+        assert abs(same["hi-rate"].n_frames - same[good[2]["id"]].n_frames) <= 1
 
 
 def test_bad_rows_waveform_path(bad_manifest: tuple[Path, list[dict[str, str]]]) -> None:
@@ -132,13 +134,13 @@ def test_bad_rows_waveform_path(bad_manifest: tuple[Path, list[dict[str, str]]])
     manifest, good = bad_manifest
     vocab = Vocab.build([r["transcript"].lower() for r in good])
     utts, report = load_audio(manifest, vocab, FeatureConfig())
-    assert len(utts) == len(good) and report.total == 6
+    assert len(utts) == len(good) + 1 and report.total == 5
     assert all(u.waveform.dim() == 1 and u.labels for u in utts)
     hi = next(u for u in utts if u.id == "hi-rate")
     ref = next(u for u in utts if u.id == good[2]["id"])
     assert abs(hi.waveform.numel() - ref.waveform.numel()) <= 2  # resampled 44.1 kHz → 16 kHz
     unlabelled, report = load_audio(manifest, None, FeatureConfig())
-    assert len(unlabelled) == len(good) + 1 and report.total == 5  # the odd transcript is fine here
+    assert len(unlabelled) == len(good) + 1 and report.total == 5
 
 
 def test_training_survives_bad_rows(

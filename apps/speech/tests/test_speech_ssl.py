@@ -13,13 +13,16 @@ from warmstart.errors import CheckpointError
 from warmstart_speech.cli import app
 from warmstart_speech.data import char_vocab_of, collate_audio, load_audio
 from warmstart_speech.ssl import (
+    CTC_KIND,
     CTCModel,
     SSLConfig,
     build_ssl,
     continue_ssl,
     ctc_finetune,
     held_out_ssl_loss,
+    load_ctc,
     load_ssl,
+    save_ctc,
     save_ssl,
 )
 from warmstart_speech.stages import quick_engine
@@ -81,6 +84,9 @@ def test_checkpoint_round_trip_and_ctc_starts_from_it(
     assert torch.equal(after[conv], loaded.encoder_state()[conv])  # frozen feature extractor
     assert not _same(after, loaded.encoder_state())  # the transformer did train
     assert _same(loaded.encoder_state(), load_ssl(tmp_path / "ck").encoder_state())  # source untouched
+    save_ctc(tuned, vocab, tmp_path / "ctc")
+    again, again_vocab = load_ctc(tmp_path / "ctc")  # every model this app trains reloads with one call
+    assert again_vocab.tokens == vocab.tokens and _same(again.state_dict(), tuned.state_dict())
 
 
 def test_fairseq_pt_checkpoint(audio: list, tmp_path: Path) -> None:
@@ -88,7 +94,7 @@ def test_fairseq_pt_checkpoint(audio: list, tmp_path: Path) -> None:
     model = build_ssl(TINY, seed=2)
     save_ssl(model, tmp_path / "ref")
     torch.save({"model": {f"module.{k}": v for k, v in model.net.state_dict().items()}}, tmp_path / "w.pt")
-    loaded = load_ssl(tmp_path / "w.pt", SSLConfig(arch=str(tmp_path / "ref" / "model.json")))
+    loaded = load_ssl(tmp_path / "w.pt", SSLConfig(arch=str(tmp_path / "ref" / "config.json")))
     assert _same(model.encoder_state(), loaded.encoder_state())
     with pytest.raises(Exception, match="--ssl.arch"):
         load_ssl(tmp_path / "w.pt")
@@ -144,8 +150,8 @@ def test_cli_continue_ssl_then_ctc(corpus: dict[str, Path], tmp_path: Path) -> N
         ]  # fmt: skip
     )
     assert code == 0
-    meta = json.loads((tmp_path / "c" / "model.json").read_text())
-    assert meta["kind"] == "wav2vec2" and meta["backend"] == "fairseq2"
+    meta = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert meta["warmstart_kind"] == "speech.wav2vec2" and meta["config"]["backend"] == "fairseq2"
     assert len(meta["held_out_ssl_loss"]) == 2  # test.tsv beside the manifest is the probe
     assert not _same(load_ssl(tmp_path / "c").encoder_state(), base.encoder_state())
     code = app.main(
@@ -162,7 +168,11 @@ def test_cli_continue_ssl_then_ctc(corpus: dict[str, Path], tmp_path: Path) -> N
             *QUIET,
         ]  # fmt: skip
     )
-    assert code == 0 and json.loads((tmp_path / "f" / "model.json").read_text())["kind"] == "wav2vec2-ctc"
+    assert (
+        code == 0 and json.loads((tmp_path / "f" / "config.json").read_text())["warmstart_kind"] == CTC_KIND
+    )
+    ctc, vocab = load_ctc(tmp_path / "f")  # one call reloads the CTC model
+    assert ctc.backend == "fairseq2" and len(vocab) > 4
     metrics = [json.loads(line) for line in (tmp_path / "f" / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/cer" in m for m in metrics)
 
@@ -179,5 +189,5 @@ def test_bench_ssl(tmp_path: Path) -> None:
     assert set(res["methods"]) == {"scratch", "A", "A+ssl-A", "A+ssl-B"}
     assert all(len(m["values"]) == 1 and m["values"][0] >= 0 for m in res["methods"].values())
     assert (tmp_path / "b" / "plot.png").is_file() and (
-        tmp_path / "b" / "pretrained-A" / "model.json"
+        tmp_path / "b" / "pretrained-A" / "config.json"
     ).is_file()

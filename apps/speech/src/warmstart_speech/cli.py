@@ -18,7 +18,7 @@ from warmstart.engine import EngineConfig
 from warmstart.errors import ConfigError, DataError
 from warmstart_speech.bench import BenchConfig, SSLBenchConfig, ThroughputConfig
 from warmstart_speech.ctc_ot import OTConfig
-from warmstart_speech.data import FeatureConfig, SynthConfig
+from warmstart_speech.data import FeatureConfig, SynthConfig, TextConfig
 from warmstart_speech.models import ModelConfig
 from warmstart_speech.ssl import SSLConfig
 
@@ -45,20 +45,38 @@ def data_synth(out: Path, synth: SynthConfig = SynthConfig()) -> None:
 
 
 @app.command(name="data-prepare")
-def data_prepare(audio: Path, out: Path) -> None:
-    """Manifest from a folder of <stem>.wav|flac + <stem>.txt transcripts [+ <stem>.tr.txt translations].
+def data_prepare(
+    audio: Path,
+    out: Path,
+    layout: Literal["folder", "covost", "mustc"] = "folder",
+    split: str = "train",
+    langs: str = "en-de",
+    g2p: str = "en-us",
+) -> None:
+    """Manifest (TSV) from a corpus in its published layout: CoVoST 2, MuST-C, or a folder of utterances.
 
     Args:
-        audio: the folder (searched recursively).
-        out: the manifest (TSV) to write.
+        audio: the corpus folder. folder: <stem>.wav|flac|mp3|ogg + <stem>.txt transcript and/or <stem>.tr.txt
+            translation (searched recursively); covost: a Common Voice language folder (clips/ +
+            covost_v2.<src>_<tgt>[.<split>].tsv); mustc: MuST-C's en-<tgt> folder (data/<split>/wav|txt).
+        out: the manifest to write.
+        layout: folder, covost or mustc.
+        split: covost / mustc split (train, dev, test, tst-COMMON, ...).
+        langs: source-target languages (covost file names, the MuST-C target suffix).
+        g2p: espeak-ng voice for the phoneme column, or "none" (characters of the transcript).
     """
     from warmstart.cli.show import print_table
     from warmstart_speech.data import prepare_manifest
 
-    manifest, skipped = prepare_manifest(audio, out)
-    print_table(
-        "data prepare", ("manifest", "skipped (no transcript / unreadable)"), [(str(manifest), str(skipped))]
+    manifest, report = prepare_manifest(
+        audio, out, layout=layout, split=split, langs=langs, g2p_voice=None if g2p == "none" else g2p
     )
+    print_table(
+        "data prepare",
+        ("manifest", "rows", "skipped"),
+        [(str(manifest), str(report.kept), str(report.total))],
+    )
+    print(f"data-prepare {layout}: {report.line()}")
 
 
 def _beside(manifest: Path, name: str) -> Path | None:
@@ -67,33 +85,18 @@ def _beside(manifest: Path, name: str) -> Path | None:
     return path if path.is_file() and path.resolve() != Path(manifest).resolve() else None
 
 
-def _load(data_path: Path, features: FeatureConfig, vocabs=None):  # noqa: ANN001, ANN202
+def _load(data_path: Path, features: FeatureConfig, vocabs=None, text: TextConfig = TextConfig()):  # noqa: ANN001, ANN202
     from warmstart_speech.stages import load_corpus
 
-    return load_corpus(data_path, vocabs=vocabs, features=features)
+    return load_corpus(data_path, vocabs=vocabs, features=features, text=text)
 
 
 def _load_stage(folder: Path, kind: str, vocabs=None):  # noqa: ANN001, ANN202
     """(architecture, vocabularies, model) of a finished ``mt-train`` / ``pretrain`` / ``st-train`` folder."""
-    from warmstart_speech.models import (
-        SpeechEncoder,
-        build_mt,
-        build_speech_seq2seq,
-        config_from,
-        load_meta,
-        load_state,
-        load_vocabs,
-    )
+    from warmstart_speech.models import load_stage
 
-    meta = load_meta(folder, kind)
-    cfg, vocabs = config_from(meta), vocabs or load_vocabs(meta)
-    if kind == "mt":
-        model = build_mt(cfg, len(vocabs["src"]), len(vocabs["tgt"]))
-    elif kind == "speech-encoder":
-        model = SpeechEncoder(cfg, len(vocabs["src"]))
-    else:
-        model = build_speech_seq2seq(cfg, SpeechEncoder(cfg, len(vocabs["src"])), len(vocabs["tgt"]))
-    return cfg, vocabs, load_state(model, folder)
+    cfg, saved, model, _ = load_stage(folder, kind)
+    return cfg, vocabs or saved, model
 
 
 def _save_stage(run_dir: Path, kind: str, model_, cfg: ModelConfig, corpus, extra=None) -> None:  # noqa: ANN001
@@ -102,34 +105,53 @@ def _save_stage(run_dir: Path, kind: str, model_, cfg: ModelConfig, corpus, extr
     save_model(run_dir, kind, model_, cfg, {"src": corpus.src_vocab, "tgt": corpus.tgt_vocab}, extra)
 
 
+def _coverage_line(what: str, scored: int, seen: int) -> str:
+    """The last line of a scoring run: how many rows were scored, with a warning below 90 %."""
+    share = 100.0 * scored / max(seen, 1)
+    if share < 90.0:
+        return f"WARNING: {what}: scored {scored} of {seen} rows ({share:.0f} %, < 90 %): the metric covers a subset"
+    return f"{what}: scored {scored} of {seen} rows ({share:.0f} %)"
+
+
+def _finish(summary, title: str, corpus) -> None:  # noqa: ANN001
+    from warmstart.cli.show import print_summary
+
+    summary.extra["skipped"] = corpus.skipped.to_json()
+    print_summary(summary, title)
+    print(corpus.skipped.line())
+    if corpus.test_seen:
+        print(_coverage_line("held-out set", len(corpus.test), corpus.test_seen))
+
+
 @app.command(name="mt-train")
 def mt_train(
     data: Path,
     model: ModelConfig = ModelConfig(),
     engine: EngineConfig = EngineConfig(),
     features: FeatureConfig = FeatureConfig(),
+    text: TextConfig = TextConfig(),
     resume: str | None = None,
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> None:
-    """Train the MT model (phonemes → target words): the OT teacher and the ST decoder.
+    """Train the MT model (phonemes → target subwords): the OT teacher and the ST decoder.
 
     Args:
         data: training manifest (TSV); test.tsv beside it is the held-out set.
         model: architecture.
         engine: steps, batch, optimiser, devices.
         features: featurisation settings.
+        text: target units (SentencePiece by default).
         resume: 'latest', a run directory or a checkpoint.
         out: run directory (default runs/speech/mt/<time>).
     """
-    from warmstart.cli.show import print_summary
     from warmstart_speech.stages import train_mt
 
     run_dir, _ = _run(run, "mt-train").open(resume=resume, out=out)
-    corpus = _load(data, features)
+    corpus = _load(data, features, text=text)
     model_, summary = train_mt(corpus, model, engine, run_dir)
-    _save_stage(run_dir, "mt", model_, model, corpus)
-    print_summary(summary, f"mt train; {corpus.skipped.line()}")
+    _save_stage(run_dir, "mt", model_, model, corpus, {"skipped": corpus.skipped.to_json()})
+    _finish(summary, "mt train", corpus)
 
 
 @app.command
@@ -141,6 +163,7 @@ def pretrain(
     ot: OTConfig = OTConfig(),
     engine: EngineConfig = EngineConfig(),
     features: FeatureConfig = FeatureConfig(),
+    text: TextConfig = TextConfig(),
     resume: str | None = None,
     out: Path | None = None,
     run: RunContext | None = None,
@@ -156,10 +179,10 @@ def pretrain(
         ot: CTC/OT weights and Sinkhorn settings.
         engine: steps, batch, optimiser, devices.
         features: featurisation settings.
+        text: target units when no --mt is given.
         resume: 'latest', a run directory or a checkpoint.
         out: run directory (default runs/speech/pretrain/<time>).
     """
-    from warmstart.cli.show import print_summary
     from warmstart_speech.ctc_ot import modality_gap
     from warmstart_speech.stages import pretrain_encoder
 
@@ -171,14 +194,14 @@ def pretrain(
     elif objective == "ctc+ot":
         raise ConfigError("--objective ctc+ot needs --mt <folder of `warmstart-speech mt-train`>")
     run_dir, checkpoint = _run(run, "pretrain").open(resume=resume, out=out)
-    corpus = _load(data, features, vocabs)
+    corpus = _load(data, features, vocabs, text)
     encoder, summary = pretrain_encoder(corpus, model, engine, objective, teacher, ot, run_dir, checkpoint)
-    extra = {"objective": objective}
+    extra: dict = {"objective": objective, "skipped": corpus.skipped.to_json()}
     if teacher is not None:
         extra["modality_gap"] = modality_gap(encoder, teacher, corpus.test, ot)
         summary.final_metrics["modality_gap"] = extra["modality_gap"]
     _save_stage(run_dir, "speech-encoder", encoder, model, corpus, extra)
-    print_summary(summary, f"pretrain ({objective}); {corpus.skipped.line()}")
+    _finish(summary, f"pretrain ({objective})", corpus)
 
 
 @app.command(name="st-train")
@@ -189,6 +212,8 @@ def st_train(
     model: ModelConfig = ModelConfig(),
     engine: EngineConfig = EngineConfig(),
     features: FeatureConfig = FeatureConfig(),
+    text: TextConfig = TextConfig(),
+    beam: int = 5,
     resume: str | None = None,
     out: Path | None = None,
     run: RunContext | None = None,
@@ -202,10 +227,11 @@ def st_train(
         model: architecture when neither --encoder nor --mt is given.
         engine: steps, batch, optimiser, devices.
         features: featurisation settings.
+        text: target units when neither --mt nor --encoder is given.
+        beam: beam size of the held-out BLEU at the end (paper: 5).
         resume: 'latest', a run directory or a checkpoint.
         out: run directory (default runs/speech/st/<time>).
     """
-    from warmstart.cli.show import print_summary
     from warmstart_speech.stages import fresh_encoder, train_st
 
     vocabs, mt_model, enc = None, None, None
@@ -214,11 +240,14 @@ def st_train(
     if encoder is not None:
         model, vocabs, enc = _load_stage(encoder, "speech-encoder", vocabs)
     run_dir, checkpoint = _run(run, "st-train").open(resume=resume, out=out)
-    corpus = _load(data, features, vocabs)
+    corpus = _load(data, features, vocabs, text)
     enc = enc or fresh_encoder(model, len(corpus.src_vocab), engine.train.seed)
-    st_model, summary = train_st(corpus, model, engine, enc, mt_model, run_dir, resume_from=checkpoint)
-    _save_stage(run_dir, "st", st_model, model, corpus)
-    print_summary(summary, f"st train; {corpus.skipped.line()}")
+    st_model, summary = train_st(
+        corpus, model, engine, enc, mt_model, run_dir, resume_from=checkpoint, beam=beam
+    )
+    metrics = {k: v for k, v in summary.final_metrics.items() if k.startswith("eval/")}
+    _save_stage(run_dir, "st", st_model, model, corpus, {**metrics, "skipped": corpus.skipped.to_json()})
+    _finish(summary, "st train", corpus)
 
 
 @app.command(name="continue-ssl")
@@ -248,26 +277,29 @@ def continue_ssl(
     """
     from warmstart.cli.show import print_summary
     from warmstart_speech.data import collate_audio, load_audio
-    from warmstart_speech.ssl import build_ssl, held_out_ssl_loss, load_ssl, save_ssl
+    from warmstart_speech.ssl import build_ssl, held_out_ssl_loss, load_ssl, min_samples, save_ssl
     from warmstart_speech.ssl import continue_ssl as run_continue_ssl
 
     model = load_ssl(init, ssl) if init is not None else build_ssl(ssl, engine.train.seed)
     run_dir, checkpoint = _run(run, "continue-ssl").open(resume=resume, out=out)
-    utts, report = load_audio(data, config=features)
+    shortest = min_samples(model)
+    short = f"clip too short for the wav2vec2 mask spans (< {shortest / 16000:.3f} s)"
+    utts, report = load_audio(data, config=features, min_samples=shortest, short_reason=short)
     held_out = held_out or _beside(data, "test.tsv")
     probe = None
     if held_out is not None:
-        test, _ = load_audio(held_out, config=features)
+        test, _ = load_audio(held_out, config=features, min_samples=shortest, short_reason=short)
         probe = [collate_audio(test[i : i + 8]) for i in range(0, len(test), 8)]
     before = held_out_ssl_loss(model, probe) if probe else None
     summary = run_continue_ssl(model, utts, engine, run_dir, checkpoint)
-    extra = {"init": str(init), "skipped": dict(report.counts)}
+    extra = {"init": str(init), "skipped": report.to_json()}
     if probe:
         extra["held_out_ssl_loss"] = [before, held_out_ssl_loss(model, probe)]
         summary.final_metrics["held-out SSL loss before"] = before
         summary.final_metrics["held-out SSL loss after"] = extra["held_out_ssl_loss"][1]
     save_ssl(model, run_dir, extra)
-    print_summary(summary, f"continue-ssl ({model.backend}; {report.line()})")
+    print_summary(summary, f"continue-ssl ({model.backend})")
+    print(report.line())
 
 
 @app.command(name="ssl-ctc")
@@ -298,19 +330,22 @@ def ssl_ctc(
     """
     from warmstart.cli.show import print_summary
     from warmstart_speech.data import char_vocab_of, load_audio
-    from warmstart_speech.ssl import ctc_finetune, load_ssl, save_ctc
+    from warmstart_speech.ssl import ctc_finetune, load_ssl, min_samples, save_ctc
 
     model = load_ssl(init, ssl)
     run_dir, checkpoint = _run(run, "ssl-ctc").open(resume=resume, out=out)
     vocab = char_vocab_of(data)
-    train, report = load_audio(data, vocab, features)
+    shortest = min_samples(model)
+    short = f"clip too short for the wav2vec2 feature extractor (< {shortest / 16000:.3f} s)"
+    train, report = load_audio(data, vocab, features, min_samples=shortest, short_reason=short)
     test = test or _beside(data, "test.tsv")
-    held = load_audio(test, vocab, features)[0] if test is not None else None
+    held = load_audio(test, vocab, features, shortest, short)[0] if test is not None else None
     ctc, summary = ctc_finetune(
         model, train, held, vocab, engine, run_dir, freeze_feature_extractor, checkpoint
     )
-    save_ctc(ctc, vocab, run_dir, {"init": str(init)})
-    print_summary(summary, f"ssl-ctc ({model.backend}); {report.line()}")
+    save_ctc(ctc, vocab, run_dir, {"init": str(init), "skipped": report.to_json()})
+    print_summary(summary, f"ssl-ctc ({model.backend})")
+    print(report.line())
     return 0
 
 
@@ -323,10 +358,10 @@ def _load_st(model_dir: Path):  # noqa: ANN202
 def translate(
     model: Path, audio: list[Path], beam: int = 5, features: FeatureConfig = FeatureConfig()
 ) -> None:
-    """Translate audio files (WAV/FLAC) with a trained ST model; greedy with --beam 1.
+    """Translate audio files (WAV/FLAC/MP3/OGG) with a trained ST model; greedy with --beam 1.
 
     Args:
-        model: folder of a finished `st-train`.
+        model: folder of a finished `st-train` (or a hub id).
         audio: audio files.
         beam: beam size (1 = greedy).
         features: featurisation settings.
@@ -340,50 +375,69 @@ def translate(
     if beam < 1:
         raise ConfigError(f"--beam {beam}: must be ≥ 1")
     st_model, vocabs = _load_st(model)
-    report = SkipReport()
+    report = SkipReport(seen=len(audio))
     rows = list(featurise_rows([{"audio": str(Path(a).resolve())} for a in audio], features, report))
     if not rows:
         raise DataError(f"no audio could be read ({report.line()})")
     out = []
     for row in rows:
         fbank = row["fbank"].unsqueeze(0)  # (1, T, C)
-        out.append(
-            (
-                Path(row["audio"]).name,
-                translate_batch(st_model, fbank, torch.tensor([fbank.shape[1]]), vocabs["tgt"], beam)[0],
-            )
-        )
-    print_table(f"translate (beam {beam}); {report.line()}", ("audio", "translation"), out)
+        lens = torch.tensor([fbank.shape[1]])
+        out.append((Path(row["audio"]).name, translate_batch(st_model, fbank, lens, vocabs["tgt"], beam)[0]))
+    print_table(f"translate (beam {beam})", ("audio", "translation"), out)
+    print(report.line())
 
 
 @app.command(name="eval")
-def evaluate(model: Path, data: Path, beam: int = 5, features: FeatureConfig = FeatureConfig()) -> dict:
-    """BLEU, chrF (sacrebleu) and WER of an ST model on a manifest.
+def evaluate(
+    model: Path,
+    data: Path,
+    beam: int = 5,
+    features: FeatureConfig = FeatureConfig(),
+    out: Path | None = None,
+) -> dict:
+    """BLEU, chrF (sacrebleu) and WER of an ST model on a manifest (audio + translation; no transcripts needed).
 
     Args:
-        model: folder of a finished `st-train`.
-        data: manifest with translations.
-        beam: beam size (1 = greedy).
+        model: folder of a finished `st-train` (or a hub id).
+        data: manifest with `audio` and `translation` columns.
+        beam: beam size (1 = greedy; paper: 5).
         features: featurisation settings.
+        out: a JSON file for the scores, the coverage and every skipped row by name.
     """
+    import json
+
     from warmstart.cli.show import print_table
     from warmstart_speech.ctc_ot import translate_batch, translation_scores
-    from warmstart_speech.data import eval_batches, load_utterances
+    from warmstart_speech.data import eval_batches, eval_order, load_utterances
 
+    if beam < 1:
+        raise ConfigError(f"--beam {beam}: must be ≥ 1")
     st_model, vocabs = _load_st(model)
-    utts, report = load_utterances(data, vocabs["src"], vocabs["tgt"], features)
-    order = sorted(range(len(utts)), key=lambda i: utts[i].fbank.shape[0])
+    utts, report = load_utterances(data, None, vocabs["tgt"], features)
     hyps = [
         h
         for b in eval_batches(utts, 16)
         for h in translate_batch(st_model, b["fbank"], b["fbank_lens"], vocabs["tgt"], beam)
     ]
-    scores = translation_scores(hyps, [utts[i].translation for i in order])
+    refs = [utts[i].translation for i in eval_order(utts)]
+    scores = translation_scores(hyps, refs)
+    coverage = _coverage_line(str(data), len(utts), report.seen)
+    if out is not None:
+        result = {
+            "scores": scores,
+            "beam": beam,
+            "scored": len(utts),
+            "rows": report.seen,
+            "skipped": report.to_json(),
+        }
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1))
     print_table(
-        f"eval {data} ({len(utts)} utterances; {report.line()})",
-        ("metric", "value"),
-        [(k, f"{v:.2f}") for k, v in scores.items()],
+        f"eval {data} (beam {beam})", ("metric", "value"), [(k, f"{v:.2f}") for k, v in scores.items()]
     )
+    print(report.line())
+    print(coverage)
     return 0
 
 

@@ -8,7 +8,7 @@ with no architectural change. Every layer comes from fairseq2's ``S2TTransformer
 decodes them. Written here: :class:`PaddedFbankSubsampler`, a subclass of fairseq2's ``Conv1dFbankSubsampler``
 whose only change is to accept *padded* batches (fairseq2 0.8 rejects them: it checks ``padded`` where it
 means ``packed``). ``ModelConfig.encoder="conformer"`` swaps the transformer layers for fairseq2's conformer
-blocks (``Wav2Vec2EncoderFactory`` with ``use_conformer=True``). Left out: model hub loading for these models.
+blocks (``Wav2Vec2EncoderFactory`` with ``use_conformer=True``). Models are saved and loaded in\n:mod:`warmstart.hub`'s format (a local folder or a hub id); older runs' ``model.json`` folders still load.\nLeft out: transformers MT/speech models as sources.
 """
 
 from __future__ import annotations
@@ -229,8 +229,27 @@ def build_speech_seq2seq(
 
 
 # ------------------------------------------------------------------------------------------------
-# saving / loading (safetensors + JSON beside it)
+# saving / loading: warmstart.hub's one format (config.json + model.safetensors + README.md card);
+# folders of older runs (model.json + model.safetensors) still load
 # ------------------------------------------------------------------------------------------------
+PAPER = "Pre-training for Speech Translation: CTC Meets Optimal Transport (Le et al., arXiv 2301.11716)"
+HUB_KINDS = {"mt": "speech.mt", "speech-encoder": "speech.encoder", "st": "speech.st"}
+TITLES = {
+    "mt": "MT model (phonemes → target pieces): the CTC+OT teacher and ST decoder",
+    "speech-encoder": "Speech encoder pretrained with CTC / CTC+OT / CE",
+    "st": "Speech-translation model (speech encoder + MT decoder)",
+}
+
+
+def build_stage(kind: str, cfg: ModelConfig, n_src: int, n_tgt: int) -> nn.Module:
+    """An untrained model of a stage's kind (``mt``, ``speech-encoder``, ``st``) and vocabulary sizes."""
+    if kind == "mt":
+        return build_mt(cfg, n_src, n_tgt)
+    if kind == "speech-encoder":
+        return SpeechEncoder(cfg, n_src)
+    return build_speech_seq2seq(cfg, SpeechEncoder(cfg, n_src), n_tgt)
+
+
 def save_model(
     out: Path,
     kind: str,
@@ -238,30 +257,66 @@ def save_model(
     cfg: ModelConfig,
     vocabs: dict[str, Vocab],
     extra: dict[str, Any] | None = None,
+    card: Any = None,
 ) -> Path:
-    """Write ``model.safetensors`` + ``model.json`` (kind, config, vocabularies) into ``out``."""
-    from safetensors.torch import save_file
+    """Write a stage's model with :func:`warmstart.hub.save_model` (vocabularies and ``extra`` in config.json)."""
+    from warmstart.hub import ModelCard
+    from warmstart.hub import save_model as hub_save
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
-    meta = {
-        "kind": kind,
-        "config": asdict(cfg),
-        "vocabs": {k: v.to_json() for k, v in vocabs.items()},
-        **(extra or {}),
-    }
-    (out / "model.json").write_text(json.dumps(meta, indent=1))
-    return out
+    extra = dict(extra or {})
+    card = card or ModelCard(
+        title=TITLES[kind],
+        paper=PAPER,
+        metrics={k: v for k, v in extra.items() if isinstance(v, int | float)},
+        tags=["speech-translation", "fairseq2"],
+    )
+    config = {"stage": kind, "model": asdict(cfg), "n_src": len(vocabs["src"]), "n_tgt": len(vocabs["tgt"])}
+    return hub_save(
+        model,
+        out,
+        kind=HUB_KINDS[kind],
+        config=config,
+        card=card,
+        extra={"vocabs": {k: v.to_json() for k, v in vocabs.items()}, **extra},
+    )
+
+
+def load_stage(
+    path: str | Path, kind: str
+) -> tuple[ModelConfig, dict[str, Vocab], nn.Module, dict[str, Any]]:
+    """(architecture, vocabularies, model, metadata) of a finished ``mt-train`` / ``pretrain`` / ``st-train``
+    folder (or hub id): the hub format, or the model.json layout of older runs."""
+    path_ = Path(path)
+    if path_.is_dir() and (path_ / "model.json").is_file() and not (path_ / "config.json").is_file():
+        return _load_old_layout(path_, kind)
+    from warmstart.hub import load_model
+
+    def build(config: dict[str, Any]) -> nn.Module:
+        return build_stage(kind, ModelConfig(**config["model"]), config["n_src"], config["n_tgt"])
+
+    if not path_.exists() and str(path).count("/") != 1:
+        raise CheckpointError(f"{path}: no such folder; pass the --out folder of a finished run")
+    model, meta = load_model(path, build, kind=HUB_KINDS[kind])
+    vocabs = {k: Vocab.from_json(v) for k, v in meta["vocabs"].items()}
+    return ModelConfig(**meta["config"]["model"]), vocabs, model, meta
+
+
+def _load_old_layout(
+    path: Path, kind: str
+) -> tuple[ModelConfig, dict[str, Vocab], nn.Module, dict[str, Any]]:
+    meta = load_meta(path, kind)
+    cfg, vocabs = config_from(meta), load_vocabs(meta)
+    model = build_stage(kind, cfg, len(vocabs["src"]), len(vocabs["tgt"]))
+    return cfg, vocabs, load_state(model, path), meta
 
 
 def load_meta(path: Path, kind: str | tuple[str, ...]) -> dict[str, Any]:
+    """model.json of an older run's folder, its kind checked."""
     path = Path(path)
     meta_file = path / "model.json"
     if not meta_file.is_file() or not (path / "model.safetensors").is_file():
         raise CheckpointError(
-            f"{path}: no model.json + model.safetensors; pass the --out folder of a finished run"
+            f"{path}: no config.json (or model.json) + model.safetensors; pass the --out folder of a finished run"
         )
     meta = json.loads(meta_file.read_text())
     kinds = (kind,) if isinstance(kind, str) else kind
@@ -271,9 +326,16 @@ def load_meta(path: Path, kind: str | tuple[str, ...]) -> dict[str, Any]:
 
 
 def load_state(model: nn.Module, path: Path, strict: bool = True) -> nn.Module:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = load_file(str(Path(path) / "model.safetensors"))
+    weights = Path(path) / "model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(
+            f"{weights}: cannot be read ({exc}); train or download the model again"
+        ) from None
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as exc:

@@ -26,6 +26,7 @@ names (``wav2vec2_base`` ...) — pass a checkpoint file with ``--ssl.arch`` ins
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -89,7 +90,7 @@ class SSLConfig:
     """Gumbel temperature: start, end, decay per update (wav2vec2's schedule)."""
     arch: str | None = None
     """For a ``.pt`` checkpoint: a fairseq2 wav2vec2 architecture name (e.g. base, large_lv60k) or the
-    ``model.json`` of a folder written by this app."""
+    ``config.json`` (or older ``model.json``) of a folder written by this app."""
     compile_quantizer: bool = False
     """Let fairseq2's quantiser run its per-call ``torch.compile`` (off: eager, no compile stall)."""
 
@@ -230,21 +231,43 @@ def build_ssl(cfg: SSLConfig = SSLConfig(), seed: int = 0) -> SSLModel:
     return SSLModel(Wav2Vec2ForPreTraining(_hf_config(cfg)), "hf", {}, cfg)
 
 
+SSL_KIND = "speech.wav2vec2"
+CTC_KIND = "speech.wav2vec2-ctc"
+PAPER = (
+    "Adapting Multilingual Speech Representation Model for a New, Underresourced Language through Multilingual "
+    "Fine-tuning and Continued Pretraining (Nowakowski et al., arXiv 2301.07295)"
+)
+
+
 def save_ssl(model: SSLModel, out: Path, extra: dict[str, Any] | None = None) -> Path:
-    """fairseq2: ``model.safetensors`` + ``model.json`` (its ``Wav2Vec2Config``); hf: ``save_pretrained``
-    (``config.json`` + ``model.safetensors``, loadable by transformers directly) + ``model.json``."""
+    """fairseq2: :mod:`warmstart.hub`'s format (config.json with the ``Wav2Vec2Config`` + model.safetensors +
+    card); hf: ``save_pretrained`` (transformers' own format, loadable by transformers directly) + model.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if model.backend == "fairseq2":
-        from safetensors.torch import save_file
+        from warmstart.hub import ModelCard, save_model
 
-        state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
-        save_file(state, str(out / "model.safetensors"))
-    else:
-        model.net.save_pretrained(str(out))
+        card = ModelCard(title="wav2vec 2.0 pretraining model (fairseq2)", paper=PAPER, tags=["wav2vec2"])
+        config = {"backend": "fairseq2", **model.spec, "ssl": asdict(model.cfg)}
+        return save_model(model.net, out, kind=SSL_KIND, config=config, card=card, extra=extra)
+    model.net.save_pretrained(str(out))
     meta = {"kind": KIND, "backend": model.backend, **model.spec, "ssl": asdict(model.cfg), **(extra or {})}
     (out / "model.json").write_text(json.dumps(meta, indent=1, default=list))
     return out
+
+
+def _ssl_config(data: dict[str, Any]) -> SSLConfig:
+    known = {f for f in SSLConfig.__dataclass_fields__}
+    cfg = SSLConfig(**{k: v for k, v in data.items() if k in known})
+    cfg.temperature = tuple(cfg.temperature)  # type: ignore[assignment]
+    return cfg
+
+
+def _warmstart_kind(path: Path) -> str | None:
+    try:
+        return json.loads((path / "config.json").read_text()).get("warmstart_kind")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _load_fs2_pt(path: Path, cfg: SSLConfig) -> SSLModel:
@@ -255,11 +278,17 @@ def _load_fs2_pt(path: Path, cfg: SSLConfig) -> SSLModel:
             f"{path}: a .pt checkpoint needs --ssl.arch (a fairseq2 wav2vec2 arch or a model.json)"
         )
     if Path(cfg.arch).is_file():
-        config = _fs2_config_from_json(json.loads(Path(cfg.arch).read_text())["config"])
+        data = json.loads(Path(cfg.arch).read_text())
+        spec = (
+            data["config"]["config"] if "warmstart_kind" in data else data["config"]
+        )  # config.json | model.json
+        config = _fs2_config_from_json(spec)
     else:
         import fairseq2
+        from fairseq2.error import InvalidOperationError
 
-        fairseq2.init_fairseq2()
+        with contextlib.suppress(InvalidOperationError):  # already initialised in this process
+            fairseq2.init_fairseq2()
         try:
             config = w2v.get_wav2vec2_model_hub().get_arch_config(cfg.arch)
         except Exception as exc:  # noqa: BLE001 - unknown name: one line
@@ -285,6 +314,18 @@ def load_ssl(init: str | Path, cfg: SSLConfig = SSLConfig()) -> SSLModel:
     """A wav2vec2 pretraining model from a folder of this app, an HF folder, a ``.pt`` file or an HF hub id."""
     path = Path(init)
     meta_file = path / "model.json"
+    kind = _warmstart_kind(path) if path.is_dir() else None
+    if kind is not None:
+        if kind != SSL_KIND:
+            raise CheckpointError(f"{path}: holds a {kind} model, expected a {SSL_KIND} (continue-ssl)")
+        from warmstart.hub import load_model
+
+        net, meta = load_model(
+            path,
+            lambda c: _fs2_wav2vec2().create_wav2vec2_model(_fs2_config_from_json(c["config"])),
+            kind=SSL_KIND,
+        )
+        return SSLModel(net, "fairseq2", {"config": meta["config"]["config"]}, cfg)
     if path.is_dir() and meta_file.is_file():
         meta = json.loads(meta_file.read_text())
         if meta.get("kind") != KIND:
@@ -325,6 +366,41 @@ def _load_hf(name: str, cfg: SSLConfig) -> SSLModel:
             f"{name}: cannot load a transformers Wav2Vec2ForPreTraining ({str(exc).splitlines()[0][:160]})"
         ) from exc
     return SSLModel(net, "hf", {}, cfg)
+
+
+def frames_of(model: SSLModel, n_samples: int) -> int:
+    """Frames the waveform feature extractor makes of ``n_samples`` samples."""
+    if model.backend == "fairseq2":
+        n = n_samples
+        for _, kernel, stride in model.spec["config"]["encoder_config"]["feature_extractor_layer_descs"]:
+            n = (n - kernel) // stride + 1 if n >= kernel else 0
+        return max(n, 0)
+    return int(model.net._get_feat_extract_output_lengths(torch.tensor(n_samples)))
+
+
+def min_frames(model: SSLModel) -> int:
+    """Fewest frames the wav2vec2 objective accepts: more than one mask span, and for fairseq2's masker enough
+    for its minimum number of spans (``int(p / span · (frames − 1)) ≥ min_spans``)."""
+    if model.backend == "fairseq2":
+        c = model.spec["config"]
+        span, prob, spans = (
+            c["temporal_mask_span_len"],
+            c["max_temporal_mask_prob"],
+            c["min_num_temporal_mask_spans"],
+        )
+        need = span + 1
+        while int(prob / span * (need - 1)) < spans:
+            need += 1
+        return need
+    return int(model.net.config.mask_time_length) + 1
+
+
+def min_samples(model: SSLModel) -> int:
+    """The shortest 16 kHz clip (samples) whose frames satisfy :func:`min_frames`."""
+    need, n = min_frames(model), 400
+    while frames_of(model, n) < need:
+        n += 80
+    return n
 
 
 # ------------------------------------------------------------------------------------------------
@@ -469,6 +545,11 @@ class CTCModel(nn.Module):
     ):
         super().__init__()
         self.backend = ssl.backend
+        self.spec = (
+            {"config": ssl.spec["config"]}
+            if ssl.backend == "fairseq2"
+            else {"hf_config": ssl.net.config.to_dict()}
+        )
         if ssl.backend == "fairseq2":
             from fairseq2.models.wav2vec2.asr import Wav2Vec2AsrModel
             from fairseq2.nn import Linear
@@ -532,18 +613,34 @@ class CTCModel(nn.Module):
 
 
 def save_ctc(model: CTCModel, vocab: Vocab, out: Path, extra: dict[str, Any] | None = None) -> Path:
-    """``model.safetensors`` (the CTC model's state) + ``model.json`` (backend, character vocabulary)."""
-    from safetensors.torch import save_file
+    """The CTC model in :mod:`warmstart.hub`'s format: config.json (backend, encoder config, characters)."""
+    from warmstart.hub import ModelCard, save_model
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        str(out / "model.safetensors"),
+    config = {"backend": model.backend, "n_labels": len(vocab), **model.spec}
+    card = ModelCard(title="wav2vec 2.0 CTC model (characters)", paper=PAPER, tags=["wav2vec2", "ctc"])
+    return save_model(
+        model, out, kind=CTC_KIND, config=config, card=card, extra={"vocab": vocab.to_json(), **(extra or {})}
     )
-    meta = {"kind": "wav2vec2-ctc", "backend": model.backend, "vocab": vocab.to_json(), **(extra or {})}
-    (out / "model.json").write_text(json.dumps(meta, indent=1))
-    return out
+
+
+def load_ctc(path: str | Path) -> tuple[CTCModel, Vocab]:
+    """A saved CTC model (``ssl-ctc``'s folder or a hub id) and its character vocabulary."""
+    from warmstart.hub import load_model
+
+    def build(config: dict[str, Any]) -> CTCModel:
+        if config["backend"] == "fairseq2":
+            net = _fs2_wav2vec2().create_wav2vec2_model(_fs2_config_from_json(config["config"]))
+            ssl = SSLModel(net, "fairseq2", {"config": config["config"]}, SSLConfig())
+        else:
+            from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+
+            ssl = SSLModel(
+                Wav2Vec2ForPreTraining(Wav2Vec2Config.from_dict(config["hf_config"])), "hf", {}, SSLConfig()
+            )
+        return CTCModel(ssl, int(config["n_labels"]))
+
+    model, meta = load_model(path, build, kind=CTC_KIND)
+    return model, Vocab.from_json(meta["vocab"])
 
 
 class CTCTask:

@@ -31,12 +31,20 @@ from warmstart_speech.data import (
     FeatureConfig,
     LengthBucketBatches,
     SkipReport,
+    TextConfig,
     Utterance,
     Vocab,
+    build_vocabs,
     load_utterances,
     read_manifest,
 )
-from warmstart_speech.models import ModelConfig, SpeechEncoder, build_mt, build_speech_seq2seq
+from warmstart_speech.models import (
+    ModelConfig,
+    SpeechEncoder,
+    build_mt,
+    build_speech_seq2seq,
+    subsampled_lengths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,8 @@ class Corpus:
     src_vocab: Vocab
     tgt_vocab: Vocab
     skipped: SkipReport
+    test_seen: int = 0
+    """Rows of the held-out manifest (``len(test)`` of them were usable)."""
 
 
 def load_corpus(
@@ -55,30 +65,47 @@ def load_corpus(
     test: Path | None = None,
     vocabs: dict[str, Vocab] | None = None,
     features: FeatureConfig = FeatureConfig(),
+    text: TextConfig = TextConfig(),
 ) -> Corpus:
-    """Featurise a training manifest (and ``test``, default ``test.tsv`` beside it, else a 10 % split)."""
+    """Featurise a training manifest (and ``test``, default ``test.tsv`` beside it, else a 10 % split).
+
+    Without ``vocabs`` they are built from the training rows (phoneme symbols; SentencePiece pieces of the
+    translations per ``text``). Every skipped row of either split is named in ``Corpus.skipped``.
+    """
     train = Path(train)
     if vocabs is None:
-        rows = read_manifest(train)
-        vocabs = {
-            "src": Vocab.build([r["phonemes"] for r in rows], "char"),
-            "tgt": Vocab.build([r["translation"] for r in rows if r["translation"]], "word"),
-        }
-    train_utts, report = load_utterances(train, vocabs["src"], vocabs["tgt"], features)
+        vocabs = build_vocabs(read_manifest(train), text)
+    report = SkipReport()
+    train_utts, _ = load_utterances(train, vocabs["src"], vocabs["tgt"], features, report=report)
     test = test or (
         train.parent / "test.tsv"
         if (train.parent / "test.tsv").is_file() and train.name != "test.tsv"
         else None
     )
     if test is not None:
-        test_utts, test_report = load_utterances(Path(test), vocabs["src"], vocabs["tgt"], features)
-        report.counts.update(test_report.counts)
-        for k, v in test_report.examples.items():
-            report.examples.setdefault(k, v)
+        test_report = SkipReport()
+        test_utts, _ = load_utterances(Path(test), vocabs["src"], vocabs["tgt"], features, report=test_report)
+        report.merge(test_report)
+        test_seen = test_report.seen
     else:
         n = max(1, len(train_utts) // 10)
         train_utts, test_utts = train_utts[n:], train_utts[:n]
-    return Corpus(train_utts, test_utts, vocabs["src"], vocabs["tgt"], report)
+        test_seen = len(test_utts)
+    return Corpus(train_utts, test_utts, vocabs["src"], vocabs["tgt"], report, test_seen)
+
+
+def ctc_feasible(utts: list[Utterance], report: SkipReport) -> list[Utterance]:
+    """Utterances whose subsampled frames can carry their CTC target (frames ≥ labels + repeats); the rest
+    are skipped as too short for the subsampler and named in ``report``."""
+    kept = []
+    for u in utts:
+        frames = int(subsampled_lengths(torch.tensor([u.n_frames]))[0])
+        repeats = sum(1 for a, b in zip(u.src, u.src[1:], strict=False) if a == b)
+        if frames < len(u.src) + repeats:
+            report.add("too short for its CTC target after the 4× subsampler", u.id)
+        else:
+            kept.append(u)
+    return kept
 
 
 class _Batches:
@@ -128,7 +155,8 @@ def pretrain_encoder(
     encoder = encoder or fresh_encoder(cfg, len(corpus.src_vocab), engine.train.seed)
     model = PretrainModel(cfg, encoder, objective, len(corpus.src_vocab), ot)
     teacher = copy.deepcopy(mt) if objective == "ctc+ot" else None
-    data = LengthBucketBatches(corpus.train, engine.train.micro_batch_size, seed=engine.train.seed)
+    train = ctc_feasible(corpus.train, corpus.skipped) if objective != "ce" else corpus.train
+    data = LengthBucketBatches(train, engine.train.micro_batch_size, seed=engine.train.seed)
     summary = Engine(engine, run_dir).fit(PretrainTask(model, teacher), data, resume_from=resume_from)
     return encoder, summary
 
@@ -142,12 +170,13 @@ def train_st(
     run_dir: Path | None = None,
     eval_bleu: bool = True,
     resume_from: Path | None = None,
+    beam: int = 5,
 ) -> tuple[nn.Module, RunSummary]:
     """ST fine-tuning: the speech encoder + the MT decoder (a fresh decoder when ``mt`` is None)."""
     torch.manual_seed(engine.train.seed + 1)
     model = build_speech_seq2seq(cfg, copy.deepcopy(encoder), len(corpus.tgt_vocab), decoder_from=mt)
     data = LengthBucketBatches(corpus.train, engine.train.micro_batch_size, seed=engine.train.seed)
-    task = STTask(model, corpus.test, corpus.tgt_vocab, eval_bleu=eval_bleu)
+    task = STTask(model, corpus.test, corpus.tgt_vocab, eval_bleu=eval_bleu, beam=beam)
     summary = Engine(engine, run_dir).fit(task, data, resume_from=resume_from)
     return model, summary
 
