@@ -85,7 +85,7 @@ def test_pretrain_sample_sft_bcoder_rerank(tmp_path):
                 "--samples",
                 str(samples),
                 "--k",
-                "2",
+                "[1, 2]",
                 "--out",
                 str(tmp_path / "e"),
             ]
