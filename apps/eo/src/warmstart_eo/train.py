@@ -118,12 +118,15 @@ class PretrainResult:
     run_dir: Path | None
 
 
-def prepare_model_config(model: ModelConfig, chips: EOChips) -> ModelConfig:
-    """Fill bands/frames from the data and check the family's needs."""
-    model.bands = list(chips.bands)
-    model.frames = chips.frames
-    if chips.frames < 1:
+def prepare_model_config(model: ModelConfig, data: EOChips | DataConfig) -> ModelConfig:
+    """Fill bands/frames from the data (or from a data config: its bands, all 13 S2 bands when unset)."""
+    from warmstart_eo.bands import S2_BANDS, parse_bands
+
+    bands = data.bands if isinstance(data, EOChips) else parse_bands(data.bands) or list(S2_BANDS)
+    if data.frames < 1:
         raise ConfigError("data.frames must be ≥ 1")
+    model.bands = list(bands)
+    model.frames = data.frames
     return model
 
 
