@@ -255,6 +255,22 @@ def verify_checkpoint(path: Path) -> str | None:
     return reason
 
 
+class AutoCheckpoint(type(Path())):  # type: ignore[misc]
+    """A checkpoint :func:`resolve_checkpoint` chose in a run (not one the user named): when it verifies
+    but still cannot be loaded, the engine falls back to the older ones (:func:`older_checkpoints`)."""
+
+
+def older_checkpoints(path: Path) -> list[Path]:
+    """The complete checkpoints beside ``path`` that are older than it, newest first."""
+    siblings = complete_checkpoints(Path(path).parent)
+    return [p for p in reversed(siblings) if _step_of(p) < _step_of(Path(path))]
+
+
+def _step_of(path: Path) -> int:
+    match = STEP_DIR.match(path.name)
+    return int(match.group(1)) if match else -1
+
+
 def resolve_checkpoint(path: Path) -> Path:
     """The checkpoint to resume from ``path``: a ``step-N`` directory (which must verify), or the newest
     checkpoint that verifies in a run directory (``path/checkpoints``) or a checkpoints directory, skipping
@@ -275,7 +291,7 @@ def resolve_checkpoint(path: Path) -> Path:
         if reason is None:
             for skipped, why in refused:
                 log.warning("skipped checkpoint %s: %s", skipped, why)
-            return candidate
+            return AutoCheckpoint(candidate)
         refused.append((candidate, reason))
     details = "; ".join(f"{p.name}: {why}" for p, why in refused)
     raise CheckpointError(f"no checkpoint under {path} verifies ({details}); start without --resume")

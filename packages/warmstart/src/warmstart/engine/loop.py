@@ -32,12 +32,15 @@ from torch import nn
 
 from warmstart.engine import lock
 from warmstart.engine.checkpoint import (
+    AutoCheckpoint,
     load_checkpoint,
+    older_checkpoints,
     read_meta,
     resolve_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    verify_checkpoint,
 )
 from warmstart.engine.config import EngineConfig
 from warmstart.engine.data import BatchCursor, ResumableLoader, WorkerLoader, is_map_style
@@ -366,7 +369,7 @@ class Engine:
             )
         for change in changes:
             log.warning("resume changes %s", change)
-        model_state, optim_state, state = load_checkpoint(checkpoint)
+        checkpoint, (model_state, optim_state, state) = self._load(checkpoint)
         fabric = st.fabric
         if self._is_fsdp(fabric):
             from torch.distributed.checkpoint.state_dict import (
@@ -395,6 +398,26 @@ class Engine:
         st.step = st.start_step = int(state["step"])
         st.resumed_from = checkpoint
         log.info("resumed from %s at step %d", checkpoint, st.step)
+
+    @staticmethod
+    def _load(checkpoint: Path) -> tuple[Path, tuple]:
+        """Load ``checkpoint``; one the engine chose itself that is refused gives way to older ones."""
+        try:
+            return checkpoint, load_checkpoint(checkpoint)
+        except CheckpointError as exc:
+            if not isinstance(checkpoint, AutoCheckpoint):
+                raise
+            first = exc
+        for older in older_checkpoints(checkpoint):
+            if verify_checkpoint(older) is not None:
+                continue
+            try:
+                states = load_checkpoint(older)
+            except CheckpointError:
+                continue
+            log.warning("skipped checkpoint %s: %s", checkpoint, first)
+            return older, states
+        raise first
 
     # -- one optimizer step -----------------------------------------------------------------------
     def _forward_backward(self, st: RunState, micro: list, collect: bool) -> tuple[torch.Tensor, dict]:

@@ -72,11 +72,11 @@ def make_loggers(run_dir: Path, names: list[str], resume_step: int | None) -> li
                 TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False, **extra)
             )
         elif name == "csv":
-            from lightning_fabric.loggers import CSVLogger
+            from lightning.pytorch.loggers import CSVLogger  # Fabric's cannot log hyperparameters
 
             if resume_step is not None:
                 truncate_csv(run_dir / "csv" / "metrics.csv", resume_step)
-            loggers.append(CSVLogger(run_dir, name="csv", version="", flush_logs_every_n_steps=1))
+            loggers.append(CSVLogger(str(run_dir), name="csv", version="", flush_logs_every_n_steps=1))
         elif name == "wandb":
             from lightning.pytorch.loggers import WandbLogger
 
