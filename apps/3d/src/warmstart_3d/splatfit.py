@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from warmstart_3d.geometry import camera_centres, quat_to_rotmat
-from warmstart_3d.metrics import photometric_loss, psnr, ssim
+from warmstart_3d.metrics import image_ssim, photometric_loss, psnr
 from warmstart_3d.render import rasterize
 
 log = logging.getLogger(__name__)
@@ -283,4 +283,4 @@ def evaluate_views(
     height, width = images.shape[1:3]
     out = render_params(params, viewmats, Ks, width, height, sh_degree, background)
     render = out.colors.clamp(0, 1)
-    return {"psnr": psnr(render, images), "ssim": float(ssim(render, images))}
+    return {"psnr": psnr(render, images), "ssim": image_ssim(render, images)}
