@@ -118,7 +118,13 @@ def test_gmae_partseg_end_to_end_beats_the_constant_predictor(tmp_path, capsys):
             "--finetune_steps", "30", "--batch_size", "8", "--partseg_lr", "3e-3", "--out", str(tmp_path / "g")]  # fmt: skip
     assert app.main(argv) == 0
     r = json.loads((tmp_path / "g" / "results.json").read_text())
-    assert r["n_parts"] == 10 and r["n_test"] == 4 and (tmp_path / "g" / "model.safetensors").is_file()
+    assert r["n_parts"] == 10 and r["n_test"] == 4
+    from warmstart_3d.partseg import PartSegModel  # the trained model reloads with one call
+
+    reloaded = PartSegModel.from_pretrained(tmp_path / "g" / "model")
+    assert reloaded.n_parts == 10 and reloaded.hub_extra["part_names"]["mug"] == ["body", "handle"]
+    feats, cls = torch.rand(2, 64, 14), torch.tensor([0, 3])
+    assert reloaded.eval()(feats, cls).shape == (2, 64, 10)
     assert r["test_instance_miou"] > r["constant_instance_miou"] + 0.1
     assert r["test_accuracy"] > r["constant_accuracy"]
     capsys.readouterr()

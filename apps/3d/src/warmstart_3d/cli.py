@@ -352,7 +352,6 @@ def _gmae_partseg(
     finetune_steps: int, test_fraction: float, batch_size: int, seed: int, lr: float, run_dir: Path,
 ) -> dict:  # fmt: skip
     import torch
-    from safetensors.torch import save_file
 
     from warmstart_3d.gmae import GaussianMAE, splat_features_parts
     from warmstart_3d.partseg import PartLayout, PartSegModel, constant_baseline, finetune_partseg
@@ -370,13 +369,21 @@ def _gmae_partseg(
     torch.manual_seed(seed)
     backbone = GaussianMAE(model, 0)
     losses = pretrain(backbone, features[train], pretrain_steps, batch_size, seed) if pretrain_steps else []
-    net = PartSegModel.from_pretrained(backbone, len(classes), layout.n_parts)
+    net = PartSegModel.from_backbone(backbone, len(classes), layout.n_parts)
     split = {k: (features[i], labels[i], targets[i]) for k, i in (("train", train), ("test", test))}
     metrics = finetune_partseg(
         net, split["train"], split["test"], layout, finetune_steps, batch_size, seed, lr
     )
     const = constant_baseline(split["train"], split["test"], layout)
-    save_file(net.state_dict(), str(run_dir / "model.safetensors"))
+    from warmstart.hub import ModelCard
+
+    net.model_card = ModelCard(
+        title=f"Gaussian-MAE part segmentation ({len(classes)} classes, {layout.n_parts} parts)",
+        paper="Point-MAE (arXiv 2203.06604) head on Gaussian-MAE (ShapeSplat, arXiv 2408.10906)", data=str(data),
+        metrics={k: v for k, v in metrics.items() if not k.startswith("loss")},
+    )  # fmt: skip
+    net.hub_extra = {"classes": classes, "part_names": names}
+    net.save_pretrained(run_dir / "model")
     results = {
         "task": "partseg",
         **{f"test_{k}": v for k, v in metrics.items() if not k.startswith("loss")},

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from warmstart.errors import DataError
+from warmstart.hub import HubMixin
 from warmstart_3d.gmae import GaussianMAE, GMAEConfig
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,20 @@ class _PointBN(nn.Module):
         return self.bn(x.flatten(0, 1)).view_as(x)
 
 
-class PartSegModel(nn.Module):
-    """A :class:`GaussianMAE` backbone (all tokens visible) + Point-MAE's segmentation head."""
+class PartSegModel(nn.Module, HubMixin):
+    """A :class:`GaussianMAE` backbone (all tokens visible) + Point-MAE's segmentation head (saved in the core's
+    model format: ``PartSegModel.from_pretrained(path or hub id)``)."""
+
+    warmstart_kind = "3d.partseg"
+
+    def hub_config(self) -> dict:
+        return {"model": asdict(self.backbone.config), "n_classes": self.n_classes, "n_parts": self.n_parts}
+
+    @classmethod
+    def from_hub_config(cls, config: dict) -> PartSegModel:
+        return cls.from_config(
+            GMAEConfig(**config["model"]), int(config["n_classes"]), int(config["n_parts"])
+        )
 
     def __init__(self, backbone: GaussianMAE, n_classes: int, n_parts: int, dropout: float = 0.5) -> None:
         super().__init__()
@@ -88,7 +101,7 @@ class PartSegModel(nn.Module):
         return cls(GaussianMAE(config, 0), n_classes, n_parts)
 
     @classmethod
-    def from_pretrained(cls, backbone: GaussianMAE, n_classes: int, n_parts: int) -> PartSegModel:
+    def from_backbone(cls, backbone: GaussianMAE, n_classes: int, n_parts: int) -> PartSegModel:
         """Fine-tune a copy of a pretrained backbone (the decoder stays unused)."""
         return cls(copy.deepcopy(backbone), n_classes, n_parts)
 

@@ -381,7 +381,7 @@ def run_partseg_bench(config: PartSegBenchConfig, seeds: list[int], out_dir: Pat
             backbone = GaussianMAE(cfg, 0)
             if pretrained:
                 pretrain(backbone, unlabelled, config.pretrain_steps, config.batch_size, seed)
-            model = PartSegModel.from_pretrained(backbone, len(config.classes), layout.n_parts)
+            model = PartSegModel.from_backbone(backbone, len(config.classes), layout.n_parts)
             m = finetune_partseg(
                 model, train, test, layout, config.finetune_steps, config.batch_size, seed, config.lr
             )
