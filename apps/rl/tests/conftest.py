@@ -14,3 +14,9 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Benches cache their pretrained sources: each test gets its own cache folder."""
+    monkeypatch.setenv("WARMSTART_CACHE", str(tmp_path / "cache"))

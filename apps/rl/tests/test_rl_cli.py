@@ -142,11 +142,17 @@ def test_bench_writes_report(tmp_path) -> None:
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert (out / "report.md").is_file() and (out / "plot.png").stat().st_size > 1000
-    assert set(results["methods"]) == {"scratch", "vpt-bc", "vpt-bc+kl"}
+    assert set(results["methods"]) == {"scratch", "vpt-bc", "vpt-bc+kl", "random policy"}
     for method in results["methods"].values():
         assert len(method["values"]) == 1 and 0.0 <= method["values"][0] <= 1.0  # MiniGrid returns
     ratio = results["config"]["steps_to_threshold_ratio"]
     assert ratio["scratch"] == pytest.approx(1.0)
+    assert results["extra_metrics"]["IDM gate passed"]["vpt-bc"]["values"][0] in (0.0, 1.0)
+    # the pretrained source is a cached artifact: a second run reuses it instead of rebuilding
+    from warmstart import cache
+
+    artifacts = [a for a in cache.list_artifacts() if a.kind == "rl.vpt-source"]
+    assert len(artifacts) == 1
 
 
 @pytest.mark.parametrize(

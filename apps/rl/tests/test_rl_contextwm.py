@@ -165,7 +165,15 @@ def test_worldmodel_bench_writes_report(tmp_path) -> None:
     assert app.main([*argv, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert (out / "report.md").is_file() and (out / "plot.png").is_file()
-    assert set(results["methods"]) == {"scratch", "contextwm", "random policy"}
+    assert set(results["methods"]) == {
+        "scratch",
+        "contextwm same-env videos",
+        "contextwm other-env videos",
+        "random policy",
+    }
+    from warmstart import cache
+
+    assert len([a for a in cache.list_artifacts() if a.kind == "rl.worldmodel-source"]) == 2
     for method in results["methods"].values():
         assert len(method["values"]) == 1 and 0.0 <= method["values"][0] <= 1.0
 

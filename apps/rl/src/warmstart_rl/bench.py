@@ -25,7 +25,7 @@ import numpy as np
 from warmstart.engine import EngineConfig, cpu_threads
 from warmstart.eval import BenchReport, write_bench_report
 from warmstart_rl.data import EnvConfig, collect, load_corpus
-from warmstart_rl.models import PolicyConfig
+from warmstart_rl.models import EncoderConfig, IDMConfig, PolicyConfig
 from warmstart_rl.vpt import (
     BCConfig,
     IDMTrainConfig,
@@ -42,17 +42,36 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BenchConfig:
+    """The VPT bench (``bench --kind vpt``), declared once: the CLI takes it as ``--setup.*``."""
+
     seeds: int = 3
+    """Seeds per arm."""
     total_steps: int = 8192
+    """PPO environment steps per run (equal for every arm)."""
     episodes: int = 200
+    """Corpus episodes per seed (unlabelled videos + labelled)."""
     labelled: int = 20
+    """Labelled episodes per seed."""
     idm_steps: int = 300
+    """IDM optimizer steps per round."""
+    idm_rounds: int = 3
+    """IDM rounds at most (stops once the quality gate is cleared)."""
     bc_steps: int = 300
+    """BC optimizer steps."""
     threshold: float = 0.9
+    """Return threshold for the steps-to-threshold ratio."""
     kl_coef: float = 0.1
+    """KL coefficient of the BC-init + KL arm."""
     env: EnvConfig = field(default_factory=EnvConfig)
+    """The environment (any gymnasium id with a scripted expert: MiniGrid-*, CartPole-*, ALE/Breakout-*)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The BC / PPO policy network (first_stride 2 is used for frames of 48 px and more)."""
     noise: float = 0.2
+    """Share of random actions in the scripted expert's corpus."""
+    n_envs: int = 4
+    """PPO's parallel environments."""
+    n_steps: int = 64
+    """PPO's rollout length per environment."""
 
 
 single_thread = cpu_threads  # the core's context manager, under the name this app's modules use
@@ -70,17 +89,66 @@ def _engine(steps: int, seed: int) -> EngineConfig:
     return cfg
 
 
+def _scaled(config: BenchConfig) -> tuple[IDMConfig, PolicyConfig]:
+    """IDM and policy networks for the bench's frame size: a stride-2 first conv from 48 px up."""
+    stride = 2 if (config.env.size or 0) >= 48 else 1
+    policy = replace(config.policy, encoder=replace(config.policy.encoder, first_stride=stride))
+    return IDMConfig(encoder=EncoderConfig(first_stride=stride)), policy
+
+
 def pretrain_pipeline(config: BenchConfig, seed: int, root: Path) -> dict[str, Any]:
-    """collect -> IDM -> pseudo-labels -> BC for one seed; returns {policy, idm, metrics}."""
+    """collect -> IDM (until its gate) -> pseudo-labels -> BC for one seed; returns {policy, idm, metrics}."""
+    config = replace(config, env=config.env.resolved())
+    idm_model, policy_model = _scaled(config)
     collect(root, config.env, config.episodes, config.labelled, "scripted", config.noise, seed)
     corpus = load_corpus(root)
-    idm, idm_metrics = train_idm(corpus, IDMTrainConfig(), _engine(config.idm_steps, seed), None)
+    idm_config = IDMTrainConfig(idm_model, max_rounds=config.idm_rounds)
+    idm, idm_metrics = train_idm(corpus, idm_config, _engine(config.idm_steps, seed), None)
     label_metrics = label_corpus(corpus, idm)
     corpus = load_corpus(root)
     policy, bc_metrics = train_bc(
-        corpus, BCConfig(model=config.policy), _engine(config.bc_steps, seed), None, seed
+        corpus, BCConfig(model=policy_model), _engine(config.bc_steps, seed), None, seed
     )
     return {"policy": policy, "idm": idm, "metrics": idm_metrics | label_metrics | bc_metrics}
+
+
+def cached_pretrain(config: BenchConfig, seed: int, scratch: Path) -> dict[str, Any]:
+    """:func:`pretrain_pipeline` as a cached artifact (``warmstart.cache``, kind ``rl.vpt-source``): keyed by
+    the pipeline's config, the seed and the code version; the corpus itself is not kept."""
+    import shutil
+
+    from warmstart import cache
+    from warmstart_rl import data, models, vpt
+    from warmstart_rl.models import save_model
+
+    recipe = {
+        k: v for k, v in asdict(config).items() if k not in ("seeds", "total_steps", "threshold", "kl_coef")
+    }
+
+    def build(folder: Path) -> None:
+        pre = pretrain_pipeline(config, seed, scratch)
+        spec = {"env": asdict(config.env.resolved()), "metrics": pre["metrics"]}
+        idm, policy = pre["idm"], pre["policy"]
+        save_model(idm, folder / "idm", "idm", idm.hub_config() | spec)
+        save_model(policy, folder / "policy", "policy", policy.hub_config() | spec)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    folder = cache.cached(
+        "rl.vpt-source",
+        recipe | {"seed": seed},
+        build,
+        data={
+            "env": asdict(config.env),
+            "episodes": config.episodes,
+            "labelled": config.labelled,
+            "seed": seed,
+        },
+        code=cache.code_version(data, models, vpt),
+        description=f"VPT IDM + BC policy, {config.env.env_id}, seed {seed}",
+    )
+    idm, spec = models.load_model(folder / "idm", "idm")
+    policy, _ = models.load_model(folder / "policy", "policy")
+    return {"policy": policy.eval(), "idm": idm.eval(), "metrics": spec["metrics"]}
 
 
 def return_curve(
@@ -103,29 +171,38 @@ ARMS = ("scratch", "vpt-bc", "vpt-bc+kl")
 def run_bench(config: BenchConfig, out: Path) -> BenchReport:
     """All arms x seeds; writes report.md, plot.png, results.json (and the corpora) under ``out``."""
     config = replace(config, env=config.env.resolved())
-    finals: dict[str, list[float]] = {a: [] for a in ARMS}
+    from warmstart_rl.data import random_return
+
+    finals: dict[str, list[float]] = {a: [] for a in (*ARMS, "random policy")}
     curves: dict[str, list] = {a: [] for a in ARMS}
     to_threshold: dict[str, list[float]] = {a: [] for a in ARMS}
     speed: dict[str, list[float]] = {a: [] for a in ARMS}
     pre_metrics: dict[str, list[float]] = {
         "IDM held-out acc": [],
+        "IDM chance": [],
+        "IDM gate passed": [],
         "pseudo-label acc": [],
         "BC greedy return": [],
     }
     every = 4 * 64
     start = time.perf_counter()
     for seed in range(config.seeds):
-        pre = pretrain_pipeline(config, seed, Path(out) / f"corpus-seed{seed}")
+        pre = cached_pretrain(config, seed, Path(out) / f"corpus-seed{seed}")
         m = pre["metrics"]
         pre_metrics["IDM held-out acc"].append(m["idm/heldout_acc"])
+        pre_metrics["IDM chance"].append(m["idm/chance"])
+        pre_metrics["IDM gate passed"].append(m["idm/gate_passed"])
+        finals["random policy"].append(random_return(config.env, 10, 50_000 + seed))
         pre_metrics["pseudo-label acc"].append(m["label/accuracy_vs_truth"])
         pre_metrics["BC greedy return"].append(m.get("bc/return", float("nan")))
         for arm in ARMS:
             init = None if arm == "scratch" else pre["policy"]
             kl = config.kl_coef if arm == "vpt-bc+kl" else 0.0
-            ppo = PPOConfig(total_steps=config.total_steps, kl_coef=kl)
+            ppo = PPOConfig(
+                total_steps=config.total_steps, kl_coef=kl, n_envs=config.n_envs, n_steps=config.n_steps
+            )
             every = ppo.n_envs * ppo.n_steps
-            result = finetune_ppo(config.env, ppo, config.policy, init, seed=seed)
+            result = finetune_ppo(config.env, ppo, _scaled(config)[1], init, seed=seed)
             finals[arm].append(result["final_return"])
             curves[arm].append(return_curve(result["curve"], every, config.total_steps))
             reached = steps_to_threshold(result["curve"], config.threshold)
@@ -221,61 +298,113 @@ def _short_episodes() -> EnvConfig:
     return EnvConfig(max_episode_steps=20)
 
 
+def _other_env() -> EnvConfig:
+    """The other-environment videos: MiniGrid DoorKey (a key, a door, a wall: other objects and layout)."""
+    return EnvConfig("MiniGrid-DoorKey-5x5-v0", max_episode_steps=20)
+
+
 @dataclass
 class WorldModelBenchConfig:
+    """The ContextWM bench (``bench --kind worldmodel``), declared once: the CLI takes it as ``--worldmodel.*``."""
+
     seeds: int = 3
+    """Seeds per arm."""
     total_steps: int = 1500
+    """Environment steps of the Dreamer-style agent per run (equal for every arm)."""
     prefill: int = 300
+    """Uniformly random first steps (identical in every arm)."""
     videos: int = 100
+    """Frames-only episodes recorded per seed for each pretraining source."""
     pretrain_steps: int = 300
+    """Action-free pretraining steps."""
     context: bool = True
+    """ContextWM's context encoder (false: the plain APV-style decoder)."""
     noise: float = 0.3
+    """Random-action share of the same-env videos' scripted expert."""
     random_episodes: int = 200
+    """Episodes of the uniformly random policy measured as the reference row."""
     env: EnvConfig = field(default_factory=_short_episodes)
+    """The target environment."""
+    other_env: EnvConfig = field(default_factory=_other_env)
+    """The source of the other-env videos (recorded with a random policy, resized to the target's size)."""
+
+
+def _pretrained_source(config: WorldModelBenchConfig, source: str, seed: int, scratch: Path):
+    """The action-free world model pretrained on ``source`` ('same-env' / 'other-env') videos, built once
+    and cached (``warmstart.cache``, kind ``rl.worldmodel-source``) by its config, data recipe and code."""
+    import shutil
+
+    from warmstart import cache
+    from warmstart_rl import data, wmpretrain, worldmodel
+    from warmstart_rl.contextwm import (
+        PretrainConfig,
+        WorldModelConfig,
+        load_world_model,
+        pretrain_world_model,
+    )
+    from warmstart_rl.data import load_videos
+
+    env = config.env if source == "same-env" else config.other_env.resolved()
+    policy, noise = ("scripted", config.noise) if source == "same-env" else ("random", 0.0)
+    recipe = {"env": asdict(env), "videos": config.videos, "policy": policy, "noise": noise, "seed": seed}
+    model_config = WorldModelConfig(context=config.context)
+    size = int(config.env.size or 0)
+
+    def build(folder: Path) -> None:
+        root = scratch / f"{source}-videos-seed{seed}"
+        shutil.rmtree(root, ignore_errors=True)
+        collect(root, env, config.videos, 0, policy, noise, seed)
+        clips, info = load_videos([root], size)
+        engine = _engine(config.pretrain_steps, seed)
+        engine.train.micro_batch_size = 16
+        model, metrics = pretrain_world_model(
+            clips, PretrainConfig(model_config), engine, None, size, info["sources"]
+        )
+        from warmstart_rl.worldmodel import save_world_model
+
+        save_world_model(model, folder / "worldmodel", None, metrics, sources=info["sources"])
+        shutil.rmtree(root, ignore_errors=True)
+
+    folder = cache.cached(
+        "rl.worldmodel-source",
+        {"model": asdict(model_config), "pretrain_steps": config.pretrain_steps, "size": size},
+        build,
+        data=recipe,
+        code=cache.code_version(data, wmpretrain, worldmodel),
+        description=f"ContextWM action-free world model on {env.env_id} videos ({source}), seed {seed}",
+    )
+    return load_world_model(folder / "worldmodel")
 
 
 def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchReport:
-    """Dreamer-style agent from a video-pretrained ContextWM vs the same agent from scratch, equal env steps."""
-    config = replace(config, env=config.env.resolved())
-    import copy
-
+    """The Dreamer-style agent from scratch, from a world model pretrained on the target's own videos, and
+    from one pretrained on another environment's videos (ContextWM's in-the-wild setting), equal env steps."""
     import torch
 
-    from warmstart_rl.contextwm import (
-        AgentConfig,
-        PretrainConfig,
-        WorldModel,
-        WorldModelConfig,
-        pretrain_world_model,
-        train_agent,
-    )
+    from warmstart_rl.contextwm import AgentConfig, WorldModel, WorldModelConfig, train_agent
     from warmstart_rl.data import random_return
 
-    arms = ("scratch", "contextwm")
+    config = replace(config, env=config.env.resolved())
+    arms = ("scratch", "contextwm same-env videos", "contextwm other-env videos")
     finals: dict[str, list[float]] = {a: [] for a in (*arms, "random policy")}
     curves: dict[str, list] = {a: [] for a in arms}
     recon: dict[str, list[float]] = {a: [] for a in arms}
     seconds: dict[str, list[float]] = {a: [] for a in arms}
-    pre_recon: list[float] = []
+    pre_recon: dict[str, list[float]] = {a: [] for a in arms[1:]}
     agent = AgentConfig(total_steps=config.total_steps, prefill=config.prefill)
     model_config = WorldModelConfig(context=config.context)
     start = time.perf_counter()
     for seed in range(config.seeds):
-        root = Path(out) / f"videos-seed{seed}"
-        collect(root, config.env, config.videos, 0, "scripted", config.noise, seed)
-        engine = _engine(config.pretrain_steps, seed)
-        engine.train.micro_batch_size = 16
-        pretrained, metrics = pretrain_world_model(
-            load_corpus(root), PretrainConfig(model_config), engine, None
-        )
-        pre_recon.append(metrics["wm/heldout_recon"])
+        sources = {arm: _pretrained_source(config, arm.split()[1], seed, Path(out)) for arm in arms[1:]}
+        for arm, (_, spec) in sources.items():
+            pre_recon[arm].append(spec["metrics"]["wm/heldout_recon"])
         finals["random policy"].append(random_return(config.env, config.random_episodes, 50_000 + seed))
         for arm in arms:
             if arm == "scratch":
                 torch.manual_seed(seed)
-                world_model = WorldModel(pretrained.n_actions, pretrained.image_size, model_config)
+                world_model = WorldModel(0, int(config.env.size or 0), model_config)
             else:
-                world_model = copy.deepcopy(pretrained)
+                world_model = sources[arm][0]
             result = train_agent(config.env, agent, world_model, seed=seed)
             finals[arm].append(result["final_return"])
             curves[arm].append(return_curve(result["curve"], 250, config.total_steps))
@@ -283,25 +412,26 @@ def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchRepor
             seconds[arm].append(result["seconds"])
             log.info("seed %d %s: return %.3f", seed, arm, result["final_return"])
     description = (
-        f"{config.env.env_id}, {config.env.size}x{config.env.size} RGB pixels, {config.env.actions} actions. "
-        f"Per seed: {config.videos} frames-only episodes of a scripted expert with {config.noise:.0%} random "
-        f"actions are the videos; the ContextWM world model (context encoder: {config.context}) is pretrained "
-        f"action-free on them for {config.pretrain_steps} steps. Then the same Dreamer-style agent (action-"
-        f"conditioned world model + actor-critic in imagination) runs {config.total_steps} environment steps "
-        f"({config.prefill} uniformly random first, identical in both arms) from the pretrained or from a "
-        f"freshly initialised world model. Metric: mean return of the last 20 training episodes; 'random "
-        f"policy' is the uniformly random policy's mean over {config.random_episodes} episodes (measured, the "
-        f"floor any learning must clear; the expert scores about 0.96). Wall time "
+        f"Target {config.env.env_id}, {config.env.size}x{config.env.size} RGB pixels, {config.env.actions} "
+        f"actions. Per seed two action-free ContextWM sources (context encoder: {config.context}), each "
+        f"pretrained for {config.pretrain_steps} steps on {config.videos} frames-only episodes: the target's own "
+        f"videos (a scripted expert with {config.noise:.0%} random actions) and another environment's "
+        f"({config.other_env.env_id}, random policy, resized to {config.env.size} px; another action space "
+        f"needs no mapping: pretraining reads no actions). Sources are cached artifacts (warmstart.cache). "
+        f"Then the same Dreamer-style agent (target action input attached zero-initialised, actor-critic in "
+        f"imagination) runs {config.total_steps} environment steps ({config.prefill} uniformly random first, "
+        f"identical in every arm). Metric: mean return of the last 20 training episodes; 'random policy' is the "
+        f"uniformly random policy's mean over {config.random_episodes} episodes. Wall time "
         f"{time.perf_counter() - start:.0f} s."
     )
     extra = {
         "world-model recon error (last update)": recon,
         "agent wall time (s)": seconds,
-        "pretraining held-out recon error": {"contextwm": pre_recon},
+        "pretraining held-out recon error": pre_recon,
     }
     return write_bench_report(
         out,
-        "rl: ContextWM video-pretrained world model vs scratch, equal env steps",
+        "rl: ContextWM pretrained on same-env / other-env videos vs scratch, equal env steps",
         finals,
         metric="episodic return (last 20 episodes)",
         higher_is_better=True,
@@ -317,13 +447,22 @@ def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchRepor
 # -- RoboFuME: offline Cal-QL + learned reward vs online from scratch -----------------------------
 @dataclass
 class RoboFuMEBenchConfig:
+    """The RoboFuME bench (``bench --kind robofume``), declared once: the CLI takes it as ``--robofume.*``."""
+
     seeds: int = 3
+    """Seeds per arm."""
     online_steps: int = 1500
+    """Online environment steps per run (equal for both arms)."""
     demos: int = 30
+    """Demonstrations recorded per seed."""
     engine_steps: int = 300
+    """Training steps of the classifier and of offline Cal-QL."""
     eval_episodes: int = 10
+    """Greedy episodes scored with the true environment return."""
     noise: float = 0.3
+    """Random-action share of the demonstrations' scripted expert."""
     env: EnvConfig = field(default_factory=EnvConfig)
+    """The environment."""
 
 
 def run_robofume_bench(config: RoboFuMEBenchConfig, out: Path) -> BenchReport:

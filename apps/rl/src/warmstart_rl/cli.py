@@ -22,6 +22,7 @@ from typing import Literal
 from warmstart.cli import App, DemoResult, RunContext
 from warmstart.cli.show import print_table
 from warmstart.engine import EngineConfig
+from warmstart_rl.bench import BenchConfig, RoboFuMEBenchConfig, WorldModelBenchConfig
 from warmstart_rl.contextwm import AgentConfig, WorldModelConfig
 from warmstart_rl.data import EnvConfig, OnBadFile
 from warmstart_rl.l2m import L2MConfig
@@ -469,69 +470,12 @@ def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
     )
 
 
-@dataclass
-class BenchOptions:
-    seeds: int = 3
-    """Seeds per arm."""
-    total_steps: int = 8192
-    """PPO environment steps per run (equal for every arm)."""
-    episodes: int = 200
-    """Corpus episodes per seed (unlabelled videos + labelled)."""
-    labelled: int = 20
-    """Labelled episodes per seed."""
-    idm_steps: int = 300
-    """IDM optimizer steps."""
-    bc_steps: int = 300
-    """BC optimizer steps."""
-    threshold: float = 0.9
-    """Return threshold for the steps-to-threshold ratio."""
-    kl_coef: float = 0.1
-    """KL coefficient of the BC-init + KL arm."""
-
-    def to_config(self):
-        from warmstart_rl.bench import BenchConfig
-
-        return BenchConfig(**asdict(self))
-
-
-@dataclass
-class WorldModelBenchOptions:
-    seeds: int = 3
-    """Seeds per arm."""
-    total_steps: int = 1500
-    """Environment steps of the Dreamer-style agent per run (equal for both arms)."""
-    prefill: int = 300
-    """Uniformly random first steps (identical in both arms)."""
-    videos: int = 100
-    """Frames-only episodes recorded per seed for pretraining."""
-    pretrain_steps: int = 300
-    """Action-free pretraining steps."""
-    context: bool = True
-    """ContextWM's context encoder (false: the plain APV-style decoder)."""
-    random_episodes: int = 200
-    """Episodes of the uniformly random policy measured as the reference row."""
-
-
-@dataclass
-class RoboFuMEBenchOptions:
-    seeds: int = 3
-    """Seeds per arm."""
-    online_steps: int = 1500
-    """Online environment steps per run (equal for both arms)."""
-    demos: int = 30
-    """Demonstrations recorded per seed."""
-    engine_steps: int = 300
-    """Training steps of the classifier and of offline Cal-QL."""
-    eval_episodes: int = 10
-    """Greedy episodes scored with the true environment return."""
-
-
 @app.command
 def bench(
     kind: Literal["vpt", "worldmodel", "robofume"] = "vpt",
-    setup: BenchOptions = BenchOptions(),
-    worldmodel: WorldModelBenchOptions = WorldModelBenchOptions(),
-    robofume: RoboFuMEBenchOptions = RoboFuMEBenchOptions(),
+    setup: BenchConfig = BenchConfig(),
+    worldmodel: WorldModelBenchConfig = WorldModelBenchConfig(),
+    robofume: RoboFuMEBenchConfig = RoboFuMEBenchConfig(),
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> None:
@@ -540,28 +484,22 @@ def bench(
     Args:
         kind: 'vpt' (PPO scratch vs BC-init vs BC-init + KL), 'worldmodel' (ContextWM pretrained vs scratch
             world model) or 'robofume' (offline Cal-QL + learned reward vs online from scratch).
-        setup: the VPT bench's seeds, environment steps, corpus size, threshold.
+        setup: the VPT bench's seeds, environment, steps, corpus size, threshold (`--setup.env.env_id
+            ALE/Breakout-v5` for the Atari row).
         worldmodel: the world-model bench's settings.
         robofume: the RoboFuME bench's settings.
         out: run directory for report.md, plot.png, results.json.
     """
-    from warmstart_rl.bench import (
-        RoboFuMEBenchConfig,
-        WorldModelBenchConfig,
-        run_bench,
-        run_robofume_bench,
-        run_worldmodel_bench,
-        single_thread,
-    )
+    from warmstart_rl.bench import run_bench, run_robofume_bench, run_worldmodel_bench, single_thread
 
     run_dir, _ = _ctx(run, "bench").open(out=out)
     with single_thread():
         if kind == "worldmodel":
-            report = run_worldmodel_bench(WorldModelBenchConfig(**asdict(worldmodel)), run_dir)
+            report = run_worldmodel_bench(worldmodel, run_dir)
         elif kind == "robofume":
-            report = run_robofume_bench(RoboFuMEBenchConfig(**asdict(robofume)), run_dir)
+            report = run_robofume_bench(robofume, run_dir)
         else:
-            report = run_bench(setup.to_config(), run_dir)
+            report = run_bench(setup, run_dir)
     _print_report(report)
 
 
