@@ -232,7 +232,10 @@ def test_demo(tmp_path: Path) -> None:
     assert 0 <= result["bleu"] <= 100 and (tmp_path / "demo.json").is_file()
 
 
-def test_bench_st_and_throughput(tmp_path: Path, corpus: dict[str, Path]) -> None:
+def test_bench_st_and_throughput(
+    tmp_path: Path, corpus: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WARMSTART_CACHE", str(tmp_path / "cache"))
     cfg = [
         "--st.seeds", "2", "--st.mt_steps", "6", "--st.pretrain_steps", "4", "--st.st_steps", "5",
         "--st.batch_size", "4", "--st.data", str(corpus["train"]),
@@ -244,6 +247,28 @@ def test_bench_st_and_throughput(tmp_path: Path, corpus: dict[str, Path]) -> Non
     assert all(len(m["values"]) == 2 for m in res["methods"].values())
     assert (tmp_path / "b" / "plot.png").stat().st_size > 1000 and (tmp_path / "b" / "report.md").is_file()
     assert res["curves"]["ctc+ot"]["steps"] == [5]
+    assert (
+        res["config"]["ordering"]["seeds"] == 2
+        and "CTC+OT > CTC > CE" in (tmp_path / "b" / "report.md").read_text()
+    )
+    sources = {
+        k: sorted(p.name for p in (tmp_path / "cache" / k).iterdir() if not p.name.startswith("."))
+        for k in ("speech.mt-source", "speech.encoder-source")
+    }
+    assert len(sources["speech.mt-source"]) == 2 and len(sources["speech.encoder-source"]) == 6  # per seed
+    assert (
+        app.main(
+            ["bench", "--kind", "st", "--out", str(tmp_path / "b2"), "--st.arms", '["scratch", "ctc"]', *cfg]
+        )
+        == 0
+    )
+    again = {
+        k: sorted(p.name for p in (tmp_path / "cache" / k).iterdir() if not p.name.startswith("."))
+        for k in sources
+    }
+    assert again == sources  # the second run reused every cached source
+    res2 = json.loads((tmp_path / "b2" / "results.json").read_text())
+    assert res2["methods"]["ctc"]["values"] == res["methods"]["ctc"]["values"]  # same sources, same ST runs
     assert (
         app.main(
             [
