@@ -162,7 +162,11 @@ def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys):
     assert app.main(["clip2point-pretrain", "--clip.model", str(src / "clip"), "--pretrain.steps", "2",
                      "--pretrain.per_class", "2", "--pretrain.n_points", "64", "--pretrain.batch_size", "8",
                      "--engine", "false", "--out", str(pre)]) == 0  # fmt: skip
-    assert (pre / "depth_encoder.safetensors").is_file() and json.loads((pre / "clip2point.json").read_text())
+    from warmstart.hub import read_config
+
+    assert read_config(pre / "depth_encoder", "3d.clip2point-depth")["config"]["clip"]["model"] == str(
+        src / "clip"
+    )
     learned = [
         "--shots",
         "1",
@@ -202,9 +206,9 @@ def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys):
     assert app.main(["clip2point-eval", "--checkpoint", str(pre), "--data", str(tmp_path / "clouds")]) == 2
     assert "need at least" in capsys.readouterr().err
     wide = _tiny_clip(tmp_path, 48)
-    meta = json.loads((pre / "clip2point.json").read_text())
-    meta["clip"]["model"] = str(wide)
-    (pre / "clip2point.json").write_text(json.dumps(meta))
+    meta = json.loads((pre / "depth_encoder" / "config.json").read_text())
+    meta["config"]["clip"]["model"] = str(wide)
+    (pre / "depth_encoder" / "config.json").write_text(json.dumps(meta))
     assert (
         app.main(["clip2point-eval", "--checkpoint", str(pre), "--per_class", "1", "--n_points", "64"]) == 2
     )
@@ -218,8 +222,26 @@ def test_cli_pretrain_with_a_tiny_source_in_one_command(tmp_path):
                      "--source.n_points", "64", *TINY, "--pretrain.steps", "2", "--pretrain.per_class", "1",
                      "--pretrain.n_points", "64", "--pretrain.init", "scratch", "--engine", "false",
                      "--out", str(out)]) == 0  # fmt: skip
-    meta = json.loads((out / "clip2point.json").read_text())
-    assert meta["init"] == "scratch" and meta["clip"]["model"] == str((out / "clip").resolve())
+    from safetensors.torch import load_file, save_file
+
+    from warmstart_3d.clip2point import load_clip, load_depth_encoder, read_depth_checkpoint
+
+    clip, depth, rest = read_depth_checkpoint(out)
+    assert rest["init"] == "scratch" and clip.model == str((out / "clip").resolve())
+    loaded = load_clip(clip)
+    encoder = load_depth_encoder(out, loaded)  # the trained model reloads with one call
+    # an older run folder (depth_encoder.safetensors + clip2point.json) still loads
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file(
+        load_file(str(out / "depth_encoder" / "model.safetensors")), str(old / "depth_encoder.safetensors")
+    )
+    (old / "clip2point.json").write_text(json.dumps({"clip": {"model": clip.model, "pretrained": None},
+                                                     "depth": {"point_radius": None}, "init": "scratch"}))  # fmt: skip
+    assert read_depth_checkpoint(old)[2]["init"] == "scratch"
+    legacy = load_depth_encoder(old, loaded)
+    x = torch.rand(2, 3, loaded.image_size, loaded.image_size)
+    assert torch.equal(legacy(x), encoder(x))
     assert "source_rgb_zero_shot_accuracy" in json.loads((out / "results.json").read_text())
 
 

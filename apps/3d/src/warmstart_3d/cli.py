@@ -461,7 +461,7 @@ def clip2point_pretrain(
         source: settings of the tiny source CLIP when --clip.model tiny.
         engine: train with the core engine; false: the same recipe in a plain loop.
         out: run directory (default runs/3d/clip2point-pretrain/<time>): depth_encoder.safetensors,
-            clip2point.json, results.json.
+            depth_encoder/ (config.json + model.safetensors + README.md), results.json.
     """
     from warmstart_3d.clip2point import load_clip, pretrain_clip2point, pretrain_source, save_depth_encoder
 
@@ -480,7 +480,7 @@ def clip2point_pretrain(
         cfg.train.seed = pretrain.seed
     model, info = pretrain_clip2point(loaded, depth, pretrain, cfg)
     results |= info
-    path = save_depth_encoder(model, clip, depth, run_dir, {"init": pretrain.init})
+    path = save_depth_encoder(model, clip, depth, run_dir, {"init": pretrain.init}, info)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     _print("clip2point pretrain", results | {"depth_encoder": str(path)})
     return results
@@ -508,7 +508,8 @@ def clip2point_eval(
     single-path adapter for few-shot).
 
     Args:
-        checkpoint: a clip2point-pretrain run directory (its clip2point.json names the CLIP model).
+        checkpoint: a clip2point-pretrain run directory (its depth_encoder/config.json names the CLIP model;
+            older runs' clip2point.json is read too).
         clip: the open_clip model when there is no checkpoint (PointCLIP-style).
         data: a splats-make folder (index.jsonl) or a folder of class sub-folders of point files
             (PLY/XYZ/NPY/OFF); default: generated procedural shapes.
@@ -543,11 +544,9 @@ def clip2point_eval(
         raise ConfigError(f"--prompt {prompt!r} needs a {{}} where the class name goes")
     depth = DepthConfig()
     if checkpoint is not None:
-        meta_path = Path(checkpoint) / "clip2point.json"
-        if not meta_path.is_file():
-            raise DataError(f"{checkpoint}: no clip2point.json; pass a clip2point-pretrain run directory")
-        meta = json.loads(meta_path.read_text())
-        clip, depth = ClipSpec(**meta["clip"]), DepthConfig(**meta["depth"])
+        from warmstart_3d.clip2point import read_depth_checkpoint
+
+        clip, depth, _ = read_depth_checkpoint(checkpoint)
     run = run or RunContext("3d", "clip2point-eval")
     points, labels, names = load_eval_set(data, classes, per_class, n_points, seed)
     if shots > 0:  # the explicit, checked split, before anything is written

@@ -353,31 +353,83 @@ def pretrain_clip2point(
     return model, {"loss_first": losses[0], "loss_last": losses[-1], "seconds": time.perf_counter() - start}
 
 
-def save_depth_encoder(
-    model: CLIP2Point, clip: ClipSpec, depth: DepthConfig, folder: Path, extra: dict
-) -> Path:
-    from safetensors.torch import save_file
+DEPTH_KIND = "3d.clip2point-depth"
 
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.contiguous() for k, v in model.depth_encoder.state_dict().items()},
-        str(folder / "depth_encoder.safetensors"),
+
+def save_depth_encoder(
+    model: CLIP2Point, clip: ClipSpec, depth: DepthConfig, folder: Path, extra: dict,
+    metrics: dict | None = None,
+) -> Path:  # fmt: skip
+    """The depth encoder in the core's model format at ``folder/depth_encoder`` (config names the CLIP model and
+    the depth rendering, so clip2point-eval rebuilds it from the folder alone)."""
+    from warmstart.hub import ModelCard, save_model
+
+    card = ModelCard(
+        title=f"CLIP2Point depth encoder ({clip.model}, init {extra.get('init', 'clip')})",
+        paper="CLIP2Point (arXiv 2210.01055)", metrics=dict(metrics or {}),
+    )  # fmt: skip
+    config = {"clip": asdict(clip), "depth": asdict(depth)}
+    return save_model(
+        model.depth_encoder, folder / "depth_encoder", kind=DEPTH_KIND, config=config, card=card, extra=extra
     )
-    meta = {"clip": asdict(clip), "depth": asdict(depth), **extra}
-    (folder / "clip2point.json").write_text(json.dumps(meta, indent=2))
-    return folder / "depth_encoder.safetensors"
+
+
+def _depth_folder(checkpoint: Path) -> Path | None:
+    for candidate in (checkpoint / "depth_encoder", checkpoint):
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
+
+
+def read_depth_checkpoint(checkpoint: str | Path) -> tuple[ClipSpec, DepthConfig, dict]:
+    """(CLIP spec, depth config, the rest) of a clip2point-pretrain run directory or its ``depth_encoder``
+    folder; an older run's ``clip2point.json`` + ``depth_encoder.safetensors`` reads the same."""
+    from warmstart.hub import read_config
+
+    checkpoint = Path(checkpoint)
+    folder = _depth_folder(checkpoint)
+    if folder is not None:
+        meta = read_config(folder, DEPTH_KIND)
+        config = meta["config"]
+        rest = {k: v for k, v in meta.items() if k not in ("config", "files")}
+    elif (checkpoint / "clip2point.json").is_file():  # the layout before the core's model format
+        config = json.loads((checkpoint / "clip2point.json").read_text())
+        rest = {k: v for k, v in config.items() if k not in ("clip", "depth")}
+    else:
+        raise CheckpointError(
+            f"{checkpoint}: no depth_encoder/config.json; pass a clip2point-pretrain run directory"
+        )
+    return ClipSpec(**config["clip"]), DepthConfig(**config["depth"]), rest
 
 
 def load_depth_encoder(folder: Path, clip: LoadedCLIP) -> nn.Module:
     """The pretrained depth encoder of a clip2point-pretrain run (shaped like ``clip``'s image tower)."""
+    from warmstart.hub import load_model
+
+    def build(_: dict) -> nn.Module:
+        return copy.deepcopy(clip.model.visual).float()
+
+    folder = Path(folder)
+    saved = _depth_folder(folder)
+    if saved is not None:
+        try:
+            encoder, _ = load_model(saved, build, kind=DEPTH_KIND)
+        except CheckpointError as exc:
+            if "does not fit" in str(exc):
+                raise CheckpointError(
+                    f"{saved}: does not match the image tower of {clip.source}; pass the --clip.model used in "
+                    "pretraining"
+                ) from None
+            raise
+        return encoder.eval()
     from safetensors.torch import load_file
 
-    path = Path(folder) / "depth_encoder.safetensors"
+    path = folder / "depth_encoder.safetensors"
     if not path.is_file():
         raise CheckpointError(
             f"{folder}: no depth_encoder.safetensors; pass a clip2point-pretrain run directory"
         )
-    encoder = copy.deepcopy(clip.model.visual).float()
+    encoder = build({})
     try:
         encoder.load_state_dict(load_file(str(path)))
     except RuntimeError as exc:
