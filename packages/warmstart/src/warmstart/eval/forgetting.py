@@ -37,9 +37,8 @@ def forgetting_per_task(
     if k == 0:
         return np.zeros(0)
     earlier, now = a[:k, :k], a[k, :k]  # (k, k), (k,)
-    if higher_is_better:
-        return earlier.max(axis=0) - now
-    return now - earlier.min(axis=0)
+    drop: np.ndarray = earlier.max(axis=0) - now if higher_is_better else now - earlier.min(axis=0)
+    return drop
 
 
 def forgetting(
