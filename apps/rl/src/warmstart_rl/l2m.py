@@ -267,6 +267,7 @@ class L2MConfig:
 
 
 def _adam_steps(
+    model: nn.Module,
     params: list[nn.Parameter],
     loss_fn: Any,
     n: int,
@@ -275,16 +276,26 @@ def _adam_steps(
     lr: float,
     generator: torch.Generator,
 ) -> float:
-    """Plain Adam on random minibatches of ``n`` samples; ``loss_fn(idx) -> loss``; returns the last loss."""
-    optimizer = torch.optim.Adam(params, lr=lr)
-    loss = torch.zeros(())
-    for _ in range(steps):
-        idx = torch.randint(n, (min(batch, n),), generator=generator)
-        loss = loss_fn(idx)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return float(loss.detach())
+    """Adam (the core's AdamW without decay) on random minibatches of ``n`` samples through the core's
+    in-process loop (:func:`warmstart.engine.light_fit`: NaN/inf guard, no clipping here, CPU);
+    ``loss_fn(idx) -> loss``; returns the last loss."""
+    from warmstart.engine import light_fit
+
+    if steps < 1:
+        return float("nan")
+    batches = (torch.randint(n, (min(batch, n),), generator=generator) for _ in range(steps))
+    losses = light_fit(
+        model,
+        loss_fn,
+        batches,
+        steps=steps,
+        lr=lr,
+        params=params,
+        grad_clip_norm=None,
+        seed=None,
+        device="cpu",
+    )
+    return losses[-1]
 
 
 def bc_train(
@@ -296,7 +307,9 @@ def bc_train(
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(policy(demos.obs[idx]), demos.labels[idx])
 
-    out = _adam_steps(list(policy.parameters()), loss_fn, len(demos.labels), steps, batch, lr, generator)
+    out = _adam_steps(
+        policy, list(policy.parameters()), loss_fn, len(demos.labels), steps, batch, lr, generator
+    )
     policy.eval()
     return out
 
@@ -324,7 +337,7 @@ def l2m_learn_task(
         return F.cross_entropy(logits, demos.labels[idx]) + config.key_coef * key_loss.mean()
 
     loss = _adam_steps(
-        params, loss_fn, len(demos.labels), config.task_steps, config.batch_size, config.lr, generator
+        model, params, loss_fn, len(demos.labels), config.task_steps, config.batch_size, config.lr, generator
     )
     model.claim(reserved, task)
     return {"loss": loss, "slots": float(len(reserved))}
@@ -473,12 +486,17 @@ def _split_episodes(demos: Demos, n_train_episodes: int) -> tuple[Demos, Demos]:
 
 
 def forgetting(matrix: list[list[float]]) -> float:
-    """Mean over all but the last task of (best accuracy during the sequence - final accuracy)."""
+    """Average forgetting after the last stage, the core's one definition (Chaudhry et al. 2018, Eq. 4:
+    mean over earlier tasks j of max_{l<k} a[l, j] - a[k, j]); ``matrix[l][j]``: accuracy on j after stage l."""
+    from warmstart.eval.forgetting import forgetting as average_forgetting
+
     n = len(matrix)
     if n < 2:
         return 0.0
-    drops = [max(matrix[i][j] for i in range(j, n)) - matrix[-1][j] for j in range(n - 1)]
-    return float(np.mean(drops))
+    full = np.full((n, n), -np.inf)  # a task not yet learned was not scored: it never is the "best earlier"
+    for stage, row in enumerate(matrix):
+        full[stage, : len(row)] = row
+    return average_forgetting(full)
 
 
 def run_l2m_bench(config: L2MConfig, seeds: int, out: Any) -> Any:
@@ -520,7 +538,7 @@ def run_l2m_bench(config: L2MConfig, seeds: int, out: Any) -> Any:
     extra: dict[str, dict[str, list[float]]] = {
         "accuracy on task set A after the sequence": on_a,
         "accuracy on the new tasks": on_new,
-        "forgetting (best - final accuracy, earlier tasks)": forget,
+        "forgetting (Chaudhry et al. 2018: best earlier - final accuracy)": forget,
         "held-out samples routed to their task's modulator": {"l2m": routing},
     }
     if config.eval_episodes > 0:
