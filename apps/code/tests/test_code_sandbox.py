@@ -91,7 +91,7 @@ def test_environment_of_the_parent_is_invisible(sandbox):
     assert SECRET not in result.output
     assert "WARMSTART_CODE_TEST_SECRET" not in result.output
     if sandbox.info["isolation"] == "namespaces":
-        assert "nprocs 2" in result.output  # a fresh /proc: only the job's supervisor and the program
+        assert "nprocs 1" in result.output  # a fresh /proc: only the program itself
 
 
 def test_no_network_even_to_localhost(sandbox):

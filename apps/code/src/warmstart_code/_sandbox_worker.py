@@ -8,28 +8,31 @@ the isolation is the operating system's, and the verdict is computed where the c
 Per worker (once): root is dropped to ``nobody``; descriptors to the standard-library folders are opened
 first and ``sys.path`` points through them (``/proc/self/fd/N``), so *every* stdlib module, codec and
 extension imports after the drop; a user + network namespace is entered (no network at all); the worker
-becomes non-dumpable (nothing it forks can ptrace or read it) and a child subreaper (no descendant can
-escape the post-job sweep by ``setsid`` or double forks).
+becomes non-dumpable (nothing it forks can ptrace it or read its memory) and a child subreaper (no
+descendant escapes the post-job sweep by ``setsid`` or double forks).
 
-Per job: a child enters a new mount + PID namespace with a read-only filesystem, a size-capped tmpfs on
-``/tmp`` and a fresh ``/proc``; its PID 1 is the **supervisor**, which restricts itself with Landlock
-(writes only in the work dir, no TCP, signals only inside the job) where the kernel has it, and forks the
-**program process**. The program process gets rlimits, no capabilities, ``no_new_privs`` and a seccomp
-filter (no ptrace / process_vm_*, no AF_INET*/netlink/packet sockets, no mount/unshare/io_uring/bpf).
+Per job, **one process**: cloned straight into a new mount + PID namespace (its PID 1) with a read-only
+filesystem, a size-capped tmpfs on ``/tmp`` and a fresh ``/proc``; it restricts itself with Landlock
+(writes only in the work dir, no TCP, signals only inside the job) where the kernel has it, takes rlimits,
+drops every capability, sets ``no_new_privs`` and a seccomp filter (no ptrace / process_vm_*, no
+AF_INET*/netlink/packet sockets, no mount/unshare/io_uring/bpf; a SIGKILL at itself, its group or its
+parent ends it), and runs the program.
 
-* ``mode = "check"``: the program process runs the candidate's code and then only answers calls; the
-  supervisor — a separate, non-dumpable process the candidate never shares memory with — runs the task's
-  trusted context (its prompt) and tests, with the entry point (and any other function the program
-  defines) bound to proxies that call into the program process. Arguments and results cross as pickles
-  the supervisor decodes with a loader that builds only plain values (numbers, strings, bytes, lists,
-  tuples, dicts, sets, a few stdlib value types), so a result's own ``__eq__`` never runs where the
-  verdict is made. The supervisor reports the verdict on a pipe only it holds.
+* ``mode = "check"``: the program process runs the candidate's code and then only answers calls; **the
+  worker** — trusted, non-dumpable, a process the candidate never shares memory with — runs the task's
+  trusted context (its prompt) and tests in a fresh namespace, with the entry point (and any other
+  function the program defines) bound to proxies that call into the program process. Arguments and
+  results cross as pickles the worker decodes with a loader that builds only plain values (numbers,
+  strings, bytes, lists, tuples, dicts, sets, a few stdlib value types), so a result's own ``__eq__`` never
+  runs where the verdict is made. Test code is trusted: it runs with the worker's rights (a test that
+  changes a module's global state changes it for the worker's later jobs), under the job's wall clock.
 * ``mode = "program"``: the program process runs a whole program; "passed" means it returned normally and
   said so — a claim the program itself can fake (there is no separate checker for an opaque program).
 
-Where namespaces are unavailable (``isolation = rlimits``) the same processes, rlimits, Landlock, seccomp
-and the subreaper sweep remain; the host's ``/proc`` stays visible. Protocol on stdin/stdout: 4-byte
-big-endian length + JSON, one job in, one result out.
+Where namespaces are unavailable (``isolation = rlimits``) the same process, rlimits, Landlock, seccomp and
+the subreaper sweep remain; the host's ``/proc`` stays visible. Protocol on the worker's stdin/stdout
+(moved to descriptors 100/101; 0 and 1 are /dev/null): 4-byte big-endian length + JSON, one job in, one
+result out.
 """
 
 # ruff: noqa: E402, SIM105  — the module list is imported on purpose before privileges are dropped
@@ -299,7 +302,7 @@ DENIED_X86_64 = [
     175,
     313,
 ]
-SYS_SOCKET_X86_64, AF_UNIX = 41, 1
+SYS_SOCKET_X86_64, SYS_KILL_X86_64, AF_UNIX = 41, 62, 1
 
 
 def _seccomp_supported() -> bool:
@@ -309,26 +312,44 @@ def _seccomp_supported() -> bool:
 
 
 def _seccomp() -> None:
-    """A deny-list seccomp filter: EPERM for the syscalls above, EACCES for non-AF_UNIX sockets."""
+    """A deny-list seccomp filter: EPERM for the syscalls above, EACCES for non-AF_UNIX sockets, and a
+    SIGKILL sent to the program itself, its process group or its parent (the worker) ends the program at
+    once — labelled ``killed_by_program`` — instead of reaching a process that the kernel would ignore
+    (PID 1 of a namespace) or the worker."""
     if not _seccomp_supported():
         return
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     allow, kill = 0x7FFF0000, 0x80000000
     deny, deny_net = 0x00050000 | errno.EPERM, 0x00050000 | errno.EACCES
-    n = len(DENIED_X86_64)
+    targets = sorted({0, os.getpid(), os.getppid(), (-os.getpgid(0)) & 0xFFFFFFFF, 0xFFFFFFFF})
+    n, m = len(DENIED_X86_64), len(targets)
     prog = [(ld, 0, 0, 4), (jeq, 1, 0, AUDIT_ARCH_X86_64), (ret, 0, 0, kill), (ld, 0, 0, 0)]
-    # after the nr load (index 3): [4: x32?][5..4+n: denied?][5+n: socket?][allow][ld arg0][unix?][allow]
-    # [5+n+5: deny_net][5+n+6: deny]; a jump from index i lands on i + 1 + offset
-    prog.append((jge, n + 6, 0, 0x40000000))  # x32 ABI -> deny
+    # layout (a jump from index i lands on i + 1 + offset), D = 5 + n:
+    # [4: x32?][5..D-1: denied?][D: socket?][D+1: kill?][D+2: allow][D+3: ld arg0][D+4: unix?][D+5: allow]
+    # [D+6: deny_net][D+7: ld arg1][D+8: sig 9?][D+9: allow][D+10: ld arg0][D+11..D+10+m: target?]
+    # [D+11+m: allow][D+12+m: kill][D+13+m: deny]
+    d = 5 + n
+    deny_at = d + 13 + m
+    prog.append((jge, deny_at - 5, 0, 0x40000000))  # x32 ABI -> deny
     for i, nr in enumerate(DENIED_X86_64):
-        prog.append((jeq, n + 5 - i, 0, nr))  # -> deny
-    prog.append((jeq, 1, 0, SYS_SOCKET_X86_64))
-    prog.append((ret, 0, 0, allow))
-    prog.append((ld, 0, 0, 16))  # args[0] (domain), low 32 bits
-    prog.append((jeq, 0, 1, AF_UNIX))
-    prog.append((ret, 0, 0, allow))
-    prog.append((ret, 0, 0, deny_net))
-    prog.append((ret, 0, 0, deny))
+        prog.append((jeq, deny_at - (5 + i) - 1, 0, nr))  # -> deny
+    prog.append((jeq, 2, 0, SYS_SOCKET_X86_64))  # D -> D+3
+    prog.append((jeq, 5, 0, SYS_KILL_X86_64))  # D+1 -> D+7
+    prog.append((ret, 0, 0, allow))  # D+2
+    prog.append((ld, 0, 0, 16))  # D+3: args[0] (domain), low 32 bits
+    prog.append((jeq, 0, 1, AF_UNIX))  # D+4
+    prog.append((ret, 0, 0, allow))  # D+5
+    prog.append((ret, 0, 0, deny_net))  # D+6
+    prog.append((ld, 0, 0, 24))  # D+7: args[1] (signal)
+    prog.append((jeq, 1, 0, signal.SIGKILL))  # D+8 -> D+10
+    prog.append((ret, 0, 0, allow))  # D+9
+    prog.append((ld, 0, 0, 16))  # D+10: args[0] (pid), low 32 bits
+    for i, pid in enumerate(targets):  # D+11+i -> D+12+m (kill)
+        prog.append((jeq, m - i, 0, pid))
+    prog.append((ret, 0, 0, allow))  # D+11+m
+    prog.append((ret, 0, 0, kill))  # D+12+m
+    prog.append((ret, 0, 0, deny))  # D+13+m
+    assert len(prog) == deny_at + 1
     raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
     filt = ctypes.create_string_buffer(raw, len(raw))
     fprog = struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(filt))
@@ -473,37 +494,6 @@ def _recv_frame(fd: int, limit: int = 64 * 2**20) -> bytes | None:
     return exact(size)
 
 
-def _frames_until_exit(fd: int, pid: int) -> list[bytes]:
-    """The frames written on ``fd`` until process ``pid`` exits (its orphans may hold ``fd`` open longer)."""
-    exited = _pidfd(pid)
-    watch = [fd] + ([exited] if exited is not None else [])
-    buf = bytearray()
-    while watch:
-        ready = select.select(watch, [], [])[0]
-        if exited in ready:
-            watch.remove(exited)
-            while select.select([fd], [], [], 0)[0]:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                buf += chunk
-            break
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        buf += chunk
-    if exited is not None:
-        os.close(exited)
-    frames, view = [], bytes(buf)
-    while len(view) >= 4:
-        (size,) = struct.unpack(">I", view[:4])
-        if len(view) < 4 + size:
-            break
-        frames.append(view[4 : 4 + size])
-        view = view[4 + size :]
-    return frames
-
-
 class PlainUnpickler(pickle.Unpickler):
     """Builds plain values only: the opcodes for None/bool/int/float/str/bytes/list/tuple/dict/set/frozenset
     need no class; a few stdlib value types are allowed by name; any other class — the program's own, or an
@@ -646,11 +636,84 @@ def _raise_remote(reply: tuple, state: dict) -> None:
     raise ProgramError(f"{name}: {text}")
 
 
-def _checker(job: dict, state: dict, to_program: int, from_program: int) -> bool:
+class Deadline(BaseException):
+    """The job's wall clock ran out while the worker was checking."""
+
+
+class OutputFull(BaseException):
+    """The program wrote more than the output cap."""
+
+
+class _Channel:
+    """The worker's side of a job: replies from the program, its output (drained while waiting, capped),
+    its exit, and the wall clock."""
+
+    def __init__(self, replies: int, out: int, exited: int | None, deadline: float, cap: int) -> None:
+        self.replies, self.out, self.exited, self.deadline, self.cap = replies, out, exited, deadline, cap
+        self.output = bytearray()
+        self.buffer = bytearray()
+        self.gone = False
+
+    def _drain_out(self) -> None:
+        while select.select([self.out], [], [], 0)[0]:
+            chunk = os.read(self.out, 65536)
+            if not chunk:
+                return
+            self.output += chunk
+            if len(self.output) > self.cap:
+                raise OutputFull
+
+    def frame(self) -> bytes | None:
+        """The next frame from the program; None when it has exited (or closed its end) without one."""
+        while True:
+            if len(self.buffer) >= 4:
+                (size,) = struct.unpack(">I", self.buffer[:4])
+                if size > 64 * 2**20:
+                    raise ProgramGone("the program process broke the protocol")
+                if len(self.buffer) >= 4 + size:
+                    data = bytes(self.buffer[4 : 4 + size])
+                    del self.buffer[: 4 + size]
+                    return data
+            if self.gone:
+                return None
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise Deadline
+            watch = [self.replies, self.out] + ([self.exited] if self.exited is not None else [])
+            ready = select.select(watch, [], [], left)[0]
+            if self.out in ready:
+                self._drain_out()
+            if self.replies in ready:
+                chunk = os.read(self.replies, 65536)
+                if chunk:
+                    self.buffer += chunk
+                    continue
+                self.gone = True
+            if self.exited is not None and self.exited in ready:
+                while select.select([self.replies], [], [], 0)[0]:  # what it wrote before it went
+                    chunk = os.read(self.replies, 65536)
+                    if not chunk:
+                        break
+                    self.buffer += chunk
+                self.gone = True
+
+    def finish_output(self, seconds: float = 0.05) -> None:
+        """What the program already wrote (orphans holding the pipe open cannot stall this)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and select.select([self.out], [], [], 0)[0]:
+            chunk = os.read(self.out, 65536)
+            if not chunk:
+                return
+            self.output += chunk
+            if len(self.output) > self.cap:
+                raise OutputFull
+
+
+def _checker(job: dict, state: dict, to_program: int, channel: _Channel) -> bool:
     """Run the task's context and tests here, the candidate's functions there; True when ``check`` returns."""
 
     def receive() -> tuple:
-        data = _recv_frame(from_program)
+        data = channel.frame()
         if data is None:
             raise ProgramGone("the program process ended")
         try:
@@ -669,7 +732,10 @@ def _checker(job: dict, state: dict, to_program: int, from_program: int) -> bool
 
     def proxy(name: str):  # noqa: ANN202
         def call(*args, **kwargs):  # noqa: ANN202
-            _send_frame(to_program, pickle.dumps(("call", name, args, kwargs), protocol=5))
+            try:
+                _send_frame(to_program, pickle.dumps(("call", name, args, kwargs), protocol=5))
+            except BrokenPipeError:
+                raise ProgramGone("the program process ended") from None
             reply = receive()
             if reply[0] == "ok" and len(reply) == 2:
                 return reply[1]
@@ -697,102 +763,75 @@ def _checker(job: dict, state: dict, to_program: int, from_program: int) -> bool
     return True
 
 
-def _supervise(job: dict, cfg: dict, out_w: int, report_w: int, workdir: str, stdlib: list[int]) -> None:
-    """The job's PID 1 (or session leader): Landlock, fork the program, check or wait, report. Never returns."""
+def _on_alarm(signum: int, frame: object) -> None:
+    raise Deadline
+
+
+def _check_in_worker(job: dict, channel: _Channel, to_program: int) -> tuple[bool, dict, str]:
+    """The tests, here in the worker (trusted code, a fresh namespace per job, prints captured, the wall clock
+    enforced by an alarm); returns (passed, state, the test's own output)."""
+    import contextlib
+
+    state: dict = {}
+    passed = False
+    text = io.StringIO()
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    # re-armed every 50 ms: a test that swallows the first alarm gets another
+    signal.setitimer(signal.ITIMER_REAL, max(0.001, channel.deadline - time.monotonic()), 0.05)
     try:
-        LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out_w, 1)
-        os.dup2(out_w, 2)
-        os.close(null)
-        os.chdir(workdir)
-        os.environ.clear()
-        os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
-        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-        _landlock(workdir, int(cfg.get("_landlock_abi", 0)))
-        calls_r, calls_w = os.pipe()
-        replies_r, replies_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(report_w)
-            high_r, high_w = os.dup2(calls_r, FD_PATHS - 2), os.dup2(replies_w, FD_PATHS - 1)
-            os.dup2(high_r, FD_CALLS)
-            os.dup2(high_w, FD_REPLIES)
-            _program_process(job, cfg, workdir, stdlib)
-        for fd in (calls_r, replies_w):
-            os.close(fd)
-        _limit(
-            cfg | {"max_processes": max(2, int(cfg["max_processes"]))}, cpu_limit=False
-        )  # tests: wall clock
-        state: dict = {}
-        passed, detail = False, ""
-        if job["mode"] == "check":
+        with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
             try:
-                passed = _checker(job, state, calls_w, replies_r)
-            except ProgramGone as exc:
-                detail = str(exc)
+                passed = _checker(job, state, to_program, channel)
+            except (ProgramGone, Deadline, OutputFull):
+                raise
             except MemoryError:
                 state["memory"] = True
             except BaseException as exc:  # noqa: BLE001 - the test failed: show the test's own frames
                 _program_frames(exc)
-                detail = f"{type(exc).__name__}"
-            sys.stdout.flush()
-            os.close(calls_w)  # the program process sees the end of its calls and exits
-        else:
-            os.close(calls_w)
-            for data in _frames_until_exit(replies_r, pid):
-                try:
-                    reply = _plain_loads(data)
-                except Exception:  # noqa: BLE001
-                    continue
-                if isinstance(reply, tuple) and reply and reply[0] == "done":
-                    passed = True
-                elif isinstance(reply, tuple) and len(reply) == 4 and reply[0] == "error":
-                    state["refused"] = state.get("refused") or reply[3]
-                    state["memory"] = state.get("memory") or reply[1] == "MemoryError"
-        if job["mode"] == "check":  # give it a moment to exit on its own, then it has nothing to add
-            _wait_exit(pid, 0.2)
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if not done:
-            os.kill(pid, signal.SIGKILL)
-            _, status, usage = os.wait4(pid, 0)
-        program_exit = os.waitstatus_to_exitcode(status)
-        if job["mode"] == "program":
-            passed = passed and program_exit == 0
-        report = {
-            "passed": passed,
-            "program_exit": program_exit,
-            "cpu": usage.ru_utime + usage.ru_stime,
-            "refused": state.get("refused"),
-            "memory": bool(state.get("memory")),
-            "detail": detail,
-        }
-        os.write(report_w, json.dumps(report).encode())
-        os._exit(0)
-    except BaseException as exc:  # noqa: BLE001
-        os.write(out_w, f"sandbox setup failed: {exc}\n".encode())
-        os._exit(EXIT_SETUP)
+    except ProgramGone:
+        pass
+    except Deadline:
+        state["deadline"] = True
+    except OutputFull:
+        state["output_full"] = True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    return passed, state, text.getvalue()
 
 
-def _namespace_child(job: dict, cfg: dict, out_w: int, report_w: int, sync_r: int, stdlib: list[int]) -> None:
-    """Where the raw clone is unavailable: unshare a mount + PID namespace, fork its PID 1 and relay its exit."""
+def _program_child(
+    job: dict, cfg: dict, fds: dict, namespaces: bool, workdir: str, stdlib: list[int]
+) -> None:
+    """In the job's one process (PID 1 of a fresh mount + PID namespace, or a new session): the mounts,
+    descriptors, Landlock, then the program. Never returns."""
     try:
+        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a dying worker takes its job with it
+        if namespaces:
+            _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+            try:
+                _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV, None)
+            except OSError:
+                pass  # a masked /proc (some containers) forbids a new one; the host's stays visible
+            _readonly_root()
+            _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmpfs_mb']}m,mode=700")
         os.setsid()
-        os.unshare(CLONE_NEWNS | CLONE_NEWPID)
-        pid = os.fork()
-        if pid == 0:  # PID 1 of the new namespace
-            LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            _namespace_init(job, cfg, out_w, report_w, sync_r, stdlib)
-        os.close(out_w)
-        os.close(report_w)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        os._exit(128 - code if code < 0 else min(code, 255))
+        null = os.open(os.devnull, os.O_RDONLY)
+        high_r, high_w = os.dup2(fds["calls_r"], FD_PATHS - 2), os.dup2(fds["replies_w"], FD_PATHS - 1)
+        out = os.dup2(fds["out_w"], FD_PATHS - 3)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.dup2(high_r, FD_CALLS)
+        os.dup2(high_w, FD_REPLIES)
+        os.chdir(workdir)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        _landlock(workdir, int(cfg.get("_landlock_abi", 0)))
     except BaseException as exc:  # noqa: BLE001
-        os.write(out_w, f"sandbox setup failed: {exc}\n".encode())
+        os.write(fds["out_w"], f"sandbox setup failed: {exc}\n".encode())
         os._exit(EXIT_SETUP)
+    _program_process(job, cfg, workdir, stdlib)
 
 
 SYS_CLONE = {"x86_64": 56, "aarch64": 220}
@@ -824,25 +863,6 @@ def _clone_into_namespaces() -> int | None:
         if pid < 0:
             raise OSError(ctypes.get_errno(), "clone(CLONE_NEWNS | CLONE_NEWPID)")
     return int(pid)
-
-
-def _namespace_init(job: dict, cfg: dict, out_w: int, report_w: int, sync_r: int, stdlib: list[int]) -> None:
-    """PID 1 of a fresh mount + PID namespace: read-only root, tmpfs /tmp, fresh /proc; then supervise."""
-    try:
-        os.setsid()
-        if select.select([sync_r], [], [], 0)[0]:  # the worker is already gone: stop
-            os._exit(137)
-        _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
-        try:
-            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV, None)
-        except OSError:
-            pass  # a masked /proc (some containers) forbids a new one; the host's stays visible
-        _readonly_root()
-        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmpfs_mb']}m,mode=700")
-    except BaseException as exc:  # noqa: BLE001
-        os.write(out_w, f"sandbox setup failed: {exc}\n".encode())
-        os._exit(EXIT_SETUP)
-    _supervise(job, cfg, out_w, report_w, "/tmp", stdlib)
 
 
 def _sweep_children() -> None:
@@ -894,146 +914,145 @@ def _wait_exit(pid: int, seconds: float) -> None:
         os.close(fd)
 
 
-def _classify(report: dict | None, cfg: dict, verdict: str | None, code: int, text: str) -> tuple[str, bool]:
+def _classify(verdict: str | None, passed: bool, state: dict, program: int, cpu: float, cfg: dict) -> str:
     if verdict is not None:  # the worker's own limits: wall clock, output cap
-        return verdict, False
-    if report is None:  # the supervisor never reported: it was killed from inside the job, or failed to start
-        if code == EXIT_SETUP and "sandbox setup failed" in text:
-            return "error", False
-        if code == 128 + signal.SIGXCPU:
-            return "timeout", False
-        return "killed_by_program", False
-    if report["passed"]:
-        return "passed", True
-    program = int(report["program_exit"])
+        return verdict
+    if passed:
+        return "passed"
     cpu_limit = max(1, int(cfg["cpu_s"] + 0.999))
-    if report.get("memory") or program == EXIT_MEMORY:
-        return "memory", False
-    if program == -signal.SIGXCPU or (program == -signal.SIGKILL and report["cpu"] >= cpu_limit - 0.05):
-        return "timeout", False
+    if state.get("memory") or program == EXIT_MEMORY:
+        return "memory"
+    if program == -signal.SIGXCPU or (program == -signal.SIGKILL and cpu >= cpu_limit - 0.05):
+        return "timeout"
     if program == -signal.SIGXFSZ:
-        return "output_limit", False
-    if report.get("refused"):
-        return f"sandbox_refused: {report['refused']}", False
-    if program == -signal.SIGKILL:
-        return "killed_by_program", False
-    return "failed", False
+        return "output_limit"
+    if program == EXIT_SETUP:
+        return "error"
+    if state.get("refused"):
+        return f"sandbox_refused: {state['refused']}"
+    if program in (-signal.SIGKILL, -signal.SIGSYS):
+        return "killed_by_program"
+    return "failed"
+
+
+def _program_frames_from(channel: _Channel, state: dict) -> bool:
+    """Program mode: the frames it sends until it exits; True when it said it reached its end."""
+    done = False
+    while True:
+        data = channel.frame()
+        if data is None:
+            return done
+        try:
+            reply = _plain_loads(data)
+        except Exception:  # noqa: BLE001
+            continue
+        if isinstance(reply, tuple) and reply and reply[0] == "done":
+            done = True
+        elif isinstance(reply, tuple) and len(reply) == 4 and reply[0] == "error":
+            state["refused"] = state.get("refused") or reply[3]
+            state["memory"] = state.get("memory") or reply[1] == "MemoryError"
 
 
 def run_job(job: dict, cfg: dict, namespaces: bool, stdlib: list[int]) -> dict:
-    """Fork, run, read the output up to its cap, enforce the wall clock, sweep the rest, classify."""
+    """One process per job (cloned into its own namespaces); the tests run here; classify, sweep."""
     import shutil
     import tempfile
 
     out_r, out_w = os.pipe()
-    report_r, report_w = os.pipe()
-    sync_r, sync_w = os.pipe()
-    workdir = None if namespaces else tempfile.mkdtemp(prefix="wsbx-")
+    calls_r, calls_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    fds = {"out_w": out_w, "calls_r": calls_r, "replies_w": replies_w}
+    workdir = "/tmp" if namespaces else tempfile.mkdtemp(prefix="wsbx-")
     start = time.monotonic()
-    cloned = namespaces and cfg.get("_clone", True)
-    pid = _clone_into_namespaces() if cloned else None
+    pid = _clone_into_namespaces() if namespaces else None
     if pid is None:
-        cloned, pid = False, os.fork()
-    if pid == 0:
-        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a dying worker takes its job with it
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)  # let go of the worker's protocol pipes at once
-        os.dup2(null, 1)
-        os.close(null)
-        for fd in (out_r, report_r, sync_w):
-            os.close(fd)
-        if cloned:
-            _namespace_init(job, cfg, out_w, report_w, sync_r, stdlib)
-        if namespaces:
-            _namespace_child(job, cfg, out_w, report_w, sync_r, stdlib)
-        os.setsid()
-        _supervise(job, cfg, out_w, report_w, workdir or "/tmp", stdlib)
-    for fd in (out_w, report_w, sync_r):
-        os.close(fd)
-    deadline = start + float(cfg["timeout_s"])
-    cap = int(cfg["max_output_bytes"])
-    out, report_bytes, status, verdict = bytearray(), b"", None, None
-    exited = _pidfd(pid)  # the supervisor's end, not the output's EOF, ends the job: an orphan that keeps the
-    open_fds = [out_r, report_r] + ([exited] if exited is not None else [])  # output open cannot stall it
-    finishing = False
-    while open_fds:
-        left = deadline - time.monotonic()
-        if left <= 0 and not finishing:
-            verdict = "timeout"
-            break
-        ready, _, _ = select.select(open_fds, [], [], 0 if finishing else left)
-        if exited in ready:  # take what is already written, then stop listening
-            finishing = True
-            open_fds = [fd for fd in open_fds if fd != exited]
-            ready = select.select(open_fds, [], [], 0)[0]
-        if finishing and not ready:
-            break
-        for fd in ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                open_fds.remove(fd)
-            elif fd == out_r:
-                out += chunk
-                if len(out) > cap:
-                    verdict = "output_limit"
-            else:
-                report_bytes += chunk
-        if verdict:
-            break
-    if exited is not None:
-        os.close(exited)
-    if verdict is None:
-        _wait_exit(pid, deadline - time.monotonic())
-        done, st = os.waitpid(pid, os.WNOHANG)
-        if done:
-            status = st
+        if namespaces:  # no raw clone on this architecture: unshare in the child, its child is the program
+            pid = os.fork()
+            if pid == 0:
+                os.unshare(CLONE_NEWNS | CLONE_NEWPID)
+                inner = os.fork()
+                if inner == 0:
+                    _program_child(job, cfg, fds, True, workdir, stdlib)
+                _, st = os.waitpid(inner, 0)
+                code = os.waitstatus_to_exitcode(st)
+                os._exit(128 - code if code < 0 else min(code, 255))
         else:
-            verdict = "timeout"
-    if status is None:  # kill the whole tree: the process group, then the child (PID 1 takes its namespace)
+            pid = os.fork()
+    if pid == 0:
+        _program_child(job, cfg, fds, namespaces, workdir, stdlib)
+    for fd in (out_w, calls_r, replies_w):
+        os.close(fd)
+    exited = _pidfd(pid)
+    channel = _Channel(
+        replies_r, out_r, exited, start + float(cfg["timeout_s"]), int(cfg["max_output_bytes"])
+    )
+    verdict, state, passed, test_output = None, {}, False, ""
+    try:
+        if job["mode"] == "check":
+            passed, state, test_output = _check_in_worker(job, channel, calls_w)
+            verdict = (
+                "timeout" if state.get("deadline") else "output_limit" if state.get("output_full") else None
+            )
+        else:
+            passed = _program_frames_from(channel, state)
+        if verdict is None:
+            channel.finish_output()
+    except Deadline:
+        verdict = "timeout"
+    except OutputFull:
+        verdict = "output_limit"
+    os.close(calls_w)  # a checked program sees the end of its calls and exits
+    if job["mode"] == "check" and verdict is None:
+        _wait_exit(pid, 0.05)
+    done, status, usage = os.wait4(pid, os.WNOHANG)
+    if not done:  # still running (a timeout, or threads of its own after the check): it has nothing to add
         for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
             try:
                 kill()
             except OSError:
                 pass
-        _, status = os.waitpid(pid, 0)
-    if not namespaces:
-        try:
-            os.killpg(pid, signal.SIGKILL)  # leftovers of a program that returned but left children behind
-        except OSError:
-            pass
+        _, status, usage = os.wait4(pid, 0)
+    if exited is not None:
+        os.close(exited)
     _sweep_children()
     seconds = time.monotonic() - start
-    os.close(sync_w)
-    for fd in (out_r, report_r):
+    for fd in (out_r, replies_r):
         os.close(fd)
-    if workdir:
+    if not namespaces:
         shutil.rmtree(workdir, ignore_errors=True)
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        code = 128 - code
-    text = bytes(out[:cap]).decode("utf-8", "replace")
-    try:
-        report = json.loads(report_bytes) if report_bytes else None
-    except ValueError:
-        report = None
-    status_label, passed = _classify(report, cfg, verdict, code, text)
-    exit_code = int(report["program_exit"]) if report else code
+    program = os.waitstatus_to_exitcode(status)
+    if job["mode"] == "program":
+        passed = passed and program == 0
+    if verdict is not None:
+        passed = False
+    cap = int(cfg["max_output_bytes"])
+    text = (bytes(channel.output[:cap]).decode("utf-8", "replace") + test_output)[: cap + 4096]
+    label = _classify(verdict, passed, state, program, usage.ru_utime + usage.ru_stime, cfg)
     return {
         "id": job.get("id"),
-        "status": status_label,
-        "passed": passed,
-        "exit_code": exit_code,
+        "status": label,
+        "passed": label == "passed",
+        "exit_code": program,
         "output": text,
         "seconds": seconds,
     }
 
 
 def _read_message(stream) -> dict | None:
-    head = stream.read(4)
+    def exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = stream.read(n - len(buf))
+            if not chunk:
+                return buf
+            buf += chunk
+        return buf
+
+    head = exact(4)
     if len(head) < 4:
         return None
     (size,) = struct.unpack(">I", head)
-    return json.loads(stream.read(size))
+    return json.loads(exact(size))
 
 
 def _send(stream, message: dict) -> None:
@@ -1043,7 +1062,16 @@ def _send(stream, message: dict) -> None:
 
 
 def main() -> None:
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    for fd, target in ((proto_in, 100), (proto_out, 101)):
+        os.dup2(fd, target, inheritable=False)
+        os.close(fd)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    stdin, stdout = open(100, "rb", buffering=0), open(101, "wb")  # noqa: SIM115
+    sys.stdout = sys.stderr = io.StringIO()  # nothing may print into the protocol
     cfg = _read_message(stdin)
     if cfg is None:
         return

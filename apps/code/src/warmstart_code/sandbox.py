@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import select
 import struct
 import subprocess
 import sys
@@ -148,8 +149,11 @@ class _Worker:
         self.proc.stdin.write(struct.pack(">I", len(data)) + data)
         self.proc.stdin.flush()
 
-    def _receive(self) -> dict | None:
+    def _receive(self, timeout: float | None = None) -> dict | None:
         assert self.proc.stdout is not None
+        if timeout is not None and not select.select([self.proc.stdout], [], [], timeout)[0]:
+            self.hung = True  # the worker itself is stuck (a test in a C call past every alarm)
+            return None
         head = self.proc.stdout.read(4)
         if len(head) < 4:
             return None
@@ -157,11 +161,22 @@ class _Worker:
         return json.loads(self.proc.stdout.read(size))
 
     def run(self, job_id: str | int | None, job: str | CheckJob) -> ExecResult | None:
+        self.hung = False
         try:
             self._send(_job_message(job_id, job))
-            reply = self._receive()
+            reply = self._receive(timeout=self.config.timeout_s + 10.0)
         except (BrokenPipeError, OSError):
             reply = None
+        if reply is None and self.hung:
+            return ExecResult(
+                "timeout",
+                False,
+                -1,
+                "the worker ran past the wall clock",
+                self.config.timeout_s,
+                job_id,
+                {"worker_restarted": True},
+            )
         if reply is None:
             return None
         return ExecResult(
@@ -173,8 +188,10 @@ class _Worker:
             reply["id"],
         )
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
         try:
+            if kill:
+                self.proc.kill()
             if self.proc.stdin:
                 self.proc.stdin.close()
             self.proc.wait(timeout=2)
@@ -233,6 +250,9 @@ class Sandbox:
                 except queue.Empty:
                     return
                 result = self._workers[slot].run(ids[i], programs[i])
+                if result is not None and result.extra.get("worker_restarted"):
+                    self._workers[slot].close(kill=True)
+                    self._workers[slot] = _Worker(self.config)
                 if result is None:  # the worker died: this job is lost, the worker replaced, the rest go on
                     log.warning("sandbox worker %d died on job %s; restarting it", slot, ids[i])
                     result = ExecResult("crashed", False, -1, "sandbox worker died", 0.0, ids[i])
