@@ -1,5 +1,7 @@
 """The training engine: a short loop on Lightning Fabric that owns devices, precision, accumulation,
-clipping, schedules, the NaN/inf guard, atomic checkpoints with exact resume, metrics and progress."""
+clipping, schedules, the NaN/inf and loss-explosion guard, verified atomic checkpoints with exact resume,
+preemption (SIGTERM/SIGINT), metrics, trackers and progress; ``light_fit`` is its in-process step for the
+many tiny fits of a bench."""
 
 from warmstart.engine.checkpoint import (
     complete_checkpoints,
@@ -19,7 +21,7 @@ from warmstart.engine.guard import TrainingGuard
 from warmstart.engine.light import light_fit
 from warmstart.engine.loop import Engine
 from warmstart.engine.metrics import RunSummary
-from warmstart.engine.presets import cpu_threads, quick_config
+from warmstart.engine.presets import cpu_threads, quick_config, quiet
 from warmstart.engine.task import Task
 
 __all__ = [
@@ -40,5 +42,6 @@ __all__ = [
     "light_fit",
     "load_checkpoint",
     "quick_config",
+    "quiet",
     "save_checkpoint",
 ]

@@ -118,6 +118,20 @@ def _state_bytes(model_state: dict[str, torch.Tensor], optimizer_state: dict[str
     return tensors(model_state) + tensors(optimizer_state)
 
 
+def _dealiased(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU tensors safetensors accepts: contiguous, and a copy only where storage is shared (tied weights)."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        tensor = value.detach().contiguous().cpu()
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr in seen or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        out[key] = tensor
+    return out
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -143,8 +157,7 @@ def save_checkpoint(
     tmp = root / f".tmp-step-{step}"
     try:
         tmp.mkdir()
-        # safetensors refuses shared storage: store contiguous, de-aliased copies
-        tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model_state.items()}
+        tensors = _dealiased(model_state)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt", "step": str(step)})
         with open(tmp / "model.safetensors", "rb+") as fh:
             os.fsync(fh.fileno())
