@@ -82,7 +82,7 @@ def test_a_setsid_grandchild_does_not_outlive_its_job(fallback):
     assert not alive, f"pid {grandchild} escaped the job"
 
 
-def test_killing_the_supervisor_is_labelled_killed_by_program(fallback):
+def test_killing_the_parent_is_labelled_killed_by_program(fallback):
     result = fallback.run("import os\nos.kill(os.getppid(), 9)\nimport time\ntime.sleep(5)")
     assert result.status == "killed_by_program", (result.status, result.output)
 

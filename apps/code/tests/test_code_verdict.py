@@ -1,6 +1,6 @@
 """The verdict is made where the candidate cannot reach: each known forgery is tried and must fail.
 
-``Sandbox.check`` runs the tests in a separate supervisor process; the candidate's own process only answers
+``Sandbox.check`` runs the tests in the worker, a separate process; the candidate's own process only answers
 calls with plain values. Every forgery below is written to *pass* a wrong solution; a test that cannot fail
 would let one through, so each also has a correct twin that must still pass (the mechanism is not just
 failing everything).
@@ -139,7 +139,7 @@ def test_results_with_their_own_eq_are_refused(sandbox):
     assert sandbox.run(plain).status == "failed"
 
 
-def test_the_supervisor_is_out_of_the_programs_reach(sandbox):
+def test_the_checking_process_is_out_of_the_programs_reach(sandbox):
     probe = (
         "import ctypes, os\n"
         "out = []\n"

@@ -232,7 +232,7 @@ def setup_worker(cfg: dict) -> dict:
     return info
 
 
-# --- Landlock (supervisor and program) and seccomp (program) ---------------------------------------------
+# --- Landlock and seccomp (the program process) ------------------------------------------------------------
 SYS_LL_CREATE, SYS_LL_ADD, SYS_LL_RESTRICT = 444, 445, 446
 
 
@@ -468,7 +468,7 @@ def refusal(exc: BaseException | None) -> str | None:
     return None
 
 
-# --- framing of the supervisor <-> program channel --------------------------------------------------------
+# --- framing of the worker <-> program channel ------------------------------------------------------------
 def _send_frame(fd: int, data: bytes) -> None:
     view = memoryview(struct.pack(">I", len(data)) + data)
     while view:
@@ -546,7 +546,7 @@ def _error_message(exc: BaseException) -> bytes:
 
 
 def _serve(ns: dict) -> None:
-    """Answer the supervisor's calls until it hangs up."""
+    """Answer the worker's calls until it hangs up."""
     while True:
         data = _recv_frame(FD_CALLS)
         if data is None:
@@ -610,7 +610,7 @@ def _program_process(job: dict, cfg: dict, workdir: str, keep: list[int]) -> Non
         os._exit(1)
 
 
-# --- the supervisor ---------------------------------------------------------------------------------------
+# --- the checker (in the worker) ----------------------------------------------------------------------------
 class ProgramGone(BaseException):
     """The program process died or broke the protocol (a BaseException: tests' ``except Exception`` miss it)."""
 

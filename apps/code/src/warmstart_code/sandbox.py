@@ -7,9 +7,10 @@ that sets dangerous functions to ``None`` — and warns it is *not a security sa
 ``os.exec*``, sockets and absolute paths, and a candidate that shares the tests' process can forge their
 verdict. Here (see ``_sandbox_worker.py``) the kernel isolates — user, network, mount and PID namespaces, a
 read-only root and a capped tmpfs, rlimits, Landlock, a seccomp filter, a subreaper sweep — and
-:meth:`Sandbox.check` runs the tests in a separate supervisor process that calls the candidate's functions
-through a pipe and accepts only plain values back, so no code of the candidate runs where the verdict is
-made. :meth:`Sandbox.run` executes an opaque whole program (its "passed" is the program's own claim).
+:meth:`Sandbox.check` runs the tests in the worker, a separate non-dumpable process that calls the
+candidate's functions in the program's process through a pipe and accepts only plain values back, so no
+code of the candidate runs where the verdict is made. :meth:`Sandbox.run` executes an opaque whole program
+(its "passed" is the program's own claim).
 
 The threat model (what is contained and what is not) is in the app's README. Written by hand (no library
 in the workspace does this); the worker is stdlib-only so it starts fast.
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 
 WORKER = Path(__file__).with_name("_sandbox_worker.py")
 STATUSES = ("passed", "failed", "timeout", "memory", "output_limit", "killed_by_program", "error", "crashed")
-"""Every status but ``sandbox_refused: <what>`` (an operation the sandbox refused made the program fail)."""
+"""Every status but ``sandbox_refused: <what>`` (an operation the sandbox refused made the program fail).
+``killed_by_program``: the program sent SIGKILL to itself, its process group or its parent (seccomp ends it)."""
 
 
 @dataclass
@@ -91,7 +93,7 @@ class CheckJob:
     code: str
     """The untrusted program text (HumanEval: prompt + completion), run in the program's process."""
     test: str
-    """Trusted test code defining ``check(candidate)``, run in the supervisor."""
+    """Trusted test code defining ``check(candidate)``, run in the worker (outside the candidate's process)."""
     entry_point: str
     """The function ``check`` receives (a proxy that calls it in the program's process)."""
     context: str = ""
@@ -230,7 +232,7 @@ class Sandbox:
         return self.run_many([program], [job_id])[0]
 
     def check(self, code: str, test: str, entry_point: str, context: str = "") -> ExecResult:
-        """Judge ``code`` by ``test`` run in the supervisor (see :class:`CheckJob`)."""
+        """Judge ``code`` by ``test`` run outside the candidate's process (see :class:`CheckJob`)."""
         return self.run(CheckJob(code, test, entry_point, context))
 
     def run_many(
