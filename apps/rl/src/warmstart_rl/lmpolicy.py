@@ -132,6 +132,8 @@ class LMPolicyConfig:
     """Sequences per step."""
     lr: float = 1e-3
     """Adam learning rate (LM pretraining and BC)."""
+    device: str = "cpu"
+    """Where LM pretraining and BC train: 'cpu', 'cuda', 'cuda:1' (the core's light_fit places them)."""
     eval_episodes: int = 20
     """Greedy episodes for the success rate (0: skip)."""
 
@@ -191,21 +193,37 @@ def build_lm(vocab: int, config: LMPolicyConfig, seed: int):
 
 def pretrain_lm(lm: nn.Module, ids: torch.Tensor, config: LMPolicyConfig, generator: torch.Generator) -> dict:
     """Causal LM on random windows of the token stream ``ids`` (T,); returns first/last loss."""
-    optimizer = torch.optim.AdamW(lm.parameters(), lr=config.lr)
-    lm.train()
-    losses = []
-    for _ in range(config.lm_steps):
-        starts = torch.randint(len(ids) - config.lm_seq, (config.batch_size,), generator=generator)
-        batch = torch.stack([ids[s : s + config.lm_seq] for s in starts.tolist()])  # (B, L)
-        loss = lm(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    from warmstart.engine import light_fit
+
+    def windows():
+        for _ in range(config.lm_steps):
+            starts = torch.randint(len(ids) - config.lm_seq, (config.batch_size,), generator=generator)
+            yield torch.stack([ids[s : s + config.lm_seq] for s in starts.tolist()])  # (B, L)
+
+    losses: list[float] = []
+    if config.lm_steps > 0:
+        losses = light_fit(
+            lm,
+            lambda batch: lm(input_ids=batch, labels=batch).loss,
+            windows(),
+            steps=config.lm_steps,
+            lr=config.lr,
+            optimizer=_adamw(),
+            grad_clip_norm=None,
+            seed=None,
+            device=config.device,
+        )
+        lm.cpu()
     return {
         "lm/loss_first": losses[0] if losses else float("nan"),
         "lm/loss_last": losses[-1] if losses else float("nan"),
     }
+
+
+def _adamw() -> Any:
+    from warmstart.optim import OptimizerConfig
+
+    return OptimizerConfig(weight_decay=0.01)  # torch.optim.AdamW's default decay, as before light_fit
 
 
 class LMPolicy(nn.Module):
@@ -237,18 +255,31 @@ def pad(seqs: list[list[int]], max_len: int) -> tuple[torch.Tensor, torch.Tensor
 def train_bc(
     policy: LMPolicy, data: list[tuple[list[int], int]], config: LMPolicyConfig, generator: torch.Generator
 ) -> float:
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr)
-    policy.train()
-    loss = torch.zeros(())
-    for _ in range(config.bc_steps):
-        idx = torch.randint(len(data), (config.batch_size,), generator=generator).tolist()
-        ids, mask = pad([data[i][0] for i in idx], config.max_len)
-        loss = F.cross_entropy(policy(ids, mask), torch.tensor([data[i][1] for i in idx]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    policy.eval()
-    return float(loss.detach())
+    """Behaviour cloning through the core's in-process loop (:func:`warmstart.engine.light_fit`) on
+    ``config.device``; returns the last loss."""
+    from warmstart.engine import light_fit
+
+    def batches():
+        for _ in range(config.bc_steps):
+            idx = torch.randint(len(data), (config.batch_size,), generator=generator).tolist()
+            ids, mask = pad([data[i][0] for i in idx], config.max_len)
+            yield ids, mask, torch.tensor([data[i][1] for i in idx])
+
+    losses = [float("nan")]
+    if config.bc_steps > 0:
+        losses = light_fit(
+            policy,
+            lambda b: F.cross_entropy(policy(b[0], b[1]), b[2]),
+            batches(),
+            steps=config.bc_steps,
+            lr=config.lr,
+            optimizer=_adamw(),
+            grad_clip_norm=None,
+            seed=None,
+            device=config.device,
+        )
+    policy.cpu().eval()
+    return losses[-1]
 
 
 @torch.no_grad()
