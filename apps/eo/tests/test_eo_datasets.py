@@ -149,3 +149,15 @@ def layouts_base() -> str:
     from torchgeo.datasets import EuroSAT
 
     return EuroSAT.base_dir
+
+
+def test_named_datasets_read_per_item_and_pickle_for_loader_workers(roots: dict[str, Path]) -> None:
+    import pickle
+
+    from warmstart_eo.data import LazyChips
+
+    for name in ("eurosat", "bigearthnet", "so2sat"):
+        chips = load_named(name, roots[name], DataConfig())
+        assert isinstance(chips, LazyChips) and not hasattr(chips, "images")  # nothing held but labels
+        again = pickle.loads(pickle.dumps(chips.subset([1, 0])))  # what a DataLoader worker receives
+        assert torch.equal(again[1]["image"], chips[0]["image"])

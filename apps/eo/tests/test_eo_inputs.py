@@ -236,3 +236,14 @@ def test_softcon_continues_an_existing_encoder(eo_root: Path, tmp_path: Path) ->
     assert not torch.equal(w0, after.encoder.tokens.proj.weight)  # trained on from the source's weights ...
     assert (after.encoder.tokens.proj.weight - w0).abs().max() < 0.05  # ... not re-initialised
     assert json.loads((cont / "config.json").read_text())["init"] == str(pre)
+
+
+def test_the_benchs_last_frame_view_equals_reading_one_frame(eo_root: Path) -> None:
+    from warmstart_eo.bench import last_frame
+
+    three, one = (
+        load_chips(eo_root, DataConfig(chip_size=32, frames=3)),
+        load_chips(eo_root, DataConfig(chip_size=32)),
+    )
+    view = last_frame(three)
+    assert view.frames == 1 and torch.equal(view.images, one.images) and torch.equal(view.labels, one.labels)
