@@ -222,41 +222,22 @@ def test_gmae_pretrains_and_finetunes_on_a_splat_dataset(tmp_path):
 
 @pytest.mark.slow
 def test_bench_points_writes_the_report(tmp_path):
-    assert (
-        app.main(
-            [
-                "bench",
-                "--kind",
-                "points",
-                "--points.part",
-                "mae",
-                "--points.seeds",
-                "[0]",
-                "--points.train_per_class",
-                "1",
-                "--points.test_per_class",
-                "1",
-                "--points.unlabelled_per_class",
-                "0",
-                "--points.n_points",
-                "64",
-                "--points.pretrain_steps",
-                "2",
-                "--points.finetune_steps",
-                "2",
-                "--points.batch_size",
-                "8",
-                "--points.label_fractions",
-                "[1.0]",
-                "--out",
-                str(tmp_path / "p"),
-            ]
-        )
-        == 0
-    )
+    argv = ["bench", "--kind", "points", "--points.part", "mae", "--points.seeds", "[0]",
+            "--points.train_per_class", "1", "--points.test_per_class", "1", "--points.unlabelled_per_class", "1",
+            "--points.n_points", "64", "--points.pretrain_steps", "2", "--points.finetune_steps", "2",
+            "--points.batch_size", "8", "--points.labels_per_class", "[1]", "--points.model.embed_width", "16",
+            "--out", str(tmp_path / "p")]  # fmt: skip
+    assert app.main(argv) == 0
     results = json.loads((tmp_path / "p" / "results.json").read_text())
     assert set(results["methods"]) == {"scratch", "scratch (xyz only)", "Point-MAE", "Gaussian-MAE"}
     assert all(0 <= m["mean"] <= 1 for m in results["methods"].values())
+    # the sources are cached artifacts: a second bench reuses them (same config hash, no new folder)
+    from warmstart.cache import cache_root
+
+    built = sorted(p.name for p in (cache_root() / "3d.gmae-source").iterdir() if p.is_dir())
+    assert len(built) == 2  # Point-MAE and Gaussian-MAE
+    assert app.main([*argv[:-1], str(tmp_path / "p2")]) == 0
+    assert sorted(p.name for p in (cache_root() / "3d.gmae-source").iterdir() if p.is_dir()) == built
 
 
 @pytest.mark.slow

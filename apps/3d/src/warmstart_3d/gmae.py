@@ -54,6 +54,8 @@ class GMAEConfig:
     """Fraction of groups masked."""
     attribute_loss: str = "l1"
     """Loss on the non-xyz attributes: l1 or l2."""
+    embed_width: int = 256
+    """Width of the group encoder's first stage (Point-MAE: 256, then 512); smaller for CPU budgets."""
 
 
 def farthest_point_sample(points: torch.Tensor, n: int) -> torch.Tensor:
@@ -98,10 +100,15 @@ def chamfer(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, tor
 class MiniPointNet(nn.Module):
     """Point-MAE's group encoder: shared MLP, max-pool, concat the global feature, MLP, max-pool."""
 
-    def __init__(self, in_dim: int, dim: int) -> None:
+    def __init__(self, in_dim: int, dim: int, width: int = 256) -> None:
         super().__init__()
-        self.first = nn.Sequential(nn.Linear(in_dim, 128), nn.LayerNorm(128), nn.GELU(), nn.Linear(128, 256))
-        self.second = nn.Sequential(nn.Linear(512, 512), nn.LayerNorm(512), nn.GELU(), nn.Linear(512, dim))
+        half, double = width // 2, 2 * width
+        self.first = nn.Sequential(
+            nn.Linear(in_dim, half), nn.LayerNorm(half), nn.GELU(), nn.Linear(half, width)
+        )
+        self.second = nn.Sequential(
+            nn.Linear(double, double), nn.LayerNorm(double), nn.GELU(), nn.Linear(double, dim)
+        )
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:  # (B, G, K, F) → (B, G, D)
         f = self.first(groups)  # (B, G, K, 256)
@@ -148,7 +155,7 @@ class GaussianMAE(nn.Module, HubMixin):
         self.n_classes = n_classes
         self.in_dim = sum(ATTRIBUTE_SLICES[a].stop - ATTRIBUTE_SLICES[a].start for a in config.attributes)
         d = config.dim
-        self.embed = MiniPointNet(self.in_dim, d)
+        self.embed = MiniPointNet(self.in_dim, d, config.embed_width)
         self.pos = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, d))
         self.encoder = _blocks(d, config.heads, config.depth)
         self.norm = nn.LayerNorm(d)
@@ -304,3 +311,41 @@ def load_gmae(folder: str | Path) -> GaussianMAE:
             f"{weights}: does not fit the model in {run_config} ({str(exc).splitlines()[0]})"
         ) from None
     return model.eval()
+
+
+def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product of (..., 4) wxyz quaternions: the rotation ``b`` followed by ``a``."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+         aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1,
+    )  # fmt: skip
+
+
+def augment(
+    features: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.8, 1.25),
+    shift: float = 0.1, rotate: bool = True,
+) -> torch.Tensor:  # fmt: skip
+    """Random similarity per object of (B, N, 14) Gaussian features, applied to every attribute it moves.
+
+    A rotation about the up axis turns the centres *and* the quaternions (q' = q_R ⊗ q), an isotropic scale
+    multiplies the centres *and* the Gaussians' scales, a shift moves the centres; opacity and colour stay.
+    So the augmented splat is the same object, transformed (covariance s² R Σ Rᵀ). Point-MAE's
+    scale-and-translate, made consistent for splats.
+    """
+    b = features.shape[0]
+    out = features.clone()
+    s = torch.empty(b, 1, 1).uniform_(*scale, generator=generator)
+    if rotate:
+        theta = torch.rand(b, generator=generator) * 2 * torch.pi
+        c, z = torch.cos(theta), torch.sin(theta)
+        zero, one = torch.zeros_like(c), torch.ones_like(c)
+        rot = torch.stack([c, -z, zero, z, c, zero, zero, zero, one], -1).view(b, 1, 3, 3)
+        out[..., :3] = (rot @ features[..., :3, None])[..., 0]
+        q = torch.stack([torch.cos(theta / 2), zero, zero, torch.sin(theta / 2)], -1)  # (B, 4)
+        quats = quat_multiply(q[:, None].expand(-1, features.shape[1], -1), features[..., 7:11])
+        out[..., 7:11] = torch.where(quats[..., :1] < 0, -quats, quats)
+    out[..., :3] = out[..., :3] * s + (torch.rand(b, 1, 3, generator=generator) * 2 - 1) * shift
+    out[..., 4:7] = features[..., 4:7] * s
+    return out
