@@ -159,6 +159,7 @@ def pretrain(
     data: Path,
     objective: Literal["ctc", "ctc+ot", "ce"] = "ctc+ot",
     mt: Path | None = None,
+    encoder: str | None = None,
     model: ModelConfig = ModelConfig(),
     ot: OTConfig = OTConfig(),
     engine: EngineConfig = EngineConfig(),
@@ -173,7 +174,11 @@ def pretrain(
     Args:
         data: training manifest (TSV).
         objective: ctc, ctc+ot (needs --mt) or ce (ASR encoder-decoder baseline).
-        mt: folder of a finished `mt-train` (its vocabularies and architecture are reused).
+        mt: folder of a finished `mt-train` (its vocabularies and architecture are reused), or a transformers
+            seq2seq MT model (folder or hub id, e.g. Helsinki-NLP/opus-mt-en-de): its tokenizer's source pieces
+            are the CTC targets and its frozen encoder the OT teacher.
+        encoder: with a transformers --mt: the transformers speech encoder to pretrain (wav2vec 2.0 / HuBERT /
+            XLS-R folder or hub id, e.g. facebook/wav2vec2-xls-r-300m).
         model: architecture (with --mt the MT model's sizes are used; --model.encoder transformer|conformer
             and --model.conv_kernel still apply).
         ot: CTC/OT weights and Sinkhorn settings.
@@ -183,9 +188,14 @@ def pretrain(
         resume: 'latest', a run directory or a checkpoint.
         out: run directory (default runs/speech/pretrain/<time>).
     """
+    from warmstart_speech import hf_sources as hf
     from warmstart_speech.ctc_ot import modality_gap
     from warmstart_speech.stages import pretrain_encoder
 
+    if hf.is_hf_mt(mt):
+        return _pretrain_hf(data, objective, mt, encoder, ot, engine, features, resume, out, run)
+    if encoder is not None:
+        raise ConfigError("--encoder (a transformers speech encoder) needs a transformers --mt model")
     teacher, vocabs = None, None
     if mt is not None:
         kind, kernel = model.encoder, model.conv_kernel
@@ -202,6 +212,56 @@ def pretrain(
         summary.final_metrics["modality_gap"] = extra["modality_gap"]
     _save_stage(run_dir, "speech-encoder", encoder, model, corpus, extra)
     _finish(summary, f"pretrain ({objective})", corpus)
+
+
+def _pretrain_hf(data, objective, mt, encoder, ot, engine, features, resume, out, run) -> None:  # noqa: ANN001
+    from warmstart.cli.show import print_summary
+    from warmstart_speech import hf_sources as hf
+
+    if encoder is None:
+        raise ConfigError("--mt is a transformers MT model: pass --encoder <transformers speech encoder>")
+    mt_model, tokenizer = hf.load_mt(mt)
+    speech = hf.load_encoder(encoder, mt_model, tokenizer)
+    run_dir, checkpoint = _run(run, "pretrain").open(resume=resume, out=out)
+    items, report = hf.load_items(data, tokenizer, need_src=True, need_tgt=False, features=features)
+    summary = hf.pretrain(items, speech, mt_model, tokenizer, objective, ot, engine, run_dir, checkpoint)
+    meta = {"objective": objective, "mt": str(mt), "encoder": str(encoder), "skipped": report.to_json()}
+    speech.save(run_dir, meta)
+    print_summary(summary, f"pretrain ({objective}, transformers sources)")
+    print(report.line())
+
+
+def _st_train_hf(data, encoder, mt, engine, features, beam, resume, out, run) -> None:  # noqa: ANN001
+    from warmstart.cli.show import print_summary
+    from warmstart_speech import hf_sources as hf
+
+    if encoder is None:
+        raise ConfigError(
+            "--mt is a transformers MT model: pass --encoder (a `pretrain` folder or a speech encoder)"
+        )
+    mt_model, tokenizer = hf.load_mt(mt)
+    speech = hf.load_encoder(encoder, mt_model, tokenizer)
+    run_dir, checkpoint = _run(run, "st-train").open(resume=resume, out=out)
+    train, report = hf.load_items(data, tokenizer, need_src=False, need_tgt=True, features=features)
+    test_file = _beside(data, "test.tsv")
+    if test_file is not None:
+        test, test_report = hf.load_items(
+            test_file, tokenizer, need_src=False, need_tgt=True, features=features
+        )
+    else:
+        n = max(1, len(train) // 10)
+        train, test, test_report = train[n:], train[:n], None
+    model_, summary = hf.train_st(train, test, speech, mt_model, tokenizer, engine, run_dir, beam, checkpoint)
+    if test_report is not None:
+        report.merge(test_report)
+    metrics = {k: v for k, v in summary.final_metrics.items() if k.startswith("eval/")}
+    model_.save(
+        run_dir, tokenizer, {"mt": str(mt), "encoder": str(encoder), **metrics, "skipped": report.to_json()}
+    )
+    print_summary(summary, "st train (transformers sources)")
+    print(report.line())
+    seen = test_report.seen if test_report is not None else len(test)
+    print(_coverage_line("held-out set", len(test), seen))
 
 
 @app.command(name="st-train")
@@ -222,8 +282,10 @@ def st_train(
 
     Args:
         data: training manifest (TSV).
-        encoder: folder of a finished `pretrain` (None: a random encoder, the scratch baseline).
-        mt: folder of a finished `mt-train` whose decoder initialises the ST decoder.
+        encoder: folder of a finished `pretrain` (None: a random encoder, the scratch baseline); with a
+            transformers --mt also a transformers speech encoder.
+        mt: folder of a finished `mt-train` whose decoder initialises the ST decoder, or a transformers
+            seq2seq MT model (folder or hub id): the ST model is that MT model fed the speech encoder's states.
         model: architecture when neither --encoder nor --mt is given.
         engine: steps, batch, optimiser, devices.
         features: featurisation settings.
@@ -232,8 +294,11 @@ def st_train(
         resume: 'latest', a run directory or a checkpoint.
         out: run directory (default runs/speech/st/<time>).
     """
+    from warmstart_speech import hf_sources as hf
     from warmstart_speech.stages import fresh_encoder, train_st
 
+    if hf.is_hf_mt(mt):
+        return _st_train_hf(data, encoder, mt, engine, features, beam, resume, out, run)
     vocabs, mt_model, enc = None, None, None
     if mt is not None:
         model, vocabs, mt_model = _load_stage(mt, "mt")
@@ -374,6 +439,27 @@ def translate(
 
     if beam < 1:
         raise ConfigError(f"--beam {beam}: must be ≥ 1")
+    from warmstart_speech import hf_sources as hf
+
+    if hf.is_hf_st(model):
+        hf_model, tokenizer = hf.load_st(model)
+        report = SkipReport(seen=len(audio))
+        rows = list(
+            featurise_rows([{"audio": str(Path(a).resolve())} for a in audio], features, report, "waveform")
+        )
+        if not rows:
+            raise DataError(f"no audio could be read ({report.line()})")
+        texts = [
+            hf_model.translate(r["waveform"][None], torch.tensor([r["waveform"].numel()]), tokenizer, beam)[0]
+            for r in rows
+        ]
+        print_table(
+            f"translate (beam {beam})",
+            ("audio", "translation"),
+            [(Path(r["audio"]).name, t) for r, t in zip(rows, texts, strict=True)],
+        )
+        print(report.line())
+        return
     st_model, vocabs = _load_st(model)
     report = SkipReport(seen=len(audio))
     rows = list(featurise_rows([{"audio": str(Path(a).resolve())} for a in audio], features, report))
@@ -413,15 +499,22 @@ def evaluate(
 
     if beam < 1:
         raise ConfigError(f"--beam {beam}: must be ≥ 1")
-    st_model, vocabs = _load_st(model)
-    utts, report = load_utterances(data, None, vocabs["tgt"], features)
-    hyps = [
-        h
-        for b in eval_batches(utts, 16)
-        for h in translate_batch(st_model, b["fbank"], b["fbank_lens"], vocabs["tgt"], beam)
-    ]
-    refs = [utts[i].translation for i in eval_order(utts)]
-    scores = translation_scores(hyps, refs)
+    from warmstart_speech import hf_sources as hf
+
+    if hf.is_hf_st(model):
+        hf_model, tokenizer = hf.load_st(model)
+        utts, report = hf.load_items(data, tokenizer, need_src=False, need_tgt=True, features=features)
+        scores = hf.evaluate_items(hf_model, utts, tokenizer, tokenizer.pad_token_id, beam)
+    else:
+        st_model, vocabs = _load_st(model)
+        utts, report = load_utterances(data, None, vocabs["tgt"], features)
+        hyps = [
+            h
+            for b in eval_batches(utts, 16)
+            for h in translate_batch(st_model, b["fbank"], b["fbank_lens"], vocabs["tgt"], beam)
+        ]
+        refs = [utts[i].translation for i in eval_order(utts)]
+        scores = translation_scores(hyps, refs)
     coverage = _coverage_line(str(data), len(utts), report.seen)
     if out is not None:
         result = {
