@@ -332,3 +332,34 @@ def test_engine_with_workers_matches_the_in_process_loader(tmp_path: Path) -> No
         Engine(cfg).fit(task, data())
         results.append(weights(task.model))
     assert torch.equal(results[0], results[1])
+
+
+def test_fsdp_on_cpu_is_refused_in_one_line_before_launching(tmp_path: Path) -> None:
+    cfg = config()
+    cfg.distributed.strategy = "fsdp"
+    cfg.distributed.accelerator = "cpu"
+    with pytest.raises(ConfigError, match="strategy=fsdp needs CUDA.*strategy ddp"):
+        Engine(cfg, tmp_path / "run").fit(Recorder(), data())
+    assert not (tmp_path / "run").exists()
+
+
+def test_quick_config_is_the_one_quiet_builder() -> None:
+    from warmstart.engine import quick_config
+
+    cfg = quick_config(50, 8, 1e-3, 2)
+    assert (cfg.train.max_steps, cfg.train.micro_batch_size, cfg.optimizer.lr, cfg.train.seed) == (
+        50,
+        8,
+        1e-3,
+        2,
+    )
+    assert cfg.schedule.warmup_steps == 5 and cfg.logging.log_every == 10
+    assert not cfg.logging.tensorboard and cfg.logging.loggers == [] and cfg.logging.progress == "none"
+    assert not cfg.checkpoint.save_final
+    variant = quick_config(50, 8, 1e-3, warmup=0, log_every=7, weight_decay=0.05)
+    assert (variant.schedule.warmup_steps, variant.logging.log_every, variant.optimizer.weight_decay) == (
+        0,
+        7,
+        0.05,
+    )
+    assert validate_config(variant) == []

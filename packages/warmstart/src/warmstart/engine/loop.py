@@ -88,6 +88,11 @@ def make_fabric(config: EngineConfig):
     from lightning_fabric import Fabric
 
     accelerator, precision, devices, num_nodes, strategy = _resolved(config)
+    if strategy == "fsdp" and accelerator != "cuda":
+        raise ConfigError(
+            f"engine.distributed.strategy=fsdp needs CUDA (Lightning Fabric's FSDP is GPU-only; this run's "
+            f"accelerator is {accelerator}); use --engine.distributed.strategy ddp on CPU"
+        )
     timeout = timedelta(seconds=config.distributed.timeout)
     strategy_obj: Any = strategy
     if strategy == "ddp":
