@@ -248,3 +248,70 @@ def test_eval_with_a_tokenizer_without_eos_uses_the_family_separator(pair, tmp_p
         == 0
     )
     assert json.loads(out.read_text())["target_ppl"] > 1
+
+
+def test_expand_with_cw2v_reports_its_training(pair, tmp_path, capsys):
+    w = _family_world(tmp_path, pair, "gpt2")  # untied head: two convex factorisations
+    out = tmp_path / "cw2v"
+    argv = ["expand", "--model", str(w["model"]), "--tokenizer", str(w["ext"]), "--out", str(out)]
+    assert app.main([*argv, "--method", "cw2v", "--data", str(pair["target_train"])]) == 0
+    info = json.loads((out / "warmstart_expansion.json").read_text())
+    assert info["cw2v_steps_run"] > 0 and info["cw2v_stopped"] in ("epochs", "early_stop")
+    assert info["cw2v_heldout"] and 0.0 <= info["cw2v_unseen_rate"] < 1.0
+    printed = capsys.readouterr().out
+    assert "cw2v fallback" in printed and "held-out pair loss" in printed
+
+
+@pytest.mark.parametrize("arch, method", [("bert", "aki"), ("gpt2", "fpi"), ("llama", "learngene")])
+def test_grow_then_two_stage_training_saves_a_bigger_normal_model(pair, tmp_path, arch, method):
+    import transformers
+
+    from warmstart_lang.adapt import save_model
+    from warmstart_lang.data import read_texts
+    from warmstart_lang.models import ModelConfig, build_model
+    from warmstart_lang.tokenizer import train_tokenizer
+
+    kind = {"bert": "bert", "gpt2": "bpe", "llama": "bpe"}[arch]
+    tok = train_tokenizer(read_texts([pair["source_train"]]), kind, 300)  # type: ignore[arg-type]
+    small = build_model(ModelConfig(architecture=arch), len(tok), tokenizer=tok, seed=0)  # type: ignore[arg-type]
+    save_model(small, tok, tmp_path / "small")
+    run = tmp_path / "grown"
+    argv = ["grow", "--model", str(tmp_path / "small"), "--grow.method", method, "--grow.depth", "4"]
+    if method != "learngene":
+        argv += ["--grow.width", "128"]
+    argv += ["--data", str(pair["source_train"]), "--eval_data", str(pair["source_valid"])]
+    argv += [
+        "--grow.stage1_steps",
+        "2",
+        "--engine.train.max_steps",
+        "4",
+        "--engine.train.micro_batch_size",
+        "4",
+    ]
+    argv += ["--adapt.block_size", "32", "--adapt.eval_blocks", "4", "--out", str(run), *QUIET]
+    assert app.main(argv) == 0
+    auto = "AutoModelForMaskedLM" if arch == "bert" else "AutoModelForCausalLM"
+    big = getattr(transformers, auto).from_pretrained(run / "model")
+    assert type(big) is type(small)
+    cfg = big.config
+    assert getattr(cfg, "num_hidden_layers", getattr(cfg, "n_layer", None)) == 4
+    assert big.get_input_embeddings().weight.shape[1] == (64 if method == "learngene" else 128)
+    info = json.loads((run / "model" / "warmstart_growth.json").read_text())
+    assert info["params"][1] > info["params"][0] and "trained_ppl" in info
+    if method == "fpi":  # function preserving at an integer width ratio (depth stacking is not)
+        assert info["grown_ppl"] > 1
+    assert (run / "submodels" / "metrics.jsonl").is_file()  # the sub-model stage ran
+    depths = {
+        json.loads(line).get("depth")
+        for line in (run / "submodels" / "metrics.jsonl").read_text().splitlines()
+    }
+    assert depths - {None}
+
+
+def test_grow_refuses_fpi_on_a_family_without_rules(pair, tmp_path, capsys):
+    w = _family_world(tmp_path, pair, "t5")
+    code = app.main(["grow", "--model", str(w["model"]), "--grow.method", "fpi", "--grow.width", "128"])
+    assert (
+        "T5ForConditionalGeneration" in _one_line(capsys, code)
+        and "learngene" in capsys.readouterr().err + "learngene"
+    )

@@ -68,6 +68,7 @@ def expand_model(
     where: str = "expand",
     base_name: str = "<model>",
     cw2v: Any = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Grow ``model`` in place to ``new_tokenizer`` with the core's ``expand_vocabulary``; returns a record.
 
@@ -94,6 +95,7 @@ def expand_model(
         seed=seed,
         texts=list(texts) if needs_text and texts else None,
         cw2v=(cw2v or CW2VConfig(max_steps=cw2v_steps, rank=64)) if needs_text else None,
+        progress=progress,
     )
     n_new = len(info.new_token_ids)
     unseen = 0
@@ -110,13 +112,21 @@ def expand_model(
         "fvt_fallbacks": info.fvt_fallbacks,
         "fvt_fallback_rate": info.fvt_fallbacks / n_new if n_new and "fvt" in (method, head_method) else 0.0,
         "cw2v_steps_run": len(info.cw2v_losses),
+        "cw2v_stopped": info.cw2v_stopped,
+        "cw2v_heldout": info.cw2v_heldout,
         "cw2v_unseen_rate": unseen / n_new if n_new else 0.0,
         "family": family_of(model).name,
     }
 
 
 def save_model(
-    model: Any, tokenizer: Any, out: Path, extra: dict[str, Any] | None = None, *, replace: bool = False
+    model: Any,
+    tokenizer: Any,
+    out: Path,
+    extra: dict[str, Any] | None = None,
+    *,
+    replace: bool = False,
+    extra_name: str = EXPANSION_FILE,
 ) -> Path:
     """``save_pretrained`` model + tokenizer into a temporary directory, then rename it to ``out``.
 
@@ -135,7 +145,7 @@ def save_model(
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if extra is not None:
-            (tmp / EXPANSION_FILE).write_text(json.dumps(extra, indent=1))
+            (tmp / extra_name).write_text(json.dumps(extra, indent=1))
         if out.exists():
             old = out.with_name(f".{out.name}.old-{tmp.name[-8:]}")
             out.rename(old)
@@ -178,6 +188,61 @@ class AdaptConfig:
     """Held-out blocks for target/source perplexity."""
     text_key: str = "text"
     """JSONL field with the document text."""
+    distill: DistillConfig = field(default_factory=lambda: DistillConfig())
+    """Self-distillation during further pretraining (Lee et al., arXiv 2210.02871)."""
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig())
+    """Prompt-based continued pretraining (PCP, Shi & Lipani, arXiv 2305.01711)."""
+
+
+@dataclass
+class DistillConfig:
+    """Self-distillation for further pretraining (Lee et al., arXiv 2210.02871): the student's last hidden
+    states are pulled towards a frozen teacher's, next to the family's objective."""
+
+    weight: float = 0.0
+    """Weight of the hidden-state term (0: off; the paper's lambda)."""
+    teacher: str = "initial"
+    """'initial': a frozen copy of the model at the start of this run; a path / hub id: that model (the
+    paper's setting: the model already further-pretrained on the target text, with the same tokenizer)."""
+    kind: Literal["mse", "cosine"] = "mse"
+    """Distance between student and teacher hidden states (the paper: MSE)."""
+
+
+@dataclass
+class PromptConfig:
+    """Prompt-based continued pretraining (PCP, arXiv 2305.01711): every training document is wrapped in
+    the downstream task's template, with its (pseudo-)label's verbaliser word filled in, so MLM further
+    pretraining sees the prompt format."""
+
+    template: str | None = None
+    """e.g. '{text} It was {label}.' (None: off); {text} is the document, {label} its verbalised label."""
+    label_key: str = "label"
+    """JSONL field with the (pseudo-)label of each document."""
+    verbalizer: dict[str, str] = field(default_factory=dict)
+    """label -> word (e.g. {'0': 'terrible', '1': 'great'}); a label missing here is used as it is."""
+
+
+def prompt_transform(cfg: PromptConfig) -> Any:
+    """``(text, record) -> text`` wrapping a document in the PCP template (None when no template)."""
+    if cfg.template is None:
+        return None
+    if "{text}" not in cfg.template:
+        raise ConfigError(f"adapt.prompt.template={cfg.template!r} has no {{text}} placeholder")
+    needs_label = "{label}" in cfg.template
+
+    def apply(text: str, record: dict[str, Any]) -> str:
+        label = ""
+        if needs_label:
+            if cfg.label_key not in record:
+                raise ConfigError(
+                    f"adapt.prompt.template uses {{label}} but a document has no {cfg.label_key!r} field; "
+                    f"set --adapt.prompt.label_key or write pseudo-labels into the JSONL"
+                )
+            raw = str(record[cfg.label_key])
+            label = cfg.verbalizer.get(raw, raw)
+        return cfg.template.replace("{text}", text).replace("{label}", label)  # type: ignore[union-attr]
+
+    return apply
 
 
 class AdaptTask:
@@ -202,9 +267,37 @@ class AdaptTask:
         self._calls = 0
         self.final_step: int | None = None
 
+    teacher: Any = None
+    distill: DistillConfig | None = None
+    depths: Sequence[int] | None = None
+    """Sub-model stage (bert2BERT's two-stage training): each step trains the bottom d layers, d drawn
+    from ``depths`` with a generator seeded by ``(seed, call)``."""
+    seed: int = 0
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = self.model(**batch)
-        return out.loss, {"tokens": count_targets(batch, self.family)}
+        metrics: dict[str, Any] = {"tokens": count_targets(batch, self.family)}
+        self._losses = getattr(self, "_losses", 0) + 1
+        if self.depths:
+            import random
+
+            from warmstart_lang.growth import bottom_layers
+
+            depth = random.Random(self.seed * 1_000_003 + self._losses).choice(list(self.depths))
+            metrics["depth"] = depth
+            with bottom_layers(self.model, depth):
+                return self.model(**batch).loss, metrics
+        if self.teacher is None or self.distill is None:
+            return self.model(**batch).loss, metrics
+        from warmstart.objectives import self_distillation_loss
+
+        out = self.model(**batch, output_hidden_states=True)
+        with torch.no_grad():
+            target = self.teacher(**batch, output_hidden_states=True)
+        student_h, teacher_h = _last_hidden(out), _last_hidden(target)
+        mask = batch.get("attention_mask")
+        term = self_distillation_loss(student_h, teacher_h, kind=self.distill.kind, mask=mask)
+        metrics["distill"] = float(term.detach())
+        return out.loss + self.distill.weight * term, metrics
 
     def measure(self) -> dict[str, float]:
         out = {"target_ppl": family_perplexity(self.model, self.target_eval, self.family)["perplexity"]}
@@ -220,6 +313,32 @@ class AdaptTask:
             step = self.final_step
         self.history.append((self.step_offset + step, result))
         return result
+
+
+def _last_hidden(out: Any) -> torch.Tensor:
+    """The encoder's (or decoder's) last hidden states; for T5 the encoder output."""
+    states = getattr(out, "hidden_states", None) or getattr(out, "encoder_hidden_states", None)
+    if not states:
+        raise ConfigError("self-distillation needs a model that returns hidden states")
+    return states[-1]
+
+
+def load_teacher(cfg: DistillConfig, model: Any) -> Any:
+    """The frozen teacher: a copy of ``model`` ('initial') or the model at ``cfg.teacher``."""
+    from warmstart.objectives import make_teacher
+
+    if cfg.teacher == "initial":
+        return make_teacher(model)
+    from warmstart_lang.models import load_model
+
+    teacher = load_model(cfg.teacher)
+    rows, want = teacher.get_input_embeddings().weight.shape[0], model.get_input_embeddings().weight.shape[0]
+    if rows != want or type(teacher) is not type(model):
+        raise ConfigError(
+            f"adapt.distill.teacher={cfg.teacher}: a {type(teacher).__name__} with {rows} rows cannot teach a "
+            f"{type(model).__name__} with {want}; the teacher must be this model further-pretrained"
+        )
+    return make_teacher(teacher)
 
 
 def family_eval_batches(
@@ -282,6 +401,8 @@ def continual_pretrain(
     new_token_ids: Sequence[int] | None = None,
     run_dir: Path | None = None,
     resume_from: Path | None = None,
+    submodel_steps: int = 0,
+    submodel_depths: Sequence[int] = (),
 ) -> AdaptResult:
     """Staged continual pretraining of ``model`` on ``target_files`` (see :class:`AdaptConfig`).
 
@@ -319,6 +440,7 @@ def continual_pretrain(
         seed=engine.train.seed,
         separator=separator_id(tokenizer, family),
         block_prefix=block_prefix_id(tokenizer, family),
+        transform=prompt_transform(adapt.prompt),
     )
     stream = FamilyBatches(blocks, tokenizer, family, seed=engine.train.seed)
     t_eval = family_eval_batches(tokenizer, target_eval_texts, family, adapt.block_size, adapt.eval_blocks)
@@ -329,16 +451,29 @@ def continual_pretrain(
     )
     task = AdaptTask(model, t_eval, s_eval, eval_every=engine.train.eval_every, family=family)
     task.history.append((0, task.measure()))
+    if adapt.distill.weight > 0:
+        task.teacher, task.distill = load_teacher(adapt.distill, model), adapt.distill
+    task.seed = engine.train.seed
     summaries: list[RunSummary] = []
+    if submodel_steps + stage1 >= total:
+        raise ConfigError(f"grow.stage1_steps={submodel_steps} leaves no steps of {total} for stage 2")
+    if submodel_steps and resume_from is None:  # bert2BERT stage 1: sub-models of the grown model
+        cfg = _stage_config(engine, submodel_steps)
+        cfg.checkpoint.every = 0
+        cfg.checkpoint.save_final = False
+        task.depths, task.final_step = list(submodel_depths), submodel_steps
+        summaries.append(Engine(cfg, run_dir / "submodels" if run_dir else None).fit(task, stream))
+        task.depths = None
     trainable_before = [p.requires_grad for p in model.parameters()]  # a QLoRA model arrives peft-wrapped
     if stage1 and resume_from is None:
         trainable = _trainable_embeddings_only(model)
         cfg = _stage_config(engine, stage1)
         cfg.checkpoint.every = 0
         cfg.checkpoint.save_final = False
-        task.final_step = stage1
+        task.step_offset, task._calls, task.final_step = submodel_steps, 0, stage1
         summaries.append(Engine(cfg, run_dir / "stage1" if run_dir else None).fit(task, stream))
         log.info("stage 1 (embeddings + head, %d params) done", sum(p.numel() for p in trainable))
+    stage1 += submodel_steps  # every step before stage 2
     for p, flag in zip(model.parameters(), trainable_before, strict=True):
         p.requires_grad_(flag)
     if adapt.mode == "lora" or (adapt.mode == "qlora" and not hasattr(model, "peft_config")):

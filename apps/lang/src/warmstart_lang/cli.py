@@ -19,6 +19,7 @@ from warmstart.engine import EngineConfig, cpu_threads
 from warmstart.errors import ConfigError, DataError
 from warmstart_lang.adapt import AdaptConfig
 from warmstart_lang.bench import BenchConfig, WorldConfig
+from warmstart_lang.growth import GrowConfig
 from warmstart_lang.tokenizer import TokenizerKind
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,28 @@ app = App(
 InitMethod = Literal["random", "mean", "multivariate", "fvt", "convex", "cw2v"]
 Files = list[Path] | Path
 """One path (a file or a folder) or a list of them: `--data a.txt` or `--data '[a.txt, b.jsonl]'`."""
+
+
+class _ProgressBar:
+    """A rich progress bar fed by a ``progress(step, total, loss)`` callback (created on the first call)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.progress: object | None = None
+        self.task: object | None = None
+
+    def update(self, step: int, total: int, loss: float) -> None:
+        from rich.progress import Progress
+
+        if self.progress is None:
+            self.progress = Progress(transient=True)
+            self.progress.start()  # type: ignore[attr-defined]
+            self.task = self.progress.add_task(self.what, total=total)  # type: ignore[attr-defined]
+        self.progress.update(self.task, completed=step, description=f"{self.what} loss {loss:.3f}")  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()  # type: ignore[attr-defined]
 
 
 def _run(run: RunContext | None, command: str) -> RunContext:
@@ -210,7 +233,8 @@ def expand(
     method: InitMethod = "fvt",
     head_method: InitMethod | None = None,
     data: Files | None = None,
-    cw2v_steps: int = 300,
+    cw2v_steps: int | None = None,
+    cw2v_seconds: float | None = None,
     seed: int = 0,
 ) -> None:
     """Resize a model (decoder, encoder or T5) to an extended tokenizer, initialising new embedding and head rows.
@@ -223,10 +247,13 @@ def expand(
         method: init of the new input-embedding rows: random, mean, multivariate, fvt (zip-tie), convex, cw2v.
         head_method: init of the new rows of an untied output head (default: the same as method).
         data: target text for cw2v.
-        cw2v_steps: training steps of cw2v's convex weights.
+        cw2v_steps: at most this many cw2v training steps (default: 3 epochs, stopped early when the loss on
+            held-out pairs stops falling).
+        cw2v_seconds: stop cw2v's training after this many seconds.
         seed: seed of the random inits.
     """
     from warmstart.cli.show import print_table
+    from warmstart.init import CW2VConfig
     from warmstart_lang.adapt import expand_model, save_model
     from warmstart_lang.families import family_of
     from warmstart_lang.models import load_model
@@ -240,6 +267,7 @@ def expand(
     texts = _texts(data, 2000) if data else None
     net = load_model(model)
     family = family_of(net)
+    bar = _ProgressBar("cw2v") if "cw2v" in (method, head_method) else None
     info = expand_model(
         net,
         old_tok,
@@ -248,16 +276,23 @@ def expand(
         head_method=head_method,
         seed=seed,
         texts=texts,
-        cw2v_steps=cw2v_steps,
         where=f"expand {model}",
         base_name=model,
+        cw2v=CW2VConfig(max_steps=cw2v_steps, max_seconds=cw2v_seconds),
+        progress=bar.update if bar else None,
     )
+    if bar:
+        bar.close()
     save_model(net, new_tok, out, extra=info)
     fallback = {
         "fvt": f"{info['fvt_fallback_rate']:.1%} of new tokens have no old pieces (mean row)",
         "cw2v": f"{info['cw2v_unseen_rate']:.1%} of new tokens never occur in --data (~mean row)",
         "convex": "none (random convex weights over old rows)",
     }
+    if "cw2v" in (method, head_method):
+        held = info["cw2v_heldout"]
+        trace = f"held-out pair loss {held[0][1]:.3f} -> {held[-1][1]:.3f}" if held else "no held-out pairs"
+        fallback["cw2v"] += f"; {info['cw2v_steps_run']} steps, {info['cw2v_stopped']}, {trace}"
     print_table(
         "vocabulary expansion",
         ("", ""),
@@ -345,6 +380,86 @@ def pretrain(
     rows += [("tokens/s", f"{result.tokens_per_s:.0f}"), ("trainable params", str(result.trainable_params))]
     rows += [("model", str(run_dir / "model"))]
     print_table("result", ("", ""), rows)
+    return 0
+
+
+@app.command(name="grow")
+def grow_command(
+    model: str,
+    grow: GrowConfig = GrowConfig(),
+    data: Files | None = None,
+    eval_data: Files | None = None,
+    tokenizer: str | None = None,
+    adapt: AdaptConfig = AdaptConfig(),
+    engine: EngineConfig = EngineConfig(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> int:
+    """Grow a trained model into a bigger one (bert2BERT FPI/AKI or learngene), then train it in two stages.
+
+    Args:
+        model: the small pretrained model (local directory or hub id).
+        grow: method (fpi / aki / learngene), target width and depth, first-stage steps.
+        data: training text for the two-stage training (none: grow and save only).
+        eval_data: held-out text (the family's metric before and after).
+        tokenizer: default: the one saved with the model.
+        adapt: block size, replay, MeCo, ... of the training (as in pretrain).
+        engine: steps (both stages together), batch, optimizer, schedule.
+        out: run directory (default: runs/lang/grow/<time>); the grown model is saved in <out>/model.
+    """
+    from warmstart.cli.show import print_table
+    from warmstart.init import output_drift
+    from warmstart_lang.adapt import continual_pretrain, family_eval_batches, save_model
+    from warmstart_lang.data import resolve_files
+    from warmstart_lang.families import family_of, family_perplexity
+    from warmstart_lang.growth import grow_model, submodel_depths
+    from warmstart_lang.models import load_model
+    from warmstart_lang.tokenizer import load_tokenizer
+
+    if data is not None and eval_data is None:
+        raise ConfigError("grow --data needs --eval_data (held-out text for the before/after metric)")
+    files = resolve_files(_paths(data), "training") if data is not None else []
+    small = load_model(model)
+    family = family_of(small)
+    tok = load_tokenizer(tokenizer or model)
+    run_dir, _ = _run(run, "grow").open(out=out)
+    big, info = grow_model(small, grow, f"grow {model}")
+    rows = [("family", f"{family.name} ({type(big).__name__})"), ("method", grow.method)]
+    rows += [(k, f"{a} -> {b}") for k, (a, b) in ((k, info[k]) for k in ("width", "depth", "params"))]
+    if eval_data is not None:
+        texts = _texts(eval_data, 500, adapt.text_key)
+        batches = family_eval_batches(tok, texts, family, adapt.block_size, adapt.eval_blocks)
+        before = family_perplexity(small, batches, family)["perplexity"]
+        grown_ppl = family_perplexity(big, batches, family)["perplexity"]
+        drift = output_drift(small.eval(), big.eval(), [b["input_ids"] for b in batches[:2]])
+        info |= {"small_ppl": before, "grown_ppl": grown_ppl, "drift_max_rel": drift["max_rel"]}
+        rows += [(f"{family.metric}: small / grown", f"{before:.4g} / {grown_ppl:.4g}")]
+        rows += [("output drift (max rel.)", f"{drift['max_rel']:.2e}")]
+    if files:
+        depths = submodel_depths(info["depth"][0], info["depth"][1])
+        result = continual_pretrain(
+            big,
+            tok,
+            files,
+            engine=engine,
+            adapt=adapt,
+            target_eval_texts=texts,
+            run_dir=run_dir,
+            submodel_steps=grow.stage1_steps,
+            submodel_depths=depths,
+        )
+        big = result.model
+        info["trained_ppl"] = result.final["target_ppl"]
+        info["history"] = result.history
+        rows += [
+            (
+                f"after {engine.train.max_steps} steps ({grow.stage1_steps} sub-model)",
+                f"{result.final['target_ppl']:.4g}",
+            )
+        ]
+    save_model(big, tok, run_dir / "model", extra=info, extra_name="warmstart_growth.json")
+    rows += [("saved", str(run_dir / "model"))]
+    print_table("model growth", ("", ""), rows)
     return 0
 
 

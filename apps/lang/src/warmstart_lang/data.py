@@ -352,6 +352,7 @@ class TextBlockStream:
         seed: int = 0,
         separator: int | None = None,
         block_prefix: int | None = None,
+        transform: Any = None,
     ) -> None:
         if not 0.0 <= replay_ratio < 1.0:
             raise DataError(f"replay_ratio={replay_ratio} must be in [0, 1)")
@@ -361,6 +362,8 @@ class TextBlockStream:
         if eos is None:
             raise DataError("the tokenizer has no eos_token; set one (tokenizer.eos_token) before packing")
         self.block_prefix = block_prefix
+        self.transform = transform
+        """``(text, record) -> text`` applied to every target document (PCP's template), not to replay."""
         self.tokenizer = tokenizer
         self.block_size = block_size
         self.batch_size = batch_size
@@ -406,6 +409,8 @@ class TextBlockStream:
         return self.pending.pop(k)
 
     def _encode(self, text: str, record: dict[str, Any], replayed: bool) -> tuple[list[int], list[int]]:
+        if self.transform is not None and not replayed:
+            text = self.transform(text, record)
         if self._meco is None or replayed:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             return ids, [1] * len(ids)

@@ -267,3 +267,43 @@ def test_cw2v_model_rows_in_hull(old_tokenizer, extended_tokenizer, target_texts
     assert len(rep.cw2v_losses) > 5 and rep.cw2v_losses[-1] < rep.cw2v_losses[0]
     assert in_hull_by_projection(model.get_input_embeddings().weight[n_old:].detach(), emb0, tol=1e-4)
     assert in_hull_by_projection(model.get_output_embeddings().weight[n_old:].detach(), head0, tol=1e-4)
+
+
+@pytest.mark.parametrize("untied", [False, True])
+def test_sparse_cw2v_stays_in_the_hull_learns_and_stops_early(untied: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    n_old, n_new, d = 200, 24, 16
+    old = torch.randn(n_old, d, generator=g, dtype=torch.float64)
+    head = torch.randn(n_old, d, generator=g, dtype=torch.float64) if untied else None
+    # new token i always sits between old tokens i and i + 50: a learnable signal
+    seqs = [torch.tensor([i, n_old + i, i + 50, (i * 7) % n_old]) for i in range(n_new) for _ in range(30)]
+    calls: list[tuple[int, int]] = []
+    cfg = CW2VConfig(support=32, window=1, negatives=3, lr=0.05, epochs=200, batch_size=64, eval_every=5)
+    res = cw2v_rows(
+        old,
+        n_new,
+        seqs,
+        old_head=head,
+        config=cfg,
+        generator=g,
+        progress=lambda s, t, _: calls.append((s, t)),
+    )
+    assert res.sparse is not None and res.sparse[0].shape == (n_new, 32)
+    checks = [(res.weights(), res.rows, old)]
+    if head is not None:
+        checks.append((res.weights(head=True), res.head_rows, head))
+    for w, rows, base in checks:
+        assert w.shape == (n_new, n_old) and (w >= 0).all() and int((w > 0).sum(1).max()) <= 32
+        torch.testing.assert_close(w.sum(1), torch.ones(n_new, dtype=w.dtype))
+        torch.testing.assert_close(rows, w @ base)  # the rows are exactly the convex combinations
+    assert res.heldout_losses[-1][1] < 0.9 * res.heldout_losses[0][1]  # held-out pairs: it learned
+    assert res.stopped == "early_stop" and len(res.losses) < calls[0][1]  # stopped before 200 epochs
+    assert [s for s, _ in calls] == list(range(1, len(res.losses) + 1))
+
+
+def test_cw2v_time_budget() -> None:
+    g = torch.Generator().manual_seed(0)
+    old = torch.randn(100, 8, generator=g)
+    seqs = [torch.randint(0, 120, (64,), generator=g) for _ in range(50)]
+    res = cw2v_rows(old, 20, seqs, config=CW2VConfig(support=16, max_seconds=0.0, epochs=5), generator=g)
+    assert res.stopped == "max_seconds" and res.losses == [] and res.rows.shape == (20, 8)

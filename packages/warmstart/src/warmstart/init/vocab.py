@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from warmstart.init.cw2v import CW2VConfig, CW2VResult, cw2v_rows
+from warmstart.init.cw2v import CW2VConfig, CW2VResult, Progress, cw2v_rows
 from warmstart.init.rows import (
     convex_rows,
     convex_weights,
@@ -125,6 +125,10 @@ class VocabExpansion:
     fvt_fallbacks: int = 0
     """New tokens whose string gave no old pieces (they got the mean row)."""
     cw2v_losses: list[float] = field(default_factory=list)
+    cw2v_heldout: list[tuple[int, float]] = field(default_factory=list)
+    """CW2V's (step, held-out pair loss) trace."""
+    cw2v_stopped: str = ""
+    """Why CW2V training stopped (epochs, max_steps, max_seconds, early_stop, no_pairs)."""
 
 
 def token_text(token: str, tokenizer: Any) -> str:
@@ -189,6 +193,7 @@ def expand_vocabulary(
     convex_k: int | None = 16,
     std: float | None = None,
     pad_to_multiple_of: int | None = None,
+    progress: Progress | None = None,
 ) -> VocabExpansion:
     """Resize ``model``'s embeddings (and untied output head) from ``old_tokenizer``'s to ``new_tokenizer``'s ids.
 
@@ -273,6 +278,7 @@ def expand_vocabulary(
                 old_head=head_matrix() if untied_head is not None and head_method == "cw2v" else None,
                 config=cw2v,
                 generator=g,
+                progress=progress,
             )
 
     def rows_for(old: Tensor, which: str, is_head: bool) -> Tensor:
@@ -353,6 +359,8 @@ def expand_vocabulary(
         tied=tied,
         fvt_fallbacks=fallbacks,
         cw2v_losses=cw2v_res.losses if cw2v_res is not None else [],
+        cw2v_heldout=cw2v_res.heldout_losses if cw2v_res is not None else [],
+        cw2v_stopped=cw2v_res.stopped if cw2v_res is not None else "",
     )
 
 
