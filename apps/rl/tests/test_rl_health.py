@@ -364,3 +364,44 @@ def test_worldmodel_pretrains_on_other_envs_videos_and_finetunes_on_the_target(t
     assert app.main(["worldmodel-finetune", "--model", str(pre), *ENV, *agent, "--out", str(out)]) == 0
     ft = json.loads((out / "worldmodel" / "config.json").read_text())
     assert ft["config"]["n_actions"] == 3 and ft["env"]["env_id"] == "MiniGrid-Empty-Random-5x5-v0"
+
+
+# -- inverse dynamics as a representation -------------------------------------------------------------
+def test_idm_repr_bench_writes_report(tmp_path) -> None:
+    out = tmp_path / "repr"
+    argv = [
+        "bench",
+        "--kind",
+        "idm-repr",
+        "--representation.seeds",
+        "1",
+        "--representation.play_episodes",
+        "3",
+    ]
+    argv += ["--representation.demos", "1", "--representation.heldout_episodes", "1"]
+    argv += ["--representation.pretrain_steps", "3", "--representation.bc_steps", "3"]
+    argv += ["--representation.eval_episodes", "1", "--representation.max_episode_steps", "10"]
+    assert app.main([*argv, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"scratch", "inverse dynamics", "forward dynamics", "contrastive"}
+    for method in results["methods"].values():
+        assert len(method["values"]) == 1 and 0.0 <= method["values"][0] <= 1.0
+
+
+def test_inverse_dynamics_pretraining_learns_the_executed_action() -> None:
+    from warmstart_rl.idmrepr import Pretrainer, ReprConfig, record
+    from warmstart_rl.models import EncoderConfig
+
+    config = ReprConfig(size=12, max_episode_steps=15)
+    play = record("MiniGrid-Empty-Random-5x5-v0", config, 6, 0.5, 0)
+    torch.manual_seed(0)
+    model = Pretrainer("inverse dynamics", 12, EncoderConfig([8, 8], 16))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    idx = torch.arange(len(play.action))
+    first = float(model.loss(play, idx))
+    for _ in range(60):
+        loss = model.loss(play, idx)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(model.loss(play, idx)) < 0.7 * first  # o_t, o_{t+1} -> a_t is learnable on MiniGrid

@@ -25,6 +25,7 @@ from warmstart.engine import EngineConfig
 from warmstart_rl.bench import BenchConfig, RoboFuMEBenchConfig, WorldModelBenchConfig
 from warmstart_rl.contextwm import AgentConfig, WorldModelConfig
 from warmstart_rl.data import EnvConfig, OnBadFile
+from warmstart_rl.idmrepr import ReprConfig
 from warmstart_rl.l2m import L2MConfig
 from warmstart_rl.lmpolicy import LMPolicyConfig
 from warmstart_rl.robofume import RoboFuMEConfig
@@ -472,22 +473,26 @@ def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
 
 @app.command
 def bench(
-    kind: Literal["vpt", "worldmodel", "robofume"] = "vpt",
+    kind: Literal["vpt", "worldmodel", "robofume", "idm-repr"] = "vpt",
     setup: BenchConfig = BenchConfig(),
     worldmodel: WorldModelBenchConfig = WorldModelBenchConfig(),
     robofume: RoboFuMEBenchConfig = RoboFuMEBenchConfig(),
+    representation: ReprConfig = ReprConfig(),
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> None:
     """Transfer vs scratch at equal env steps, several seeds; report.md + plot.png + results.json.
 
     Args:
-        kind: 'vpt' (PPO scratch vs BC-init vs BC-init + KL), 'worldmodel' (ContextWM pretrained vs scratch
+        kind: 'vpt' (PPO scratch vs BC-init vs BC-init + KL), 'idm-repr' (pretrained encoders for imitation),
+            'worldmodel' (ContextWM pretrained vs scratch
             world model) or 'robofume' (offline Cal-QL + learned reward vs online from scratch).
         setup: the VPT bench's seeds, environment, steps, corpus size, threshold (`--setup.env.env_id
             ALE/Breakout-v5` for the Atari row).
         worldmodel: the world-model bench's settings.
         robofume: the RoboFuME bench's settings.
+        representation: the 'idm-repr' bench (inverse-dynamics vs forward-dynamics vs contrastive vs scratch
+            encoders for few-demo multitask imitation, arXiv 2305.16985).
         out: run directory for report.md, plot.png, results.json.
     """
     from warmstart_rl.bench import run_bench, run_robofume_bench, run_worldmodel_bench, single_thread
@@ -498,6 +503,10 @@ def bench(
             report = run_worldmodel_bench(worldmodel, run_dir)
         elif kind == "robofume":
             report = run_robofume_bench(robofume, run_dir)
+        elif kind == "idm-repr":
+            from warmstart_rl.idmrepr import run_repr_bench
+
+            report = run_repr_bench(representation, run_dir)
         else:
             report = run_bench(setup, run_dir)
     _print_report(report)
