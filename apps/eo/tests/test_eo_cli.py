@@ -62,8 +62,11 @@ def test_bench_writes_report(eo_root: Path, tmp_path: Path, monkeypatch: pytest.
     assert "reconstructions.png" in (out / "report.md").read_text()
     grid = json.loads((out / "grid" / "results.json").read_text())
     assert len(grid["methods"]) == 6  # resize on/off × 3 normalisations
+
     def artifacts() -> list[Path]:
-        return sorted(p for p in (tmp_path / "cache" / "eo.bench-source").iterdir() if not p.name.startswith("."))
+        return sorted(
+            p for p in (tmp_path / "cache" / "eo.bench-source").iterdir() if not p.name.startswith(".")
+        )
 
     cached = artifacts()
     assert len(cached) == 1  # the source is an artifact: a second run reuses it

@@ -51,6 +51,8 @@ def test_unlabelled_folder_probe_and_finetune_exit_2(eo_root: Path, tmp_path: Pa
         err = _one_line(capsys)
         assert "no labels" in err and str(root) in err
     assert not (tmp_path / "runs").exists()  # nothing half-written
+    assert app.main(["pretrain", "--data", str(root), "--objective", "soft-contrastive", *TINY]) == 2
+    assert "multi-labels" in _one_line(capsys)
 
 
 def test_segmentation_at_a_chip_size_other_than_the_encoders(eo_root: Path, tmp_path: Path, capsys) -> None:

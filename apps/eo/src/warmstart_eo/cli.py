@@ -158,6 +158,11 @@ def pretrain(
         root=root, chips=chips, init=init,
     )  # fmt: skip
     print_summary(result.summary, f"eo pretrain ({model.family}, {objective}) → {run_dir}")
+    from warmstart.cli.show import print_table
+
+    data_rows = [("chips", str(len(chips))), ("bands", ",".join(chips.bands)), ("frames", str(chips.frames))]
+    data_rows += [(k, str(v)) for k, v in chips.notes.items() if v not in ([], "", 0)]
+    print_table("data", ("", ""), data_rows)
 
 
 def _health_rows(metrics: dict) -> list[tuple[str, str]]:

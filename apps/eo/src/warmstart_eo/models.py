@@ -18,7 +18,10 @@ prediction head and loss on the removed tokens only, cached sin-cos tables. Left
 (features are mean-pooled tokens), Prithvi-v2's time/location embeddings, SatMAE++'s 384 px crops (the
 pyramid here starts from the chip size).
 ``ModelConfig.pos_order`` picks the half order of the 2D sin-cos ([row | col] ours, [col | row] MAE's
-reference code, set when ``warmstart_eo.weights`` converts such a checkpoint).
+reference code, set when ``warmstart_eo.weights`` converts such a checkpoint). Bands are named:
+:func:`adapt_encoder` narrows an encoder to the bands a dataset has (SatMAE++ drops empty groups and keeps
+the others' group encoding). Models are saved in ``warmstart.hub``'s one format (``from_pretrained`` on
+the MAE, the classifier and the segmenter); the older ``model.json`` layout still loads.
 """
 
 from __future__ import annotations

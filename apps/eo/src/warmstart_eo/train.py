@@ -196,7 +196,7 @@ def run_pretrain(
     when the bands match and rebuilt otherwise.
     """
     chips = chips if chips is not None else load_dataset(data, data_config, root)
-    if objective == "soft-contrastive" and chips.multilabels.shape[1] == 0:
+    if objective == "soft-contrastive" and not bool(chips.multilabels.sum() > 0):
         raise DataError(
             f"--objective soft-contrastive needs multi-labels (land-cover classes per chip); {data} has none "
             "(use a labelled folder or bigearthnet)"
