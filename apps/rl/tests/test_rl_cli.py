@@ -218,7 +218,7 @@ def test_recipes_parse() -> None:
 
     root = Path(warmstart_rl.__file__).parent / "recipes"
     recipes = sorted(root.glob("*/*.yaml"))
-    assert len(recipes) == 13
+    assert len(recipes) == 14
     for recipe in recipes:
         command = recipe.stem
         extra = (
