@@ -7,7 +7,18 @@ import math
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from warmstart_code.bcoder import BCoderTask, QModel, conservative_targets, pair_accuracy, q_of_taken, rerank
+from warmstart_code.bcoder import (
+    BCoderConfig,
+    BCoderTask,
+    QModel,
+    advantage,
+    conservative_targets,
+    load_qmodel,
+    pair_accuracy,
+    q_of_taken,
+    rerank,
+    save_value_head,
+)
 
 
 def _lm(seed: int = 0) -> GPT2LMHeadModel:
@@ -33,33 +44,83 @@ def test_q_policy_is_the_lm_at_initialisation():
     model = QModel(lm, beta=0.5).eval()
     batch = _batch([1.0, 0.0])
     logp, value = model(batch["input_ids"], batch["attention_mask"])
-    q_all = model.beta * logp + value.unsqueeze(-1)  # (B, T, V)
+    q_all = value.unsqueeze(-1) + advantage(logp, model.beta)  # (B, T, V)
     policy = torch.softmax(q_all / model.beta, -1)
     lm_policy = torch.softmax(lm(input_ids=batch["input_ids"]).logits, -1)
     torch.testing.assert_close(policy, lm_policy, atol=1e-5, rtol=1e-5)
+    # the advantage is max-normalised: the greedy action's Q is V(s), every other action's is below it
+    torch.testing.assert_close(q_all.max(-1).values, value)
+    assert bool((q_all <= value.unsqueeze(-1) + 1e-6).all())
 
 
-def test_conservative_target_is_reward_at_the_end_and_pi0_bootstrap_before():
+def test_conservative_target_is_reward_at_the_end_and_target_network_bootstrap_before():
     model = QModel(_lm(), beta=1.0).eval()  # no dropout: targets and the check see the same network
-    torch.nn.init.normal_(model.value_head.weight)  # a non-trivial V
+    torch.nn.init.normal_(model.value_head.weight)  # a non-trivial V ...
+    model.update_target(1.0)  # ... copied into the target network
     batch = _batch([1.0, 0.0])
     q, logp, value = q_of_taken(model, batch)
-    target = conservative_targets(model, batch, logp, value)
+    target = conservative_targets(model, batch)
     assert target[:, -1].tolist() == [1.0, 0.0]  # the last action's target is the test reward
-    greedy = model.reference(input_ids=batch["input_ids"]).logits.argmax(-1)  # π0's action
-    t = 5  # an inner step: y_t = Q(s_{t+1}, argmax π0(s_{t+1}))
-    expected = logp[:, t + 1].gather(-1, greedy[:, t + 1 : t + 2]).squeeze(-1) + value[:, t + 1]
-    torch.testing.assert_close(target[:, t], expected.detach())
-    not_max = logp[:, t + 1].max(-1).values + value[:, t + 1]
-    assert not torch.allclose(target[:, t], not_max.detach()) or bool(
-        (greedy[:, t + 1] == logp[:, t + 1].argmax(-1)).all()
+    # at initialisation π0's greedy action is the target's greedy action: y_t = V_target(s_{t+1}), with no
+    # per-token penalty (the old bootstrap added β·log π(a*) < 0 at every step)
+    t = 5
+    torch.testing.assert_close(target[:, t], value[:, t + 1].detach())
+    # once the online LM moves away from π0, the bootstrap uses π0's action scored by the target network
+    with torch.no_grad():
+        for p in model.target_lm.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    greedy = model.reference(input_ids=batch["input_ids"]).logits.argmax(-1)  # π0's action  (B, T)
+    out = model.target_lm(input_ids=batch["input_ids"], output_hidden_states=True)
+    logp_t = torch.log_softmax(out.logits, -1)
+    v_t = model.target_value(out.hidden_states[-1]).squeeze(-1)
+    adv = advantage(logp_t, 1.0).gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(
+        conservative_targets(model, batch)[:, t], (v_t + adv)[:, t + 1], atol=1e-5, rtol=1e-5
     )
+
+
+def test_target_network_follows_by_polyak_or_by_period():
+    model = QModel(_lm(), beta=1.0)
+    with torch.no_grad():
+        model.value_head.bias.fill_(1.0)
+    polyak = BCoderTask(model, BCoderConfig(target_update="polyak", tau=0.25))
+    polyak.loss(_batch([1.0]))
+    assert float(model.target_value.bias) == 0.25  # 0.25 * 1 + 0.75 * 0
+    model2 = QModel(_lm(), beta=1.0)
+    periodic = BCoderTask(model2, BCoderConfig(target_update="periodic", target_period=3))
+    for step in range(4):
+        with torch.no_grad():
+            model2.value_head.bias.fill_(float(step + 1))
+        periodic.loss(_batch([1.0]))
+        assert float(model2.target_value.bias) == (1.0 if step < 3 else 4.0)  # copied at steps 0 and 3
+
+
+def test_value_head_round_trips_through_the_hub_and_the_old_layout_still_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    model = QModel(_lm(), beta=0.3)
+    torch.nn.init.normal_(model.value_head.weight)
+    cfg = BCoderConfig(beta=0.3, tau=0.1)
+    save_value_head(model, tmp_path / "value_head", cfg)
+    loaded, loaded_cfg = load_qmodel(_lm(), tmp_path)
+    assert loaded_cfg.beta == 0.3 and loaded_cfg.tau == 0.1
+    torch.testing.assert_close(loaded.value_head.weight, model.value_head.weight)
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file(
+        {k: v.contiguous() for k, v in model.value_head.state_dict().items()},
+        str(old / "value_head.safetensors"),
+    )
+    (old / "bcoder.json").write_text('{"beta": 0.3, "samples_per_task": 4}')
+    legacy, legacy_cfg = load_qmodel(_lm(), old)
+    assert legacy_cfg.beta == 0.3
+    torch.testing.assert_close(legacy.value_head.weight, model.value_head.weight)
 
 
 def test_td_training_separates_passing_from_failing_programs():
     model = QModel(_lm(), beta=1.0)
     batch = _batch([1.0, 0.0, 1.0, 0.0])
-    task = BCoderTask(model, bc_weight=0.0)
+    task = BCoderTask(model, BCoderConfig(beta=1.0), bc_weight=0.0)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(60):
         loss, _ = task.loss(batch)

@@ -135,7 +135,13 @@ def test_prompt_tune_and_benches(tmp_path):
         == 0
     )
     acc = json.loads((tmp_path / "p" / "accuracy.json").read_text())
-    assert set(acc) == {"zero-shot", "prompt tuning", "linear probe", "full fine-tuning"}
+    assert set(acc) == {
+        "zero-shot",
+        "prompt tuning",
+        "linear probe",
+        "full fine-tuning",
+        "scratch (random init + FT)",
+    }
     assert all(0.0 <= v <= 1.0 for v in acc.values())
     out = tmp_path / "bs"
     assert app.main(["bench", "--kind", "sandbox", "--options.seeds", "[0]", "--options.sandbox_programs", "10",

@@ -42,3 +42,29 @@ def test_mbpp_layout_and_bad_lines_are_skipped(tmp_path):
         assert sb.run(
             tasks[0].program(tasks[0].canonical_solution)
         ).passed  # MBPP: the code is the whole program
+
+
+def test_javascript_versions_cover_every_template_and_are_valid_javascript(tmp_path):
+    import shutil
+    import subprocess
+
+    from warmstart_code.data import JS_BODIES, TEMPLATES, generate_js_tasks
+    from warmstart_code.zecoler import snippet, understanding_split
+
+    assert {t[1] for t in TEMPLATES} == set(JS_BODIES)
+    tasks = generate_js_tasks(60, seed=1)
+    assert {t.language for t in tasks} == {"javascript"} and {t.family for t in tasks} == {
+        "string",
+        "list",
+        "arith",
+    }
+    train, test = understanding_split(6, 6, seed=0)
+    assert {t.language for t in train} == {"python"} and {t.language for t in test} == {"javascript"}
+    assert snippet(test[0]).endswith("// kind:") and snippet(train[0]).endswith("# kind:")
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no JavaScript runtime here to check the syntax (the task itself needs none)")
+    source = tmp_path / "all.js"
+    source.write_text("".join(t.prompt + t.canonical_solution for t in tasks))
+    done = subprocess.run([node, "--check", str(source)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from warmstart.eval import BenchReport, write_bench_report
 from warmstart_code.bcoder import (
     BCoderConfig,
@@ -27,7 +29,7 @@ from warmstart_code.bcoder import (
     train_bcoder,
 )
 from warmstart_code.data import generate_tasks
-from warmstart_code.models import ModelConfig, sample_programs
+from warmstart_code.models import ModelConfig, build_tiny_lm, sample_programs
 from warmstart_code.sandbox import Sandbox, SandboxConfig
 from warmstart_code.synthesis import (
     evaluate_model,
@@ -36,7 +38,7 @@ from warmstart_code.synthesis import (
     quiet_engine,
     supervised_finetune,
 )
-from warmstart_code.zecoler import PromptTuneConfig, compare, understanding_split
+from warmstart_code.zecoler import PromptTuneConfig, bilingual_corpus_tasks, compare, understanding_split
 
 log = logging.getLogger(__name__)
 
@@ -112,18 +114,55 @@ def synthesis_seed(cfg: SynthesisBenchConfig, seed: int, sandbox: Sandbox) -> di
         copy.deepcopy(model), tok, buffer, quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed), cfg.bcoder
     )
     bc_seconds = time.perf_counter() - t
-    bc, _, _ = evaluate_model(qmodel.lm, tok, test, sandbox, **kw)
+    bc, bc_samples, bc_passed = evaluate_model(qmodel.lm, tok, test, sandbox, **kw)
     out["b-coder"] = {"pass@1": bc.pass_at_1, "pass@k": bc.pass_at_k, "seconds": bc_seconds}
 
+    out["b-coder"] |= value_diagnosis(qmodel, tok, test, bc_samples, bc_passed, cfg.model.max_len)
+    bc_values = program_values(qmodel, tok, test, bc_samples, cfg.model.max_len)
+    out["b-coder + value rerank"] = {
+        "pass@1": rerank(bc_values, bc_passed),
+        "pass@k": bc.pass_at_k,
+        "seconds": bc_seconds,
+    }
     values = program_values(qmodel, tok, test, sft_samples, cfg.model.max_len)
     out["sft + b-coder rerank"] = {
         "pass@1": rerank(values, sft_passed),
         "pass@k": sft.pass_at_k,
         "seconds": sft_seconds + bc_seconds,
-        "pair_acc": pair_accuracy(values, sft_passed),
+    } | value_diagnosis(qmodel, tok, test, sft_samples, sft_passed, cfg.model.max_len)
+
+    t = time.perf_counter()  # scratch: the same architecture from random weights, SFT on the same budget
+    scratch = build_tiny_lm(tok, cfg.model, seed=seed + 11)
+    scratch, _ = supervised_finetune(
+        scratch, tok, train, quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed), cfg.model.max_len
+    )
+    scratch_seconds = time.perf_counter() - t
+    sc, _, _ = evaluate_model(scratch, tok, test, sandbox, **kw)
+    out["scratch (random init + SFT)"] = {
+        "pass@1": sc.pass_at_1,
+        "pass@k": sc.pass_at_k,
+        "seconds": scratch_seconds,
     }
     log.info("seed %d done in %.1fs: %s", seed, time.perf_counter() - start, out)
     return out
+
+
+def value_diagnosis(qmodel, tok, tasks, samples, passed, max_len: int = 128) -> dict[str, float]:
+    """What the learned value tracks on these samples: within-task pair accuracy (pass vs fail; 0.5 = chance),
+    and Pearson correlations of Q(last action) with passing and with the completion's length in tokens."""
+    values = program_values(qmodel, tok, tasks, samples, max_len)
+    q = np.array([v for vs in values for v in vs], dtype=float)
+    ok = np.array([float(p) for ps in passed for p in ps])
+    length = np.array([len(tok(c)["input_ids"]) for cs in samples for c in cs], dtype=float)
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+    return {
+        "pair_acc": pair_accuracy(values, passed),
+        "corr_pass": corr(q, ok),
+        "corr_length": corr(q, length),
+    }
 
 
 def run_synthesis_bench(
@@ -138,10 +177,16 @@ def run_synthesis_bench(
     extra = {
         f"pass@{cfg.k}": {m: {s: per_seed[s][m]["pass@k"] for s in per_seed} for m in methods},
         "train seconds": {m: {s: per_seed[s][m]["seconds"] for s in per_seed} for m in methods},
-        "value pair accuracy (0.5 = chance)": {
-            "sft + b-coder rerank": {s: per_seed[s]["sft + b-coder rerank"]["pair_acc"] for s in per_seed}
-        },
     }
+    diag = {
+        "pair_acc": "value pair accuracy (0.5 = chance)",
+        "corr_pass": "corr(Q, passes)",
+        "corr_length": "corr(Q, length in tokens)",
+    }
+    for key, title in diag.items():  # on B-Coder's own samples and on SFT's
+        extra[title] = {
+            m: {s: per_seed[s][m][key] for s in per_seed} for m in ("b-coder", "sft + b-coder rerank")
+        }
     desc = (
         f"Tiny GPT-2 ({cfg.model.n_layer}x{cfg.model.n_embd}) pretrained {cfg.pretrain_steps} steps on "
         f"{cfg.pretrain_tasks} generated programs; SFT and B-Coder each {cfg.steps} steps (batch "
@@ -149,8 +194,10 @@ def run_synthesis_bench(
         f"{cfg.bcoder.samples_per_task} sampled programs per task (generation + sandbox time counted in "
         f"its seconds). pass@1 unbiased from {cfg.n_samples} samples (T=0.8) on {cfg.test_tasks} held-out "
         f"tasks (same templates, new constants and names); the rerank row is the pass@1 of the SFT "
-        f"sample with the highest learned value; its value pair accuracy is the share of (passing, failing) sample pairs "
-        f"of the same task that the value orders correctly."
+        f"sample with the highest learned value ('b-coder + value rerank': of B-Coder's own samples, the "
+        f"paper's inference); value pair accuracy is the share of (passing, failing) sample pairs of the same "
+        f"task that the value orders correctly; corr(Q, ·) are Pearson correlations over all samples. "
+        f"Scratch: the same architecture from random weights, SFT on the same steps and data."
     )
     return write_bench_report(
         out_dir,
@@ -173,34 +220,39 @@ def run_understanding_bench(
     pretrain_steps: int = 400,
     n_train: int = 96,
     n_test: int = 96,
+    split: str = "language",
 ) -> BenchReport:
     results: dict[str, dict[int, float]] = {}
     for seed in seeds:
-        model, tok, _ = pretrain_code_lm(
-            generate_tasks(1500, seed=1000 * seed),
-            model_cfg,
-            quiet_engine(pretrain_steps, 3e-3, 32, seed, 20),
-        )
-        train, test = understanding_split(n_train, n_test, seed)
+        corpus = bilingual_corpus_tasks(1500, seed=1000 * seed)
+        model, tok, _ = pretrain_code_lm(corpus, model_cfg, quiet_engine(pretrain_steps, 3e-3, 32, seed, 20))
+        train, test = understanding_split(n_train, n_test, seed, split)
         run_cfg = copy.deepcopy(cfg)
         run_cfg.seed = seed
-        for method, acc in compare(model, tok, train, test, run_cfg).items():
+        scratch = build_tiny_lm(tok, model_cfg, seed=seed + 11)
+        for method, acc in compare(model, tok, train, test, run_cfg, scratch=scratch).items():
             results.setdefault(method, {})[seed] = acc
+    shift = (
+        "trained on Python snippets, tested zero-shot on JavaScript ones (every template)"
+        if split == "language"
+        else "trained on half of the templates, tested on the other half (Python)"
+    )
     desc = (
-        f"Family classification (string/list/arith) of generated functions, trained on half of the "
-        f"templates ({n_train} snippets) and tested on the other half ({n_test}); {cfg.steps} steps for "
-        f"prompt tuning ({cfg.virtual_tokens} virtual tokens, peft) and full fine-tuning (LM-form scoring "
-        f"of '# kind: <label>'); linear probe: L-BFGS logistic regression on frozen mean-pooled features."
+        f"Family classification (string/list/arith) of generated functions, {shift}; {n_train} training and "
+        f"{n_test} test snippets; the tiny LM is pretrained {pretrain_steps} steps on 1500 programs, half "
+        f"Python, half JavaScript. {cfg.steps} steps for prompt tuning ({cfg.virtual_tokens} virtual "
+        f"tokens, peft), full fine-tuning and scratch (LM-form scoring of 'kind: <label>'); linear probe: "
+        f"L-BFGS logistic regression on frozen mean-pooled features. Chance = 0.33."
     )
     return write_bench_report(
         out_dir,
-        "code: Zecoler prompt tuning vs linear probe vs full fine-tuning",
+        "code: Zecoler prompt tuning across languages vs probe, fine-tuning, scratch",
         results,
         metric="test accuracy",
         higher_is_better=True,
         baseline="zero-shot",
         description=desc,
-        config={"prompt": asdict(cfg), "model": asdict(model_cfg)},
+        config={"prompt": asdict(cfg), "model": asdict(model_cfg), "split": split},
     )
 
 

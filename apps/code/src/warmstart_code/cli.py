@@ -8,7 +8,7 @@ LMs arXiv 2305.04106): parse options, call the pipelines in ``synthesis``, ``bco
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -275,14 +275,29 @@ def bcoder(action: Literal["train", "rerank"], tasks: str, model: str | None = N
         out: run directory.
     """
     import torch
-    from safetensors.torch import load_file, save_file
 
-    from warmstart_code.bcoder import BCoderConfig, QModel, program_values, replay_buffer, train_bcoder
+    from warmstart_code.bcoder import (
+        BCoderConfig,
+        load_qmodel,
+        program_values,
+        replay_buffer,
+        save_value_head,
+        train_bcoder,
+    )
     from warmstart_code.models import sample_programs, save_lm
     from warmstart_code.sandbox import Sandbox
     from warmstart_code.synthesis import execute, quiet_engine
 
     loaded, _ = _tasks(tasks)
+    if action == "rerank":
+        if (
+            model is None
+            or not (Path(model) / "value_head").is_dir()
+            and not (Path(model) / "value_head.safetensors").is_file()
+        ):
+            raise UserError(f"--model {model}: no value_head/; pass a directory written by `bcoder train`")
+        if samples is None:
+            raise UserError("bcoder rerank needs --samples FILE.jsonl (from `warmstart-code sample`)")
     lm, tok = _load_model(model)
     run_dir, _ = _run(run, f"bcoder-{action}").open(out=out)
     if action == "train":
@@ -296,26 +311,15 @@ def bcoder(action: Literal["train", "rerank"], tasks: str, model: str | None = N
             lm, tok, buffer, quiet_engine(train.steps, train.lr, train.batch_size, train.seed), cfg
         )
         path = save_lm(q.lm, tok, run_dir / "model")
-        save_file(
-            {k: v.contiguous() for k, v in q.value_head.state_dict().items()},
-            str(path / "value_head.safetensors"),
-        )
-        (path / "bcoder.json").write_text(json.dumps(asdict(cfg)))
         n_pass = sum(float(r["reward"]) for r in buffer)
-        print_table("bcoder train", ("", ""), [("replay buffer", f"{len(buffer)} programs, {n_pass:.0f} passing"),
-                                               ("model", str(path))])  # fmt: skip
-        return path
-    head = Path(model) / "value_head.safetensors"
-    if not head.is_file():
-        raise UserError(
-            f"--model {model}: no value_head.safetensors; pass a directory written by `bcoder train`"
+        save_value_head(q, path / "value_head", cfg, extra={"replay_buffer": len(buffer), "passing": n_pass})
+        print_table(
+            "bcoder train",
+            ("", ""),
+            [("replay buffer", f"{len(buffer)} programs, {n_pass:.0f} passing"), ("model", str(path))],
         )
-    if samples is None:
-        raise UserError("bcoder rerank needs --samples FILE.jsonl (from `warmstart-code sample`)")
-    meta = Path(model) / "bcoder.json"
-    beta = json.loads(meta.read_text())["beta"] if meta.is_file() else 0.1
-    q = QModel(lm, beta)
-    q.value_head.load_state_dict(load_file(str(head)))
+        return path
+    q, _ = load_qmodel(lm, model)
     by_id = _read_samples(samples)
     chosen = [t for t in loaded if t.task_id in by_id]
     with torch.no_grad():
@@ -324,46 +328,58 @@ def bcoder(action: Literal["train", "rerank"], tasks: str, model: str | None = N
     with path.open("w") as f:
         for t, v in zip(chosen, values, strict=True):
             best = max(range(len(v)), key=lambda j: v[j])
-            f.write(
-                json.dumps({"task_id": t.task_id, "completion": by_id[t.task_id][best], "value": v[best]})
-                + "\n"
-            )
+            row = {"task_id": t.task_id, "completion": by_id[t.task_id][best], "value": v[best]}
+            f.write(json.dumps(row) + "\n")
     print_table("bcoder rerank", ("", ""), [("tasks", str(len(chosen))), ("top-1 samples", str(path))])
     return path
 
 
 @app.command(name="prompt-tune")
-def prompt_tune(model: str | None = None, steps: int = 60, virtual_tokens: int = 8, n_train: int = 96,
-                n_test: int = 96, seed: int = 0, out: Path | None = None, run: RunContext | None = None) -> dict:  # fmt: skip
-    """Zecoler-style soft prompts on a frozen LM (family classification, unseen templates) vs probe and FT.
+def prompt_tune(
+    model: str | None = None,
+    steps: int = 60,
+    virtual_tokens: int = 8,
+    n_train: int = 96,
+    n_test: int = 96,
+    seed: int = 0,
+    split: Literal["language", "templates"] = "language",
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> dict:
+    """Zecoler-style soft prompts on a frozen LM, zero-shot to another language, vs probe, FT and scratch.
 
     Args:
-        model: model directory or hub id (default: pretrain a tiny one first, 200 steps).
-        steps: steps of prompt tuning and of full fine-tuning.
+        model: model directory or hub id (default: pretrain a tiny one on Python + JavaScript, 200 steps).
+        steps: steps of prompt tuning, full fine-tuning and scratch.
         virtual_tokens: soft-prompt length.
-        n_train: training snippets.
-        n_test: test snippets (other templates).
+        n_train: training snippets (Python).
+        n_test: test snippets (language: JavaScript; templates: unseen Python templates).
         seed: seed.
+        split: language (train Python, test JavaScript) or templates (train / test on different templates).
         out: run directory (accuracy.json).
     """
-    from warmstart_code.data import generate_tasks
+    from warmstart_code.models import build_tiny_lm
     from warmstart_code.synthesis import pretrain_code_lm, quiet_engine
-    from warmstart_code.zecoler import PromptTuneConfig, compare, understanding_split
+    from warmstart_code.zecoler import PromptTuneConfig, bilingual_corpus_tasks, compare, understanding_split
 
     run_dir, _ = _run(run, "prompt-tune").open(out=out)
     if model is None:
-        lm, tok, _ = pretrain_code_lm(
-            generate_tasks(800, seed), ModelConfig(), quiet_engine(200, 3e-3, 32, seed, 10)
-        )
+        corpus = bilingual_corpus_tasks(800, seed)
+        lm, tok, _ = pretrain_code_lm(corpus, ModelConfig(), quiet_engine(200, 3e-3, 32, seed, 10))
+        scratch = build_tiny_lm(tok, ModelConfig(), seed=seed + 11)
     else:
         lm, tok = _load_model(model)
-    train, test = understanding_split(n_train, n_test, seed)
-    acc = compare(
-        lm, tok, train, test, PromptTuneConfig(virtual_tokens=virtual_tokens, steps=steps, seed=seed)
-    )
+        scratch = None
+    train, test = understanding_split(n_train, n_test, seed, split)
+    cfg = PromptTuneConfig(virtual_tokens=virtual_tokens, steps=steps, seed=seed)
+    acc = compare(lm, tok, train, test, cfg, scratch=scratch)
     (run_dir / "accuracy.json").write_text(json.dumps(acc, indent=2))
-    print_table("prompt-tune: test accuracy on unseen templates", ("method", "accuracy"),
-                [(m, f"{a:.3f}") for m, a in acc.items()])  # fmt: skip
+    where = "JavaScript (trained on Python)" if split == "language" else "unseen templates"
+    print_table(
+        f"prompt-tune: test accuracy on {where}",
+        ("method", "accuracy"),
+        [(m, f"{a:.3f}") for m, a in acc.items()],
+    )
     return acc
 
 

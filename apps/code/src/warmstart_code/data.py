@@ -43,6 +43,7 @@ class CodeTask:
     test: str
     canonical_solution: str = ""
     family: str = ""
+    language: str = "python"
 
     def program(self, completion: str) -> str:
         """The check program HumanEval runs: prompt + completion + tests + ``check(entry_point)``."""
@@ -130,6 +131,51 @@ def make_task(template: Template, index: int, rng: random.Random, n_tests: int =
         asserts.append(f"    assert candidate({arg!r}) == {scope[fn](arg)!r}")
     test = "def check(candidate):\n" + "\n".join(asserts) + "\n"
     return CodeTask(f"gen/{family}/{index}", prompt, fn, test, solution, family)
+
+
+# The same templates in JavaScript (a representation task across languages needs no JS runtime).
+JS_BODIES: dict[str, str] = {
+    "add": "return x + {k};",
+    "mul": "return x * {k};",
+    "sub": "return x - {k};",
+    "square_add": "return x * x + {k};",
+    "mod": "return ((x % {m}) + {m}) % {m};",
+    "max_k": "return Math.max(x, {k});",
+    "abs_add": "return Math.abs(x) + {k};",
+    "sum_add": "return x.reduce((a, b) => a + b, 0) + {k};",
+    "len_add": "return x.length + {k};",
+    "map_add": "return x.map((v) => v + {k});",
+    "map_mul": "return x.map((v) => v * {k});",
+    "filter_gt": "return x.filter((v) => v > {k});",
+    "count_k": "return x.filter((v) => v === {k}).length;",
+    "sorted_rev": "return [...x].sort((a, b) => b - a);",
+    "concat": "return x + '{c}';",
+    "prefix": "return '{c}' + x;",
+    "repeat": "return x.repeat({n});",
+    "upper": "return x.toUpperCase();",
+    "count_c": "return x.split('{c}').length - 1;",
+    "replace": "return x.replaceAll('{c}', '{d}');",
+    "reverse": "return x.split('').reverse().join('');",
+}
+
+
+def make_js_task(template: Template, index: int, rng: random.Random) -> CodeTask:
+    """The template as a JavaScript function (prompt: signature + doc comment; solution: body + brace)."""
+    family, name, _difficulty, doc, _body, _sampler = template
+    consts = _constants(rng)
+    fn = f"{name}_{index}"
+    prompt = f"function {fn}(x) {{\n  // {doc.format(**consts)}\n"
+    solution = f"  {JS_BODIES[name].format(**consts)}\n}}\n"
+    return CodeTask(f"gen-js/{family}/{index}", prompt, fn, "", solution, family, "javascript")
+
+
+def generate_js_tasks(
+    n: int, seed: int = 0, families: Iterable[str] = FAMILIES, start_index: int = 0
+) -> list[CodeTask]:
+    """``n`` JavaScript versions of the generator's templates (not executed: for representation tasks)."""
+    rng = random.Random(seed)
+    pool = [t for t in TEMPLATES if t[0] in set(families)]
+    return [make_js_task(rng.choice(pool), start_index + i, rng) for i in range(n)]
 
 
 def generate_tasks(

@@ -1,14 +1,17 @@
-"""Zecoler-style prompt tuning of a frozen code LM for a code-understanding task, vs probe and fine-tuning.
+"""Zecoler-style prompt tuning of a frozen code LM, transferred zero-shot across programming languages.
 
 Seed paper: "Zero-Shot Code Representation Learning via Prompt Tuning" (Zecoler, arXiv 2404.08947): recast a
 downstream task into the model's pretraining form with trainable prompt tokens on a frozen model, train
-them on one domain and apply them zero-shot to another. Here the pretraining form is causal LM scoring: a
-snippet is followed by ``# kind: <label>`` and the label whose continuation is most likely wins; the soft
-prompt is ``peft``'s prompt tuning (virtual tokens prepended to the input embeddings, the LM frozen). The
-task is classifying a generated function's family (string / list / arithmetic), trained on one half of the
-generator's templates and tested on the *other* half (the zero-shot shift). Baselines on the same data:
-a linear probe on frozen mean-pooled features (the core's ``linear_probe``) and full fine-tuning with the
-same LM-form loss. Left out: the paper's MLM (CodeBERT) form and its cross-language transfer.
+them on one programming language and apply them zero-shot to another. Here the pretraining form is causal
+LM scoring: a snippet is followed by a comment ``kind: <label>`` (``#`` in Python, ``//`` in JavaScript) and
+the label whose continuation is most likely wins; the soft prompt is ``peft``'s prompt tuning (virtual
+tokens prepended to the input embeddings, the LM frozen). The task is classifying a generated function's
+family (string / list / arithmetic); the LM is pretrained on both languages, every method is trained on
+Python snippets only and tested on JavaScript ones (``split="language"``; ``split="templates"`` keeps one
+language and tests on unseen templates). Baselines on the same data and steps: a linear probe on frozen
+mean-pooled features (the core's ``linear_probe``), full fine-tuning with the same LM-form loss, and the
+same architecture trained from random weights (scratch). Left out: the paper's MLM (CodeBERT) form and its
+other tasks (clone detection, code search); JavaScript is not executed (no runtime is needed for it).
 """
 
 from __future__ import annotations
@@ -42,10 +45,20 @@ class PromptTuneConfig:
     """Seed of data order and initialisation."""
 
 
-def understanding_split(n_train: int, n_test: int, seed: int = 0) -> tuple[list[CodeTask], list[CodeTask]]:
-    """Family-classification snippets: even-indexed templates of each family train, odd-indexed ones test."""
+def understanding_split(
+    n_train: int, n_test: int, seed: int = 0, split: str = "language"
+) -> tuple[list[CodeTask], list[CodeTask]]:
+    """Family-classification snippets. ``language``: Python snippets train, JavaScript snippets test (every
+    template); ``templates``: Python only, even-indexed templates of each family train, odd-indexed test."""
     import random
 
+    from warmstart_code.data import generate_js_tasks, generate_tasks
+
+    if split == "language":
+        train = generate_tasks(n_train, seed=seed, start_index=300_000)
+        return train, generate_js_tasks(n_test, seed=seed + 1, start_index=400_000)
+    if split != "templates":
+        raise ValueError(f"split={split!r}: use 'language' or 'templates'")
     rng = random.Random(seed)
     by_family = {f: [t for t in TEMPLATES if t[0] == f] for f in FAMILIES}
     train_t = [t for f in FAMILIES for t in by_family[f][0::2]]
@@ -56,8 +69,18 @@ def understanding_split(n_train: int, n_test: int, seed: int = 0) -> tuple[list[
 
 
 def snippet(task: CodeTask) -> str:
-    """The code without its docstring (the docstring would name the operation)."""
+    """The code without its docstring / doc comment (that would name the operation), then the label cue."""
+    if task.language == "javascript":
+        return f"function {task.entry_point}(x) {{\n{task.canonical_solution}// kind:"
     return f"def {task.entry_point}(x):\n{task.canonical_solution}# kind:"
+
+
+def bilingual_corpus_tasks(n: int, seed: int) -> list[CodeTask]:
+    """Pretraining programs for a code LM that has seen both languages: half Python, half JavaScript (code
+    only: no label ever appears in pretraining)."""
+    from warmstart_code.data import generate_js_tasks, generate_tasks
+
+    return generate_tasks(n - n // 2, seed=seed) + generate_js_tasks(n // 2, seed=seed + 7, start_index=n)
 
 
 def _batch_scores(model, tokenizer, texts: Sequence[str], device) -> torch.Tensor:
@@ -138,14 +161,26 @@ def features(lm, tokenizer, tasks: Sequence[CodeTask]) -> torch.Tensor:
 
 
 def compare(
-    lm, tokenizer, train: Sequence[CodeTask], test: Sequence[CodeTask], cfg: PromptTuneConfig
+    lm, tokenizer, train: Sequence[CodeTask], test: Sequence[CodeTask], cfg: PromptTuneConfig, scratch=None
 ) -> dict[str, float]:
-    """Test accuracy of zero-shot LM form, prompt tuning, linear probe and full fine-tuning."""
+    """Test accuracy of zero-shot LM form, prompt tuning, linear probe, full fine-tuning and — when
+    ``scratch`` (the same architecture with random weights) is given — full fine-tuning from scratch."""
     from warmstart.eval import linear_probe
 
     zero = lm_form_accuracy(lm, tokenizer, test)
     pt = lm_form_accuracy(prompt_tune(lm, tokenizer, train, cfg), tokenizer, test)
-    probe = linear_probe(features(lm, tokenizer, train), _labels(train), features(lm, tokenizer, test), _labels(test),
-                         num_classes=len(FAMILIES), seed=cfg.seed).accuracy  # fmt: skip
+    probe = linear_probe(
+        features(lm, tokenizer, train),
+        _labels(train),
+        features(lm, tokenizer, test),
+        _labels(test),
+        num_classes=len(FAMILIES),
+        seed=cfg.seed,
+    ).accuracy
     ft = lm_form_accuracy(full_finetune(lm, tokenizer, train, cfg), tokenizer, test)
-    return {"zero-shot": zero, "prompt tuning": pt, "linear probe": float(probe), "full fine-tuning": ft}
+    out = {"zero-shot": zero, "prompt tuning": pt, "linear probe": float(probe), "full fine-tuning": ft}
+    if scratch is not None:
+        out["scratch (random init + FT)"] = lm_form_accuracy(
+            full_finetune(scratch, tokenizer, train, cfg), tokenizer, test
+        )
+    return out
