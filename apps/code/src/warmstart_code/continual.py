@@ -37,7 +37,7 @@ from torch import nn
 
 from warmstart.data import replay_mixture
 from warmstart.engine import Engine
-from warmstart.eval import BenchReport, write_bench_report
+from warmstart.eval import BenchReport, forgetting, write_bench_report
 from warmstart_code.data import CodeTask, generate_tasks
 from warmstart_code.models import ModelConfig, encode_pairs, sample_programs
 from warmstart_code.sandbox import Sandbox, SandboxConfig
@@ -67,11 +67,7 @@ def continual_metrics(
     if T == 1:
         return out | {"bwt": 0.0, "forgetting": 0.0} | ({"fwt": 0.0} if initial is not None else {})
     out["bwt"] = float(np.mean([R[-1, j] - R[j, j] for j in range(T - 1)]))
-    if higher_is_better:
-        f = [R[: T - 1, j].max() - R[-1, j] for j in range(T - 1)]
-    else:
-        f = [R[-1, j] - R[: T - 1, j].min() for j in range(T - 1)]
-    out["forgetting"] = float(np.mean(f))
+    out["forgetting"] = forgetting(R, higher_is_better=higher_is_better)  # the core's (Chaudhry et al.)
     if initial is not None:
         b = np.asarray(initial, dtype=float)
         out["fwt"] = float(np.mean([R[j - 1, j] - b[j] for j in range(1, T)]))
