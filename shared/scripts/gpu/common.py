@@ -87,6 +87,9 @@ class Check:
     limits: list[Limit]
     apis: list[str] = field(default_factory=list)
     """``module:attribute`` names the run uses; the dry-run resolves each one."""
+    prepare: Callable[[], dict[str, Any]] | None = None
+    """One-time set-up outside the timed budget (gsplat's CUDA compile), run by ``--prepare`` and before a
+    GPU run; its seconds are reported apart."""
 
 
 def flags(options: dict[str, Any]) -> list[str]:

@@ -12,7 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu.common import Check, Context, Limit, Recipe, cli, engine_flags, engine_runs, summary_metrics, timed
+from gpu.common import (
+    Check,
+    Context,
+    Limit,
+    Recipe,
+    cli,
+    engine_flags,
+    engine_runs,
+    flags,
+    summary_metrics,
+    timed,
+)
 
 RECIPES = "apps/eo/src/warmstart_eo/recipes/"
 SATMAE = RECIPES + "satmaepp-base-gpu.yaml"
@@ -42,20 +53,13 @@ def run(ctx: Context) -> dict[str, Any]:
     data = ctx.out / "chips"
     metrics: dict[str, Any] = {}
     with timed(metrics, "synth_seconds"):
-        cli(
-            "eo",
-            [
-                "data-synth",
-                "--out",
-                data,
-                "--synth.scenes",
-                ctx.size(8, 2),
-                "--synth.size",
-                ctx.size(448, 96),
-                "--synth.frames",
-                "3",
-            ],
-        )
+        synth = {
+            "out": data,
+            "synth.scenes": ctx.size(4, 2),
+            "synth.size": ctx.size(448, 96),
+            "synth.frames": 3,
+        }
+        cli("eo", ["data-synth", *flags(synth)])
     steps, batch = ctx.size(STEPS, 3), ctx.size(BATCH, 4)
     with engine_runs() as satmae:
         cli(
@@ -102,11 +106,11 @@ def models() -> dict[str, Any]:
 CHECK = Check(
     app="eo",
     plan=[
-        "data-synth: 8 generated Sentinel-2-like scenes, 448 px, 3 frames (GeoTIFF)",
+        "data-synth: 4 generated Sentinel-2-like scenes, 448 px, 3 frames (GeoTIFF; 100 chips per family)",
         "pretrain --config satmaepp-base-gpu.yaml: ViT-B SatMAE++ MAE, 150 steps x 32 chips of 384 px (bf16)",
         "pretrain --config prithvi-100m-gpu.yaml: ViT-B Prithvi MAE, 150 steps x 32 chips of 3x224 px (bf16)",
     ],
-    budget_s=80,
+    budget_s=90,
     recipes=[
         Recipe(
             "eo", "pretrain", SATMAE, ["--data", "chips", *pretrain_args(SATMAE, STEPS, BATCH, False)[2:]]

@@ -57,8 +57,8 @@ def run(ctx: Context) -> dict[str, Any]:
     block, batch = ctx.size(BLOCK, 32), ctx.size(BATCH, 2)
     metrics: dict[str, Any] = {}
     config = WorldConfig(
-        n_source=ctx.size(3000, 200),
-        n_target=ctx.size(3000, 200),
+        n_source=ctx.size(2000, 200),
+        n_target=ctx.size(2000, 200),
         base_vocab=ctx.size(4000, 300),
         target_vocab=ctx.size(4000, 300),
         source_steps=1,

@@ -79,7 +79,7 @@ CHECK = Check(
         "idm-label the unlabelled episodes",
         f"bc --config atari/bc.yaml, {STEPS} steps x {BATCH} frames, 2 greedy episodes",
     ],
-    budget_s=70,
+    budget_s=50,
     recipes=[
         Recipe("rl", "collect", RECIPES + "collect.yaml", ENV),
         Recipe("rl", "idm-train", RECIPES + "idm-train.yaml", ["--data", "c", *idm_args(STEPS, BATCH)[2:]]),

@@ -42,7 +42,7 @@ TINY = flags(
 def run(ctx: Context) -> dict[str, Any]:
     corpus, mt = ctx.out / "corpus", ctx.out / "mt"
     metrics: dict[str, Any] = {}
-    synth = flags({"synth.n_train": ctx.size(384, 24), "synth.n_test": ctx.size(32, 8)})
+    synth = flags({"synth.n_train": ctx.size(128, 24), "synth.n_test": ctx.size(16, 8)})
     with timed(metrics, "synth_seconds"):
         cli("speech", ["data-synth", "--out", corpus, *synth])
     size = TINY if ctx.smoke else []
@@ -102,12 +102,12 @@ def models() -> dict[str, Any]:
 CHECK = Check(
     app="speech",
     plan=[
-        "data-synth: 384 + 32 utterances through espeak-ng (offline), 80-bin fbank",
+        "data-synth: 128 + 16 utterances through espeak-ng (offline), 80-bin fbank",
         f"mt-train --config gpu-base.yaml: {MT_STEPS} steps (the OT teacher)",
         f"pretrain --objective ctc+ot --config gpu-base.yaml: 512-d 12-layer conformer, {STEPS} steps x {BATCH}"
         " (bf16)",
     ],
-    budget_s=80,
+    budget_s=70,
     recipes=[
         Recipe("speech", "mt-train", RECIPE, ["--data", "t.tsv", *engine_flags(MT_STEPS, BATCH)]),
         Recipe("speech", "pretrain", RECIPE, ["--data", "t.tsv", "--mt", "m", *engine_flags(STEPS, BATCH)]),
