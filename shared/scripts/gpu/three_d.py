@@ -48,7 +48,10 @@ def parity(ctx: Context) -> dict[str, Any]:
     from warmstart_3d.geometry import intrinsics
 
     size, n_views = ctx.size(128, 32), ctx.size(4, 2)
-    gaussians, _ = scene_gaussians(3, ctx.size(750, 60), torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    gaussians, _ = scene_gaussians(3, ctx.size(750, 60), g)  # DC colours only
+    rest = 0.2 * torch.randn(len(gaussians.means), 15, 3, generator=g)  # (N, 15, 3): SH bands 1-3
+    gaussians = dataclasses.replace(gaussians, sh=torch.cat([gaussians.sh, rest], dim=1))  # degree 3
     views = orbit_cameras(n_views).to(ctx.device)
     Ks = intrinsics(size, size).expand(n_views, 3, 3).to(ctx.device)
     ref_img, ref_depth, ref_grads, ref_s = _render("torch", gaussians, views, Ks, size, ctx.device)
