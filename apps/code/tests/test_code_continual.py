@@ -147,7 +147,7 @@ def test_replay_mixes_old_rows_in_the_configured_ratio(ratio):
 
 
 def test_continual_run_end_to_end_tiny(tmp_path):
-    """Two families, three strategies, two seeds on a tiny untrained model: files, shapes, consistent metrics."""
+    """Two families, the strategies and the scratch arm, two seeds on a tiny model: files, shapes, metrics."""
     from warmstart_code.continual import ContinualConfig, run_continual_bench
     from warmstart_code.data import code_corpus, generate_tasks
     from warmstart_code.models import ModelConfig, build_tiny_lm, train_tokenizer
@@ -162,8 +162,8 @@ def test_continual_run_end_to_end_tiny(tmp_path):
         assert (tmp_path / "cl" / name).is_file()
     mats = json.loads((tmp_path / "cl" / "matrices.json").read_text())
     summary = report.summary
-    assert set(summary["methods"]) == {"naive", "replay", "ewc"}
-    for st in ("naive", "replay", "ewc"):
+    assert set(summary["methods"]) == {"naive", "replay", "ewc", "scratch"}
+    for st in ("naive", "replay", "ewc", "scratch"):
         per_seed = np.asarray(mats["strategies"][st]["loss"]["per_seed"])
         assert per_seed.shape == (2, 2, 2) and np.isfinite(per_seed).all()
         for k in range(len(summary["methods"][st]["seeds"])):

@@ -44,7 +44,8 @@ from warmstart_code.sandbox import Sandbox, SandboxConfig
 from warmstart_code.synthesis import execute, pretrain_code_lm, quiet_engine, rows
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("naive", "replay", "ewc")
+STRATEGIES = ("naive", "replay", "ewc", "scratch")
+"""``scratch``: naive sequential fine-tuning of the same architecture from random weights (the bench's peer)."""
 
 
 # --- metrics --------------------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class ContinualConfig:
     families: list[str] = field(default_factory=lambda: ["string", "list", "arith"])
     """The stream of task families, in training order (the generator's families)."""
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
-    """Strategies to compare: naive | replay | ewc."""
+    """Strategies to compare: naive | replay | ewc | scratch (naive from random weights, same architecture)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds (each: own pretraining, data, training order of batches)."""
     pretrain_tasks: int = 600
@@ -379,8 +380,20 @@ def continual_seed(cfg: ContinualConfig, seed: int, sandbox: Sandbox, base: tupl
     out: dict[str, Any] = {"initial": initial, "strategies": {}}
     for strategy in cfg.strategies:
         torch.manual_seed(1000 * seed)
-        run = run_strategy(copy.deepcopy(model), tok, data, strategy, cfg, sandbox, seed)
-        run["metrics"] = {m: continual_metrics(run["R"][m], initial[m], hib) for m, hib in METRICS.items()}
+        start, start_scores = copy.deepcopy(model), initial
+        if strategy == "scratch":  # the same architecture, random weights; its own starting scores for FWT
+            start = type(model)(model.config)
+            start_scores = {m: [] for m in METRICS}
+            for fam in data:
+                scores = evaluate_family(start, tok, fam.test, sandbox, cfg.max_new_tokens, cfg.model.max_len)
+                for m in METRICS:
+                    start_scores[m].append(scores[m])
+        run = run_strategy(
+            start, tok, data, "naive" if strategy == "scratch" else strategy, cfg, sandbox, seed
+        )
+        run["metrics"] = {
+            m: continual_metrics(run["R"][m], start_scores[m], hib) for m, hib in METRICS.items()
+        }
         run["seen_average"] = {m: seen_average(run["R"][m]) for m in METRICS}
         out["strategies"][strategy] = run
     return out
