@@ -191,3 +191,41 @@ def test_bench_ssl(tmp_path: Path) -> None:
     assert (tmp_path / "b" / "plot.png").is_file() and (
         tmp_path / "b" / "pretrained-A" / "config.json"
     ).is_file()
+
+
+def test_multilingual_ctc_finetuning(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """ssl-ctc over two languages at once: one joint character vocabulary, CER per language."""
+    from warmstart_speech.data import SynthConfig, synth_corpus
+
+    german = synth_corpus(tmp_path / "de", SynthConfig(n_train=6, n_test=2, language="de", seed=5))
+    save_ssl(build_ssl(TINY, seed=3), tmp_path / "base")
+    code = app.main(
+        [
+            "ssl-ctc",
+            "--data",
+            str(corpus["train"]),
+            "--languages",
+            json.dumps([str(german["train"])]),
+            "--init",
+            str(tmp_path / "base"),
+            "--out",
+            str(tmp_path / "m"),
+            "--engine.train.max_steps",
+            "3",
+            *QUIET,
+        ]
+    )
+    assert code == 0
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert set(meta["per_language"]) == {"corpus", "de"}
+    assert all(rates["cer"] >= 0 for rates in meta["per_language"].values())
+    _, vocab = load_ctc(tmp_path / "m")
+    from warmstart_speech.data import read_manifest
+
+    chars = {
+        c
+        for m in (corpus["train"], german["train"])
+        for r in read_manifest(m)
+        for c in r["transcript"].lower()
+    }
+    assert chars <= set(vocab.tokens)  # one vocabulary over both languages

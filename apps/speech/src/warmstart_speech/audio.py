@@ -100,16 +100,13 @@ def decode(
         raise AudioProblem("MP3 not supported by this libsndfile (needs ≥ 1.1)", str(path))
     if offset is not None or duration is not None:
         return _decode_segment(path, offset or 0.0, duration)
-    from warmstart_speech.fs2 import fairseq2_data
-
-    data = fairseq2_data()
+    decoder = _decoder()  # loads fairseq2 (libsndfile preloaded) first
     from fairseq2.data._memory import MemoryBlock
 
     try:
-        decoded = _decoder()(MemoryBlock(path.read_bytes()))
+        decoded = decoder(MemoryBlock(path.read_bytes()))
     except Exception as exc:  # noqa: BLE001 - a bad file must not end the epoch
         raise AudioProblem("unreadable audio", f"{path}: {str(exc).splitlines()[0][:80]}") from None
-    del data
     wave = decoded["waveform"]
     if wave.dim() == 2:  # (T, C): mix down
         wave = wave.mean(dim=1)

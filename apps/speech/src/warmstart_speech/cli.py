@@ -372,6 +372,7 @@ def ssl_ctc(
     data: Path,
     init: str,
     test: Path | None = None,
+    languages: list[Path] | None = None,
     ssl: SSLConfig = SSLConfig(),
     freeze_feature_extractor: bool = True,
     engine: EngineConfig = EngineConfig(),
@@ -386,6 +387,9 @@ def ssl_ctc(
         data: manifest with transcripts.
         init: a `continue-ssl` folder, an HF wav2vec2 folder or hub id, or a fairseq .pt file with --ssl.arch.
         test: held-out manifest (default: test.tsv beside --data).
+        languages: manifests of related languages fine-tuned together with --data (multilingual CTC
+            fine-tuning: one joint character vocabulary, batches mixed); CER/WER per language on the
+            test.tsv beside each.
         ssl: only `arch` (for .pt checkpoints) is read.
         freeze_feature_extractor: keep the convolutional feature extractor fixed (wav2vec2 fine-tuning).
         engine: steps, batch, optimiser, devices.
@@ -394,22 +398,41 @@ def ssl_ctc(
         out: run directory (default runs/speech/ssl-ctc/<time>).
     """
     from warmstart.cli.show import print_summary
-    from warmstart_speech.data import char_vocab_of, load_audio
-    from warmstart_speech.ssl import ctc_finetune, load_ssl, min_samples, save_ctc
+    from warmstart_speech.data import Vocab, load_audio, read_manifest
+    from warmstart_speech.ssl import ctc_finetune, error_rates, load_ssl, min_samples, save_ctc
 
     model = load_ssl(init, ssl)
     run_dir, checkpoint = _run(run, "ssl-ctc").open(resume=resume, out=out)
-    vocab = char_vocab_of(data)
+    manifests = [Path(data), *(Path(m) for m in languages or [])]
+    texts = [r["transcript"].lower() for m in manifests for r in read_manifest(m) if r["transcript"]]
+    vocab = Vocab.build(texts, "char")
     shortest = min_samples(model)
     short = f"clip too short for the wav2vec2 feature extractor (< {shortest / 16000:.3f} s)"
     train, report = load_audio(data, vocab, features, min_samples=shortest, short_reason=short)
-    test = test or _beside(data, "test.tsv")
-    held = load_audio(test, vocab, features, shortest, short)[0] if test is not None else None
+    tests = {}
+    first_test = test or _beside(data, "test.tsv")
+    if first_test is not None:
+        tests[Path(data).stem if not languages else Path(data).parent.name] = first_test
+    for manifest in languages or []:
+        more, more_report = load_audio(manifest, vocab, features, min_samples=shortest, short_reason=short)
+        train = train + more
+        report.merge(more_report)
+        if (beside := _beside(manifest, "test.tsv")) is not None:
+            tests[Path(manifest).parent.name] = beside
+    held = {name: load_audio(t, vocab, features, shortest, short)[0] for name, t in tests.items()}
+    first = next(iter(held.values()), None)
     ctc, summary = ctc_finetune(
-        model, train, held, vocab, engine, run_dir, freeze_feature_extractor, checkpoint
+        model, train, first, vocab, engine, run_dir, freeze_feature_extractor, checkpoint
     )
-    save_ctc(ctc, vocab, run_dir, {"init": str(init), "skipped": report.to_json()})
-    print_summary(summary, f"ssl-ctc ({model.backend})")
+    per_language = {}
+    if languages:
+        per_language = {name: error_rates(ctc, utts, vocab) for name, utts in held.items()}
+        for name, rates in per_language.items():
+            summary.final_metrics[f"eval/{name}/cer"] = rates["cer"]
+            summary.final_metrics[f"eval/{name}/wer"] = rates["wer"]
+    extra = {"init": str(init), "languages": [str(m) for m in manifests], "per_language": per_language}
+    save_ctc(ctc, vocab, run_dir, {**extra, "skipped": report.to_json()})
+    print_summary(summary, f"ssl-ctc ({model.backend}{', multilingual' if languages else ''})")
     print(report.line())
     return 0
 

@@ -159,7 +159,6 @@ class FeatureStore:
 
     def close(self) -> None:
         self._file.close()
-        _MEMMAPS.pop((str(self.path), self.width), None)
         (self.folder / f"{self.path.stem}.json").write_text(
             json.dumps({"rows": self.rows, "width": self.width})
         )
