@@ -72,6 +72,13 @@ def test_a_failing_app_is_recorded_and_judged(monkeypatch, tmp_path: Path) -> No
     assert report["passed"] is True and report["metrics"] == {"x": 2.0}
 
 
+def test_an_app_over_its_budget_is_stopped_and_recorded(tmp_path: Path) -> None:
+    report = gpu_check.run_child("rl", tmp_path, smoke=True, budget=4)
+    assert report["passed"] is False and report["error"].startswith("timed out after 4 s")
+    assert report["wall_s"] < 4 + gpu_check.GRACE_S + 5
+    assert (tmp_path / report["log"]).is_file()
+
+
 def test_dry_run_names_a_broken_recipe_and_a_moved_api(monkeypatch, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("engine:\n  train:\n    max_stepz: 3\n")

@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE))
 APPS = ("lang", "eo", "3d", "speech", "rl", "code")
 TOTAL_BUDGET_S = 480  # the issue's 8 minutes, wall, for every app together
 PREPARE_BUDGET_S = 480  # gsplat's first CUDA compile (not part of the 8 minutes; cached afterwards)
+GRACE_S = 15  # after its budget, an app gets this long to write its partial report
 SMOKE_SLACK = 10  # --smoke runs on CPU: each app gets 10x its GPU budget, the total is not capped
 
 
@@ -87,7 +88,7 @@ def dry_run(app: str) -> dict[str, Any]:
 def run_app(app: str, out: Path, smoke: bool) -> dict[str, Any]:
     """Run one app's check in this process: metrics, peak memory, thresholds judged."""
     import torch
-    from gpu.common import Context, peak_memory_gib, reset_peak_memory
+    from gpu.common import COMPLETED, Context, peak_memory_gib, reset_peak_memory
 
     check = load_check(app)
     device = "cuda" if torch.cuda.is_available() and not smoke else "cpu"
@@ -105,6 +106,7 @@ def run_app(app: str, out: Path, smoke: bool) -> dict[str, Any]:
         report["metrics"] = {}
         report["error"] = f"{type(exc).__name__}: {exc}"
         report["traceback"] = traceback.format_exc()[-4000:]
+    report["engine_runs"] = COMPLETED  # in order; what finished before a failure or a timeout
     report["seconds"] = time.perf_counter() - start
     report["peak_memory_gib"] = peak_memory_gib()
     judged = [lim.judge(report["metrics"]) for lim in check.limits] if not smoke else []
@@ -113,10 +115,15 @@ def run_app(app: str, out: Path, smoke: bool) -> dict[str, Any]:
     return report
 
 
+def _budget_spent(signum: int, frame: Any) -> None:
+    raise TimeoutError("the driver's budget for this app ran out")
+
+
 def run_child(app: str, out: Path, smoke: bool, budget: float, prepare: bool = False) -> dict[str, Any]:
     """``run_app`` (or the app's prepare step) in a fresh process, killed after ``budget`` seconds (a hang
     or a crash stays contained)."""
     stem = f"{app}.prepare" if prepare else app
+    out.mkdir(parents=True, exist_ok=True)
     part = out / f"{stem}.part.json"
     part.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", app, "--out", str(out)]
@@ -129,13 +136,20 @@ def run_child(app: str, out: Path, smoke: bool, budget: float, prepare: bool = F
     try:
         code: int | None = proc.wait(timeout=budget)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(proc.pid, signal.SIGTERM)  # the child writes what it has, then stops
+        try:
+            proc.wait(timeout=GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         code = None
     finally:
         log.close()
     if part.is_file():
         report = json.loads(part.read_text())
+        if code is None:
+            report["error"] = f"timed out after {budget:.0f} s ({report.get('error')})"
+            report["passed"] = False
     else:
         reason = f"timed out after {budget:.0f} s" if code is None else f"process exited with {code}"
         report = {"metrics": {}, "error": reason, "checks": [], "passed": False, "peak_memory_gib": None}
@@ -195,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - recorded; the app's own check names it again
                 report = {"metrics": {}, "error": f"{type(exc).__name__}: {exc}", "passed": False}
         else:
+            signal.signal(signal.SIGTERM, _budget_spent)
             report, name = run_app(args.child, args.out, args.smoke), args.child
         (args.out / f"{name}.part.json").write_text(json.dumps(report, indent=1, default=str))
         return 0

@@ -21,6 +21,9 @@ import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[3]
+COMPLETED: list[dict[str, Any]] = []
+"""Figures of every engine run finished so far in this process: kept in the report when a later stage
+fails or the budget runs out."""
 
 
 @dataclass
@@ -165,6 +168,7 @@ def engine_runs() -> Iterator[list[Any]]:
     def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
         summary = original(self, *args, **kwargs)
         summaries.append(summary)
+        COMPLETED.append(summary_metrics(f"run{len(COMPLETED)}", summary))
         return summary
 
     Engine.fit = fit  # type: ignore[method-assign]
