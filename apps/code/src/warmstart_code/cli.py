@@ -15,6 +15,7 @@ from typing import Literal
 from warmstart.cli import App, DemoResult, RunContext
 from warmstart.cli.show import print_table
 from warmstart.errors import ConfigError, DataError, UserError
+from warmstart_code.bcoder import BCoderConfig
 from warmstart_code.continual import ContinualConfig
 from warmstart_code.models import ModelConfig
 from warmstart_code.sandbox import SandboxConfig
@@ -454,6 +455,8 @@ class BenchOptions:
     """Programs sampled per held-out task."""
     sandbox_programs: int = 200
     """Programs per repeat in the sandbox bench."""
+    bcoder: BCoderConfig = field(default_factory=BCoderConfig)
+    """B-Coder's settings in the synthesis bench (--options.bcoder.bc_weight, .beta, .tau, ...)."""
 
 
 @app.command
@@ -471,10 +474,16 @@ def bench(kind: Literal["synthesis", "understanding", "sandbox", "continual"] = 
 
     run_dir, _ = _run(run, f"bench-{kind}").open(out=out)
     if kind == "synthesis":
-        cfg = benches.SynthesisBenchConfig(seeds=options.seeds, pretrain_tasks=options.pretrain_tasks,
-                                           pretrain_steps=options.pretrain_steps, train_tasks=options.train_tasks,
-                                           test_tasks=options.test_tasks, steps=options.steps,
-                                           n_samples=options.n_samples)  # fmt: skip
+        cfg = benches.SynthesisBenchConfig(
+            seeds=options.seeds,
+            pretrain_tasks=options.pretrain_tasks,
+            pretrain_steps=options.pretrain_steps,
+            train_tasks=options.train_tasks,
+            test_tasks=options.test_tasks,
+            steps=options.steps,
+            n_samples=options.n_samples,
+            bcoder=options.bcoder,
+        )
         report = benches.run_synthesis_bench(cfg, run_dir)
     elif kind == "understanding":
         report = benches.run_understanding_bench(options.seeds, run_dir, PromptTuneConfig(steps=options.steps),
