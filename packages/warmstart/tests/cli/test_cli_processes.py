@@ -114,14 +114,14 @@ def test_sigint_saves_and_exits_130(tmp_path: Path) -> None:
 def test_a_second_cli_writer_is_refused_in_one_line(tmp_path: Path) -> None:
     run_dir = tmp_path / "busy"
     first = subprocess.Popen(
-        [sys.executable, str(CLI), "train", "--out", str(run_dir), "--sleep", "0.05", *OPTIONS],
+        [sys.executable, str(CLI), "train", "--out", str(run_dir), "--sleep", "2", *OPTIONS],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=_env(tmp_path),
     )
     try:
         deadline = time.time() + 240
-        while not (run_dir / "checkpoints" / "step-10" / "meta.json").exists():
+        while not (run_dir / ".lock").exists() or not (run_dir / ".lock").read_text():
             assert first.poll() is None and time.time() < deadline
             time.sleep(0.05)
         second = subprocess.run(

@@ -58,6 +58,12 @@ log = logging.getLogger(__name__)
 FAST_PRECISIONS = ("32-true", "bf16-mixed")
 
 
+def _under_srun() -> bool:
+    """Launched by ``srun`` with several tasks (not an interactive allocation's shell)."""
+    env = os.environ
+    return int(env.get("SLURM_NTASKS", "1")) > 1 and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
 def _resolved(config: EngineConfig) -> tuple[str, str, int | str, int, str]:
     """(accelerator, precision, devices, num_nodes, strategy) with every ``auto`` decided."""
     dist = config.distributed
@@ -69,10 +75,15 @@ def _resolved(config: EngineConfig) -> tuple[str, str, int | str, int, str]:
         precision = "bf16-mixed" if accelerator == "cuda" else "32-true"
     devices: int | str = dist.devices
     num_nodes = dist.num_nodes
-    if devices == "auto":
-        # under torchrun / SLURM the launcher fixes the world; otherwise one device
-        devices = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        world = int(os.environ.get("WORLD_SIZE", devices))
+    env = os.environ
+    if devices == "auto" and "LOCAL_WORLD_SIZE" not in env and _under_srun():
+        # srun starts one task per device: SLURM's tasks per node and node count are the world
+        devices = int(env.get("SLURM_NTASKS_PER_NODE", env["SLURM_NTASKS"]).split("(")[0])
+        num_nodes = max(num_nodes, int(env.get("SLURM_NNODES", "1")))
+    elif devices == "auto":
+        # under torchrun the launcher fixes the world; otherwise one device
+        devices = int(env.get("LOCAL_WORLD_SIZE", 1))
+        world = int(env.get("WORLD_SIZE", devices))
         num_nodes = max(num_nodes, world // max(devices, 1))
     strategy = dist.strategy
     if strategy == "auto":
