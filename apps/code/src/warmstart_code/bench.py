@@ -71,6 +71,8 @@ class SynthesisBenchConfig:
     """The tiny model."""
     bcoder: BCoderConfig = field(default_factory=BCoderConfig)
     """B-Coder settings."""
+    scratch: bool = True
+    """Also train the scratch arm (the same architecture from random weights, SFT on the same budget)."""
 
 
 def synthesis_seed(cfg: SynthesisBenchConfig, seed: int, sandbox: Sandbox) -> dict[str, dict[str, float]]:
@@ -131,6 +133,8 @@ def synthesis_seed(cfg: SynthesisBenchConfig, seed: int, sandbox: Sandbox) -> di
         "seconds": sft_seconds + bc_seconds,
     } | value_diagnosis(qmodel, tok, test, sft_samples, sft_passed, cfg.model.max_len)
 
+    if not cfg.scratch:
+        return out
     t = time.perf_counter()  # scratch: the same architecture from random weights, SFT on the same budget
     scratch = build_tiny_lm(tok, cfg.model, seed=seed + 11)
     scratch, _ = supervised_finetune(

@@ -518,7 +518,7 @@ def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
 
     run_dir, _ = _run(run, "demo").open(out=out)
     cfg = benches.SynthesisBenchConfig(seeds=[0], pretrain_tasks=400, pretrain_steps=120, train_tasks=32,
-                                       test_tasks=16, steps=30, n_samples=4, k=2)  # fmt: skip
+                                       test_tasks=16, steps=30, n_samples=4, k=2, scratch=False)  # fmt: skip
     cfg.bcoder = copy.deepcopy(cfg.bcoder)
     cfg.bcoder.samples_per_task = 2
     with Sandbox(SandboxConfig(workers=2)) as sb:
