@@ -124,3 +124,66 @@ def test_robofume_bench_writes_report(tmp_path) -> None:
     assert set(results["methods"]) == {"scratch", "robofume"}
     for method in results["methods"].values():
         assert len(method["values"]) == 1 and 0.0 <= method["values"][0] <= 1.0
+
+
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+}
+
+
+def _tiny_clip_checkpoint(tmp_path):
+    import open_clip
+
+    torch.manual_seed(1)
+    model = open_clip.CLIP(TINY_CLIP["embed_dim"], TINY_CLIP["vision_cfg"], TINY_CLIP["text_cfg"])
+    config = tmp_path / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    weights = tmp_path / "tiny-clip.pt"
+    torch.save({"state_dict": model.state_dict()}, weights)
+    return model, config, weights
+
+
+def test_clip_classifier_starts_from_the_pretrained_tower(tmp_path) -> None:
+    from warmstart_rl.clipreward import ClipSuccessClassifier, build_clip_classifier
+
+    source, config, weights = _tiny_clip_checkpoint(tmp_path)
+    clf = build_clip_classifier("tiny", str(weights), str(config))
+    for key, value in source.visual.state_dict().items():
+        torch.testing.assert_close(clf.visual.state_dict()[key], value)  # the pretrained weights, not random
+    assert clf(torch.rand(3, 3, 20, 20)).shape == (3, 1)  # any frame size: resized to the tower's 16 px
+    clf.save_pretrained(tmp_path / "clf")
+    again = ClipSuccessClassifier.from_pretrained(tmp_path / "clf")
+    x = torch.rand(2, 3, 20, 20)
+    torch.testing.assert_close(again(x), clf(x))
+
+
+def test_robofume_with_an_open_clip_reward_backbone(tmp_path, capsys) -> None:
+    from warmstart_rl.clipreward import ClipSuccessClassifier
+
+    _, config, weights = _tiny_clip_checkpoint(tmp_path)
+    data = tmp_path / "demos"
+    assert (
+        app.main(["collect", "--episodes", "6", "--labelled", "6", "--noise", "0.1", "--out", str(data)]) == 0
+    )
+    argv = [
+        "robofume",
+        "--data",
+        str(data),
+        *FAST,
+        "--options.online_steps",
+        "20",
+        "--options.batch_size",
+        "8",
+    ]
+    argv += ["--options.backbone", "tiny", "--options.backbone_config", str(config)]
+    argv += ["--options.backbone_weights", str(weights), "--out", str(tmp_path / "rf")]
+    assert app.main(argv) == 0
+    clf = ClipSuccessClassifier.from_pretrained(tmp_path / "rf" / "classifier")
+    assert clf.spec["weights"] == str(weights)
+    capsys.readouterr()
+    assert (
+        app.main([*argv[:-2], "--options.backbone", "no-such-arch", "--options.backbone_config", "null"]) == 2
+    )
+    assert "not an open_clip architecture" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from warmstart_rl.vpt import (
     BCConfig,
     IDMTrainConfig,
     PPOConfig,
+    check_start,
     finetune_ppo,
     label_corpus,
     steps_to_threshold,
@@ -126,6 +127,7 @@ def cached_pretrain(config: BenchConfig, seed: int, scratch: Path) -> dict[str, 
     }
 
     def build(folder: Path) -> None:
+        shutil.rmtree(scratch, ignore_errors=True)  # a corpus left by an interrupted build
         pre = pretrain_pipeline(config, seed, scratch)
         spec = {"env": asdict(config.env.resolved()), "metrics": pre["metrics"]}
         idm, policy = pre["idm"], pre["policy"]
@@ -183,6 +185,7 @@ def run_bench(config: BenchConfig, out: Path) -> BenchReport:
         "IDM gate passed": [],
         "pseudo-label acc": [],
         "BC greedy return": [],
+        "BC start below random": [],
     }
     every = 4 * 64
     start = time.perf_counter()
@@ -193,13 +196,19 @@ def run_bench(config: BenchConfig, out: Path) -> BenchReport:
         pre_metrics["IDM chance"].append(m["idm/chance"])
         pre_metrics["IDM gate passed"].append(m["idm/gate_passed"])
         finals["random policy"].append(random_return(config.env, 10, 50_000 + seed))
+        start_check = check_start(pre["policy"], config.env, PPOConfig(start_check_episodes=3), seed)
+        pre_metrics["BC start below random"].append(float(start_check["below_random"]))
         pre_metrics["pseudo-label acc"].append(m["label/accuracy_vs_truth"])
         pre_metrics["BC greedy return"].append(m.get("bc/return", float("nan")))
         for arm in ARMS:
             init = None if arm == "scratch" else pre["policy"]
             kl = config.kl_coef if arm == "vpt-bc+kl" else 0.0
             ppo = PPOConfig(
-                total_steps=config.total_steps, kl_coef=kl, n_envs=config.n_envs, n_steps=config.n_steps
+                total_steps=config.total_steps,
+                kl_coef=kl,
+                n_envs=config.n_envs,
+                n_steps=config.n_steps,
+                start_check_episodes=0,  # checked once per seed below
             )
             every = ppo.n_envs * ppo.n_steps
             result = finetune_ppo(config.env, ppo, _scaled(config)[1], init, seed=seed)
@@ -476,6 +485,8 @@ def run_robofume_bench(config: RoboFuMEBenchConfig, out: Path) -> BenchReport:
     train_return: dict[str, list[float]] = {a: [] for a in arms}
     before_online: dict[str, list[float]] = {a: [] for a in arms}
     classifier: list[float] = []
+    healthy: list[float] = []
+    env_reward: list[float] = []
     start = time.perf_counter()
     for seed in range(config.seeds):
         root = Path(out) / f"demos-seed{seed}"
@@ -495,6 +506,8 @@ def run_robofume_bench(config: RoboFuMEBenchConfig, out: Path) -> BenchReport:
             curves[arm].append(return_curve(result["curve"], 250, config.online_steps))
             if arm == "robofume":
                 classifier.append(m["classifier/balanced_acc"])
+                healthy.append(float(result["health"]["healthy"]))
+                env_reward.append(float(result["reward_source"] == "env"))
             log.info("seed %d %s: %s", seed, arm, m)
     description = (
         f"{config.env.env_id}, {config.env.size}x{config.env.size} RGB pixels. Per seed: {config.demos} "
@@ -511,6 +524,8 @@ def run_robofume_bench(config: RoboFuMEBenchConfig, out: Path) -> BenchReport:
         "greedy return before online": before_online,
         "training-episode return (last 20)": train_return,
         "classifier balanced accuracy": {"robofume": classifier},
+        "classifier healthy (1) / not (0)": {"robofume": healthy},
+        "learned from env reward (fallback)": {"robofume": env_reward},
     }
     return write_bench_report(
         out,

@@ -112,8 +112,16 @@ def classifier_metrics(model: nn.Module, data: SuccessFrames) -> dict[str, float
 
 
 def train_classifier(
-    train_eps: list[Episode], held_eps: list[Episode], image_size: int, engine: EngineConfig
-) -> tuple[PixelPolicy, dict[str, float]]:
+    train_eps: list[Episode],
+    held_eps: list[Episode],
+    image_size: int,
+    engine: EngineConfig,
+    backbone: str = "cnn",
+    weights: str | None = None,
+    config_file: str | None = None,
+) -> tuple[nn.Module, dict[str, float]]:
+    """The success classifier: a small CNN from scratch (``backbone = 'cnn'``) or an open_clip image tower
+    (:mod:`warmstart_rl.clipreward`) fine-tuned from ``weights``; trained with the core engine."""
     train = SuccessFrames(train_eps)
     if train.labels.sum() == 0:
         raise DataError(
@@ -121,7 +129,12 @@ def train_classifier(
         )
     held = SuccessFrames(held_eps) if held_eps else None
     torch.manual_seed(engine.train.seed)
-    model = PixelPolicy(1, image_size, 3, PolicyConfig(EncoderConfig([16, 32], 32)))
+    if backbone == "cnn":
+        model: nn.Module = PixelPolicy(1, image_size, 3, PolicyConfig(EncoderConfig([16, 32], 32)))
+    else:
+        from warmstart_rl.clipreward import build_clip_classifier
+
+        model = build_clip_classifier(backbone, weights, config_file)
     pos_weight = float((train.labels == 0).sum() / max(train.labels.sum(), 1))
     engine = copy.deepcopy(engine)
     engine.train.micro_batch_size = min(engine.train.micro_batch_size, len(train))
@@ -295,6 +308,13 @@ class RoboFuMEConfig:
     """Share of the demonstrations held out to score the classifier."""
     health_margin: float = 0.1
     """The classifier is healthy when its balanced accuracy exceeds 0.5 by this much and it fires."""
+    backbone: str = "cnn"
+    """Success classifier backbone: 'cnn' (small, from scratch) or an open_clip architecture ('ViT-B-32',
+    'hf-hub:org/name'; any name with --options.backbone_config)."""
+    backbone_weights: str | None = None
+    """open_clip pretrained tag or local checkpoint file for the backbone (null: random initialisation)."""
+    backbone_config: str | None = None
+    """A JSON open_clip model config {embed_dim, vision_cfg, text_cfg} for a custom architecture."""
     reward_fallback: str = "env"
     """An unhealthy classifier (never fires / at chance): 'env' learns from the environment's reward
     instead (and says so), 'stop' ends the run with one line, 'classifier' keeps its reward anyway."""
@@ -414,7 +434,15 @@ def run_robofume(
         raise ConfigError(
             f"--options.reward_fallback {config.reward_fallback!r}: use env, stop or classifier"
         )
-    classifier, metrics = train_classifier(train_eps, held_eps, shape[0], engine)
+    classifier, metrics = train_classifier(
+        train_eps,
+        held_eps,
+        shape[0],
+        engine,
+        config.backbone,
+        config.backbone_weights,
+        config.backbone_config,
+    )
     health = classifier_health(metrics, config.health_margin)
     reward_source = "classifier"
     if not health["healthy"]:
@@ -472,9 +500,16 @@ def run_robofume(
         health["healthy"] = False
     if run_dir is not None:
         env = corpus.meta["env"]
-        save_model(
-            classifier, Path(run_dir) / "classifier", "success-classifier", _spec(classifier, 1, shape, env)
-        )
+        if isinstance(classifier, PixelPolicy):
+            save_model(
+                classifier,
+                Path(run_dir) / "classifier",
+                "success-classifier",
+                _spec(classifier, 1, shape, env),
+            )
+        else:  # the open_clip classifier: its own kind, reloads with ClipSuccessClassifier.from_pretrained
+            classifier.hub_extra = {"env": env}
+            classifier.save_pretrained(Path(run_dir) / "classifier")
         save_model(
             q_net,
             Path(run_dir) / "qnet",
