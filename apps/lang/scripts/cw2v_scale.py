@@ -5,8 +5,8 @@ are random (D=768, BERT-base's width) and the target corpus is 2,000 sequences o
 one of 100 topics (300 old + 80 new ids each, 20 % noise; a topic's old rows share a centroid), so a
 new token's contexts are learnable; what
 is timed is
-``warmstart.init.cw2v_rows`` with its default config (sparse support 256, early stop), pair building and
-the final rows included. Prints one JSON line.
+``warmstart.init.cw2v_rows`` with its default config (sparse support 256, early stop) and expand's 60 s
+training budget, pair building and the final rows included. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--length", type=int, default=256)
     p.add_argument("--untied", action="store_true", help="also train the rows of a separate output head")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--budget", type=float, default=60.0, help="cw2v training seconds (expand default: 60)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.n_new,
         sequences,
         old_head=head,
-        config=CW2VConfig(),
+        config=CW2VConfig(max_seconds=args.budget),
         generator=g,
         progress=lambda step, total, loss: steps.append(step),
     )

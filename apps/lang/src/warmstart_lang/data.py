@@ -184,11 +184,79 @@ def write_language_pair(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def resolve_files(paths: Sequence[Path | str], what: str = "text") -> list[Path]:
-    """Expand directories into their text/JSONL files (sorted); check every file exists and is non-empty."""
-    files: list[Path] = []
+@dataclass(frozen=True)
+class DatasetSource:
+    """A Hugging Face ``datasets`` source: a ``save_to_disk`` folder or a hub name (streamed)."""
+
+    name: str
+    kind: str  # "disk" or "hub"
+    split: str = "train"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """A folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    return path.is_dir() and (
+        (path / "dataset_dict.json").is_file()
+        or ((path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+    )
+
+
+def _looks_like_hub_name(raw: str) -> bool:
+    parts = raw.split("/")
+    return (
+        0 < len(parts) <= 2
+        and all(parts)
+        and not raw.startswith((".", "~"))
+        and Path(raw).suffix not in TEXT_SUFFIXES
+    )
+
+
+def _open_dataset(source: DatasetSource) -> Any:
+    """The rows of a dataset source: a map-style ``Dataset`` (disk) or a streaming ``IterableDataset``."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency of the app
+        raise DataError(f"{source}: reading a dataset needs the `datasets` package") from None
+    name, split = source.name, source.split
+    try:
+        if source.kind == "disk":
+            ds = datasets.load_from_disk(name)
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise DataError(f"{name}: no split {split!r} (has {sorted(ds)}); pass --data_split")
+                ds = ds[split]
+            return ds
+        return datasets.load_dataset(name, split=split, streaming=True)
+    except DataError:
+        raise
+    except Exception as exc:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, ...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise DataError(
+            f"{name}: cannot open the dataset ({first}); pass a save_to_disk folder or a hub name"
+        ) from None
+
+
+def resolve_files(paths: Sequence[Path | str], what: str = "text", split: str = "train") -> list[Any]:
+    """Expand directories into their text/JSONL files (sorted); check every file exists and is non-empty.
+
+    A ``save_to_disk`` folder or a name that is no local path (``owner/name``: a hub dataset, streamed)
+    becomes a :class:`DatasetSource`.
+    """
+    files: list[Any] = []
     for raw in paths:
+        if isinstance(raw, DatasetSource):
+            files.append(raw)
+            continue
         p = Path(raw)
+        if is_saved_dataset(p):
+            files.append(DatasetSource(str(p), "disk", split))
+            continue
+        if not p.exists() and _looks_like_hub_name(str(raw)):
+            files.append(DatasetSource(str(raw), "hub", split))
+            continue
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in TEXT_SUFFIXES)
             if not found:
@@ -199,6 +267,8 @@ def resolve_files(paths: Sequence[Path | str], what: str = "text") -> list[Path]
         else:
             raise DataError(f"{p}: no such {what} file or directory; pass a .txt/.jsonl file or a folder")
     for f in files:
+        if isinstance(f, DatasetSource):
+            continue
         if f.stat().st_size == 0:
             raise DataError(f"{f}: the {what} file is empty; remove it or add text")
         with open(f, "rb") as fh:
@@ -246,10 +316,14 @@ def iter_documents(
     record is returned for metadata such as ``url``). ``next_position`` = (file index, byte offset) of the
     line after this document: pass it as ``start`` to continue exactly there.
     """
-    files = [Path(p) for p in paths]
+    files = [p if isinstance(p, DatasetSource) else Path(p) for p in paths]
     file_index, offset = start
     for fi in range(file_index, len(files)):
         path = files[fi]
+        if isinstance(path, DatasetSource):
+            yield from _iter_rows(path, fi, offset if fi == file_index else 0, text_key)
+            offset = 0
+            continue
         with open(path, "rb") as fh:
             fh.seek(offset if fi == file_index else 0)
             pos = fh.tell()
@@ -262,10 +336,32 @@ def iter_documents(
         offset = 0
 
 
-def read_texts(paths: Sequence[Path | str], limit: int | None = None, text_key: str = "text") -> list[str]:
+def _iter_rows(
+    source: DatasetSource, index: int, start: int, column: str
+) -> Iterator[tuple[str, dict[str, Any], tuple[int, int]]]:
+    """Rows of a dataset from row ``start`` on; the position is (source index, next row)."""
+    ds = _open_dataset(source)
+    names = getattr(ds, "column_names", None)
+    if names is not None and column not in names:
+        raise DataError(f"{source}: no column {column!r} (has {sorted(names)}); pass --data_column")
+    rows = ds.skip(start) if start and hasattr(ds, "skip") else ds
+    if start and not hasattr(ds, "skip"):  # pragma: no cover - every datasets class has skip
+        rows = (ds[i] for i in range(start, len(ds)))
+    for row_number, record in enumerate(rows, start=start):
+        text = record.get(column)
+        if not isinstance(text, str):
+            raise DataError(f"{source}: row {row_number} has no string column {column!r}; pass --data_column")
+        text = text.strip()
+        if text:
+            yield text, dict(record), (index, row_number + 1)
+
+
+def read_texts(
+    paths: Sequence[Path | str], limit: int | None = None, text_key: str = "text", split: str = "train"
+) -> list[str]:
     """The first ``limit`` documents (all if None) as strings (for tokenizer training and evaluation)."""
     out: list[str] = []
-    for text, _, _ in iter_documents(resolve_files(paths), text_key=text_key):
+    for text, _, _ in iter_documents(resolve_files(paths, split=split), text_key=text_key):
         out.append(text)
         if limit is not None and len(out) >= limit:
             break
