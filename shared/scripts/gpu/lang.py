@@ -118,7 +118,7 @@ CHECK = Check(
         Limit("full_loss_finite", ">=", 1, "bf16 loss stayed finite"),
         Limit("qlora_loss_finite", ">=", 1, "NF4 + bf16 loss stayed finite"),
         Limit("full_tokens_per_s", ">=", 50_000, "floor: a 100M decoder in bf16 on one modern GPU"),
-        Limit("qlora_tokens_per_s", ">=", 10_000, "floor: NF4 dequantisation costs, LoRA steps are cheap"),
+        Limit("qlora_tokens_per_s", ">=", 5_000, "floor: NF4 dequantisation costs, LoRA steps are cheap"),
     ],
     apis=[
         "warmstart_lang.cli:app",
