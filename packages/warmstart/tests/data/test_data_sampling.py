@@ -64,3 +64,21 @@ def test_packed_stream_order_is_the_core_permutation() -> None:
     docs = [[i + 1] for i in range(9)]
     stream = PackedStream(docs, block_size=4, batch_size=1, eos_id=0, seed=2, rank=1, world_size=2)
     assert stream._order(3) == epoch_order(9, 2, 3, rank=1, world_size=2).tolist()
+
+
+def test_stateful_dataloader_resumes_the_sampler_exactly() -> None:
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    data = torch.arange(10)
+
+    def loader() -> StatefulDataLoader:
+        return StatefulDataLoader(data, batch_size=2, sampler=EpochSampler(10, seed=3))
+
+    whole = [b.tolist() for b in loader()]
+    first = loader()
+    it = iter(first)
+    head = [next(it).tolist() for _ in range(2)]
+    state = first.state_dict()
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert head + [b.tolist() for b in resumed] == whole
