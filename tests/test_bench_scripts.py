@@ -62,3 +62,27 @@ def test_expand_vocabulary_times_every_method_and_the_peer(tmp_path: Path) -> No
 
     assert {r["method"] for r in rows if r["level"] == "model"} == set(METHODS)
     assert all(r["seconds"] > 0 and len(r["runs"]) == 1 for r in rows)
+
+
+@pytest.mark.slow
+def test_checkpoint_io_times_save_verify_and_load(tmp_path: Path) -> None:
+    out = tmp_path / "ckpt.json"
+    _load("checkpoint_io").main(
+        ["--params", "2e5", "--rounds", "1", "--dir", str(tmp_path), "--out", str(out)]
+    )
+    result = json.loads(out.read_text())
+    median = result["median_s"]
+    for key in ("plain_safetensors_save", "plain_torch_save", "engine_save", "digest_only", "engine_verify"):
+        assert median[key] > 0 and math.isfinite(median[key])
+    assert result["bytes"] == 4 * 200_000 and result["engine_save_over_plain_save"] > 0
+
+
+@pytest.mark.slow
+def test_data_loading_compares_workers_and_checks_resume(tmp_path: Path) -> None:
+    out = tmp_path / "loading.json"
+    _load("data_loading").main(
+        ["--scenes", "2", "--batch", "4", "--batches", "3", "--rounds", "1", "--out", str(out)]
+    )
+    result = json.loads(out.read_text())
+    assert result["resume_equal_with_workers"] is True
+    assert result["samples_per_s"]["workers_0"] > 0 and result["samples_per_s"]["workers_2"] > 0

@@ -161,3 +161,15 @@ def test_guard_ignores_a_converged_loss_bumping_back_and_keeps_its_state() -> No
     other = TrainingGuard(explode_factor=100.0)
     other.load_state_dict(guard.state_dict())
     assert other.diagnose(5.0, None) == guard.diagnose(5.0, None)
+
+
+def test_guard_running_median_is_the_median_of_its_window() -> None:
+    import random
+    import statistics
+
+    rng = random.Random(0)
+    guard = TrainingGuard(window=7)
+    for _ in range(60):
+        guard.accept(rng.random())
+        assert len(guard.history) <= 7
+        assert guard._median() == pytest.approx(statistics.median(guard.history), abs=1e-12)

@@ -12,6 +12,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections import deque
@@ -50,7 +51,9 @@ class TrainingGuard:
         self.nonfinite = nonfinite
         self.max_skipped_steps = max_skipped_steps
         self.explode_factor = explode_factor
-        self.history: deque[float] = deque(maxlen=window)
+        self.window = window
+        self.history: deque[float] = deque()
+        self._sorted: list[float] = []  # the history, sorted: the median without a sort per step
         self.initial: list[float] = []  # the first accepted losses: the floor of the comparison scale
         self.skipped = 0
         self.consecutive = 0
@@ -62,7 +65,7 @@ class TrainingGuard:
         if grad_norm is not None and not math.isfinite(grad_norm):
             return f"loss {loss:.4g}, grad norm {grad_norm}"
         if self.explode_factor is not None and len(self.history) >= MIN_HISTORY:
-            median = statistics.median(self.history)
+            median = self._median()
             floor = 0.01 * abs(statistics.median(self.initial))
             scale = max(abs(median), floor, 1e-12)
             if loss > median + self.explode_factor * scale:
@@ -91,9 +94,17 @@ class TrainingGuard:
             )
         return False
 
+    def _median(self) -> float:
+        values, n = self._sorted, len(self._sorted)
+        return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
+
     def accept(self, loss: float) -> None:
         """Add a healthy step's loss to the history."""
         self.history.append(loss)
+        bisect.insort(self._sorted, loss)
+        if len(self.history) > self.window:
+            oldest = self.history.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
         if len(self.initial) < MIN_HISTORY:
             self.initial.append(loss)
 
@@ -107,7 +118,9 @@ class TrainingGuard:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history.clear()
-        self.history.extend(float(v) for v in state.get("history", ()))
+        self._sorted.clear()
+        for value in state.get("history", ()):
+            self.accept(float(value))
         self.initial = [float(v) for v in state.get("initial", ())]
         self.skipped = int(state.get("skipped", 0))
         self.consecutive = int(state.get("consecutive", 0))
