@@ -71,6 +71,8 @@ def test_recipe_chain(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
                 mt,
                 "--out",
                 str(tmp_path / "st"),
+                "--beam",
+                "1",
                 *TINY,
             ]
         )
@@ -238,7 +240,7 @@ def test_bench_st_and_throughput(
     monkeypatch.setenv("WARMSTART_CACHE", str(tmp_path / "cache"))
     cfg = [
         "--st.seeds", "2", "--st.mt_steps", "6", "--st.pretrain_steps", "4", "--st.st_steps", "5",
-        "--st.batch_size", "4", "--st.data", str(corpus["train"]),
+        "--st.batch_size", "4", "--st.data", str(corpus["train"]), "--st.beam", "1",
         "--st.model.model_dim", "32", "--st.model.ffn_dim", "64", "--st.model.subsampler_dim", "32",
     ]  # fmt: skip
     assert app.main(["bench", "--kind", "st", "--out", str(tmp_path / "b"), *cfg]) == 0
