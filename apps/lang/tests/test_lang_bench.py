@@ -23,6 +23,7 @@ def _one_thread():
 @pytest.fixture(autouse=True)
 def _runs(tmp_path, monkeypatch):
     monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("WARMSTART_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.mark.slow
@@ -59,10 +60,20 @@ def test_bench_writes_the_core_report(tmp_path):
             "100",
             "--settings.world.source_steps",
             "5",
+            "--settings.replay_row",
+            "0.25",
+            "--settings.growth_steps",
+            "4",
+            "--settings.growth_source_steps",
+            "3",
+            "--settings.meco_steps",
+            "4",
+            "--settings.encoder_steps",
+            "3",
         ]
     )
     assert code == 0
-    for sub in ("init", "schedule"):
+    for sub in ("init", "schedule", "forgetting", "growth", "meco", "encoder"):
         for name in ("report.md", "plot.png", "results.json"):
             assert (out / sub / name).is_file()
     results = json.loads((out / "init" / "results.json").read_text())
@@ -72,3 +83,14 @@ def test_bench_writes_the_core_report(tmp_path):
     curve = results["curves"]["fvt"]
     assert curve["steps"] == [0, 3, 6]
     assert results["config"]["fertility_extended"] < results["config"]["fertility_base"]
+    headline = json.loads((out / "init" / "headline.json").read_text())
+    assert headline["budget_steps"] == 6 and set(headline) >= {"scratch", "fvt", "scratch_final_target_ppl"}
+    assert headline["scratch"]["seeds_reaching"] == 1  # scratch reaches its own final value by the end
+    growth = json.loads((out / "growth" / "headline.json").read_text())
+    assert len(growth["flops_saved_to_reach_scratch_loss"]) == 1 and growth["paper"] == 0.45
+    assert json.loads((out / "meco" / "headline.json").read_text())["baseline_tokens"] == 4 * 8 * 64
+    # the source model is a cached artifact: a second bench finds it instead of training it again
+    from warmstart.cache import list_artifacts
+
+    kinds = {a.kind for a in list_artifacts()}
+    assert {"lang.source_lm", "lang.growth_small", "lang.encoder_source"} <= kinds

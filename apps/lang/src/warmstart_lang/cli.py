@@ -628,6 +628,25 @@ def bench(
         )
         return 0
     result = run_bench(run_dir, settings)
+    headline = result["reports"]["init"].get("headline", {})
+    if headline:
+        rows = [
+            (
+                m,
+                "never" if h["mean_steps"] is None else f"{h['mean_steps']:.1f} / {settings.steps}",
+                f"{h['seeds_reaching']}",
+            )
+            for m, h in headline.items()
+            if isinstance(h, dict)
+        ]
+        print_table(
+            f"target-language steps to reach scratch's final perplexity ({headline['scratch_final_target_ppl']:.3g})",
+            ("method", "steps (mean)", "seeds reaching"),
+            rows,
+        )
+    for name in ("growth", "meco"):
+        if name in result["reports"]:
+            print(f"{name}: {json.dumps(result['reports'][name]['headline'], default=str)}")
     for name, summary in result["reports"].items():
         rows = []
         for m, s in summary["methods"].items():
