@@ -166,12 +166,14 @@ def test_other_ranks_join_rank_0s_directory_and_write_nothing(tmp_path: Path, mo
     one = RunContext("toy", "train", "a: 1\n")
     joined, checkpoint = one.open()
     assert joined == run_dir and checkpoint is None
+    assert zero.writer is False and one.writer is False  # both read RANK=1 now
     assert sorted(p.name for p in (tmp_path / "runs" / "toy" / "train").iterdir() if p.name != ".launch") == [
         run_dir.name
     ]
     out = tmp_path / "given"
     assert one.open(out=out) == (out, None) and not out.exists()  # rank 1 never creates it
     monkeypatch.setenv("RANK", "0")
+    assert zero.writer
     zero.close()
 
 

@@ -95,6 +95,11 @@ class RunContext:
     def rank(self) -> int:
         return launcher_rank()
 
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the run's files (rank 0): guard an app's own outputs with it."""
+        return self.rank == 0
+
     def open(self, resume: str | Path | None = None, out: Path | None = None) -> tuple[Path, Path | None]:
         """Create (or, with ``resume``, find) the run directory; returns (run_dir, checkpoint or None).
 
