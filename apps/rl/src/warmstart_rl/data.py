@@ -6,6 +6,10 @@ Atari through ale-py, classic control through ``rgb_array`` rendering), rolls ou
 expert with noise, random, or a stable-baselines3 checkpoint) and records episodes as compressed NPZ
 arrays with a JSONL index: a large *unlabelled* part (frames only, VPT's "videos") and a small
 *labelled* part (frames, actions, rewards). Videos are not written as MP4 (no codec dependency).
+Environment defaults are per family (:meth:`EnvConfig.resolved`: MiniGrid's 3 navigation actions at 20 px,
+an ALE game's full minimal action set at 64 px with ALE's own frame skip); an unreadable episode file is one
+line naming it, or skipped and counted (``on_bad_file='skip'``); :func:`load_videos` reads frames-only
+videos of any environment for ContextWM's pretraining.
 
 Corpus layout::
 
