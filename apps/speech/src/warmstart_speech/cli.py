@@ -5,7 +5,8 @@ Thin commands over :mod:`warmstart_speech.stages`: data-synth/-prepare → mt-tr
 translate / eval, plus demo and bench. Heavy imports (torch models, fairseq2) happen inside the commands.
 ``continue-ssl`` / ``ssl-ctc``: continued wav2vec2 pretraining on a new language and CTC fine-tuning
 ("Adapting Multilingual Speech Representation Model for a New, Underresourced Language ...", Nowakowski et
-al., arXiv 2301.07295; :mod:`warmstart_speech.ssl`).
+al., arXiv 2301.07295; :mod:`warmstart_speech.ssl`), with ``--languages`` for multilingual CTC fine-tuning.
+``--mt`` / ``--encoder`` also take transformers models (:mod:`warmstart_speech.hf_sources`).
 """
 
 from __future__ import annotations

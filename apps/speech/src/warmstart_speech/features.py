@@ -292,13 +292,6 @@ def load_utterances(
     return out, report
 
 
-def unknown_symbols(utts: Sequence[Utterance], rows_of: str = "source") -> int:
-    """How many utterances carry an <unk> in their source ids (kept, not dropped)."""
-    from warmstart_speech.text import UNK
-
-    return sum(1 for u in utts if UNK in (u.src if rows_of == "source" else u.tgt))
-
-
 # ------------------------------------------------------------------------------------------------
 # raw waveforms (wav2vec2 models: continue-ssl and its CTC fine-tuning)
 # ------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ with no architectural change. Every layer comes from fairseq2's ``S2TTransformer
 decodes them. Written here: :class:`PaddedFbankSubsampler`, a subclass of fairseq2's ``Conv1dFbankSubsampler``
 whose only change is to accept *padded* batches (fairseq2 0.8 rejects them: it checks ``padded`` where it
 means ``packed``). ``ModelConfig.encoder="conformer"`` swaps the transformer layers for fairseq2's conformer
-blocks (``Wav2Vec2EncoderFactory`` with ``use_conformer=True``). Models are saved and loaded in\n:mod:`warmstart.hub`'s format (a local folder or a hub id); older runs' ``model.json`` folders still load.\nLeft out: transformers MT/speech models as sources.
+blocks (``Wav2Vec2EncoderFactory`` with ``use_conformer=True``). Models are saved and loaded in\n:mod:`warmstart.hub`'s format (a local folder or a hub id); older runs' ``model.json`` folders still load.\nPretrained transformers MT models and speech encoders as sources: :mod:`warmstart_speech.hf_sources`.
 """
 
 from __future__ import annotations

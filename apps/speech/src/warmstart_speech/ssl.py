@@ -20,7 +20,8 @@ schedule for transformers, the task wrappers for the core's engine). fairseq2 0.
 its Gumbel quantiser in ``torch.compile(fullgraph=True)`` *inside* ``forward`` (a fresh compile per batch
 shape: ~20 s on CPU before the first step); :func:`ssl_losses` therefore runs the quantiser under
 ``torch.compiler.set_stance("force_eager")`` unless ``SSLConfig.compile_quantizer`` is set.
-Left out: multilingual fine-tuning (the paper's other lever), LM-fused decoding, fairseq2's asset-card
+Multilingual fine-tuning (the paper's other lever) is ``ssl-ctc --languages``: one joint character
+vocabulary over several related languages' manifests. Left out: LM-fused decoding, fairseq2's asset-card
 names (``wav2vec2_base`` ...) — pass a checkpoint file with ``--ssl.arch`` instead.
 """
 
