@@ -4,8 +4,11 @@ penalty to the frozen pretrained policy.
 
 Seed: *Video PreTraining (VPT): Learning to Act by Watching Unlabeled Online Videos* (Baker et al.,
 arXiv 2206.11795); the IDM-as-pretraining view follows *Inverse Dynamics Pretraining Learns Good
-Representations for Multitask Imitation* (arXiv 2305.16985). Implemented: the non-causal IDM (a window of
-past and future frames), labelling by arg-max with confidences, BC with the core engine, PPO from the BC
+Representations for Multitask Imitation* (arXiv 2305.16985; as a representation: :mod:`warmstart_rl.idmrepr`).
+Implemented: the non-causal IDM (a window of past and future frames and their differences) trained in rounds
+until it clears a quality gate (held-out accuracy over chance by a margin; ``idm-label`` refuses an IDM that
+did not), labelling by arg-max with confidences, BC with the core engine, a check that the BC start beats a
+random policy, PPO from the BC
 weights with ``rho * KL(pi_pretrained || pi_theta)`` added to SB3's PPO loss and decayed geometrically per
 update. Left out: VPT's IDM/policy architecture (3D conv + ResNet + transformer over 128 frames), the
 hierarchical action space, and the data-filtering classifier.
