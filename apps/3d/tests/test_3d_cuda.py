@@ -32,7 +32,9 @@ def test_instantsplat_runs_on_cuda(tmp_path) -> None:
         viewmats=scene.viewmats.to(DEVICE),
         depths=scene.depths.to(DEVICE) if scene.depths is not None else None,
     )
-    config = InstantSplatConfig(n_points=400, align_steps=3, fit=SplatFitConfig(steps=20, densify=False))
+    config = InstantSplatConfig(
+        init="depth", n_points=400, align_steps=3, fit=SplatFitConfig(steps=20, densify=False)
+    )
     gaussians, results = run_instantsplat(cuda, cuda.viewmats, config, true_viewmats=truth.to(DEVICE))
     assert gaussians.means.device.type == DEVICE
     assert math.isfinite(results["train_loss"]) and math.isfinite(results["psnr"])

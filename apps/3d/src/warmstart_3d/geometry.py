@@ -139,7 +139,7 @@ def umeyama(
     xs, xd = src - mu_s, dst - mu_d
     cov = xd.T @ xs / len(src)
     u, sig, vt = torch.linalg.svd(cov)
-    d = torch.ones(3, dtype=src.dtype)
+    d = torch.ones(3, dtype=src.dtype, device=src.device)
     if torch.det(u) * torch.det(vt) < 0:
         d[-1] = -1
     rot = u @ torch.diag(d) @ vt
@@ -153,7 +153,7 @@ def absolute_trajectory_error(estimated: torch.Tensor, truth: torch.Tensor) -> f
     """RMSE of camera centres after Umeyama similarity alignment (the ATE of InstantSplat's tables)."""
     est, gt = camera_centres(estimated), camera_centres(truth)
     if len(est) < 3:
-        scale, rot, t = 1.0, torch.eye(3), gt.mean(0) - est.mean(0)
+        scale, rot, t = 1.0, torch.eye(3, device=gt.device), gt.mean(0) - est.mean(0)
     else:
         scale, rot, t = umeyama(est, gt)
     aligned = scale * est @ rot.T + t
