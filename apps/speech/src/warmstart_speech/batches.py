@@ -2,7 +2,7 @@
 
 Seed paper: "Pre-training for Speech Translation: CTC Meets Optimal Transport" (Le et al., arXiv 2301.11716)
 batches utterances of similar length (fairseq's ``--max-tokens``); here a fixed batch size over length-sorted
-buckets, shuffled per epoch with a seeded generator.
+buckets, shuffled per epoch by the core's seeded :func:`~warmstart.data.sampling.epoch_permutation`.
 The stream's ``state_dict`` goes into the engine's checkpoints, so a resumed run sees exactly the same
 batches. Features stored in a :class:`~warmstart_speech.features.FeatureStore` are read per batch.
 Left out: token-budget batching.
@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from warmstart.data.sampling import epoch_permutation
 from warmstart.errors import DataError
 from warmstart_speech.features import AudioUtterance, Utterance
 from warmstart_speech.text import BOS, EOS, PAD
@@ -76,8 +77,7 @@ class LengthBucketBatches:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            perm = torch.randperm(len(self.batches), generator=g).tolist()
+            perm = epoch_permutation(len(self.batches), self.seed, self.epoch).tolist()
             while self.position < len(perm):
                 batch = self.batches[perm[self.position]]
                 self.position += 1
