@@ -4,7 +4,7 @@ runs. Reports steps/s (median over rounds) and the ratios engine/plain and engin
 
     uv run python shared/bench/engine_overhead.py [--steps 150] [--rounds 7] [--threads 1] [--out F.json]
 
-Bars (issue 2): engine/plain >= 0.95 and engine/HF >= 1.0 on CPU.
+Bars (issue 15): engine/plain >= 0.98, engine/HF >= 1.05 and a fixed cost <= 60 µs per step over the plain loop.
 
 A shared VM drifts by several per cent within a minute, more than the engine's own cost, so each round runs the
 three loops back to back (order alternating) and the ratios are taken *within* a round; the reported ratio is
@@ -18,14 +18,16 @@ same dataset with a batch of 8 and log rarely; model construction is outside the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,24 @@ def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
     return model(**batch).loss
 
 
+@contextlib.contextmanager
+def _without_lightnings_nvml_check() -> Iterator[None]:
+    """The plain loop and the Trainer run as in a process that never imported Lightning (whose import sets
+    PYTORCH_NVML_BASED_CUDA_CHECK=1, making every optimizer step re-load NVML): the comparison is fair."""
+    value = os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = value
+
+
 def run_plain(data: Dataset, steps: int, make: Callable = make_model, loss_of: Callable = lm_loss) -> float:
+    with _without_lightnings_nvml_check():
+        return _run_plain(data, steps, make, loss_of)
+
+
+def _run_plain(data: Dataset, steps: int, make: Callable, loss_of: Callable) -> float:
     model = make()
     start = time.perf_counter()
     model.train()
@@ -123,6 +142,11 @@ def run_engine(data: Dataset, steps: int, make: Callable = make_model, loss_of: 
 
 
 def run_hf(data: Dataset, steps: int) -> float:
+    with _without_lightnings_nvml_check():
+        return _run_hf(data, steps)
+
+
+def _run_hf(data: Dataset, steps: int) -> float:
     from transformers import Trainer, TrainingArguments
 
     model = make_model()
@@ -216,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         "engine_over_hf": statistics.median(over_hf),
         "per_round": {"engine_over_plain": over_plain, "engine_over_hf": over_hf},
         "fixed_cost": fixed,
-        "bars": {"engine_over_plain": 0.95, "engine_over_hf": 1.0},
+        "bars": {"engine_over_plain": 0.98, "engine_over_hf": 1.05, "engine_extra_us_per_step": 60},
         "setup": {
             "steps": args.steps,
             "rounds": args.rounds,
@@ -236,14 +260,14 @@ def main(argv: list[str] | None = None) -> None:
     for name in runners:
         print(f"{name:<12}{median[name]:>16.2f}  " + " ".join(f"{v:.2f}" for v in rates[name]))
     for key, label, bar in (
-        ("engine_over_plain", "engine/plain", 0.95),
-        ("engine_over_hf", "engine/HF   ", 1.0),
+        ("engine_over_plain", "engine/plain", 0.98),
+        ("engine_over_hf", "engine/HF   ", 1.05),
     ):
         rounds = result["per_round"][key]
         print(f"{label} = {result[key]:.3f} (bar ≥ {bar}; per round {min(rounds):.3f}–{max(rounds):.3f})")
     print(
         f"fixed cost on a 4→1 linear model: plain {fixed['plain_us_per_step']:.0f} µs/step, engine "
-        f"{fixed['engine_us_per_step']:.0f} µs/step (+{fixed['engine_extra_us_per_step']:.0f} µs)"
+        f"{fixed['engine_us_per_step']:.0f} µs/step (+{fixed['engine_extra_us_per_step']:.0f} µs; bar <= 60)"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -10,8 +10,10 @@ accumulation, checkpoints and metrics files. Use :class:`Engine` for anything a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -24,7 +26,32 @@ from warmstart.optim import OptimizerConfig, ScheduleConfig, build_optimizer, bu
 
 log = logging.getLogger(__name__)
 
+_USER_NVML_CHECK = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+"""The variable as the user left it, read before the engine imports Lightning (which sets it)."""
+
 LossFn = Callable[[Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
+
+
+@contextlib.contextmanager
+def torch_cuda_check() -> Iterator[None]:
+    """Inside the block, ``torch.cuda.is_available()`` is torch's own cached check again.
+
+    Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` for the whole process (to keep forked
+    workers CUDA-free), after which every ``torch.optim`` step re-loads NVML through ctypes to ask whether
+    CUDA exists: ~0.1 ms a step on a machine without a GPU, more than the rest of the engine's step. A
+    single-process loop forks nothing that needs CUDA, so it drops the variable while it trains (unless
+    the user set it before Lightning was imported) and puts it back afterwards.
+    """
+    name = "PYTORCH_NVML_BASED_CUDA_CHECK"
+    value = os.environ.get(name)
+    if value is None or _USER_NVML_CHECK is not None:
+        yield
+        return
+    del os.environ[name]
+    try:
+        yield
+    finally:
+        os.environ[name] = value
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -128,9 +155,9 @@ def light_fit(
             return None
         return float(torch.nn.utils.clip_grad_norm_(clipped, grad_clip_norm))
 
-    losses: list[float] = []
     stream = _batches(batches)
-    for step in range(1, steps + 1):
+
+    def one_step(step: int) -> float:
         try:
             batch = to_device(next(stream), target)
         except StopIteration:
@@ -158,5 +185,7 @@ def light_fit(
             log.warning("light_fit step %d: loss %s, batch skipped", step, loss)
             opt.zero_grad(set_to_none=True)
         scheduler.step()
-        losses.append(loss)
-    return losses
+        return loss
+
+    with torch_cuda_check():
+        return [one_step(step) for step in range(1, steps + 1)]

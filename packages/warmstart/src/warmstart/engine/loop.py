@@ -45,7 +45,7 @@ from warmstart.engine.checkpoint import (
 from warmstart.engine.config import EngineConfig
 from warmstart.engine.data import BatchCursor, ResumableLoader, WorkerLoader, is_map_style
 from warmstart.engine.guard import TrainingGuard
-from warmstart.engine.light import to_device
+from warmstart.engine.light import to_device, torch_cuda_check
 from warmstart.engine.metrics import MetricsWriter, Progress, RunSummary, Stopwatch
 from warmstart.engine.signals import Interrupted, StopFlag, catch_stop_signals
 from warmstart.engine.task import Task, task_param_groups
@@ -242,8 +242,9 @@ class Engine:
         st.progress = Progress(self.config.logging.progress, tcfg.max_steps, st.step, enabled=st.rank0)
         watch = Stopwatch()
         every, eval_every = self.config.checkpoint.every, tcfg.eval_every
+        fast_check = torch_cuda_check() if st.fast else contextlib.nullcontext()
         try:
-            with catch_stop_signals() as flag:
+            with catch_stop_signals() as flag, fast_check:
                 while st.step < stop:
                     result = self.train_step(st, flag)
                     self.log(st, result, stop)
