@@ -65,7 +65,10 @@ def knn_scale(points: torch.Tensor, k: int = 3) -> torch.Tensor:
 def gaussians_from_points(points: torch.Tensor, colours: torch.Tensor, opacity: float = 0.1) -> Gaussians:
     scale = knn_scale(points)[:, None].expand(-1, 3)
     return Gaussians.from_activated(
-        points, scale.clone(), torch.full((len(points),), opacity), colours.clamp(0.02, 0.98)
+        points,
+        scale.clone(),
+        torch.full((len(points),), opacity, device=points.device),
+        colours.clamp(0.02, 0.98),
     )
 
 
@@ -74,7 +77,8 @@ def backproject(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """World points (M, 3) and colours (M, 3) of every pixel with depth > 0, through (V, 4, 4) cameras."""
     v, h, w = depths.shape
-    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    grid = [torch.arange(n, device=depths.device) + 0.5 for n in (h, w)]
+    ys, xs = torch.meshgrid(*grid, indexing="ij")
     pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)  # (HW, 3)
     points, colours = [], []
     for i in range(v):
@@ -92,7 +96,7 @@ def look_centre(viewmats: torch.Tensor) -> torch.Tensor:
     """The point closest (least squares) to all optical axes: where the cameras look."""
     centres = camera_centres(viewmats)
     dirs = viewmats[:, 2, :3]  # (V, 3) forward axes in the world
-    eye = torch.eye(3)
+    eye = torch.eye(3, device=viewmats.device)
     a = sum(eye - torch.outer(d, d) for d in dirs)
     b = sum((eye - torch.outer(d, d)) @ c for d, c in zip(dirs, centres, strict=True))
     return torch.linalg.lstsq(a, b[:, None]).solution[:, 0]
@@ -134,10 +138,12 @@ def initialise(
         return gaussians_from_points(points[pick], colours[pick])
     centre = look_centre(viewmats[views])
     radius = 0.5 * float((camera_centres(viewmats[views]) - centre).norm(dim=-1).mean())
+    # drawn on the CPU generator (the same points on every device), then moved to the cameras' device
     direction = torch.nn.functional.normalize(torch.randn(config.n_points, 3, generator=generator), dim=-1)
-    points = centre + direction * radius * torch.rand(config.n_points, 1, generator=generator).pow(1 / 3)
+    depth = torch.rand(config.n_points, 1, generator=generator).pow(1 / 3)
+    points = centre + (direction * radius * depth).to(centre.device)
     colours = torch.rand(config.n_points, 3, generator=generator)
-    return gaussians_from_points(points, colours)
+    return gaussians_from_points(points, colours.to(centre.device))
 
 
 def prior_scene(
