@@ -173,3 +173,26 @@ def test_guard_running_median_is_the_median_of_its_window() -> None:
         guard.accept(rng.random())
         assert len(guard.history) <= 7
         assert guard._median() == pytest.approx(statistics.median(guard.history), abs=1e-12)
+
+
+def test_training_drops_lightnings_nvml_check_and_restores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from warmstart.engine import light
+
+    name = "PYTORCH_NVML_BASED_CUDA_CHECK"
+    monkeypatch.setattr(light, "_USER_NVML_CHECK", None)  # as if Lightning, not the user, set it
+    monkeypatch.setenv(name, "1")
+    model = nn.Linear(4, 1)
+    seen: list = []
+
+    def loss(batch):
+        seen.append(os.environ.get(name))
+        return mse(model)(batch)
+
+    light_fit(model, loss, regression(), steps=3)
+    assert seen == [None, None, None] and os.environ[name] == "1"
+    monkeypatch.setattr(light, "_USER_NVML_CHECK", "1")  # the user's own setting is left alone
+    seen.clear()
+    light_fit(model, loss, regression(), steps=2)
+    assert seen == ["1", "1"]
