@@ -97,36 +97,18 @@ def test_splats_make_writes_plys_and_an_index(tmp_path):
     assert [json.loads(x)["class"] for x in lines] == ["cube", "torus"]
 
 
+@pytest.mark.slow  # ~10 s: a tiny depth prior is trained (and cached), then three arms
 def test_bench_splat_writes_the_report(tmp_path):
-    assert (
-        app.main(
-            [
-                "bench",
-                "--kind",
-                "splat",
-                "--splat.seeds",
-                "[0]",
-                "--splat.steps",
-                "3",
-                "--splat.size",
-                "16",
-                "--splat.n_points",
-                "100",
-                "--splat.objects_gaussians",
-                "80",
-                "--splat.align_steps",
-                "1",
-                "--out",
-                str(tmp_path / "b"),
-            ]
-        )
-        == 0
-    )
+    argv = ["bench", "--kind", "splat", "--splat.seeds", "[0]", "--splat.steps", "3", "--splat.size", "32",
+            "--splat.n_points", "100", "--splat.objects_gaussians", "80", "--splat.align_steps", "1",
+            "--splat.depth_source.scenes", "1", "--splat.depth_source.views", "2", "--splat.depth_source.size", "32",
+            "--splat.depth_source.steps", "2", "--splat.depth_source.batch_size", "2", "--out", str(tmp_path / "b")]  # fmt: skip
+    assert app.main(argv) == 0
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert set(results["methods"]) == {
-        "fixed poses, depth init",
-        "joint poses, random init",
-        "joint poses, depth init (InstantSplat)",
+        "prior (images only)",
+        "random (images only)",
+        "oracle (true depth + poses)",
     }
     assert all(m["n"] == 1 for m in results["methods"].values())
     assert (tmp_path / "b" / "plot.png").stat().st_size > 0 and (tmp_path / "b" / "report.md").is_file()

@@ -223,3 +223,96 @@ def initialise_from_images(
 
 def describe(source: str | Path | None) -> str:
     return str(source) if source is not None else "none"
+
+
+@dataclass
+class DepthSourceConfig:
+    """A tiny Depth Anything trained on procedural scenes: the bench's stand-in for a pretrained depth model
+    (no weights are downloaded here; a user passes a real one with --splat.prior_model)."""
+
+    scenes: int = 48
+    """Procedural training scenes (seeds disjoint from the bench's test scenes)."""
+    views: int = 4
+    """Rendered views per scene."""
+    size: int = 64
+    """Image size."""
+    steps: int = 300
+    """Training steps (AdamW, cosine)."""
+    batch_size: int = 16
+    """Batch size."""
+    lr: float = 2e-3
+    """Peak learning rate."""
+    hidden: int = 48
+    """Backbone width (DINOv2 layers with patch 8)."""
+
+
+def ssi_loss(pred: torch.Tensor, disparity: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """MiDaS's scale-and-shift-invariant loss: per image, least-squares align ``pred`` to the true disparity
+    on the valid pixels, then the mean absolute error (Ranftl et al., arXiv 1907.01341)."""
+    losses = []
+    for p, d, m in zip(pred, disparity, valid, strict=True):
+        x, y = p[m], d[m]
+        a = torch.stack([x, torch.ones_like(x)], -1)
+        sol = torch.linalg.lstsq(a.detach(), y[:, None]).solution[:, 0]
+        losses.append((sol[0].detach() * x + sol[1].detach() - y).abs().mean())
+    return torch.stack(losses).mean()
+
+
+def train_depth_source(config: DepthSourceConfig, folder: Path, seed: int = 50_000) -> dict[str, float]:
+    """Render procedural scenes, train a tiny Depth Anything on their disparity, ``save_pretrained`` it."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    from warmstart.optim import ScheduleConfig
+    from warmstart_3d.data import orbit_cameras, render_scene, scene_gaussians
+    from warmstart_3d.geometry import intrinsics
+    from warmstart_3d.training import fit_tensors
+
+    images, disparities = [], []
+    K = intrinsics(config.size, config.size, 60.0)
+    for s in range(config.scenes):
+        g = torch.Generator().manual_seed(seed + s)
+        gaussians, _ = scene_gaussians(3, 300, g)
+        views = orbit_cameras(config.views, start_deg=float(torch.rand(1, generator=g)) * 360, arc_deg=300)
+        rgb, depth = render_scene(gaussians, views, K, config.size, config.size)
+        images.append(rgb)
+        disparities.append(torch.where(depth > 0, 1.0 / depth.clamp_min(1e-6), torch.zeros_like(depth)))
+    x = torch.cat(images).permute(0, 3, 1, 2)  # (M, 3, H, W)
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    y = torch.cat(disparities)
+    h = config.hidden
+    backbone = Dinov2Config(hidden_size=h, num_hidden_layers=4, num_attention_heads=4, intermediate_size=2 * h,
+                            patch_size=8, image_size=config.size, out_features=["stage2", "stage4"],
+                            out_indices=[2, 4], reshape_hidden_states=False)  # fmt: skip
+    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=h, fusion_hidden_size=32,
+                              neck_hidden_sizes=[32, 48], reassemble_factors=[2, 1], head_hidden_size=16,
+                              patch_size=8)  # fmt: skip
+    torch.manual_seed(0)
+    model = DepthAnythingForDepthEstimation(cfg)
+    task = type("DepthTask", (), {"model": model})()
+
+    def loss(batch: list[torch.Tensor]) -> torch.Tensor:
+        pred = model(pixel_values=batch[0]).predicted_depth  # (b, H, W)
+        return ssi_loss(pred, batch[1], batch[1] > 0)
+
+    losses = fit_tensors(task, (x, y), config.steps, config.batch_size, config.lr, 0.01, 0, loss=loss,
+                         schedule=ScheduleConfig("cosine", min_lr_ratio=0.05))  # fmt: skip
+    model.save_pretrained(folder)
+    return {"loss_first": losses[0], "loss_last": losses[-1], "train_images": float(len(x))}
+
+
+def depth_source(config: DepthSourceConfig) -> Path:
+    """The tiny depth prior, trained once and cached by its config hash (``warmstart cache list``)."""
+    import json
+    import sys
+
+    from warmstart.cache import cached, code_version
+    from warmstart_3d import data
+
+    def build(folder: Path) -> None:
+        info = train_depth_source(config, folder / "model")
+        (folder / "training.json").write_text(json.dumps(info))
+
+    return cached(
+        "3d.depth-prior", config, build, data={"generator": "data.scene_gaussians", "seed": 50_000},
+        code=code_version(data, sys.modules[__name__]), description="tiny Depth Anything on procedural scenes",
+    )  # fmt: skip

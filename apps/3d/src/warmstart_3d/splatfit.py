@@ -221,6 +221,9 @@ def train_splats(
         loss = photometric_loss(out.colors, images[index], config.ssim_lambda)
         if poses is not None and config.pose_reg > 0:
             loss = loss + config.pose_reg * poses.penalty()
+        if not loss.requires_grad:  # no Gaussian reached this view (all outside it): nothing to learn here
+            losses.append(float(loss))
+            continue
         loss.backward()
         if strategy is not None:
             strategy.step_post_backward(params, optimizers, state, step, out.meta, packed=False)
@@ -263,6 +266,8 @@ def align_poses(
     for _ in range(steps):
         out = render_params(frozen, poses(viewmats0), Ks, width, height, sh_degree, background)
         loss = photometric_loss(out.colors, images, 0.2)
+        if not loss.requires_grad:
+            break
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
