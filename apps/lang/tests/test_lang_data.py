@@ -179,6 +179,7 @@ def _han_text(n_docs: int, seed: int) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_cjk_under_bert_splitting_is_detected_and_can_be_turned_off(pair, tmp_path, capsys):
     from warmstart_lang.cli import app
     from warmstart_lang.tokenizer import atomic_save, load_tokenizer, splits_cjk

@@ -250,6 +250,7 @@ def test_eval_with_a_tokenizer_without_eos_uses_the_family_separator(pair, tmp_p
     assert json.loads(out.read_text())["target_ppl"] > 1
 
 
+@pytest.mark.slow
 def test_expand_with_cw2v_reports_its_training(pair, tmp_path, capsys):
     w = _family_world(tmp_path, pair, "gpt2")  # untied head: two convex factorisations
     out = tmp_path / "cw2v"
@@ -262,6 +263,7 @@ def test_expand_with_cw2v_reports_its_training(pair, tmp_path, capsys):
     assert "cw2v fallback" in printed and "held-out pair loss" in printed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, method", [("bert", "aki"), ("gpt2", "fpi"), ("llama", "learngene")])
 def test_grow_then_two_stage_training_saves_a_bigger_normal_model(pair, tmp_path, arch, method):
     import transformers

@@ -92,6 +92,7 @@ def test_pretrain_reads_a_dataset_folder(world, tmp_path):
     assert max(r["step"] for r in rows) == 3
 
 
+@pytest.mark.slow
 def test_self_distillation_adds_a_teacher_term(world, tmp_path):
     from warmstart_lang.adapt import AdaptTask, DistillConfig, load_teacher
     from warmstart_lang.models import load_model
@@ -130,6 +131,7 @@ def test_self_distillation_adds_a_teacher_term(world, tmp_path):
         load_teacher(DistillConfig(weight=1.0, teacher=str(other)), model)
 
 
+@pytest.mark.slow
 def test_prompt_based_continued_pretraining_wraps_documents(world, tmp_path):
     from warmstart_lang.adapt import PromptConfig, prompt_transform
     from warmstart_lang.data import TextBlockStream, resolve_files

@@ -184,13 +184,14 @@ class BenchConfig:
     """Share of source documents replayed in the init comparison."""
     replay_row: float = 0.25
     """Forgetting row: fvt without replay vs with this replay ratio (0: skipped)."""
-    growth_steps: int = 90
+    growth_steps: int = 60
     """bert2BERT row: steps of the grown model and of the large model from scratch (0: skipped)."""
-    growth_source_steps: int = 300
-    """Pretraining steps of the small model that is grown (cached)."""
-    meco_steps: int = 80
+    growth_source_steps: int = 100
+    """Pretraining steps of the small model that is grown (cached; batch 16, so its FLOPs are about those
+    of the large model's growth_steps at batch 8: the 'including small pretraining' figure compares)."""
+    meco_steps: int = 60
     """MeCo row: steps of pretraining from scratch with and without URL conditioning (0: skipped)."""
-    encoder_steps: int = 30
+    encoder_steps: int = 20
     """Encoder row: MLM further-pretraining steps of an expanded tiny BERT (0: skipped)."""
     world: WorldConfig = field(default_factory=WorldConfig)
     """Languages and source model."""
