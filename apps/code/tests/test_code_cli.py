@@ -112,7 +112,18 @@ def test_pretrain_sample_sft_bcoder_rerank(tmp_path):
     )
     assert app.main(["bcoder", "--action", "train", "--tasks", str(tasks), "--model", model, "--train.steps", "4", "--train.batch_size", "4", "--samples_per_task", "1",
                      "--out", str(tmp_path / "b")]) == 0  # fmt: skip
-    assert (tmp_path / "b" / "model" / "value_head.safetensors").is_file()
+    # every model the command trains reloads with one call: the LM through transformers, the value head
+    # through warmstart.hub
+    from torch import nn
+    from transformers import AutoModelForCausalLM
+
+    from warmstart.hub import load_model
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "model") is not None
+    head, meta = load_model(
+        tmp_path / "b" / "model" / "value_head", lambda c: nn.Linear(c["hidden"], 1), kind="code.bcoder_value"
+    )
+    assert meta["config"]["bcoder"]["beta"] == 0.1 and head.out_features == 1
     assert app.main(["bcoder", "--action", "rerank", "--tasks", str(tasks), "--model", str(tmp_path / "b" / "model"), "--samples",
                      str(samples), "--out", str(tmp_path / "r")]) == 0  # fmt: skip
     reranked = [json.loads(x) for x in (tmp_path / "r" / "reranked.jsonl").read_text().splitlines()]
