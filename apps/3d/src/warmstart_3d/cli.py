@@ -273,12 +273,6 @@ def gmae(
             in results.json).
         out: run directory (default runs/3d/gmae/<time>).
     """
-    import torch
-
-    from warmstart_3d.gmae import GaussianMAE, splat_features
-    from warmstart_3d.points_bench import finetune, pretrain
-    from warmstart_3d.splat_dataset import read_splat_dataset
-
     if not 0 < test_fraction < 1:
         raise ConfigError("--test_fraction must be in (0, 1)")
     if n_points < max(model.n_groups, model.group_size):
@@ -286,118 +280,15 @@ def gmae(
             f"--n_points {n_points} is fewer than --model.n_groups {model.n_groups} / --model.group_size "
             f"{model.group_size}; raise --n_points or lower the group settings"
         )
+    from warmstart_3d.gmae_pipeline import run_gmae
+
     run = run or RunContext("3d", "gmae")
-    folder = Path(data)
-    from warmstart_3d.datasets import detect_layout, load_shape_set
-
-    layout = detect_layout(folder) if dataset == "auto" else dataset
-    plain = not (folder / "index.jsonl").is_file() and layout != "shapesplat"
-    g = torch.Generator().manual_seed(seed)
-    skipped = 0
-    if plain:  # shapes without splat attributes: centres only (Point-MAE)
-        if task == "partseg" or list(model.attributes) != ["xyz"]:
-            raise ConfigError(
-                f"{data}: plain point-cloud files have only xyz; use --model.attributes '[xyz]' (Point-MAE) and "
-                "--task classify, or a splats-make dataset"
-            )
-        shapes = load_shape_set(
-            folder, n_points=n_points, name=layout, on_bad_file=on_bad_file, seed=seed,
-            min_points=max(model.n_groups, model.group_size),
-        )  # fmt: skip
-        points, labels, classes, skipped = shapes.points, shapes.labels, shapes.classes, len(shapes.skipped)
-        features = torch.cat(
-            [points, points.new_zeros(*points.shape[:2], 11)], dim=-1
-        )  # (M, N, 14), xyz only
-        run_dir, _ = run.open(out=out)
-    else:
-        splats, labels, classes = read_splat_dataset(data)
-        if task == "partseg":
-            return _gmae_partseg(data, splats, labels, classes, model, n_points, pretrain_steps, finetune_steps,
-                                 test_fraction, batch_size, seed, partseg_lr, run.open(out=out)[0])  # fmt: skip
-        run_dir, _ = run.open(out=out)
-        features = splat_features(splats, n_points, g)
-    order = torch.randperm(len(labels), generator=g)
-    n_test = max(1, int(test_fraction * len(labels)))
-    test, train = order[:n_test], order[n_test:]
-    torch.manual_seed(seed)
-    net = GaussianMAE(model, len(classes))
-    losses = pretrain(net, features[train], pretrain_steps, batch_size, seed) if pretrain_steps else []
-    acc = finetune(
-        net, features[train], labels[train], (features[test], labels[test]), finetune_steps, batch_size, seed
-    )
-    from warmstart.hub import ModelCard
-
-    net.model_card = ModelCard(
-        title=f"Gaussian-MAE classifier ({', '.join(model.attributes)}; {len(classes)} classes)",
-        paper="ShapeSplat / Gaussian-MAE (arXiv 2408.10906)", data=str(data),
-        metrics={"test_accuracy": acc}, training={"pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps},
+    results = run_gmae(
+        Path(data), model, n_points, pretrain_steps, finetune_steps, test_fraction, batch_size, seed, task,
+        partseg_lr, dataset, on_bad_file, lambda: run.open(out=out)[0],
     )  # fmt: skip
-    net.hub_extra = {"classes": classes}
-    net.save_pretrained(run_dir / "model")
-    results = {
-        "test_accuracy": acc,
-        "pretrain_loss_first": losses[0] if losses else float("nan"),
-        "pretrain_loss_last": losses[-1] if losses else float("nan"),
-        "n_train": len(train),
-        "n_test": n_test,
-        "skipped_files": skipped,
-    }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    _print("gaussian-mae", results)
-    return results
-
-
-def _gmae_partseg(
-    data: Path, splats: list, labels, classes: list[str], model: GMAEConfig, n_points: int, pretrain_steps: int,
-    finetune_steps: int, test_fraction: float, batch_size: int, seed: int, lr: float, run_dir: Path,
-) -> dict:  # fmt: skip
-    import torch
-
-    from warmstart_3d.gmae import GaussianMAE, splat_features_parts
-    from warmstart_3d.partseg import PartLayout, PartSegModel, constant_baseline, finetune_partseg
-    from warmstart_3d.points_bench import pretrain
-    from warmstart_3d.splat_dataset import read_part_labels
-
-    parts, names = read_part_labels(data, [len(s) for s in splats])
-    layout = PartLayout.from_names(classes, names)
-    g = torch.Generator().manual_seed(seed)
-    features, local = splat_features_parts(splats, parts, n_points, g)
-    targets = layout.to_global(local, labels)
-    order = torch.randperm(len(labels), generator=g)
-    n_test = max(1, int(test_fraction * len(labels)))
-    test, train = order[:n_test], order[n_test:]
-    torch.manual_seed(seed)
-    backbone = GaussianMAE(model, 0)
-    losses = pretrain(backbone, features[train], pretrain_steps, batch_size, seed) if pretrain_steps else []
-    net = PartSegModel.from_backbone(backbone, len(classes), layout.n_parts)
-    split = {k: (features[i], labels[i], targets[i]) for k, i in (("train", train), ("test", test))}
-    metrics = finetune_partseg(
-        net, split["train"], split["test"], layout, finetune_steps, batch_size, seed, lr
-    )
-    const = constant_baseline(split["train"], split["test"], layout)
-    from warmstart.hub import ModelCard
-
-    net.model_card = ModelCard(
-        title=f"Gaussian-MAE part segmentation ({len(classes)} classes, {layout.n_parts} parts)",
-        paper="Point-MAE (arXiv 2203.06604) head on Gaussian-MAE (ShapeSplat, arXiv 2408.10906)", data=str(data),
-        metrics={k: v for k, v in metrics.items() if not k.startswith("loss")},
-    )  # fmt: skip
-    net.hub_extra = {"classes": classes, "part_names": names}
-    net.save_pretrained(run_dir / "model")
-    results = {
-        "task": "partseg",
-        **{f"test_{k}": v for k, v in metrics.items() if not k.startswith("loss")},
-        **{f"constant_{k}": v for k, v in const.items()},
-        "finetune_loss_first": metrics.get("loss_first", float("nan")),
-        "finetune_loss_last": metrics.get("loss_last", float("nan")),
-        "pretrain_loss_first": losses[0] if losses else float("nan"),
-        "pretrain_loss_last": losses[-1] if losses else float("nan"),
-        "n_parts": layout.n_parts,
-        "n_train": len(train),
-        "n_test": n_test,
-    }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    _print("gaussian-mae part segmentation", results)
+    title = "gaussian-mae part segmentation" if task == "partseg" else "gaussian-mae"
+    _print(title, results)
     return results
 
 
