@@ -414,21 +414,6 @@ def clip2point_eval(
         seed: seed of the data, split and adapter.
         out: run directory (default runs/3d/clip2point-eval/<time>).
     """
-    import torch
-
-    from warmstart.eval import knn_accuracy
-    from warmstart_3d.clip2point import (
-        few_shot_accuracy,
-        load_clip,
-        load_depth_encoder,
-        load_eval_set,
-        sample_shots,
-        split_indices,
-        text_features,
-        view_features,
-        zero_shot_accuracy,
-    )
-
     if shots < 0 or n_points < 2:
         raise ConfigError("--shots must be >= 0 and --n_points >= 2")
     if "{}" not in prompt:
@@ -438,65 +423,13 @@ def clip2point_eval(
         from warmstart_3d.clip2point import read_depth_checkpoint
 
         clip, depth, _ = read_depth_checkpoint(checkpoint)
+    from warmstart_3d.fewshot import evaluate_clouds
+
     run = run or RunContext("3d", "clip2point-eval")
-    points, labels, names = load_eval_set(data, classes, per_class, n_points, seed)
-    if shots > 0:  # the explicit, checked split, before anything is written
-        if test_per_class < 1:
-            raise ConfigError("--test_per_class must be >= 1 for few-shot evaluation")
-        g = torch.Generator().manual_seed(seed)
-        pool, test = split_indices(labels, test_per_class, g, shots, names)
-        picked = pool[sample_shots(labels[pool], shots, g)]
-    loaded = load_clip(clip)
-    run_dir, _ = run.open(out=out)
-    text = text_features(loaded.model, loaded.tokenizer, names, prompt)
-    encoders = [load_depth_encoder(checkpoint, loaded)] if checkpoint is not None else []
-    encoders.append(loaded.model.visual)
-
-    def feats(encoder: object, views: str) -> torch.Tensor:  # (B, V, D)
-        return view_features(encoder, loaded.mean, loaded.std, points, views, depth, loaded.image_size)
-
-    results: dict = {"method": "CLIP2Point" if checkpoint is not None else "PointCLIP-style", "shots": shots,
-                     "classes": names, "n_clouds": len(labels)}  # fmt: skip
-    if shots == 0:
-        six = feats(encoders[0], "six")
-        results["accuracy"] = zero_shot_accuracy(six, text, labels)
-    else:
-        results |= {
-            "n_train": len(picked),
-            "n_test": len(test),
-            "train_classes": len(labels[picked].unique()),
-        }
-        ten = [feats(enc, "ten") for enc in encoders]
-        if fewshot.learn_views:
-            from warmstart_3d.clip2point import few_shot_accuracy_learned_views
-
-            results["accuracy"], selector = few_shot_accuracy_learned_views(
-                encoders, loaded, depth, points[picked], labels[picked], points[test], labels[test], text,
-                fewshot, seed,
-            )  # fmt: skip
-            with torch.no_grad():
-                elev, azim = selector.selector(points[test])
-            results["learned_view_shift_deg"] = float(
-                (
-                    (elev - selector.selector.elevation).abs().mean()
-                    + (azim - selector.selector.azimuth).abs().mean()
-                )
-                / 2
-            )
-        results["accuracy_fixed_views" if fewshot.learn_views else "accuracy"] = few_shot_accuracy(
-            [f[picked] for f in ten],
-            labels[picked],
-            [f[test] for f in ten],
-            labels[test],
-            text,
-            fewshot,
-            seed,
-        )
-        pooled = ten[0].mean(1)
-        results["knn_accuracy"] = knn_accuracy(
-            pooled[picked], labels[picked], pooled[test], labels[test], k=min(5, len(picked))
-        )
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    results = evaluate_clouds(
+        checkpoint, clip, depth, data, classes, prompt, shots, per_class, test_per_class, n_points, fewshot, seed,
+        lambda: run.open(out=out)[0],
+    )  # fmt: skip
     _print("clip2point eval", {k: v for k, v in results.items() if k != "classes"})
     return results
 

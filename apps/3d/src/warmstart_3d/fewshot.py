@@ -14,14 +14,16 @@ the paper). Adapters train through the core's ``light_fit``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warmstart.errors import DataError
+from warmstart.errors import ConfigError, DataError
 from warmstart_3d.clip_models import LoadedCLIP
 from warmstart_3d.depth_maps import DepthConfig, depth_images, depth_to_image, render_depth, view_angles
 from warmstart_3d.training import fit_tensors
@@ -265,3 +267,86 @@ def split_indices(
     mask = torch.ones(len(labels), dtype=torch.bool)
     mask[test] = False
     return torch.nonzero(mask).flatten(), test
+
+
+def evaluate_clouds(
+    checkpoint: Path | None, clip: Any, depth: DepthConfig, data: Path | None, classes: list[str] | None,
+    prompt: str, shots: int, per_class: int, test_per_class: int, n_points: int, fewshot: FewShotConfig,
+    seed: int, open_run: Callable[[], Path],
+) -> dict:  # fmt: skip
+    """The ``clip2point-eval`` pipeline: load clouds and CLIP, split (checked, before anything is written),
+    zero-shot (6 views) or few-shot (10 views, Dual-Path Adapter) accuracy, ``results.json``."""
+    import json
+
+    from warmstart.eval import knn_accuracy
+    from warmstart_3d.clip2point import (
+        few_shot_accuracy,
+        load_clip,
+        load_depth_encoder,
+        load_eval_set,
+        sample_shots,
+        split_indices,
+        text_features,
+        view_features,
+        zero_shot_accuracy,
+    )
+
+    points, labels, names = load_eval_set(data, classes, per_class, n_points, seed)
+    if shots > 0:  # the explicit, checked split, before anything is written
+        if test_per_class < 1:
+            raise ConfigError("--test_per_class must be >= 1 for few-shot evaluation")
+        g = torch.Generator().manual_seed(seed)
+        pool, test = split_indices(labels, test_per_class, g, shots, names)
+        picked = pool[sample_shots(labels[pool], shots, g)]
+    loaded = load_clip(clip)
+    run_dir = open_run()
+    text = text_features(loaded.model, loaded.tokenizer, names, prompt)
+    encoders = [load_depth_encoder(checkpoint, loaded)] if checkpoint is not None else []
+    encoders.append(loaded.model.visual)
+
+    def feats(encoder: object, views: str) -> torch.Tensor:  # (B, V, D)
+        return view_features(encoder, loaded.mean, loaded.std, points, views, depth, loaded.image_size)
+
+    results: dict = {"method": "CLIP2Point" if checkpoint is not None else "PointCLIP-style", "shots": shots,
+                     "classes": names, "n_clouds": len(labels)}  # fmt: skip
+    if shots == 0:
+        six = feats(encoders[0], "six")
+        results["accuracy"] = zero_shot_accuracy(six, text, labels)
+    else:
+        results |= {
+            "n_train": len(picked),
+            "n_test": len(test),
+            "train_classes": len(labels[picked].unique()),
+        }
+        ten = [feats(enc, "ten") for enc in encoders]
+        if fewshot.learn_views:
+            from warmstart_3d.clip2point import few_shot_accuracy_learned_views
+
+            results["accuracy"], selector = few_shot_accuracy_learned_views(
+                encoders, loaded, depth, points[picked], labels[picked], points[test], labels[test], text,
+                fewshot, seed,
+            )  # fmt: skip
+            with torch.no_grad():
+                elev, azim = selector.selector(points[test])
+            results["learned_view_shift_deg"] = float(
+                (
+                    (elev - selector.selector.elevation).abs().mean()
+                    + (azim - selector.selector.azimuth).abs().mean()
+                )
+                / 2
+            )
+        results["accuracy_fixed_views" if fewshot.learn_views else "accuracy"] = few_shot_accuracy(
+            [f[picked] for f in ten],
+            labels[picked],
+            [f[test] for f in ten],
+            labels[test],
+            text,
+            fewshot,
+            seed,
+        )
+        pooled = ten[0].mean(1)
+        results["knn_accuracy"] = knn_accuracy(
+            pooled[picked], labels[picked], pooled[test], labels[test], k=min(5, len(picked))
+        )
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results
