@@ -213,6 +213,7 @@ def test_bench_points_writes_the_report(tmp_path):
     results = json.loads((tmp_path / "p" / "results.json").read_text())
     assert set(results["methods"]) == {"scratch", "scratch (xyz only)", "Point-MAE", "Gaussian-MAE"}
     assert all(0 <= m["mean"] <= 1 for m in results["methods"].values())
+    assert isinstance(results["config"]["at_chance"], list)  # the health line is always in results.json
     # the sources are cached artifacts: a second bench reuses them (same config hash, no new folder)
     from warmstart.cache import cache_root
 

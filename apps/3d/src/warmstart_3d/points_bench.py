@@ -390,6 +390,9 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
         ci_rows.append(f"{k}/class: " + "; ".join(cells))
     pre_losses = {arm: (v[1][0], v[1][-1]) for arm, v in sources.items()}
     learned = {arm: last < 0.9 * first for arm, (first, last) in pre_losses.items()}
+    chance = 1.0 / n_classes
+    # health: an arm whose mean accuracy at the largest label count is within 5 points of chance did not learn
+    at_chance = [arm for arm in ARMS if np.mean(list(per_count[counts[-1]][arm].values())) < chance + 0.05]
     report = write_bench_report(
         out_dir,
         "3d: Gaussian-MAE vs Point-MAE vs scratch, label efficiency (procedural ShapeSplat-style objects)",
@@ -420,6 +423,12 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
             )
             + "Mean accuracy [95 % bootstrap CI over seeds]: "
             + " | ".join(ci_rows)
+            + (
+                f". AT CHANCE ({chance:.3f}) with {counts[-1]}/class labels, fine-tuning did not learn: "
+                f"{', '.join(at_chance)}"
+                if at_chance
+                else ""
+            )
         ),  # fmt: skip
         config={
             **asdict(config),
@@ -427,9 +436,15 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
             "source_seconds": source_secs,
             "pretrain_losses": pre_losses,
             "pretraining_learned": learned,
+            "chance": chance,
+            "at_chance": at_chance,
         },  # fmt: skip
     )
-    return {"report": report, "accuracy": per_count, "curves": curves}
+    for arm in at_chance:
+        log.warning(
+            "%s: accuracy at chance (%.3f) with %d labels/class; it did not learn", arm, chance, counts[-1]
+        )
+    return {"report": report, "accuracy": per_count, "curves": curves, "at_chance": at_chance}
 
 
 def _part_dataset(
