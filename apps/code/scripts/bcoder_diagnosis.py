@@ -77,7 +77,7 @@ def main() -> None:
         test_tasks=24,
         steps=40,
         n_samples=8,
-    )  # fmt: skip  (= recipes/tiny.yaml)
+    )  # = recipes/tiny.yaml
     res: dict[int, dict[str, float]] = {}
     with Sandbox(SandboxConfig()) as sb:
         for seed in cfg.seeds:
@@ -87,15 +87,27 @@ def main() -> None:
             model, tok, _ = pretrain_code_lm(
                 pre, cfg.model, quiet_engine(cfg.pretrain_steps, 3e-3, 32, seed, 20)
             )
-            sft_lm, _ = supervised_finetune(copy.deepcopy(model), tok, train,
-                                            quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed), 128)  # fmt: skip
+            sft_lm, _ = supervised_finetune(
+                copy.deepcopy(model), tok, train, quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed), 128
+            )
             sft, samples, passed = evaluate_model(sft_lm, tok, test, sb, n=cfg.n_samples, k=cfg.k, seed=seed)
-            sampled = sample_programs(model, tok, [x.prompt for x in train], k=cfg.bcoder.samples_per_task,
-                                      temperature=cfg.bcoder.temperature, seed=seed + 7)  # fmt: skip
+            sampled = sample_programs(
+                model,
+                tok,
+                [x.prompt for x in train],
+                k=cfg.bcoder.samples_per_task,
+                temperature=cfg.bcoder.temperature,
+                seed=seed + 7,
+            )
             passed_train = execute(sb, train, sampled)
             buffer = replay_buffer(tok, train, sampled, passed_train, 128)
-            q = train_bcoder(copy.deepcopy(model), tok, buffer,
-                             quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed), cfg.bcoder)  # fmt: skip
+            q = train_bcoder(
+                copy.deepcopy(model),
+                tok,
+                buffer,
+                quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed),
+                cfg.bcoder,
+            )
             row = {
                 "sft pass@1": sft.pass_at_1,
                 "buffer passing share (sampled)": float(np.mean([x for p in passed_train for x in p])),

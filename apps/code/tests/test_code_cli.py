@@ -72,8 +72,24 @@ def test_pretrain_sample_sft_bcoder_rerank(tmp_path):
     assert app.main(["tasks", "--generate", "8", "--out", str(tasks)]) == 0
     assert app.main(["pretrain", "--n_tasks", "200", "--steps", "20", "--out", str(tmp_path / "pre")]) == 0
     model = str(tmp_path / "pre" / "model")
-    assert app.main(["sample", "--tasks", str(tasks), "--model", model, "--sampling.k", "2", "--sampling.max_new_tokens", "16",
-                     "--out", str(tmp_path / "s")]) == 0  # fmt: skip
+    assert (
+        app.main(
+            [
+                "sample",
+                "--tasks",
+                str(tasks),
+                "--model",
+                model,
+                "--sampling.k",
+                "2",
+                "--sampling.max_new_tokens",
+                "16",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
     samples = tmp_path / "s" / "samples.jsonl"
     assert len(samples.read_text().splitlines()) == 16
     assert (
@@ -110,8 +126,28 @@ def test_pretrain_sample_sft_bcoder_rerank(tmp_path):
         )
         == 0
     )
-    assert app.main(["bcoder", "--action", "train", "--tasks", str(tasks), "--model", model, "--train.steps", "4", "--train.batch_size", "4", "--samples_per_task", "1",
-                     "--out", str(tmp_path / "b")]) == 0  # fmt: skip
+    assert (
+        app.main(
+            [
+                "bcoder",
+                "--action",
+                "train",
+                "--tasks",
+                str(tasks),
+                "--model",
+                model,
+                "--train.steps",
+                "4",
+                "--train.batch_size",
+                "4",
+                "--samples_per_task",
+                "1",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     # every model the command trains reloads with one call: the LM through transformers, the value head
     # through warmstart.hub
     from torch import nn
@@ -124,15 +160,55 @@ def test_pretrain_sample_sft_bcoder_rerank(tmp_path):
         tmp_path / "b" / "model" / "value_head", lambda c: nn.Linear(c["hidden"], 1), kind="code.bcoder_value"
     )
     assert meta["config"]["bcoder"]["beta"] == 0.1 and head.out_features == 1
-    assert app.main(["bcoder", "--action", "rerank", "--tasks", str(tasks), "--model", str(tmp_path / "b" / "model"), "--samples",
-                     str(samples), "--out", str(tmp_path / "r")]) == 0  # fmt: skip
+    assert (
+        app.main(
+            [
+                "bcoder",
+                "--action",
+                "rerank",
+                "--tasks",
+                str(tasks),
+                "--model",
+                str(tmp_path / "b" / "model"),
+                "--samples",
+                str(samples),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
     reranked = [json.loads(x) for x in (tmp_path / "r" / "reranked.jsonl").read_text().splitlines()]
     assert len(reranked) == 8 and all("value" in r for r in reranked)
     # continual from the saved model (no pretraining): a local model directory is the start of every seed
-    assert app.main(["continual", "--model", model, "--options.seeds", "[0]", "--options.families", "[string, list]",
-                     "--options.steps", "2", "--options.train_tasks", "8", "--options.test_tasks", "2",
-                     "--options.batch_size", "4", "--options.fisher_samples", "2", "--options.max_new_tokens", "8",
-                     "--out", str(tmp_path / "cl")]) == 0  # fmt: skip
+    assert (
+        app.main(
+            [
+                "continual",
+                "--model",
+                model,
+                "--options.seeds",
+                "[0]",
+                "--options.families",
+                "[string, list]",
+                "--options.steps",
+                "2",
+                "--options.train_tasks",
+                "8",
+                "--options.test_tasks",
+                "2",
+                "--options.batch_size",
+                "4",
+                "--options.fisher_samples",
+                "2",
+                "--options.max_new_tokens",
+                "8",
+                "--out",
+                str(tmp_path / "cl"),
+            ]
+        )
+        == 0
+    )
     mats = json.loads((tmp_path / "cl" / "matrices.json").read_text())
     assert len(mats["strategies"]["ewc"]["pass@1"]["mean"]) == 2
 
@@ -155,8 +231,22 @@ def test_prompt_tune_and_benches(tmp_path):
     }
     assert all(0.0 <= v <= 1.0 for v in acc.values())
     out = tmp_path / "bs"
-    assert app.main(["bench", "--kind", "sandbox", "--options.seeds", "[0]", "--options.sandbox_programs", "10",
-                     "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        app.main(
+            [
+                "bench",
+                "--kind",
+                "sandbox",
+                "--options.seeds",
+                "[0]",
+                "--options.sandbox_programs",
+                "10",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert all((out / f).is_file() for f in ("report.md", "plot.png"))
     assert all(m["mean"] > 0 for m in results["methods"].values())

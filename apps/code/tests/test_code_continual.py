@@ -155,8 +155,18 @@ def test_continual_run_end_to_end_tiny(tmp_path):
     mc = ModelConfig(n_embd=16, n_layer=1, n_head=2, vocab_size=300, max_len=96)
     tok = train_tokenizer(code_corpus(generate_tasks(60, seed=0)), mc.vocab_size)
     lm = build_tiny_lm(tok, mc)
-    cfg = ContinualConfig(families=["string", "arith"], seeds=[0, 1], train_tasks=8, test_tasks=3, steps=2,
-                          batch_size=4, memory_per_family=4, fisher_samples=3, max_new_tokens=8, model=mc)  # fmt: skip
+    cfg = ContinualConfig(
+        families=["string", "arith"],
+        seeds=[0, 1],
+        train_tasks=8,
+        test_tasks=3,
+        steps=2,
+        batch_size=4,
+        memory_per_family=4,
+        fisher_samples=3,
+        max_new_tokens=8,
+        model=mc,
+    )
     report = run_continual_bench(cfg, tmp_path / "cl", base=(lm, tok))
     for name in ("report.md", "plot.png", "results.json", "matrices.json", "matrix.png"):
         assert (tmp_path / "cl" / name).is_file()
@@ -186,17 +196,47 @@ def test_continual_cli_end_to_end_and_bad_options(tmp_path, capsys):
     from warmstart_code.cli import app
 
     out = tmp_path / "cl"
-    argv = ["continual", "--options.seeds", "[0]", "--options.families", "[list, arith]", "--options.strategies",
-            "[naive, ewc]", "--options.pretrain_tasks", "40", "--options.pretrain_steps", "2", "--options.steps",
-            "2", "--options.train_tasks", "8", "--options.test_tasks", "2", "--options.batch_size", "4",
-            "--options.fisher_samples", "2", "--options.max_new_tokens", "8", "--options.model.n_embd", "16",
-            "--options.model.n_layer", "1", "--options.model.vocab_size", "300", "--out", str(out)]  # fmt: skip
+    argv = [
+        "continual",
+        "--options.seeds",
+        "[0]",
+        "--options.families",
+        "[list, arith]",
+        "--options.strategies",
+        "[naive, ewc]",
+        "--options.pretrain_tasks",
+        "40",
+        "--options.pretrain_steps",
+        "2",
+        "--options.steps",
+        "2",
+        "--options.train_tasks",
+        "8",
+        "--options.test_tasks",
+        "2",
+        "--options.batch_size",
+        "4",
+        "--options.fisher_samples",
+        "2",
+        "--options.max_new_tokens",
+        "8",
+        "--options.model.n_embd",
+        "16",
+        "--options.model.n_layer",
+        "1",
+        "--options.model.vocab_size",
+        "300",
+        "--out",
+        str(out),
+    ]
     assert app.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == ["naive", "ewc"]
     assert "forgetting (pass@1)" in capsys.readouterr().out
-    for bad, needle in ((["--options.strategies", "[naive, magic]"], "magic"),
-                        (["--options.families", "[string]"], "families")):  # fmt: skip
+    for bad, needle in (
+        (["--options.strategies", "[naive, magic]"], "magic"),
+        (["--options.families", "[string]"], "families"),
+    ):
         assert app.main(["continual", *bad, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err

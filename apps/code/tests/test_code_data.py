@@ -22,8 +22,13 @@ def test_generated_canonical_solutions_pass_and_wrong_ones_fail(tmp_path):
 
 
 def test_mbpp_layout_and_bad_lines_are_skipped(tmp_path):
-    mbpp = {"task_id": 11, "text": "Add one.", "code": "def add_one(n):\n    return n + 1",
-            "test_list": ["assert add_one(1) == 2"], "test_setup_code": ""}  # fmt: skip
+    mbpp = {
+        "task_id": 11,
+        "text": "Add one.",
+        "code": "def add_one(n):\n    return n + 1",
+        "test_list": ["assert add_one(1) == 2"],
+        "test_setup_code": "",
+    }
     lines = [
         json.dumps(mbpp),
         "{not json",

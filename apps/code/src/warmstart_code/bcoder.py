@@ -171,8 +171,13 @@ class BCoderTask:
         return loss, {"td": float(td.detach()), "samples": len(q), "tokens": int(mask.sum())}
 
 
-def replay_buffer(tokenizer, tasks: Sequence[CodeTask], sampled: Sequence[Sequence[str]],
-                  passed: Sequence[Sequence[bool]], max_len: int = 128) -> list[dict[str, torch.Tensor]]:  # fmt: skip
+def replay_buffer(
+    tokenizer,
+    tasks: Sequence[CodeTask],
+    sampled: Sequence[Sequence[str]],
+    passed: Sequence[Sequence[bool]],
+    max_len: int = 128,
+) -> list[dict[str, torch.Tensor]]:
     """Reference solutions (reward 1) plus the sampled programs with their test rewards, as engine samples."""
     prompts, completions, rewards = [], [], []
     for task, comps, oks in zip(tasks, sampled, passed, strict=True):
@@ -304,8 +309,14 @@ def load_qmodel(lm, model_dir: str | Path) -> tuple[QModel, BCoderConfig]:
 
 
 @torch.no_grad()
-def program_values(model: QModel, tokenizer, tasks: Sequence[CodeTask], completions: Sequence[Sequence[str]],
-                   max_len: int = 128, batch_size: int = 32) -> list[list[float]]:  # fmt: skip
+def program_values(
+    model: QModel,
+    tokenizer,
+    tasks: Sequence[CodeTask],
+    completions: Sequence[Sequence[str]],
+    max_len: int = 128,
+    batch_size: int = 32,
+) -> list[list[float]]:
     """The learned value of each finished program: Q of its last action (the EOS after the code)."""
     model.eval()
     device = next(model.parameters()).device

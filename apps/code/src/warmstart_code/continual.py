@@ -216,13 +216,25 @@ class ReplayBatches:
     ratio 0 or an empty memory every row is new (the naive and EWC strategies use the same class).
     """
 
-    def __init__(self, new: Sequence[dict[str, torch.Tensor]], memory: Sequence[dict[str, torch.Tensor]],
-                 replay_ratio: float, batch_size: int, pad_id: int, seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        new: Sequence[dict[str, torch.Tensor]],
+        memory: Sequence[dict[str, torch.Tensor]],
+        replay_ratio: float,
+        batch_size: int,
+        pad_id: int,
+        seed: int = 0,
+    ) -> None:
         if not new:
             raise ValueError("ReplayBatches needs new rows")
         ratio = replay_ratio if memory else 0.0
-        self.mixture = replay_mixture(_Shuffled(new, seed), _Shuffled(memory or new, seed + 1),
-                                      replay_ratio=ratio, seed=seed, with_source=True)  # fmt: skip
+        self.mixture = replay_mixture(
+            _Shuffled(new, seed),
+            _Shuffled(memory or new, seed + 1),
+            replay_ratio=ratio,
+            seed=seed,
+            with_source=True,
+        )
         self.batch_size = batch_size
         self.pad_id = pad_id
         self.counts = {"new": 0, "replay": 0}
@@ -292,12 +304,15 @@ class FamilyData:
 def family_data(cfg: ContinualConfig, tokenizer, seed: int) -> list[FamilyData]:
     out = []
     for i, fam in enumerate(cfg.families):
-        train = generate_tasks(cfg.train_tasks, seed=1000 * seed + 10 + i, families=[fam],
-                               start_index=100_000 + 1000 * i)  # fmt: skip
-        test = generate_tasks(cfg.test_tasks, seed=1000 * seed + 50 + i, families=[fam],
-                              start_index=200_000 + 1000 * i)  # fmt: skip
-        enc = encode_pairs(tokenizer, [t.prompt for t in train], [t.canonical_solution for t in train],
-                           cfg.model.max_len)  # fmt: skip
+        train = generate_tasks(
+            cfg.train_tasks, seed=1000 * seed + 10 + i, families=[fam], start_index=100_000 + 1000 * i
+        )
+        test = generate_tasks(
+            cfg.test_tasks, seed=1000 * seed + 50 + i, families=[fam], start_index=200_000 + 1000 * i
+        )
+        enc = encode_pairs(
+            tokenizer, [t.prompt for t in train], [t.canonical_solution for t in train], cfg.model.max_len
+        )
         out.append(FamilyData(fam, train, test, rows(enc)))
     return out
 
@@ -313,22 +328,39 @@ def completion_loss(model: nn.Module, tokenizer, tasks: Sequence[CodeTask], max_
     return float(nll.sum() / (enc["labels"][:, 1:] != -100).sum())
 
 
-def evaluate_family(model: nn.Module, tokenizer, tasks: Sequence[CodeTask], sandbox: Sandbox,
-                    max_new_tokens: int = 40, max_len: int = 128) -> dict[str, float]:  # fmt: skip
+def evaluate_family(
+    model: nn.Module,
+    tokenizer,
+    tasks: Sequence[CodeTask],
+    sandbox: Sandbox,
+    max_new_tokens: int = 40,
+    max_len: int = 128,
+) -> dict[str, float]:
     """Greedy pass@1 (sandbox), exact match (normalised text) and completion loss on one family."""
-    comps = sample_programs(model, tokenizer, [t.prompt for t in tasks], k=1, temperature=0.0,
-                            max_new_tokens=max_new_tokens)  # fmt: skip
+    comps = sample_programs(
+        model, tokenizer, [t.prompt for t in tasks], k=1, temperature=0.0, max_new_tokens=max_new_tokens
+    )
     passed = execute(sandbox, tasks, comps)
     exact = [c[0].strip() == t.canonical_solution.strip() for c, t in zip(comps, tasks, strict=True)]
-    return {"pass@1": float(np.mean([p[0] for p in passed])), "exact": float(np.mean(exact)),
-            "loss": completion_loss(model, tokenizer, tasks, max_len)}  # fmt: skip
+    return {
+        "pass@1": float(np.mean([p[0] for p in passed])),
+        "exact": float(np.mean(exact)),
+        "loss": completion_loss(model, tokenizer, tasks, max_len),
+    }
 
 
 METRICS = {"pass@1": True, "exact": True, "loss": False}  # name -> higher is better
 
 
-def run_strategy(model: nn.Module, tokenizer, data: Sequence[FamilyData], strategy: str, cfg: ContinualConfig,
-                 sandbox: Sandbox, seed: int) -> dict[str, Any]:  # fmt: skip
+def run_strategy(
+    model: nn.Module,
+    tokenizer,
+    data: Sequence[FamilyData],
+    strategy: str,
+    cfg: ContinualConfig,
+    sandbox: Sandbox,
+    seed: int,
+) -> dict[str, Any]:
     """Train ``model`` stage by stage with one strategy; R[metric][i][j] after every stage on every family."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
@@ -341,8 +373,9 @@ def run_strategy(model: nn.Module, tokenizer, data: Sequence[FamilyData], strate
     replayed = []
     for i, fam in enumerate(data):
         ratio = cfg.replay_ratio if strategy == "replay" else 0.0
-        batches = ReplayBatches(fam.train_rows, memory, ratio, cfg.batch_size, tokenizer.pad_token_id,
-                                seed=1000 * seed + i)  # fmt: skip
+        batches = ReplayBatches(
+            fam.train_rows, memory, ratio, cfg.batch_size, tokenizer.pad_token_id, seed=1000 * seed + i
+        )
         engine = quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, 1000 * seed + i)
         Engine(engine, None).fit(ContinualTask(model, ewc), batches)
         replayed.append(batches.counts["replay"] / max(1, sum(batches.counts.values())))
@@ -361,8 +394,9 @@ def run_strategy(model: nn.Module, tokenizer, data: Sequence[FamilyData], strate
     return {"R": R, "seconds": time.perf_counter() - start, "replayed_share": replayed}
 
 
-def continual_seed(cfg: ContinualConfig, seed: int, sandbox: Sandbox, base: tuple[Any, Any] | None = None
-                   ) -> dict[str, Any]:  # fmt: skip
+def continual_seed(
+    cfg: ContinualConfig, seed: int, sandbox: Sandbox, base: tuple[Any, Any] | None = None
+) -> dict[str, Any]:
     """One seed: pretrain (or take ``base`` = (model, tokenizer)), score it, then each strategy from it."""
     if base is None:
         pre = generate_tasks(cfg.pretrain_tasks, seed=1000 * seed, max_difficulty=cfg.pretrain_max_difficulty)
@@ -438,8 +472,12 @@ def write_matrix_plot(path: Path, matrices: dict[str, Any], metric: str = "pass@
     return path
 
 
-def run_continual_bench(cfg: ContinualConfig, out_dir: Path, sandbox_cfg: SandboxConfig | None = None,
-                        base: tuple[Any, Any] | None = None) -> BenchReport:  # fmt: skip
+def run_continual_bench(
+    cfg: ContinualConfig,
+    out_dir: Path,
+    sandbox_cfg: SandboxConfig | None = None,
+    base: tuple[Any, Any] | None = None,
+) -> BenchReport:
     """All seeds × strategies; report.md / plot.png / results.json via the core writer, plus matrices.json."""
     import json
 
@@ -466,10 +504,15 @@ def run_continual_bench(cfg: ContinualConfig, out_dir: Path, sandbox_cfg: Sandbo
         "seconds": {st: {s: per_seed[s]["strategies"][st]["seconds"] for s in per_seed} for st in strategies},
     }
     curves = {
-        st: {s: {"steps": list(range(1, len(fams) + 1)),
-                 "values": per_seed[s]["strategies"][st]["seen_average"]["pass@1"]} for s in per_seed}
+        st: {
+            s: {
+                "steps": list(range(1, len(fams) + 1)),
+                "values": per_seed[s]["strategies"][st]["seen_average"]["pass@1"],
+            }
+            for s in per_seed
+        }
         for st in strategies
-    }  # fmt: skip
+    }
     matrices: dict[str, Any] = {"families": fams, "seeds": list(per_seed), "initial": {}, "strategies": {}}
     md = []
     for m in METRICS:
@@ -501,8 +544,16 @@ def run_continual_bench(cfg: ContinualConfig, out_dir: Path, sandbox_cfg: Sandbo
         f"families seen so far after each stage. Full matrices (also exact match, per seed): matrices.json; "
         f"heatmaps: matrix.png." + "\n" + "\n".join(md)
     )
-    return write_bench_report(out_dir, "code: continual fine-tuning over task families (naive vs replay vs EWC)",
-                              results, metric="final avg pass@1", higher_is_better=True,
-                              baseline="naive" if "naive" in results else None, curves=curves,
-                              curve_metric="avg pass@1 over seen families (x: stage)", extra_metrics=extra,
-                              description=desc, config=asdict(cfg))  # fmt: skip
+    return write_bench_report(
+        out_dir,
+        "code: continual fine-tuning over task families (naive vs replay vs EWC)",
+        results,
+        metric="final avg pass@1",
+        higher_is_better=True,
+        baseline="naive" if "naive" in results else None,
+        curves=curves,
+        curve_metric="avg pass@1 over seen families (x: stage)",
+        extra_metrics=extra,
+        description=desc,
+        config=asdict(cfg),
+    )

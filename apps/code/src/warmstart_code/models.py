@@ -49,8 +49,11 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 384):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -65,9 +68,16 @@ def build_tiny_lm(tokenizer, config: ModelConfig, seed: int = 0):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=config.max_len, n_embd=config.n_embd,
-                     n_layer=config.n_layer, n_head=config.n_head, bos_token_id=tokenizer.eos_token_id,
-                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    cfg = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=config.max_len,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return GPT2LMHeadModel(cfg)
 
 
@@ -78,8 +88,10 @@ def load_lm(name_or_path: str | Path) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"model {name_or_path}: no usable tokenizer ({str(exc).splitlines()[0][:120]}); "
-                        f"save one beside the weights (tokenizer.save_pretrained)") from None  # fmt: skip
+        raise UserError(
+            f"model {name_or_path}: no usable tokenizer ({str(exc).splitlines()[0][:120]}); "
+            f"save one beside the weights (tokenizer.save_pretrained)"
+        ) from None
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as exc:
@@ -158,9 +170,16 @@ def sample_programs(
             model.config, "max_position_embeddings", 4096
         )
         new = max(1, min(max_new_tokens, limit - enc["input_ids"].shape[1]))
-        gen = model.generate(**enc, do_sample=not greedy, temperature=None if greedy else temperature,
-                             top_p=None if greedy else top_p, num_return_sequences=k, max_new_tokens=new,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+        gen = model.generate(
+            **enc,
+            do_sample=not greedy,
+            temperature=None if greedy else temperature,
+            top_p=None if greedy else top_p,
+            num_return_sequences=k,
+            max_new_tokens=new,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for i in range(len(chunk)):
             out.append([truncate_at_stop(t, stops) for t in texts[i * k : (i + 1) * k]])

@@ -136,8 +136,10 @@ def prompt_tune(lm, tokenizer, train: Sequence[CodeTask], cfg: PromptTuneConfig)
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
     torch.manual_seed(cfg.seed)
-    peft_model = get_peft_model(copy.deepcopy(lm), PromptTuningConfig(task_type=TaskType.CAUSAL_LM,
-                                                                      num_virtual_tokens=cfg.virtual_tokens))  # fmt: skip
+    peft_model = get_peft_model(
+        copy.deepcopy(lm),
+        PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.virtual_tokens),
+    )
     params = [p for p in peft_model.parameters() if p.requires_grad]
     _train_lm_form(peft_model, params, tokenizer, train, cfg, cfg.lr)
     return peft_model
