@@ -73,6 +73,9 @@ def test_family_expands_trains_with_its_objective_and_reloads(arch, pair, tmp_pa
         app.main(["expand", "--model", str(w["model"]), "--tokenizer", str(w["ext"]), "--out", str(expanded)])
         == 0
     )
+    info = json.loads((expanded / "warmstart_expansion.json").read_text())
+    assert info["family"] == family and info["new_token_ids"]
+    assert info["fvt_fallback_rate"] == info["fvt_fallbacks"] / len(info["new_token_ids"])  # in the table
     cls = getattr(transformers, auto)
     old, new = cls.from_pretrained(w["model"]), cls.from_pretrained(expanded)
     assert type(new).__name__ == type(old).__name__  # saved as its own class, reloaded by its auto class
