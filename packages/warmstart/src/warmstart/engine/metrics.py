@@ -72,11 +72,9 @@ def make_loggers(run_dir: Path, names: list[str], resume_step: int | None) -> li
                 TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False, **extra)
             )
         elif name == "csv":
-            from lightning.pytorch.loggers import CSVLogger  # Fabric's cannot log hyperparameters
-
             if resume_step is not None:
                 truncate_csv(run_dir / "csv" / "metrics.csv", resume_step)
-            loggers.append(CSVLogger(str(run_dir), name="csv", version="", flush_logs_every_n_steps=1))
+            loggers.append(_csv_logger(run_dir))
         elif name == "wandb":
             from lightning.pytorch.loggers import WandbLogger
 
@@ -92,6 +90,21 @@ def make_loggers(run_dir: Path, names: list[str], resume_step: int | None) -> li
                 )
             )
     return loggers
+
+
+def _csv_logger(run_dir: Path) -> Any:
+    """Fabric's CSV logger (``run/csv/metrics.csv``), which also writes ``hparams.yaml`` (Fabric's own cannot
+    log hyperparameters; Lightning's full package, which can, is not a dependency of the core)."""
+    import yaml
+    from lightning_fabric.loggers import CSVLogger
+
+    class CSVWithHparams(CSVLogger):
+        def log_hyperparams(self, params: Any) -> None:  # type: ignore[override]
+            folder = Path(self.log_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "hparams.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=False))
+
+    return CSVWithHparams(str(run_dir), name="csv", version="", flush_logs_every_n_steps=1)
 
 
 def _wandb_id(run_dir: Path) -> str:

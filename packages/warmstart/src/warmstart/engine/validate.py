@@ -142,6 +142,15 @@ def validate_config(config: EngineConfig, prefix: str = "engine.") -> list[str]:
     bad = [name for name in config.logging.loggers if name not in ("tensorboard", "csv", "wandb")]
     if bad:
         raise ConfigError(f"{prefix}logging.loggers: {bad[0]!r} is unknown; use tensorboard, csv or wandb")
+    if "wandb" in config.logging.loggers:
+        import importlib.util
+
+        missing = [m for m in ("wandb", "lightning") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(
+                f"{prefix}logging.loggers: wandb needs the {' and '.join(missing)} package(s); "
+                f"pip install wandb lightning, or drop wandb from the loggers"
+            )
     warnings = []
     if config.optimizer.lr == 0:
         warnings.append(
