@@ -74,3 +74,15 @@ def test_instantsplat_from_a_folder_of_images_only(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "not a loadable depth-estimation model" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_random_init_in_front_of_coincident_cameras():
+    from warmstart_3d.data import Scene
+    from warmstart_3d.instantsplat import InstantSplatConfig, initialise
+
+    views = torch.eye(4).repeat(3, 1, 1)  # three unposed views at one pose, looking along +z
+    scene = Scene(torch.rand(3, 8, 8, 3), intrinsics(8, 8).expand(3, 3, 3), views, ["a", "b", "c"])
+    g = initialise(
+        scene, views, InstantSplatConfig(init="random", n_points=50), torch.Generator().manual_seed(0)
+    )
+    assert (g.means[:, 2] > 0.4).all() and (g.means[:, 2] < 1.6).all()  # in front of the cameras, not on them

@@ -136,8 +136,16 @@ def initialise(
             raise DataError("--isplat.init depth: every depth map is empty (all zeros)")
         pick = torch.randperm(len(points), generator=generator)[: config.n_points]
         return gaussians_from_points(points[pick], colours[pick])
-    centre = look_centre(viewmats[views])
-    radius = 0.5 * float((camera_centres(viewmats[views]) - centre).norm(dim=-1).mean())
+    centres = camera_centres(viewmats[views])
+    if (
+        float((centres - centres.mean(0)).norm(dim=-1).max()) < 1e-6
+    ):  # coincident cameras: no common view point
+        # (an images-only start whose views could not be posed): a ball one unit in front of them
+        centre = centres.mean(0) + viewmats[views][:, 2, :3].mean(0)
+        radius = 0.5
+    else:
+        centre = look_centre(viewmats[views])
+        radius = 0.5 * float((centres - centre).norm(dim=-1).mean())
     # drawn on the CPU generator (the same points on every device), then moved to the cameras' device
     direction = torch.nn.functional.normalize(torch.randn(config.n_points, 3, generator=generator), dim=-1)
     depth = torch.rand(config.n_points, 1, generator=generator).pow(1 / 3)
