@@ -112,7 +112,6 @@ def splat_fit(
     from warmstart_3d.splats import Gaussians, write_ply
 
     _check_fit(fit, "fit")
-    run = run or RunContext("3d", "splat-fit")
     scene = load_scene(data)
     if scene.viewmats is None:
         raise DataError(
@@ -164,7 +163,6 @@ def instantsplat(
     from warmstart_3d.splats import write_ply
 
     _check_fit(isplat.fit, "isplat.fit")
-    run = run or RunContext("3d", "instantsplat")
     scene = load_scene(data, fov_deg=isplat.prior.fov_deg)
     if isplat.init != "prior" and scene.viewmats is None:
         raise DataError(
@@ -282,7 +280,6 @@ def gmae(
         )
     from warmstart_3d.gmae_pipeline import run_gmae
 
-    run = run or RunContext("3d", "gmae")
     results = run_gmae(
         Path(data), model, n_points, pretrain_steps, finetune_steps, test_fraction, batch_size, seed, task,
         partseg_lr, dataset, on_bad_file, lambda: run.open(out=out)[0],
@@ -321,7 +318,6 @@ def clip2point_source(
 
     if source.steps < 1 or source.per_class < 1:
         raise ConfigError("--source.steps and --source.per_class must be >= 1")
-    run = run or RunContext("3d", "clip2point-source")
     run_dir, _ = run.open(out=out)
     cfg = _small_engine(source.steps, source.batch_size, source.lr) if engine else None
     if cfg is not None:
@@ -358,7 +354,6 @@ def clip2point_pretrain(
 
     if pretrain.steps < 1 or pretrain.per_class < 1:
         raise ConfigError("--pretrain.steps and --pretrain.per_class must be >= 1")
-    run = run or RunContext("3d", "clip2point-pretrain")
     run_dir, _ = run.open(out=out)
     results: dict = {}
     if clip.model == "tiny":
@@ -425,7 +420,6 @@ def clip2point_eval(
         clip, depth, _ = read_depth_checkpoint(checkpoint)
     from warmstart_3d.fewshot import evaluate_clouds
 
-    run = run or RunContext("3d", "clip2point-eval")
     results = evaluate_clouds(
         checkpoint, clip, depth, data, classes, prompt, shots, per_class, test_per_class, n_points, fewshot, seed,
         lambda: run.open(out=out)[0],
@@ -453,7 +447,6 @@ def bench(
         render: settings of the render-speed benchmark (CPU reference; gsplat ratio on CUDA).
         out: run directory (default runs/3d/bench/<time>).
     """
-    run = run or RunContext("3d", "bench")
     run_dir, _ = run.open(out=out)
     if kind == "splat":
         from warmstart_3d.bench import run_splat_bench
@@ -494,7 +487,6 @@ def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
     from warmstart_3d.instantsplat import run_instantsplat
     from warmstart_3d.splats import write_ply
 
-    run = run or RunContext("3d", "demo")
     run_dir, _ = run.open(out=out)
     start = time.perf_counter()
     folder = make_scene(

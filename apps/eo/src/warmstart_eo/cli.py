@@ -151,7 +151,6 @@ def pretrain(
     if init is not None:
         data_config.frames = load_pretrained(init)[0].config.frames
     chips = load_dataset(data, data_config, root)  # bad data fails before the run directory exists
-    run = run or RunContext("eo", "pretrain")
     run_dir, checkpoint = run.open(resume=resume, out=out)
     result = run_pretrain(
         data, data_config, model, engine, objective=objective, run_dir=run_dir, resume_from=checkpoint,
@@ -227,7 +226,6 @@ def finetune(
     chips = load_dataset(data, data_config, root)
     kind = task if task != "auto" else (chips.tasks[0] if chips.tasks else "classify")
     require_labels(chips, kind, data)  # before the run directory exists
-    run = run or RunContext("eo", "finetune")
     run_dir, _ = run.open(out=out)
     metrics = run_finetune(
         chips, pretrained=pretrained, model_config=model, data_config=data_config, engine_config=engine, kind=kind,
@@ -331,7 +329,6 @@ def weights(
             f"{stats}: {len(band_stats.mean)} channels but the encoder takes {conv.model.config.channels} "
             f"({conv.model.config.frames} frames × bands {conv.model.config.bands}); use matching --bands/--frames"
         )
-    run = run or RunContext("eo", "weights")
     run_dir, _ = run.open(out=out)
     save_model(conv.model, run_dir)
     (run_dir / "conversion.json").write_text(json.dumps(conv.report(), indent=2))
@@ -375,7 +372,6 @@ def bench(
     """
     from warmstart.cli.show import print_table
 
-    run = run or RunContext("eo", "bench")
     run_dir, _ = run.open(out=out)
     if kind == "throughput":
         import json
@@ -433,7 +429,6 @@ def demo(out: Path | None = None, steps: int = 30, run: RunContext | None = None
     from warmstart_eo.data import load_dataset, synthesize
     from warmstart_eo.train import run_finetune, run_pretrain
 
-    run = run or RunContext("eo", "demo")
     run_dir, _ = run.open(out=out)
     root = run_dir / "data"
     synthesize(root, SynthConfig(scenes=4, size=64, frames=1, seed=7))

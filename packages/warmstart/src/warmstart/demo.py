@@ -65,7 +65,6 @@ def demo(out: Path | None = None, steps: int = 200, run: RunContext | None = Non
     from warmstart.cli.show import print_summary
     from warmstart.tasks import CausalLMTask
 
-    run = run or RunContext("core", "demo")
     run_dir, _ = run.open(out=out)
     _, model, train, evaluation = build_demo()
     task = CausalLMTask(model, evaluation)
