@@ -338,7 +338,7 @@ def modality_gap(
         speech, speech_lens = encoder(batch["fbank"], batch["fbank_lens"])
         text = text_encode(mt.to(device), batch["src"], batch["src_lens"])
         d = ot_distance(speech, speech_lens, text, batch["src_lens"], cfg, positions=False)
-        total += float(d.sum())
+        total += float(d.detach().sum())  # geomloss enables grad internally
         count += d.numel()
     encoder.train(enc_mode)
     mt.train(mt_mode)
