@@ -89,18 +89,29 @@ def pretrain_args(world: dict[str, Path], steps: int = 4, every: int = 2) -> lis
     d = world["data"]
     return [
         "pretrain",
-        "--model", str(world["model"]),
-        "--data", str(d / "target" / "train.jsonl"),
-        "--eval_data", str(d / "target" / "valid.txt"),
-        "--tokenizer", str(world["tok"]),
-        "--adapt.block_size", "32",
-        "--engine.train.max_steps", str(steps),
-        "--engine.train.micro_batch_size", "2",
-        "--engine.checkpoint.every", str(every),
-        "--engine.logging.log_every", "1",
-        "--engine.logging.tensorboard", "false",
-        "--engine.logging.progress", "none",
-    ]  # fmt: skip
+        "--model",
+        str(world["model"]),
+        "--data",
+        str(d / "target" / "train.jsonl"),
+        "--eval_data",
+        str(d / "target" / "valid.txt"),
+        "--tokenizer",
+        str(world["tok"]),
+        "--adapt.block_size",
+        "32",
+        "--engine.train.max_steps",
+        str(steps),
+        "--engine.train.micro_batch_size",
+        "2",
+        "--engine.checkpoint.every",
+        str(every),
+        "--engine.logging.log_every",
+        "1",
+        "--engine.logging.tensorboard",
+        "false",
+        "--engine.logging.progress",
+        "none",
+    ]
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -255,10 +266,24 @@ def test_python_dash_m_runs_every_cli() -> None:
         assert proc.returncode == 0, (module, proc.stderr[-2000:])
         assert "usage:" in proc.stdout and ("warmstart" in proc.stdout), module
     bad = subprocess.run(
-        [sys.executable, "-m", "warmstart_lang.cli", "pretrain", "--engine.train.max_steps", "-5", "--model", "x",
-         "--data", "x", "--eval_data", "x"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "warmstart_lang.cli",
+            "pretrain",
+            "--engine.train.max_steps",
+            "-5",
+            "--model",
+            "x",
+            "--data",
+            "x",
+            "--eval_data",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "engine.train.max_steps=-5" in bad.stderr  # it ran: a real exit code
 
 
@@ -272,10 +297,18 @@ def test_srun_tasks_share_one_run_directory_same_weights(lang_world, single_run,
     for rank in (0, 1):
         env = _env(tmp_path)
         env.update(
-            SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_NNODES="1", SLURM_PROCID=str(rank),
-            SLURM_LOCALID=str(rank), SLURM_NODEID="0", SLURM_JOB_ID=job, SLURM_STEP_ID="0",
-            SLURM_JOB_NAME="warmstart", SLURM_NODELIST="127.0.0.1", MASTER_PORT=port,
-        )  # fmt: skip
+            SLURM_NTASKS="2",
+            SLURM_NTASKS_PER_NODE="2",
+            SLURM_NNODES="1",
+            SLURM_PROCID=str(rank),
+            SLURM_LOCALID=str(rank),
+            SLURM_NODEID="0",
+            SLURM_JOB_ID=job,
+            SLURM_STEP_ID="0",
+            SLURM_JOB_NAME="warmstart",
+            SLURM_NODELIST="127.0.0.1",
+            MASTER_PORT=port,
+        )
         # README: srun python -m warmstart_lang.cli pretrain ...
         tasks.append(
             subprocess.Popen(

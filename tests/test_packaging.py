@@ -44,9 +44,17 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     uv("build", "--all-packages", "--out-dir", str(out), "--quiet")
     uv(
-        "export", "--all-packages", "--no-hashes", "--no-emit-workspace", "--no-dev", "--format",
-        "requirements-txt", "--output-file", str(out / "constraints.txt"), "--quiet",
-    )  # fmt: skip
+        "export",
+        "--all-packages",
+        "--no-hashes",
+        "--no-emit-workspace",
+        "--no-dev",
+        "--format",
+        "requirements-txt",
+        "--output-file",
+        str(out / "constraints.txt"),
+        "--quiet",
+    )
     return out
 
 

@@ -69,8 +69,16 @@ def features(seed: int, cache: Path) -> dict:
         k: view_features(e, clip.mean, clip.std, points, "ten", depth, clip.image_size)
         for k, e in encoders.items()
     }
-    out = {"feats": feats, "labels": labels, "pool": pool, "test": test, "text": text, "points": points,
-           "c2p": model.depth_encoder.state_dict(), "clip_sd": clip.model.state_dict()}  # fmt: skip
+    out = {
+        "feats": feats,
+        "labels": labels,
+        "pool": pool,
+        "test": test,
+        "text": text,
+        "points": points,
+        "c2p": model.depth_encoder.state_dict(),
+        "clip_sd": clip.model.state_dict(),
+    }
     cache.mkdir(parents=True, exist_ok=True)
     torch.save(out, path)
     return out
@@ -109,12 +117,20 @@ def selector_rows(seed: int, d: dict, rows: dict[str, list[float]]) -> None:
             text,
             cfg,
             seed,
-        )  # fmt: skip
+        )
     )
     acc, model = few_shot_accuracy_learned_views(
-        [depth_encoder.eval(), clip_model.visual], clip, DepthConfig(), points[picked], labels[picked],
-        points[test], labels[test], text, cfg, seed,
-    )  # fmt: skip
+        [depth_encoder.eval(), clip_model.visual],
+        clip,
+        DepthConfig(),
+        points[picked],
+        labels[picked],
+        points[test],
+        labels[test],
+        text,
+        cfg,
+        seed,
+    )
     rows.setdefault("4-shot, learned view selector", []).append(acc)
     with torch.no_grad():
         elev, azim = model.selector(points[test])
@@ -144,9 +160,14 @@ def main() -> None:
             picked = pool[sample_shots(labels[pool], k, torch.Generator().manual_seed(seed * 100 + k))]
             for name, cfg in SETTINGS.items():
                 acc = few_shot_accuracy(
-                    [f[p][picked] for p in ("c2p", "clip")], labels[picked],
-                    [f[p][test] for p in ("c2p", "clip")], labels[test], text, cfg, seed,
-                )  # fmt: skip
+                    [f[p][picked] for p in ("c2p", "clip")],
+                    labels[picked],
+                    [f[p][test] for p in ("c2p", "clip")],
+                    labels[test],
+                    text,
+                    cfg,
+                    seed,
+                )
                 rows.setdefault(f"{k}-shot, {name}", []).append(acc)
     print("| setting | accuracy (mean ± std over seeds) |\n|---|---|")
     for name, values in rows.items():

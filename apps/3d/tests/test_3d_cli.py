@@ -99,10 +99,35 @@ def test_splats_make_writes_plys_and_an_index(tmp_path):
 
 @pytest.mark.slow  # ~10 s: a tiny depth prior is trained (and cached), then three arms
 def test_bench_splat_writes_the_report(tmp_path):
-    argv = ["bench", "--kind", "splat", "--splat.seeds", "[0]", "--splat.steps", "3", "--splat.size", "32",
-            "--splat.n_points", "100", "--splat.objects_gaussians", "80", "--splat.align_steps", "1",
-            "--splat.depth_source.scenes", "1", "--splat.depth_source.views", "2", "--splat.depth_source.size", "32",
-            "--splat.depth_source.steps", "2", "--splat.depth_source.batch_size", "2", "--out", str(tmp_path / "b")]  # fmt: skip
+    argv = [
+        "bench",
+        "--kind",
+        "splat",
+        "--splat.seeds",
+        "[0]",
+        "--splat.steps",
+        "3",
+        "--splat.size",
+        "32",
+        "--splat.n_points",
+        "100",
+        "--splat.objects_gaussians",
+        "80",
+        "--splat.align_steps",
+        "1",
+        "--splat.depth_source.scenes",
+        "1",
+        "--splat.depth_source.views",
+        "2",
+        "--splat.depth_source.size",
+        "32",
+        "--splat.depth_source.steps",
+        "2",
+        "--splat.depth_source.batch_size",
+        "2",
+        "--out",
+        str(tmp_path / "b"),
+    ]
     assert app.main(argv) == 0
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert set(results["methods"]) == {
@@ -204,11 +229,35 @@ def test_gmae_pretrains_and_finetunes_on_a_splat_dataset(tmp_path):
 
 @pytest.mark.slow
 def test_bench_points_writes_the_report(tmp_path):
-    argv = ["bench", "--kind", "points", "--points.part", "mae", "--points.seeds", "[0]",
-            "--points.train_per_class", "1", "--points.test_per_class", "1", "--points.unlabelled_per_class", "1",
-            "--points.n_points", "64", "--points.pretrain_steps", "2", "--points.finetune_steps", "2",
-            "--points.batch_size", "8", "--points.labels_per_class", "[1]", "--points.model.embed_width", "16",
-            "--out", str(tmp_path / "p")]  # fmt: skip
+    argv = [
+        "bench",
+        "--kind",
+        "points",
+        "--points.part",
+        "mae",
+        "--points.seeds",
+        "[0]",
+        "--points.train_per_class",
+        "1",
+        "--points.test_per_class",
+        "1",
+        "--points.unlabelled_per_class",
+        "1",
+        "--points.n_points",
+        "64",
+        "--points.pretrain_steps",
+        "2",
+        "--points.finetune_steps",
+        "2",
+        "--points.batch_size",
+        "8",
+        "--points.labels_per_class",
+        "[1]",
+        "--points.model.embed_width",
+        "16",
+        "--out",
+        str(tmp_path / "p"),
+    ]
     assert app.main(argv) == 0
     results = json.loads((tmp_path / "p" / "results.json").read_text())
     assert set(results["methods"]) == {"scratch", "scratch (xyz only)", "Point-MAE", "Gaussian-MAE"}

@@ -25,8 +25,18 @@ from warmstart_3d.clip2point import (
     zero_shot_accuracy,
 )
 
-TINY = ["--source.tiny.layers", "1", "--source.tiny.text_layers", "1", "--source.tiny.width", "32",
-        "--source.tiny.text_width", "32", "--source.tiny.embed_dim", "32"]  # fmt: skip
+TINY = [
+    "--source.tiny.layers",
+    "1",
+    "--source.tiny.text_layers",
+    "1",
+    "--source.tiny.width",
+    "32",
+    "--source.tiny.text_width",
+    "32",
+    "--source.tiny.embed_dim",
+    "32",
+]
 
 
 def _tiny_clip(tmp_path, width: int = 32):
@@ -154,14 +164,50 @@ def test_load_clip_errors(tmp_path):
 
 def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys):
     src = tmp_path / "src"
-    assert app.main(["clip2point-source", "--source.steps", "2", "--source.per_class", "2", "--source.n_points",
-                     "64", "--source.batch_size", "8", *TINY, "--out", str(src)]) == 0  # fmt: skip
+    assert (
+        app.main(
+            [
+                "clip2point-source",
+                "--source.steps",
+                "2",
+                "--source.per_class",
+                "2",
+                "--source.n_points",
+                "64",
+                "--source.batch_size",
+                "8",
+                *TINY,
+                "--out",
+                str(src),
+            ]
+        )
+        == 0
+    )
     res = json.loads((src / "results.json").read_text())
     assert 0 <= res["rgb_zero_shot_accuracy"] <= 1 and (src / "clip" / "open_clip_config.json").is_file()
     pre = tmp_path / "pre"
-    assert app.main(["clip2point-pretrain", "--clip.model", str(src / "clip"), "--pretrain.steps", "2",
-                     "--pretrain.per_class", "2", "--pretrain.n_points", "64", "--pretrain.batch_size", "8",
-                     "--engine", "false", "--out", str(pre)]) == 0  # fmt: skip
+    assert (
+        app.main(
+            [
+                "clip2point-pretrain",
+                "--clip.model",
+                str(src / "clip"),
+                "--pretrain.steps",
+                "2",
+                "--pretrain.per_class",
+                "2",
+                "--pretrain.n_points",
+                "64",
+                "--pretrain.batch_size",
+                "8",
+                "--engine",
+                "false",
+                "--out",
+                str(pre),
+            ]
+        )
+        == 0
+    )
     from warmstart.hub import read_config
 
     assert read_config(pre / "depth_encoder", "3d.clip2point-depth")["config"]["clip"]["model"] == str(
@@ -179,15 +225,46 @@ def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys):
     ]
     for extra in ([], ["--shots", "1", "--test_per_class", "1"], learned):
         out = tmp_path / f"eval{len(extra)}"
-        assert app.main(["clip2point-eval", "--checkpoint", str(pre), "--per_class", "3", "--n_points", "64",
-                         "--fewshot.steps", "2", *extra, "--out", str(out)]) == 0  # fmt: skip
+        assert (
+            app.main(
+                [
+                    "clip2point-eval",
+                    "--checkpoint",
+                    str(pre),
+                    "--per_class",
+                    "3",
+                    "--n_points",
+                    "64",
+                    "--fewshot.steps",
+                    "2",
+                    *extra,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         r = json.loads((out / "results.json").read_text())
         assert r["method"] == "CLIP2Point" and 0 <= r["accuracy"] <= 1 and r["n_clouds"] == 24
         if extra is learned:
             assert 0 <= r["accuracy_fixed_views"] <= 1 and r["learned_view_shift_deg"] >= 0
     # PointCLIP-style: the CLIP image tower directly
-    assert app.main(["clip2point-eval", "--clip.model", str(src / "clip"), "--per_class", "2", "--n_points", "64",
-                     "--out", str(tmp_path / "pc")]) == 0  # fmt: skip
+    assert (
+        app.main(
+            [
+                "clip2point-eval",
+                "--clip.model",
+                str(src / "clip"),
+                "--per_class",
+                "2",
+                "--n_points",
+                "64",
+                "--out",
+                str(tmp_path / "pc"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "pc" / "results.json").read_text())["method"] == "PointCLIP-style"
     capsys.readouterr()
     # bad input: unknown prompt class, NaN cloud, checkpoint of another architecture → one line, exit 2
@@ -218,10 +295,35 @@ def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys):
 
 def test_cli_pretrain_with_a_tiny_source_in_one_command(tmp_path):
     out = tmp_path / "pre"
-    assert app.main(["clip2point-pretrain", "--clip.model", "tiny", "--source.steps", "2", "--source.per_class", "1",
-                     "--source.n_points", "64", *TINY, "--pretrain.steps", "2", "--pretrain.per_class", "1",
-                     "--pretrain.n_points", "64", "--pretrain.init", "scratch", "--engine", "false",
-                     "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        app.main(
+            [
+                "clip2point-pretrain",
+                "--clip.model",
+                "tiny",
+                "--source.steps",
+                "2",
+                "--source.per_class",
+                "1",
+                "--source.n_points",
+                "64",
+                *TINY,
+                "--pretrain.steps",
+                "2",
+                "--pretrain.per_class",
+                "1",
+                "--pretrain.n_points",
+                "64",
+                "--pretrain.init",
+                "scratch",
+                "--engine",
+                "false",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     from safetensors.torch import load_file, save_file
 
     from warmstart_3d.clip2point import load_clip, load_depth_encoder, read_depth_checkpoint
@@ -236,8 +338,15 @@ def test_cli_pretrain_with_a_tiny_source_in_one_command(tmp_path):
     save_file(
         load_file(str(out / "depth_encoder" / "model.safetensors")), str(old / "depth_encoder.safetensors")
     )
-    (old / "clip2point.json").write_text(json.dumps({"clip": {"model": clip.model, "pretrained": None},
-                                                     "depth": {"point_radius": None}, "init": "scratch"}))  # fmt: skip
+    (old / "clip2point.json").write_text(
+        json.dumps(
+            {
+                "clip": {"model": clip.model, "pretrained": None},
+                "depth": {"point_radius": None},
+                "init": "scratch",
+            }
+        )
+    )
     assert read_depth_checkpoint(old)[2]["init"] == "scratch"
     legacy = load_depth_encoder(old, loaded)
     x = torch.rand(2, 3, loaded.image_size, loaded.image_size)
@@ -253,13 +362,42 @@ def test_eval_set_rejects_unknown_classes():
 
 
 def test_bench_points_clip2point_part(tmp_path):
-    assert app.main(["bench", "--kind", "points", "--points.part", "clip2point", "--points.seeds", "[0]",
-                     "--points.clip2point.source_steps", "2", "--points.clip2point.source_per_class", "2",
-                     "--points.clip2point.pretrain_steps", "2", "--points.clip2point.pretrain_per_class", "2",
-                     "--points.clip2point.batch_size", "8", "--points.clip2point.n_points", "64",
-                     "--points.clip2point.shots", "[1]", "--points.clip2point.pool_per_class", "1",
-                     "--points.clip2point.test_per_class", "1", "--points.clip2point.adapter_steps", "2",
-                     "--out", str(tmp_path / "b")]) == 0  # fmt: skip
+    assert (
+        app.main(
+            [
+                "bench",
+                "--kind",
+                "points",
+                "--points.part",
+                "clip2point",
+                "--points.seeds",
+                "[0]",
+                "--points.clip2point.source_steps",
+                "2",
+                "--points.clip2point.source_per_class",
+                "2",
+                "--points.clip2point.pretrain_steps",
+                "2",
+                "--points.clip2point.pretrain_per_class",
+                "2",
+                "--points.clip2point.batch_size",
+                "8",
+                "--points.clip2point.n_points",
+                "64",
+                "--points.clip2point.shots",
+                "[1]",
+                "--points.clip2point.pool_per_class",
+                "1",
+                "--points.clip2point.test_per_class",
+                "1",
+                "--points.clip2point.adapter_steps",
+                "2",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert set(results["methods"]) == {"PointCLIP-style", "CLIP2Point", "CLIP2Point (scratch depth encoder)"}
     assert all(0 <= m["mean"] <= 1 for m in results["methods"].values())

@@ -73,7 +73,9 @@ def test_point_clouds_and_splat_plys(tmp_path):
     np.save(tmp_path / "p.npy", xyz.numpy())
     for name in ("p.xyz", "p.npy"):
         assert torch.allclose(read_cloud(tmp_path / name).points, xyz, atol=1e-5)
-    splat = Gaussians.from_activated(xyz, torch.full((30, 3), 0.05), torch.full((30,), 0.5), torch.rand(30, 3, generator=g), sh_degree=3)  # fmt: skip
+    splat = Gaussians.from_activated(
+        xyz, torch.full((30, 3), 0.05), torch.full((30,), 0.5), torch.rand(30, 3, generator=g), sh_degree=3
+    )
     splat.sh[:, 1:] = torch.randn(30, 15, 3, generator=g)
     write_ply(tmp_path / "splat.ply", splat)
     cloud = read_cloud(tmp_path / "splat.ply")
@@ -83,10 +85,18 @@ def test_point_clouds_and_splat_plys(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("header.ply", b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
-         b"property float z\nend_header\n", "not a readable PLY"),
-        ("empty.ply", b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
-         b"property float z\nend_header\n", "no vertices"),
+        (
+            "header.ply",
+            b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+            b"property float z\nend_header\n",
+            "not a readable PLY",
+        ),
+        (
+            "empty.ply",
+            b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
+            b"property float z\nend_header\n",
+            "no vertices",
+        ),
         ("text.ply", b"hello world\n", "not a readable PLY"),
         ("garbage.ply", bytes(range(256)) * 2, "not a readable PLY"),
         ("garbage.off", bytes(range(256)) * 2, "not a readable mesh"),
@@ -98,7 +108,7 @@ def test_point_clouds_and_splat_plys(tmp_path):
         ("bad.npy", b"not numpy", "not a readable npy"),
         ("shape.pcd", b"x", "unknown shape format"),
     ],
-)  # fmt: skip
+)
 def test_malformed_files_are_one_line_naming_the_file(tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DataError, match=message) as info:
@@ -165,8 +175,11 @@ def test_shapenetpart_points_and_part_labels(tmp_path):
     (root / "train_test_split").mkdir(parents=True)
     (root / "synsetoffset2category.txt").write_text("Airplane\t02691156\nMug\t03797390\n")
     entries = {"train": [], "test": [], "val": []}
-    for synset, parts, split in (("02691156", [0, 1, 3], "train"), ("03797390", [36, 37], "train"),
-                                 ("03797390", [36, 37], "test")):  # fmt: skip
+    for synset, parts, split in (
+        ("02691156", [0, 1, 3], "train"),
+        ("03797390", [36, 37], "train"),
+        ("03797390", [36, 37], "test"),
+    ):
         (root / synset).mkdir(exist_ok=True)
         shape = f"s{len(entries[split])}{split}"
         rows = np.random.rand(60, 7)
@@ -186,7 +199,9 @@ def test_shapesplat_folders_of_3dgs_plys(tmp_path):
     g = torch.Generator().manual_seed(0)
     for folder in ("02691156-aaa", "02691156-bbb", "03797390-ccc"):
         means = torch.randn(40, 3, generator=g)
-        splat = Gaussians.from_activated(means, torch.full((40, 3), 0.02), torch.full((40,), 0.5), torch.rand(40, 3, generator=g))  # fmt: skip
+        splat = Gaussians.from_activated(
+            means, torch.full((40, 3), 0.02), torch.full((40,), 0.5), torch.rand(40, 3, generator=g)
+        )
         write_ply(tmp_path / "gs" / folder / "point_cloud.ply", splat)
     (tmp_path / "gs" / "synsetoffset2category.txt").write_text("Airplane\t02691156\nMug\t03797390\n")
     shapes = load_shape_set(tmp_path / "gs", n_points=32)
@@ -204,9 +219,29 @@ def test_clip2point_eval_reads_a_modelnet_root_and_bad_files_exit_2(tmp_path, ca
 
     root = _modelnet(tmp_path / "mn", per=1)
     (root / "chair" / "test" / "chair_0005.off").write_bytes(bytes(range(256)))
-    argv = ["gmae", "--data", str(root), "--model.attributes", "[xyz]", "--n_points", "64",
-            "--model.n_groups", "8", "--model.group_size", "8", "--model.dim", "16", "--model.depth", "1",
-            "--pretrain_steps", "1", "--finetune_steps", "1", "--batch_size", "2"]  # fmt: skip
+    argv = [
+        "gmae",
+        "--data",
+        str(root),
+        "--model.attributes",
+        "[xyz]",
+        "--n_points",
+        "64",
+        "--model.n_groups",
+        "8",
+        "--model.group_size",
+        "8",
+        "--model.dim",
+        "16",
+        "--model.depth",
+        "1",
+        "--pretrain_steps",
+        "1",
+        "--finetune_steps",
+        "1",
+        "--batch_size",
+        "2",
+    ]
     assert app.main([*argv, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err.strip()
     assert "chair_0005.off" in err and len(err.splitlines()) == 1 and not (tmp_path / "a").exists()

@@ -66,8 +66,17 @@ def test_few_shot_splits_are_explicit_and_checked():
 def test_shots_beyond_a_class_are_one_line_before_anything_is_written(tmp_path, capsys):
     from warmstart_3d.cli import app
 
-    argv = ["clip2point-eval", "--clip.model", "ViT-B-32", "--per_class", "3", "--shots", "4",
-            "--out", str(tmp_path / "e")]  # fmt: skip
+    argv = [
+        "clip2point-eval",
+        "--clip.model",
+        "ViT-B-32",
+        "--per_class",
+        "3",
+        "--shots",
+        "4",
+        "--out",
+        str(tmp_path / "e"),
+    ]
     assert app.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "fewer than --shots 4 + --test_per_class 8" in err and len(err.splitlines()) == 1
@@ -78,11 +87,40 @@ def test_shots_beyond_a_class_are_one_line_before_anything_is_written(tmp_path, 
 def test_engine_runs_write_a_finite_first_loss(tmp_path):
     from warmstart_3d.cli import app
 
-    tiny = ["--source.tiny.layers", "1", "--source.tiny.text_layers", "1", "--source.tiny.width", "32",
-            "--source.tiny.text_width", "32", "--source.tiny.embed_dim", "32"]  # fmt: skip
-    argv = ["clip2point-pretrain", "--source.steps", "2", "--source.per_class", "2", "--source.n_points", "64",
-            "--source.batch_size", "8", *tiny, "--pretrain.steps", "2", "--pretrain.per_class", "2",
-            "--pretrain.n_points", "64", "--pretrain.batch_size", "8", "--out", str(tmp_path / "p")]  # fmt: skip
+    tiny = [
+        "--source.tiny.layers",
+        "1",
+        "--source.tiny.text_layers",
+        "1",
+        "--source.tiny.width",
+        "32",
+        "--source.tiny.text_width",
+        "32",
+        "--source.tiny.embed_dim",
+        "32",
+    ]
+    argv = [
+        "clip2point-pretrain",
+        "--source.steps",
+        "2",
+        "--source.per_class",
+        "2",
+        "--source.n_points",
+        "64",
+        "--source.batch_size",
+        "8",
+        *tiny,
+        "--pretrain.steps",
+        "2",
+        "--pretrain.per_class",
+        "2",
+        "--pretrain.n_points",
+        "64",
+        "--pretrain.batch_size",
+        "8",
+        "--out",
+        str(tmp_path / "p"),
+    ]
     assert app.main(argv) == 0
     text = (tmp_path / "p" / "results.json").read_text()
     assert "NaN" not in text

@@ -25,8 +25,11 @@ def test_interpolation_is_exact_at_centres_and_a_convex_combination():
     const = interpolate(points, centres, torch.full((2, 4, 5), 2.5))
     assert torch.allclose(const, torch.full_like(const, 2.5))
     # weights 1/d² of the 3 nearest centres: d² = 0.25, 0.25, 234.25
-    mid = interpolate(torch.tensor([[[0.5, 0.0, 0.0]]]), torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [9.0, 9, 9]]]),
-                      torch.tensor([[[0.0], [4.0], [100.0]]]))  # fmt: skip
+    mid = interpolate(
+        torch.tensor([[[0.5, 0.0, 0.0]]]),
+        torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [9.0, 9, 9]]]),
+        torch.tensor([[[0.0], [4.0], [100.0]]]),
+    )
     w = torch.tensor([4.0, 4.0, 1 / 234.25])
     assert float(mid) == pytest.approx(float((w * torch.tensor([0.0, 4.0, 100.0])).sum() / w.sum()), rel=1e-5)
     assert fetch_layers(12) == [3, 7, 11] and fetch_layers(1) == [0] and fetch_layers(3) == [0, 1, 2]
@@ -113,9 +116,33 @@ def test_partseg_model_shapes_and_gradients():
 def test_gmae_partseg_end_to_end_beats_the_constant_predictor(tmp_path, capsys):
     ds = tmp_path / "ds"
     make_splat_dataset(ds, per_class=4, classes=list(COMPOSITE_CLASSES), n_gaussians=64, rotate=False)
-    argv = ["gmae", "--data", str(ds), "--task", "partseg", "--n_points", "64", "--model.n_groups", "8",
-            "--model.group_size", "8", "--model.dim", "32", "--model.depth", "1", "--pretrain_steps", "2",
-            "--finetune_steps", "30", "--batch_size", "8", "--partseg_lr", "3e-3", "--out", str(tmp_path / "g")]  # fmt: skip
+    argv = [
+        "gmae",
+        "--data",
+        str(ds),
+        "--task",
+        "partseg",
+        "--n_points",
+        "64",
+        "--model.n_groups",
+        "8",
+        "--model.group_size",
+        "8",
+        "--model.dim",
+        "32",
+        "--model.depth",
+        "1",
+        "--pretrain_steps",
+        "2",
+        "--finetune_steps",
+        "30",
+        "--batch_size",
+        "8",
+        "--partseg_lr",
+        "3e-3",
+        "--out",
+        str(tmp_path / "g"),
+    ]
     assert app.main(argv) == 0
     r = json.loads((tmp_path / "g" / "results.json").read_text())
     assert r["n_parts"] == 10 and r["n_test"] == 4
@@ -159,13 +186,41 @@ def test_empty_and_nan_clouds_are_refused(tmp_path):
 
 @pytest.mark.slow  # ~5 s (matplotlib + three arms); the mae part's bench test is slow too
 def test_bench_points_partseg_part_writes_the_report(tmp_path):
-    argv = ["bench", "--kind", "points", "--points.part", "partseg", "--points.seeds", "[0]",
-            "--points.partseg.train_per_class", "1", "--points.partseg.test_per_class", "1",
-            "--points.partseg.unlabelled_per_class", "0", "--points.partseg.n_points", "32",
-            "--points.partseg.pretrain_steps", "1", "--points.partseg.finetune_steps", "2",
-            "--points.partseg.batch_size", "4", "--points.partseg.model.n_groups", "4",
-            "--points.partseg.model.group_size", "8", "--points.partseg.model.dim", "16",
-            "--points.partseg.model.depth", "1", "--points.partseg.model.heads", "2", "--out", str(tmp_path / "b")]  # fmt: skip
+    argv = [
+        "bench",
+        "--kind",
+        "points",
+        "--points.part",
+        "partseg",
+        "--points.seeds",
+        "[0]",
+        "--points.partseg.train_per_class",
+        "1",
+        "--points.partseg.test_per_class",
+        "1",
+        "--points.partseg.unlabelled_per_class",
+        "0",
+        "--points.partseg.n_points",
+        "32",
+        "--points.partseg.pretrain_steps",
+        "1",
+        "--points.partseg.finetune_steps",
+        "2",
+        "--points.partseg.batch_size",
+        "4",
+        "--points.partseg.model.n_groups",
+        "4",
+        "--points.partseg.model.group_size",
+        "8",
+        "--points.partseg.model.dim",
+        "16",
+        "--points.partseg.model.depth",
+        "1",
+        "--points.partseg.model.heads",
+        "2",
+        "--out",
+        str(tmp_path / "b"),
+    ]
     assert app.main(argv) == 0
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert set(results["methods"]) == {"scratch", "scratch (xyz only)", "Point-MAE", "Gaussian-MAE"}
@@ -184,9 +239,29 @@ def test_gmae_reads_plain_point_cloud_folders_as_point_mae(tmp_path, capsys):
                 np.savetxt(tmp_path / "clouds" / name / f"{i}.xyz", pts)
             else:
                 np.save(tmp_path / "clouds" / name / f"{i}.npy", pts)
-    base = ["gmae", "--data", str(tmp_path / "clouds"), "--n_points", "32", "--model.n_groups", "4",
-            "--model.group_size", "8", "--model.dim", "16", "--model.depth", "1", "--model.heads", "2",
-            "--pretrain_steps", "2", "--finetune_steps", "2", "--batch_size", "4"]  # fmt: skip
+    base = [
+        "gmae",
+        "--data",
+        str(tmp_path / "clouds"),
+        "--n_points",
+        "32",
+        "--model.n_groups",
+        "4",
+        "--model.group_size",
+        "8",
+        "--model.dim",
+        "16",
+        "--model.depth",
+        "1",
+        "--model.heads",
+        "2",
+        "--pretrain_steps",
+        "2",
+        "--finetune_steps",
+        "2",
+        "--batch_size",
+        "4",
+    ]
     assert app.main([*base, "--model.attributes", "[xyz]", "--out", str(tmp_path / "g")]) == 0
     r = json.loads((tmp_path / "g" / "results.json").read_text())
     assert r["n_train"] + r["n_test"] == 6 and 0 <= r["test_accuracy"] <= 1

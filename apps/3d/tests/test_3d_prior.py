@@ -13,12 +13,26 @@ from warmstart_3d.prior import PriorConfig, _align, _to_depth, relative_pose
 def tiny_depth_model(folder):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            patch_size=8, image_size=32, out_features=["stage1", "stage2"], out_indices=[1, 2],
-                            reshape_hidden_states=False)  # fmt: skip
-    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, fusion_hidden_size=16,
-                              neck_hidden_sizes=[16, 32], reassemble_factors=[2, 1], head_hidden_size=8,
-                              patch_size=8)  # fmt: skip
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=8,
+        image_size=32,
+        out_features=["stage1", "stage2"],
+        out_indices=[1, 2],
+        reshape_hidden_states=False,
+    )
+    cfg = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        fusion_hidden_size=16,
+        neck_hidden_sizes=[16, 32],
+        reassemble_factors=[2, 1],
+        head_hidden_size=8,
+        patch_size=8,
+    )
     torch.manual_seed(0)
     DepthAnythingForDepthEstimation(cfg).save_pretrained(folder)
     return folder
@@ -27,8 +41,12 @@ def tiny_depth_model(folder):
 def test_relative_pose_from_correspondences_recovers_the_motion():
     g = torch.Generator().manual_seed(0)
     world = torch.randn(60, 3, generator=g) * 0.5
-    views = torch.stack([look_at(torch.tensor([0.0, -3, 0.5]), torch.zeros(3)),
-                         look_at(torch.tensor([1.0, -2.8, 0.6]), torch.zeros(3))])  # fmt: skip
+    views = torch.stack(
+        [
+            look_at(torch.tensor([0.0, -3, 0.5]), torch.zeros(3)),
+            look_at(torch.tensor([1.0, -2.8, 0.6]), torch.zeros(3)),
+        ]
+    )
     K = intrinsics(64, 64, 60.0)
     cams = [world @ v[:3, :3].T + v[:3, 3] for v in views]
     pix = [(c @ K.T)[:, :2] / c[:, 2:] for c in cams]
@@ -57,8 +75,21 @@ def test_instantsplat_from_a_folder_of_images_only(tmp_path, capsys):
     images = tmp_path / "images_only"
     shutil.copytree(scene / "images", images)  # nothing but the images
     model = tiny_depth_model(tmp_path / "depth-model")
-    argv = ["instantsplat", "--data", str(images), "--isplat.prior.model", str(model), "--isplat.fit.steps", "4",
-            "--isplat.n_points", "200", "--isplat.align_steps", "1", "--out", str(tmp_path / "run")]  # fmt: skip
+    argv = [
+        "instantsplat",
+        "--data",
+        str(images),
+        "--isplat.prior.model",
+        str(model),
+        "--isplat.fit.steps",
+        "4",
+        "--isplat.n_points",
+        "200",
+        "--isplat.align_steps",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert app.main(argv) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["prior_views_posed"] >= 1 and results["n_gaussians"] == 200 and "ate" not in results

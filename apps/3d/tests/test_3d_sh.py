@@ -10,8 +10,15 @@ from warmstart_3d.splats import Gaussians, read_ply, write_ply
 
 C0, C1 = 0.28209479177387814, 0.4886025119029199
 C2 = [1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396]
-C3 = [-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
-      1.445305721320277, -0.5900435899266435]  # fmt: skip
+C3 = [
+    -0.5900435899266435,
+    2.890611442640554,
+    -0.4570457994644658,
+    0.3731763325901154,
+    -0.4570457994644658,
+    1.445305721320277,
+    -0.5900435899266435,
+]
 
 
 def eval_sh_3dgs(sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
@@ -19,11 +26,23 @@ def eval_sh_3dgs(sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
     x, y, z = torch.nn.functional.normalize(dirs, dim=-1).unbind(-1)
     xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
     basis = [
-        torch.full_like(x, C0), -C1 * y, C1 * z, -C1 * x,
-        C2[0] * xy, C2[1] * yz, C2[2] * (2 * zz - xx - yy), C2[3] * xz, C2[4] * (xx - yy),
-        C3[0] * y * (3 * xx - yy), C3[1] * xy * z, C3[2] * y * (4 * zz - xx - yy), C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
-        C3[4] * x * (4 * zz - xx - yy), C3[5] * z * (xx - yy), C3[6] * x * (xx - 3 * yy),
-    ]  # fmt: skip
+        torch.full_like(x, C0),
+        -C1 * y,
+        C1 * z,
+        -C1 * x,
+        C2[0] * xy,
+        C2[1] * yz,
+        C2[2] * (2 * zz - xx - yy),
+        C2[3] * xz,
+        C2[4] * (xx - yy),
+        C3[0] * y * (3 * xx - yy),
+        C3[1] * xy * z,
+        C3[2] * y * (4 * zz - xx - yy),
+        C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
+        C3[4] * x * (4 * zz - xx - yy),
+        C3[5] * z * (xx - yy),
+        C3[6] * x * (xx - 3 * yy),
+    ]
     return (torch.stack(basis, -1).unsqueeze(-1) * sh).sum(-2)
 
 
@@ -47,8 +66,13 @@ def test_reference_sh_colours_match_the_3dgs_basis(degree):
 def test_ply_round_trip_is_exact_at_every_degree(tmp_path, degree):
     g = torch.Generator().manual_seed(0)
     k = (degree + 1) ** 2
-    splat = Gaussians(torch.randn(9, 3, generator=g), torch.randn(9, 4, generator=g), torch.randn(9, 3, generator=g),
-                      torch.randn(9, generator=g), torch.randn(9, k, 3, generator=g))  # fmt: skip
+    splat = Gaussians(
+        torch.randn(9, 3, generator=g),
+        torch.randn(9, 4, generator=g),
+        torch.randn(9, 3, generator=g),
+        torch.randn(9, generator=g),
+        torch.randn(9, k, 3, generator=g),
+    )
     back = read_ply(write_ply(tmp_path / "s.ply", splat))
     assert (
         back.sh_degree == degree and torch.equal(back.sh, splat.sh) and torch.equal(back.means, splat.means)
@@ -66,8 +90,21 @@ def test_fit_sh_degree_3_fits_and_writes_view_dependent_colour(tmp_path):
     splats = read_ply(tmp_path / "fit" / "splats.ply")
     assert splats.sh_degree == 3 and splats.sh[:, 9:].abs().max() > 0  # degree-3 bands were trained
     assert json.loads((tmp_path / "fit" / "results.json").read_text())["sh_degree"] == 3
-    argv = ["instantsplat", "--data", str(scene), "--isplat.fit.steps", "4", "--isplat.n_points", "60",
-            "--isplat.align_steps", "1", "--isplat.fit.sh_degree", "3", "--isplat.init", "random"]  # fmt: skip
+    argv = [
+        "instantsplat",
+        "--data",
+        str(scene),
+        "--isplat.fit.steps",
+        "4",
+        "--isplat.n_points",
+        "60",
+        "--isplat.align_steps",
+        "1",
+        "--isplat.fit.sh_degree",
+        "3",
+        "--isplat.init",
+        "random",
+    ]
     assert app.main([*argv, "--out", str(tmp_path / "is")]) == 0
     assert read_ply(tmp_path / "is" / "splats.ply").sh_degree == 3
     assert app.main([*argv[:-4], "--isplat.fit.sh_degree", "4", "--out", str(tmp_path / "bad")]) == 2

@@ -11,8 +11,18 @@ import pytest
 from warmstart_eo.cli import app
 from warmstart_eo.data import SynthConfig, scene_transform, synth_scene, write_scene
 
-TINY = ["--engine.train.max_steps", "3", "--engine.train.micro_batch_size", "4", "--engine.logging.tensorboard",
-        "false", "--engine.logging.progress", "none", "--engine.checkpoint.save_final", "false"]  # fmt: skip
+TINY = [
+    "--engine.train.max_steps",
+    "3",
+    "--engine.train.micro_batch_size",
+    "4",
+    "--engine.logging.tensorboard",
+    "false",
+    "--engine.logging.progress",
+    "none",
+    "--engine.checkpoint.save_final",
+    "false",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -30,14 +40,34 @@ def test_synth_stats_pretrain_finetune_probe(eo_root: Path, tmp_path: Path, caps
     stats = json.loads((tmp_path / "s.json").read_text())
     assert len(stats["mean"]) == 13 and min(stats["std"]) > 0
     pre = tmp_path / "pre"
-    argv = ["pretrain", "--data", str(eo_root), "--model.family", "prithvi", "--data_config.frames", "3",
-            "--out", str(pre), *TINY]  # fmt: skip
+    argv = [
+        "pretrain",
+        "--data",
+        str(eo_root),
+        "--model.family",
+        "prithvi",
+        "--data_config.frames",
+        "3",
+        "--out",
+        str(pre),
+        *TINY,
+    ]
     assert app.main(argv) == 0
     assert {"model.safetensors", "config.json", "README.md", "stats.json", "config.yaml"} <= {
         p.name for p in pre.iterdir()
     }
-    argv = ["finetune", "--data", str(eo_root), "--pretrained", str(pre), "--task", "segment", "--out",
-            str(tmp_path / "ft"), *TINY]  # fmt: skip
+    argv = [
+        "finetune",
+        "--data",
+        str(eo_root),
+        "--pretrained",
+        str(pre),
+        "--task",
+        "segment",
+        "--out",
+        str(tmp_path / "ft"),
+        *TINY,
+    ]
     assert app.main(argv) == 0
     assert "miou" in capsys.readouterr().out
     assert app.main(["probe", "--data", str(eo_root), "--pretrained", str(pre)]) == 0
@@ -48,10 +78,31 @@ def test_synth_stats_pretrain_finetune_probe(eo_root: Path, tmp_path: Path, caps
 def test_bench_writes_report(eo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WARMSTART_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "bench"
-    argv = ["bench", "--data", str(eo_root), "--out", str(out), "--bench.seeds", "1", "--bench.pretrain_steps", "20",
-            "--bench.finetune_steps", "1", "--bench.batch", "4", "--bench.families", "[mae]", "--bench.corpus_scenes",
-            "2", "--bench.label_fractions", "[0.5,1.0]", "--bench.segmentation", "false", "--bench.probe_chip_size",
-            "16"]  # fmt: skip
+    argv = [
+        "bench",
+        "--data",
+        str(eo_root),
+        "--out",
+        str(out),
+        "--bench.seeds",
+        "1",
+        "--bench.pretrain_steps",
+        "20",
+        "--bench.finetune_steps",
+        "1",
+        "--bench.batch",
+        "4",
+        "--bench.families",
+        "[mae]",
+        "--bench.corpus_scenes",
+        "2",
+        "--bench.label_fractions",
+        "[0.5,1.0]",
+        "--bench.segmentation",
+        "false",
+        "--bench.probe_chip_size",
+        "16",
+    ]
     assert app.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["methods"]) == {"scratch", "mae"}
@@ -112,8 +163,21 @@ def test_demo(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_throughput_runs_both_frameworks(tmp_path: Path) -> None:
-    argv = ["bench", "--kind", "throughput", "--out", str(tmp_path / "tp"), "--throughput.steps", "1",
-            "--throughput.warmup", "1", "--throughput.batch", "2", "--throughput.rounds", "2"]  # fmt: skip
+    argv = [
+        "bench",
+        "--kind",
+        "throughput",
+        "--out",
+        str(tmp_path / "tp"),
+        "--throughput.steps",
+        "1",
+        "--throughput.warmup",
+        "1",
+        "--throughput.batch",
+        "2",
+        "--throughput.rounds",
+        "2",
+    ]
     assert app.main(argv) == 0
     result = json.loads((tmp_path / "tp" / "throughput.json").read_text())
     assert result["ours_images_per_s"] > 0 and result["torchgeo_images_per_s"] > 0

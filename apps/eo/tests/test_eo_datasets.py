@@ -15,8 +15,18 @@ from warmstart_eo.data import DataConfig, compute_stats
 from warmstart_eo.datasets import load_named
 from warmstart_eo.models import load_model
 
-TINY = ["--engine.train.max_steps", "2", "--engine.train.micro_batch_size", "4", "--engine.logging.tensorboard",
-        "false", "--engine.logging.progress", "none", "--engine.checkpoint.save_final", "false"]  # fmt: skip
+TINY = [
+    "--engine.train.max_steps",
+    "2",
+    "--engine.train.micro_batch_size",
+    "4",
+    "--engine.logging.tensorboard",
+    "false",
+    "--engine.logging.progress",
+    "none",
+    "--engine.checkpoint.save_final",
+    "false",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -103,9 +113,24 @@ def test_ssl4eo_pretrains_prithvi_and_unlabelled_data_refuses_finetune(
     roots: dict[str, Path], tmp_path: Path, capsys
 ) -> None:
     pre = tmp_path / "pre"
-    argv = ["pretrain", "--data", "ssl4eo-s12", "--root", str(roots["ssl4eo-s12"]), "--model.family", "prithvi",
-            "--data_config.frames", "4", "--data_config.bands", "[hls]", "--out", str(pre), *TINY,
-            "--engine.train.micro_batch_size", "2"]  # fmt: skip
+    argv = [
+        "pretrain",
+        "--data",
+        "ssl4eo-s12",
+        "--root",
+        str(roots["ssl4eo-s12"]),
+        "--model.family",
+        "prithvi",
+        "--data_config.frames",
+        "4",
+        "--data_config.bands",
+        "[hls]",
+        "--out",
+        str(pre),
+        *TINY,
+        "--engine.train.micro_batch_size",
+        "2",
+    ]
     assert app.main(argv) == 0
     mae = load_model(pre)
     assert mae.config.frames == 4 and mae.config.bands == ["B02", "B03", "B04", "B8A", "B11", "B12"]

@@ -27,8 +27,18 @@ from warmstart_eo.data import (
 )
 from warmstart_eo.models import Classifier, MaskedAutoencoder, ModelConfig, Segmenter, build_mae, load_model
 
-TINY = ["--engine.train.max_steps", "2", "--engine.train.micro_batch_size", "4", "--engine.logging.tensorboard",
-        "false", "--engine.logging.progress", "none", "--engine.checkpoint.save_final", "false"]  # fmt: skip
+TINY = [
+    "--engine.train.max_steps",
+    "2",
+    "--engine.train.micro_batch_size",
+    "4",
+    "--engine.logging.tensorboard",
+    "false",
+    "--engine.logging.progress",
+    "none",
+    "--engine.checkpoint.save_final",
+    "false",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +68,20 @@ def test_unlabelled_folder_probe_and_finetune_exit_2(eo_root: Path, tmp_path: Pa
 def test_segmentation_at_a_chip_size_other_than_the_encoders(eo_root: Path, tmp_path: Path, capsys) -> None:
     # used to crash: 16-px masks against logits resized to the encoder's 32 px
     out = tmp_path / "seg"
-    argv = ["finetune", "--data", str(eo_root), "--task", "segment", "--data_config.chip_size", "16",
-            "--model.family", "mae", "--out", str(out), *TINY]  # fmt: skip
+    argv = [
+        "finetune",
+        "--data",
+        str(eo_root),
+        "--task",
+        "segment",
+        "--data_config.chip_size",
+        "16",
+        "--model.family",
+        "mae",
+        "--out",
+        str(out),
+        *TINY,
+    ]
     assert app.main(argv) == 0
     assert "miou" in capsys.readouterr().out
     model = load_model(out, kind="eo.segmenter")
@@ -181,8 +203,18 @@ def test_a_13_band_satmaepp_finetunes_on_10_bands(eo_root: Path, tmp_path: Path,
     assert len(load_model(pre).encoder.tokens.groups) == 4  # 3 SatMAE++ groups + B01/B09/B10
     ten = "[B02,B03,B04,B05,B06,B07,B08,B8A,B11,B12]"
     out = tmp_path / "ft"
-    argv = ["finetune", "--data", str(eo_root), "--pretrained", str(pre), "--data_config.bands", ten,
-            "--out", str(out), *TINY]  # fmt: skip
+    argv = [
+        "finetune",
+        "--data",
+        str(eo_root),
+        "--pretrained",
+        str(pre),
+        "--data_config.bands",
+        ten,
+        "--out",
+        str(out),
+        *TINY,
+    ]
     assert app.main(argv) == 0
     text = capsys.readouterr().out
     assert "B01" in text and "B10" in text  # the encoder bands the data lacks are reported
@@ -228,8 +260,20 @@ def test_softcon_continues_an_existing_encoder(eo_root: Path, tmp_path: Path) ->
     assert (
         app.main(["pretrain", "--data", str(eo_root), "--model.family", "mae", "--out", str(pre), *TINY]) == 0
     )
-    argv = ["pretrain", "--data", str(eo_root), "--objective", "soft-contrastive", "--init", str(pre),
-            "--data_config.bands", "[B02,B03,B04,B08]", "--out", str(cont), *TINY]  # fmt: skip
+    argv = [
+        "pretrain",
+        "--data",
+        str(eo_root),
+        "--objective",
+        "soft-contrastive",
+        "--init",
+        str(pre),
+        "--data_config.bands",
+        "[B02,B03,B04,B08]",
+        "--out",
+        str(cont),
+        *TINY,
+    ]
     assert app.main(argv) == 0
     start, after = load_model(pre), load_model(cont)
     assert after.config.bands == ["B02", "B03", "B04", "B08"]

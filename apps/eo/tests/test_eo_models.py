@@ -106,8 +106,13 @@ def test_masked_only_prediction_equals_the_full_mae_loss(family: str, norm_pix: 
         model.encoder.embed(x)[0], cfg.mask_ratio, generator=torch.Generator().manual_seed(1)
     )
     tokens, grid = model.encoder.embed(x)
-    kept = torch.gather(tokens, 1, torch.argsort(ids_restore, 1)[:, : int(tokens.shape[1] * 0.25), None]
-                        .expand(-1, -1, tokens.shape[-1]))  # fmt: skip
+    kept = torch.gather(
+        tokens,
+        1,
+        torch.argsort(ids_restore, 1)[:, : int(tokens.shape[1] * 0.25), None].expand(
+            -1, -1, tokens.shape[-1]
+        ),
+    )
     pred = model.decoder_pred[0](model._decode(model.encoder.run(kept), ids_restore, grid))  # all tokens
     reference = mae_loss(pred, model.encoder.tokens.targets(x), mask, norm_pix_loss=norm_pix)
     assert torch.allclose(out["mse"], reference, rtol=1e-5) and torch.equal(out["mask"], mask)

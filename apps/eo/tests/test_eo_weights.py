@@ -153,9 +153,14 @@ class SatMAERef(nn.Module):
 
 def _tiny_vit(in_chans: int = 13, side: int = 4) -> VisionTransformer:
     vit = VisionTransformer(
-        img_size=side * P, patch_size=P, in_chans=in_chans, embed_dim=D, depth=DEPTH, num_heads=HEADS,
+        img_size=side * P,
+        patch_size=P,
+        in_chans=in_chans,
+        embed_dim=D,
+        depth=DEPTH,
+        num_heads=HEADS,
         num_classes=0,
-    )  # fmt: skip
+    )
     _randomize(vit, 3)
     with torch.no_grad():
         vit.pos_embed.copy_(_mae_2d(D, side))  # an MAE-pretrained ViT: fixed [x | y] sin-cos, cls row 0

@@ -13,9 +13,17 @@ from warmstart.hub import read_config
 from warmstart_speech.cli import app
 
 TINY = [
-    "--engine.train.max_steps", "6", "--engine.train.micro_batch_size", "4", "--engine.logging.tensorboard", "false",
-    "--engine.logging.progress", "none", "--engine.checkpoint.save_final", "false",
-]  # fmt: skip
+    "--engine.train.max_steps",
+    "6",
+    "--engine.train.micro_batch_size",
+    "4",
+    "--engine.logging.tensorboard",
+    "false",
+    "--engine.logging.progress",
+    "none",
+    "--engine.checkpoint.save_final",
+    "false",
+]
 
 
 def _one_error_line(capsys: pytest.CaptureFixture, code: int) -> str:
@@ -239,10 +247,27 @@ def test_bench_st_and_throughput(
 ) -> None:
     monkeypatch.setenv("WARMSTART_CACHE", str(tmp_path / "cache"))
     cfg = [
-        "--st.seeds", "2", "--st.mt_steps", "6", "--st.pretrain_steps", "4", "--st.st_steps", "5",
-        "--st.batch_size", "4", "--st.data", str(corpus["train"]), "--st.beam", "1",
-        "--st.model.model_dim", "32", "--st.model.ffn_dim", "64", "--st.model.subsampler_dim", "32",
-    ]  # fmt: skip
+        "--st.seeds",
+        "2",
+        "--st.mt_steps",
+        "6",
+        "--st.pretrain_steps",
+        "4",
+        "--st.st_steps",
+        "5",
+        "--st.batch_size",
+        "4",
+        "--st.data",
+        str(corpus["train"]),
+        "--st.beam",
+        "1",
+        "--st.model.model_dim",
+        "32",
+        "--st.model.ffn_dim",
+        "64",
+        "--st.model.subsampler_dim",
+        "32",
+    ]
     assert app.main(["bench", "--kind", "st", "--out", str(tmp_path / "b"), *cfg]) == 0
     res = json.loads((tmp_path / "b" / "results.json").read_text())
     assert set(res["methods"]) == {"scratch", "ce", "ctc", "ctc+ot"}

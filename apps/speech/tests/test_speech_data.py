@@ -175,7 +175,7 @@ def test_training_survives_bad_rows(
             "32",
             "--out",
             str(manifest.parent / "run"),
-        ]  # fmt: skip
+        ]
     )
     out = capsys.readouterr().out
     assert code == 0 and "skipped" in out and "missing audio file" in out

@@ -29,9 +29,15 @@ from warmstart_speech.stages import quick_engine
 
 TINY = SSLConfig(model_dim=32, ffn_dim=64, conv_dim=32, codebook_entries=16, distractors=10)
 QUIET = [
-    "--engine.logging.tensorboard", "false", "--engine.logging.progress", "none",
-    "--engine.checkpoint.save_final", "false", "--engine.train.micro_batch_size", "4",
-]  # fmt: skip
+    "--engine.logging.tensorboard",
+    "false",
+    "--engine.logging.progress",
+    "none",
+    "--engine.checkpoint.save_final",
+    "false",
+    "--engine.train.micro_batch_size",
+    "4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +153,7 @@ def test_cli_continue_ssl_then_ctc(corpus: dict[str, Path], tmp_path: Path) -> N
             "--engine.train.max_steps",
             "4",
             *QUIET,
-        ]  # fmt: skip
+        ]
     )
     assert code == 0
     meta = json.loads((tmp_path / "c" / "config.json").read_text())
@@ -166,7 +172,7 @@ def test_cli_continue_ssl_then_ctc(corpus: dict[str, Path], tmp_path: Path) -> N
             "--engine.train.max_steps",
             "3",
             *QUIET,
-        ]  # fmt: skip
+        ]
     )
     assert (
         code == 0 and json.loads((tmp_path / "f" / "config.json").read_text())["warmstart_kind"] == CTC_KIND
@@ -180,10 +186,31 @@ def test_cli_continue_ssl_then_ctc(corpus: dict[str, Path], tmp_path: Path) -> N
 @pytest.mark.slow
 def test_bench_ssl(tmp_path: Path) -> None:
     cfg = [
-        "--ssl.seeds", "1", "--ssl.n_a", "8", "--ssl.n_b", "8", "--ssl.n_labelled", "8", "--ssl.n_test", "4",
-        "--ssl.a_steps", "2", "--ssl.continue_steps", "2", "--ssl.ctc_steps", "2", "--ssl.batch_size", "4",
-        "--ssl.model.model_dim", "32", "--ssl.model.conv_dim", "32", "--ssl.model.ffn_dim", "64",
-    ]  # fmt: skip
+        "--ssl.seeds",
+        "1",
+        "--ssl.n_a",
+        "8",
+        "--ssl.n_b",
+        "8",
+        "--ssl.n_labelled",
+        "8",
+        "--ssl.n_test",
+        "4",
+        "--ssl.a_steps",
+        "2",
+        "--ssl.continue_steps",
+        "2",
+        "--ssl.ctc_steps",
+        "2",
+        "--ssl.batch_size",
+        "4",
+        "--ssl.model.model_dim",
+        "32",
+        "--ssl.model.conv_dim",
+        "32",
+        "--ssl.model.ffn_dim",
+        "64",
+    ]
     assert app.main(["bench", "--kind", "ssl", "--out", str(tmp_path / "b"), *cfg]) == 0
     res = json.loads((tmp_path / "b" / "results.json").read_text())
     assert set(res["methods"]) == {"scratch", "A", "A+ssl-A", "A+ssl-B"}

@@ -73,9 +73,14 @@ def run_splat_bench(config: SplatBenchConfig, out_dir: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in config.seeds:
             folder = make_scene(
-                Path(tmp) / f"scene-{seed}", config.n_train, config.n_test, config.size, config.size, seed=seed,
+                Path(tmp) / f"scene-{seed}",
+                config.n_train,
+                config.n_test,
+                config.size,
+                config.size,
+                seed=seed,
                 n_per_object=config.objects_gaussians,
-            )  # fmt: skip
+            )
             scene = load_scene(folder)
             truth = scene.viewmats
             base = InstantSplatConfig(n_points=config.n_points, align_steps=config.align_steps)
@@ -115,7 +120,7 @@ def run_splat_bench(config: SplatBenchConfig, out_dir: Path) -> dict[str, Any]:
             f"Every arm: {config.steps} steps of joint Gaussian + pose optimisation (0.8·L1 + 0.2·(1−SSIM), no "
             f"densification) and {config.align_steps} steps of test-time pose alignment; ATE after a similarity "
             "alignment to the true trajectory. CPU reference rasterizer."
-        ),  # fmt: skip
+        ),
         config={**asdict(config), "views_posed_by_matching": posed},
     )
     return {"report": report, "psnr": psnr, "extra": extra}

@@ -227,9 +227,14 @@ def splats_make(
     from warmstart_3d.splat_dataset import make_splat_dataset
 
     index = make_splat_dataset(
-        out, per_class=per_class, classes=classes, n_gaussians=n_gaussians, fit_steps=fit_steps, seed=seed,
+        out,
+        per_class=per_class,
+        classes=classes,
+        n_gaussians=n_gaussians,
+        fit_steps=fit_steps,
+        seed=seed,
         rotate=rotate,
-    )  # fmt: skip
+    )
     _print("splat dataset", {"index": str(index), "objects": sum(1 for _ in index.open())})
 
 
@@ -281,9 +286,20 @@ def gmae(
     from warmstart_3d.gmae_pipeline import run_gmae
 
     results = run_gmae(
-        Path(data), model, n_points, pretrain_steps, finetune_steps, test_fraction, batch_size, seed, task,
-        partseg_lr, dataset, on_bad_file, lambda: run.open(out=out)[0],
-    )  # fmt: skip
+        Path(data),
+        model,
+        n_points,
+        pretrain_steps,
+        finetune_steps,
+        test_fraction,
+        batch_size,
+        seed,
+        task,
+        partseg_lr,
+        dataset,
+        on_bad_file,
+        lambda: run.open(out=out)[0],
+    )
     title = "gaussian-mae part segmentation" if task == "partseg" else "gaussian-mae"
     _print(title, results)
     return results
@@ -421,9 +437,20 @@ def clip2point_eval(
     from warmstart_3d.fewshot import evaluate_clouds
 
     results = evaluate_clouds(
-        checkpoint, clip, depth, data, classes, prompt, shots, per_class, test_per_class, n_points, fewshot, seed,
+        checkpoint,
+        clip,
+        depth,
+        data,
+        classes,
+        prompt,
+        shots,
+        per_class,
+        test_per_class,
+        n_points,
+        fewshot,
+        seed,
         lambda: run.open(out=out)[0],
-    )  # fmt: skip
+    )
     _print("clip2point eval", {k: v for k, v in results.items() if k != "classes"})
     return results
 
@@ -510,7 +537,7 @@ def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
             "ate_initial": results["ate_initial"],
             "seconds": time.perf_counter() - start,
             "run_dir": str(run_dir),
-        },  # fmt: skip
+        },
     )
 
 

@@ -99,15 +99,24 @@ def shape_pairs(
             colours.append(col)
             labels.append(label)
     p, nrm, col = torch.stack(points), torch.stack(normals), torch.stack(colours)
-    images = torch.cat([render_shaded(p[i : i + 64], nrm[i : i + 64], col[i : i + 64], size, densify)
-                        for i in range(0, len(p), 64)])  # fmt: skip
+    images = torch.cat(
+        [
+            render_shaded(p[i : i + 64], nrm[i : i + 64], col[i : i + 64], size, densify)
+            for i in range(0, len(p), 64)
+        ]
+    )
     return p[:, :n_points].contiguous(), images, torch.tensor(labels)
 
 
 def load_eval_set(
-    data: Path | None, classes: list[str] | None, per_class: int, n_points: int, seed: int,
-    split: Literal["train", "test", "all"] = "all", on_bad_file: Literal["fail", "skip"] = "fail",
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:  # fmt: skip
+    data: Path | None,
+    classes: list[str] | None,
+    per_class: int,
+    n_points: int,
+    seed: int,
+    split: Literal["train", "test", "all"] = "all",
+    on_bad_file: Literal["fail", "skip"] = "fail",
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Clouds (M, n_points, 3) in the unit sphere, labels (M,), class names.
 
     ``data``: None (procedural shapes) or a dataset root in any layout :func:`warmstart_3d.datasets.
@@ -283,8 +292,12 @@ class CLIP2Point(nn.Module):
         loss_depth = nt_xent(feats[:, 0], feats[:, 1], self.temperature)
         loss_image = nt_xent(feats.mean(1), image_feat, self.temperature)
         loss = loss_image + loss_depth / self.weight**2 + torch.log(self.weight + 1)
-        return loss, {"samples": b, "loss_image": float(loss_image.detach()), "loss_depth": float(loss_depth.detach()),
-                      "w": float(self.weight.detach())}  # fmt: skip
+        return loss, {
+            "samples": b,
+            "loss_image": float(loss_image.detach()),
+            "loss_depth": float(loss_depth.detach()),
+            "w": float(self.weight.detach()),
+        }
 
 
 class ImageDepthTask:
@@ -357,17 +370,22 @@ DEPTH_KIND = "3d.clip2point-depth"
 
 
 def save_depth_encoder(
-    model: CLIP2Point, clip: ClipSpec, depth: DepthConfig, folder: Path, extra: dict,
+    model: CLIP2Point,
+    clip: ClipSpec,
+    depth: DepthConfig,
+    folder: Path,
+    extra: dict,
     metrics: dict | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """The depth encoder in the core's model format at ``folder/depth_encoder`` (config names the CLIP model and
     the depth rendering, so clip2point-eval rebuilds it from the folder alone)."""
     from warmstart.hub import ModelCard, save_model
 
     card = ModelCard(
         title=f"CLIP2Point depth encoder ({clip.model}, init {extra.get('init', 'clip')})",
-        paper="CLIP2Point (arXiv 2210.01055)", metrics=dict(metrics or {}),
-    )  # fmt: skip
+        paper="CLIP2Point (arXiv 2210.01055)",
+        metrics=dict(metrics or {}),
+    )
     config = {"clip": asdict(clip), "depth": asdict(depth)}
     return save_model(
         model.depth_encoder, folder / "depth_encoder", kind=DEPTH_KIND, config=config, card=card, extra=extra

@@ -25,9 +25,15 @@ from warmstart.objectives import info_nce
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 TEMPLATES = [
-    "image of a {}", "a photo of a {}", "a rendering of a {}", "a 3d model of a {}", "a {} shape",
-    "a striped {}", "a picture of the {}", "a small {}",
-]  # fmt: skip
+    "image of a {}",
+    "a photo of a {}",
+    "a rendering of a {}",
+    "a 3d model of a {}",
+    "a {} shape",
+    "a striped {}",
+    "a picture of the {}",
+    "a small {}",
+]
 PROMPT = "image of a {}"
 
 
@@ -55,11 +61,21 @@ class TinyCLIPConfig:
     def model_cfg(self) -> dict[str, Any]:
         return {
             "embed_dim": self.embed_dim,
-            "vision_cfg": {"image_size": self.image_size, "layers": self.layers, "width": self.width,
-                           "head_width": 16, "patch_size": self.patch_size},
-            "text_cfg": {"context_length": self.context_length, "vocab_size": 49408, "width": self.text_width,
-                         "heads": max(1, self.text_width // 16), "layers": self.text_layers},
-        }  # fmt: skip
+            "vision_cfg": {
+                "image_size": self.image_size,
+                "layers": self.layers,
+                "width": self.width,
+                "head_width": 16,
+                "patch_size": self.patch_size,
+            },
+            "text_cfg": {
+                "context_length": self.context_length,
+                "vocab_size": 49408,
+                "width": self.text_width,
+                "heads": max(1, self.text_width // 16),
+                "layers": self.text_layers,
+            },
+        }
 
 
 @dataclass

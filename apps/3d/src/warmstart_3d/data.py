@@ -40,11 +40,19 @@ COMPOSITE_CLASSES = ["lamp", "table", "chair", "mug"]
 dataset, bench and seed stays as it was)."""
 ALL_CLASSES = SHAPE_CLASSES + COMPOSITE_CLASSES
 PART_NAMES: dict[str, list[str]] = {
-    "sphere": ["surface"], "cube": ["surface"], "octahedron": ["surface"], "cylinder": ["side", "cap"],
-    "capsule": ["body", "cap"], "cone": ["side", "base"], "torus": ["outer", "inner"], "pyramid": ["base", "side"],
-    "lamp": ["base", "stem", "shade"], "table": ["top", "leg"], "chair": ["seat", "back", "leg"],
+    "sphere": ["surface"],
+    "cube": ["surface"],
+    "octahedron": ["surface"],
+    "cylinder": ["side", "cap"],
+    "capsule": ["body", "cap"],
+    "cone": ["side", "base"],
+    "torus": ["outer", "inner"],
+    "pyramid": ["base", "side"],
+    "lamp": ["base", "stem", "shade"],
+    "table": ["top", "leg"],
+    "chair": ["seat", "back", "leg"],
     "mug": ["body", "handle"],
-}  # fmt: skip
+}
 """Part names per class (ShapeNetPart-style: each category has its own parts; labels index this list).
 Basic shapes with no distinguishable parts under rotation (sphere, cube, octahedron) have one part."""
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -54,8 +62,20 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 def _mesh(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if name == "cube":
         v = torch.tensor([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=torch.float32)
-        f = [[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-             [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]]  # fmt: skip
+        f = [
+            [0, 1, 3],
+            [0, 3, 2],
+            [4, 6, 7],
+            [4, 7, 5],
+            [0, 4, 5],
+            [0, 5, 1],
+            [2, 3, 7],
+            [2, 7, 6],
+            [0, 2, 6],
+            [0, 6, 4],
+            [1, 5, 7],
+            [1, 7, 3],
+        ]
         return v * 0.7, torch.tensor(f)
     if name == "pyramid":
         v = torch.tensor([[-1, -1, -0.8], [1, -1, -0.8], [1, 1, -0.8], [-1, 1, -0.8], [0, 0, 1.0]])
@@ -94,8 +114,20 @@ def sample_mesh(
     return (points, normals, face) if return_faces else (points, normals)
 
 
-_BOX_FACES = [[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-              [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]]  # fmt: skip
+_BOX_FACES = [
+    [0, 1, 3],
+    [0, 3, 2],
+    [4, 6, 7],
+    [4, 7, 5],
+    [0, 4, 5],
+    [0, 5, 1],
+    [2, 3, 7],
+    [2, 7, 6],
+    [0, 2, 6],
+    [0, 6, 4],
+    [1, 5, 7],
+    [1, 7, 3],
+]
 
 
 def _box(centre: tuple, half: tuple, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,26 +187,48 @@ def _composite(name: str, n: int, g: torch.Generator) -> tuple[torch.Tensor, tor
     """A multi-part object from primitives: points spread over the parts by area, then shuffled."""
     prims: list[tuple[int, float, object]] = []  # (part, area, sampler(count) -> (points, normals))
     if name == "lamp":
-        prims += [(0, 2 * math.pi * 0.45 * 0.08, lambda k: _frustum(-0.79, 0.45, -0.71, 0.45, k, g)),
-                  (0, math.pi * 0.45**2, lambda k: _disc(-0.71, 0.45, k, g, 1.0)),
-                  (0, math.pi * 0.45**2, lambda k: _disc(-0.79, 0.45, k, g, -1.0)),
-                  (1, 2 * math.pi * 0.05 * 1.0, lambda k: _frustum(-0.71, 0.05, 0.29, 0.05, k, g)),
-                  (2, math.pi * (0.55 + 0.22) * math.hypot(0.33, 0.55), lambda k: _frustum(0.2, 0.55, 0.75, 0.22, k, g))]  # fmt: skip
+        prims += [
+            (0, 2 * math.pi * 0.45 * 0.08, lambda k: _frustum(-0.79, 0.45, -0.71, 0.45, k, g)),
+            (0, math.pi * 0.45**2, lambda k: _disc(-0.71, 0.45, k, g, 1.0)),
+            (0, math.pi * 0.45**2, lambda k: _disc(-0.79, 0.45, k, g, -1.0)),
+            (1, 2 * math.pi * 0.05 * 1.0, lambda k: _frustum(-0.71, 0.05, 0.29, 0.05, k, g)),
+            (
+                2,
+                math.pi * (0.55 + 0.22) * math.hypot(0.33, 0.55),
+                lambda k: _frustum(0.2, 0.55, 0.75, 0.22, k, g),
+            ),
+        ]
     elif name == "table":
         prims.append((0, _box_area((0.9, 0.55, 0.05)), lambda k: _box((0, 0, 0.45), (0.9, 0.55, 0.05), k, g)))
         for x in (-0.8, 0.8):
             for y in (-0.45, 0.45):
-                prims.append((1, _box_area((0.05, 0.05, 0.4)), lambda k, x=x, y=y: _box((x, y, 0.0), (0.05, 0.05, 0.4), k, g)))  # fmt: skip
+                prims.append(
+                    (
+                        1,
+                        _box_area((0.05, 0.05, 0.4)),
+                        lambda k, x=x, y=y: _box((x, y, 0.0), (0.05, 0.05, 0.4), k, g),
+                    )
+                )
     elif name == "chair":
-        prims += [(0, _box_area((0.45, 0.45, 0.05)), lambda k: _box((0, 0, 0), (0.45, 0.45, 0.05), k, g)),
-                  (1, _box_area((0.45, 0.04, 0.45)), lambda k: _box((0, -0.41, 0.5), (0.45, 0.04, 0.45), k, g))]  # fmt: skip
+        prims += [
+            (0, _box_area((0.45, 0.45, 0.05)), lambda k: _box((0, 0, 0), (0.45, 0.45, 0.05), k, g)),
+            (1, _box_area((0.45, 0.04, 0.45)), lambda k: _box((0, -0.41, 0.5), (0.45, 0.04, 0.45), k, g)),
+        ]
         for x in (-0.4, 0.4):
             for y in (-0.4, 0.4):
-                prims.append((2, _box_area((0.04, 0.04, 0.3)), lambda k, x=x, y=y: _box((x, y, -0.35), (0.04, 0.04, 0.3), k, g)))  # fmt: skip
+                prims.append(
+                    (
+                        2,
+                        _box_area((0.04, 0.04, 0.3)),
+                        lambda k, x=x, y=y: _box((x, y, -0.35), (0.04, 0.04, 0.3), k, g),
+                    )
+                )
     elif name == "mug":
-        prims += [(0, 2 * math.pi * 0.45 * 1.0, lambda k: _frustum(-0.5, 0.45, 0.5, 0.45, k, g)),
-                  (0, math.pi * 0.45**2, lambda k: _disc(-0.5, 0.45, k, g, -1.0)),
-                  (1, 2 * math.pi**2 * 0.28 * 0.06, lambda k: _half_torus((0.45, 0, 0), 0.28, 0.06, k, g))]  # fmt: skip
+        prims += [
+            (0, 2 * math.pi * 0.45 * 1.0, lambda k: _frustum(-0.5, 0.45, 0.5, 0.45, k, g)),
+            (0, math.pi * 0.45**2, lambda k: _disc(-0.5, 0.45, k, g, -1.0)),
+            (1, 2 * math.pi**2 * 0.28 * 0.06, lambda k: _half_torus((0.45, 0, 0), 0.28, 0.06, k, g)),
+        ]
     else:
         raise DataError(f"unknown composite class {name!r}; known: {', '.join(COMPOSITE_CLASSES)}")
     areas = torch.tensor([a for _, a, _ in prims])
@@ -374,8 +428,12 @@ def scene_gaussians(
     checker = ((torch.floor(floor[:, 0] * 3) + torch.floor(floor[:, 1] * 3)) % 2)[:, None]
     col = checker * torch.tensor([0.85, 0.8, 0.7]) + (1 - checker) * torch.tensor([0.35, 0.4, 0.5])
     parts.append(surface_gaussians(floor, torch.tensor([0.0, 0, 1]).expand(m, 3), col, math.pi * 1.4**2))
-    merged = Gaussians(*(torch.cat([getattr(p, k) for p in parts]) for k in
-                         ("means", "quats", "log_scales", "opacity_logits", "sh")))  # fmt: skip
+    merged = Gaussians(
+        *(
+            torch.cat([getattr(p, k) for p in parts])
+            for k in ("means", "quats", "log_scales", "opacity_logits", "sh")
+        )
+    )
     return merged, labels
 
 
@@ -391,8 +449,13 @@ def orbit_cameras(
     for i in range(n_views):
         azimuth = math.radians(start_deg + arc_deg * (i / max(n_views - 1, 1) - 0.5))
         elev = math.radians(elevation_deg)
-        eye = torch.tensor([radius * math.cos(elev) * math.cos(azimuth), radius * math.cos(elev) * math.sin(azimuth),
-                            radius * math.sin(elev)])  # fmt: skip
+        eye = torch.tensor(
+            [
+                radius * math.cos(elev) * math.cos(azimuth),
+                radius * math.cos(elev) * math.sin(azimuth),
+                radius * math.sin(elev),
+            ]
+        )
         views.append(look_at(eye, torch.tensor([0.0, 0.0, 0.3])))
     return torch.stack(views)
 
@@ -410,9 +473,17 @@ def render_scene(
 
     with torch.no_grad():
         out = rasterize(
-            gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.sh, viewmats,
-            K.expand(len(viewmats), 3, 3), width, height, backgrounds=torch.full((len(viewmats), 3), background),
-        )  # fmt: skip
+            gaussians.means,
+            gaussians.quats,
+            gaussians.scales,
+            gaussians.opacities,
+            gaussians.sh,
+            viewmats,
+            K.expand(len(viewmats), 3, 3),
+            width,
+            height,
+            backgrounds=torch.full((len(viewmats), 3), background),
+        )
     alpha = out.alphas[..., 0]
     depth = torch.where(alpha > 0.5, out.depths[..., 0] / alpha.clamp_min(1e-6), torch.zeros_like(alpha))
     return out.colors.clamp(0, 1), depth
@@ -463,9 +534,13 @@ def make_scene(
 
 
 def write_scene_folder(
-    out: Path, images: torch.Tensor, Ks: torch.Tensor, viewmats: torch.Tensor | None, names: list[str],
+    out: Path,
+    images: torch.Tensor,
+    Ks: torch.Tensor,
+    viewmats: torch.Tensor | None,
+    names: list[str],
     depths: torch.Tensor | None = None,
-) -> None:  # fmt: skip
+) -> None:
     from PIL import Image
 
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -547,8 +622,11 @@ def load_scene(folder: str | Path, *, fov_deg: float = 60.0) -> Scene:
         raise DataError(f"{folder}: no such scene folder")
     image_dir = folder / "images" if (folder / "images").is_dir() else folder
     files = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    others = sorted(p.name for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
-                    and image_dir != folder)  # fmt: skip
+    others = sorted(
+        p.name
+        for p in image_dir.iterdir()
+        if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and image_dir != folder
+    )
     if others:
         raise DataError(
             f"{image_dir}: non-image files {', '.join(others[:3])}; keep only .png/.jpg images there"

@@ -33,9 +33,22 @@ log = logging.getLogger(__name__)
 DatasetName = Literal["auto", "modelnet40", "scanobjectnn", "shapenetpart", "shapesplat", "folder"]
 OnBadFile = Literal["fail", "skip"]
 SCANOBJECTNN_CLASSES = [
-    "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table", "bed", "pillow",
-    "sink", "sofa", "toilet",
-]  # fmt: skip
+    "bag",
+    "bin",
+    "box",
+    "cabinet",
+    "chair",
+    "desk",
+    "display",
+    "door",
+    "shelf",
+    "table",
+    "bed",
+    "pillow",
+    "sink",
+    "sofa",
+    "toilet",
+]
 """The published names of ScanObjectNN's 15 labels (the h5 files hold only the indices)."""
 
 
@@ -153,9 +166,16 @@ class _Reader:
         if self.skipped:
             log.warning("%d file(s) skipped under on_bad_file=skip", len(self.skipped))
         return ShapeSet(
-            torch.stack(self.points), labels, names, self.files,
-            torch.stack(self.parts) if self.parts else None, None, self.splats or None, self.skipped, layout,
-        )  # fmt: skip
+            torch.stack(self.points),
+            labels,
+            names,
+            self.files,
+            torch.stack(self.parts) if self.parts else None,
+            None,
+            self.splats or None,
+            self.skipped,
+            layout,
+        )
 
 
 def _shape_files(folder: Path) -> list[Path]:

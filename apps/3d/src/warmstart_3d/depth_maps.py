@@ -223,9 +223,13 @@ def depth_images(
 
 
 def render_shaded(
-    points: torch.Tensor, normals: torch.Tensor, colours: torch.Tensor, size: int, densify: int = 1,
+    points: torch.Tensor,
+    normals: torch.Tensor,
+    colours: torch.Tensor,
+    size: int,
+    densify: int = 1,
     radius: float | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """RGB images (B, 3, H, W) of coloured, Lambert-shaded surface points seen from the identity view.
 
     The stand-in for the paper's rendered mesh images: the same orthographic camera and disc splats as

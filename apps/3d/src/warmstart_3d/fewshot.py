@@ -31,9 +31,15 @@ from warmstart_3d.training import fit_tensors
 
 @torch.no_grad()
 def view_features(
-    encoder: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], points: torch.Tensor, views: str,
-    depth: DepthConfig, size: int, batch: int = 64,
-) -> torch.Tensor:  # fmt: skip
+    encoder: nn.Module,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    points: torch.Tensor,
+    views: str,
+    depth: DepthConfig,
+    size: int,
+    batch: int = 64,
+) -> torch.Tensor:
     """Raw encoder features (B, V, D) of each cloud's depth maps from a view set."""
     encoder = encoder.eval()
     m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
@@ -58,9 +64,13 @@ class ViewAdapter(nn.Module):
         self.fusion = nn.Parameter(torch.full((views,), fusion_init))
         self.norm = nn.BatchNorm1d(dim)
         self.mlp = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(views * dim, dim), nn.BatchNorm1d(dim), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(dim, dim),
-        )  # fmt: skip
+            nn.Dropout(dropout),
+            nn.Linear(views * dim, dim),
+            nn.BatchNorm1d(dim),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim, dim),
+        )
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, V, D) → (B, D)
         b, v, d = feats.shape
@@ -81,9 +91,11 @@ class DualPathAdapter(nn.Module):
 
 
 def adapter_logits(
-    model: DualPathAdapter, paths: list[torch.Tensor] | tuple[torch.Tensor, ...], text: torch.Tensor,
+    model: DualPathAdapter,
+    paths: list[torch.Tensor] | tuple[torch.Tensor, ...],
+    text: torch.Tensor,
     zero_shot_weight: float = 0.0,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Cosine logits (B, C) of the adapted feature, plus ``zero_shot_weight`` × the first path's zero-shot
     logits (per-view cosines averaged over the views; 0 = the paper's adapter alone)."""
     logits = model(*paths) @ text.T
@@ -128,9 +140,14 @@ class FewShotConfig:
 
 
 def few_shot_accuracy(
-    train: list[torch.Tensor], train_labels: torch.Tensor, test: list[torch.Tensor], test_labels: torch.Tensor,
-    text: torch.Tensor, config: FewShotConfig, seed: int,
-) -> float:  # fmt: skip
+    train: list[torch.Tensor],
+    train_labels: torch.Tensor,
+    test: list[torch.Tensor],
+    test_labels: torch.Tensor,
+    text: torch.Tensor,
+    config: FewShotConfig,
+    seed: int,
+) -> float:
     """Train a (dual-)path adapter on cached frozen view features (one (B, V, D) tensor per path), test it."""
     torch.manual_seed(seed)
     model = DualPathAdapter(len(train), train[0].shape[1], train[0].shape[2])
@@ -174,9 +191,15 @@ class SelectorFewShot(nn.Module):
     """Frozen encoders + :class:`ViewSelector` + :class:`DualPathAdapter`, rendering inside the forward."""
 
     def __init__(
-        self, encoders: list[nn.Module], mean: tuple[float, ...], std: tuple[float, ...], depth: DepthConfig,
-        size: int, dim: int, views: str = "ten",
-    ) -> None:  # fmt: skip
+        self,
+        encoders: list[nn.Module],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        depth: DepthConfig,
+        size: int,
+        dim: int,
+        views: str = "ten",
+    ) -> None:
         super().__init__()
         self.encoders = nn.ModuleList(copy.deepcopy(e).float().requires_grad_(False).eval() for e in encoders)
         self.selector = ViewSelector(views)
@@ -216,10 +239,17 @@ class _SelectorTask:
 
 
 def few_shot_accuracy_learned_views(
-    encoders: list[nn.Module], clip: LoadedCLIP, depth: DepthConfig, train_points: torch.Tensor,
-    train_labels: torch.Tensor, test_points: torch.Tensor, test_labels: torch.Tensor, text: torch.Tensor,
-    config: FewShotConfig, seed: int,
-) -> tuple[float, SelectorFewShot]:  # fmt: skip
+    encoders: list[nn.Module],
+    clip: LoadedCLIP,
+    depth: DepthConfig,
+    train_points: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_points: torch.Tensor,
+    test_labels: torch.Tensor,
+    text: torch.Tensor,
+    config: FewShotConfig,
+    seed: int,
+) -> tuple[float, SelectorFewShot]:
     """Dual-Path Adapter with the learned view selector, trained end to end through the depth renderer (the
     encoders stay frozen); returns test accuracy and the trained model."""
     torch.manual_seed(seed)
@@ -250,9 +280,12 @@ def sample_shots(labels: torch.Tensor, shots: int, generator: torch.Generator) -
 
 
 def split_indices(
-    labels: torch.Tensor, test_per_class: int, generator: torch.Generator, shots: int = 0,
+    labels: torch.Tensor,
+    test_per_class: int,
+    generator: torch.Generator,
+    shots: int = 0,
     names: list[str] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(train pool, test) indices with ``test_per_class`` test examples of every class, checked: each class
     needs ``shots + test_per_class`` clouds (one line naming the first that has fewer)."""
     counts = torch.bincount(labels, minlength=len(names) if names else 0)
@@ -270,10 +303,20 @@ def split_indices(
 
 
 def evaluate_clouds(
-    checkpoint: Path | None, clip: Any, depth: DepthConfig, data: Path | None, classes: list[str] | None,
-    prompt: str, shots: int, per_class: int, test_per_class: int, n_points: int, fewshot: FewShotConfig,
-    seed: int, open_run: Callable[[], Path],
-) -> dict:  # fmt: skip
+    checkpoint: Path | None,
+    clip: Any,
+    depth: DepthConfig,
+    data: Path | None,
+    classes: list[str] | None,
+    prompt: str,
+    shots: int,
+    per_class: int,
+    test_per_class: int,
+    n_points: int,
+    fewshot: FewShotConfig,
+    seed: int,
+    open_run: Callable[[], Path],
+) -> dict:
     """The ``clip2point-eval`` pipeline: load clouds and CLIP, split (checked, before anything is written),
     zero-shot (6 views) or few-shot (10 views, Dual-Path Adapter) accuracy, ``results.json``."""
     import json
@@ -307,8 +350,12 @@ def evaluate_clouds(
     def feats(encoder: object, views: str) -> torch.Tensor:  # (B, V, D)
         return view_features(encoder, loaded.mean, loaded.std, points, views, depth, loaded.image_size)
 
-    results: dict = {"method": "CLIP2Point" if checkpoint is not None else "PointCLIP-style", "shots": shots,
-                     "classes": names, "n_clouds": len(labels)}  # fmt: skip
+    results: dict = {
+        "method": "CLIP2Point" if checkpoint is not None else "PointCLIP-style",
+        "shots": shots,
+        "classes": names,
+        "n_clouds": len(labels),
+    }
     if shots == 0:
         six = feats(encoders[0], "six")
         results["accuracy"] = zero_shot_accuracy(six, text, labels)
@@ -323,9 +370,17 @@ def evaluate_clouds(
             from warmstart_3d.clip2point import few_shot_accuracy_learned_views
 
             results["accuracy"], selector = few_shot_accuracy_learned_views(
-                encoders, loaded, depth, points[picked], labels[picked], points[test], labels[test], text,
-                fewshot, seed,
-            )  # fmt: skip
+                encoders,
+                loaded,
+                depth,
+                points[picked],
+                labels[picked],
+                points[test],
+                labels[test],
+                text,
+                fewshot,
+                seed,
+            )
             with torch.no_grad():
                 elev, azim = selector.selector(points[test])
             results["learned_view_shift_deg"] = float(

@@ -38,12 +38,18 @@ def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
     w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
     return torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
-    ).reshape(q.shape[:-1] + (3, 3))  # fmt: skip
+    ).reshape(q.shape[:-1] + (3, 3))
 
 
 def rotmat_to_quat(rot: torch.Tensor) -> torch.Tensor:
@@ -90,11 +96,16 @@ def rotmat_to_quat(rot: torch.Tensor) -> torch.Tensor:
             ),
         ],
         dim=-2,
-    )  # fmt: skip  (..., 4, 4)
+    )  # (..., 4, 4)
     diag = torch.stack(
-        [trace, m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], m[..., 1, 1] - m[..., 0, 0] - m[..., 2, 2],
-         m[..., 2, 2] - m[..., 0, 0] - m[..., 1, 1]], -1,
-    )  # fmt: skip
+        [
+            trace,
+            m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+            m[..., 1, 1] - m[..., 0, 0] - m[..., 2, 2],
+            m[..., 2, 2] - m[..., 0, 0] - m[..., 1, 1],
+        ],
+        -1,
+    )
     best = diag.argmax(dim=-1)
     q = torch.gather(candidates, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
     q = F.normalize(q, dim=-1)

@@ -84,8 +84,11 @@ def group(features: torch.Tensor, n_groups: int, group_size: int) -> tuple[torch
     centre_idx = farthest_point_sample(xyz, n_groups)  # (B, G)
     centres = torch.gather(xyz, 1, centre_idx.unsqueeze(-1).expand(-1, -1, 3))
     knn = torch.cdist(centres, xyz).topk(group_size, largest=False).indices  # (B, G, K)
-    groups = torch.gather(features.unsqueeze(1).expand(-1, n_groups, -1, -1), 2,
-                          knn.unsqueeze(-1).expand(-1, -1, -1, features.shape[-1])).clone()  # fmt: skip
+    groups = torch.gather(
+        features.unsqueeze(1).expand(-1, n_groups, -1, -1),
+        2,
+        knn.unsqueeze(-1).expand(-1, -1, -1, features.shape[-1]),
+    ).clone()
     groups[..., :3] = groups[..., :3] - centres.unsqueeze(2)
     return centres, groups
 
@@ -318,15 +321,23 @@ def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)
     return torch.stack(
-        [aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-         aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1,
-    )  # fmt: skip
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        -1,
+    )
 
 
 def augment(
-    features: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.8, 1.25),
-    shift: float = 0.1, rotate: bool = True,
-) -> torch.Tensor:  # fmt: skip
+    features: torch.Tensor,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.8, 1.25),
+    shift: float = 0.1,
+    rotate: bool = True,
+) -> torch.Tensor:
     """Random similarity per object of (B, N, 14) Gaussian features, applied to every attribute it moves.
 
     A rotation about the up axis turns the centres *and* the quaternions (q' = q_R ⊗ q), an isotropic scale

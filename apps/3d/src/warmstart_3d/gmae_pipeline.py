@@ -23,10 +23,20 @@ from warmstart_3d.splat_dataset import read_splat_dataset
 
 
 def run_gmae(
-    data: Path, model: GMAEConfig, n_points: int, pretrain_steps: int, finetune_steps: int, test_fraction: float,
-    batch_size: int, seed: int, task: str, partseg_lr: float, dataset: DatasetName, on_bad_file: OnBadFile,
+    data: Path,
+    model: GMAEConfig,
+    n_points: int,
+    pretrain_steps: int,
+    finetune_steps: int,
+    test_fraction: float,
+    batch_size: int,
+    seed: int,
+    task: str,
+    partseg_lr: float,
+    dataset: DatasetName,
+    on_bad_file: OnBadFile,
     open_run: Callable[[], Path],
-) -> dict:  # fmt: skip
+) -> dict:
     """Load, split, pretrain, fine-tune, save; ``open_run()`` makes the run directory once the data is read."""
     from warmstart_3d.datasets import detect_layout, load_shape_set
 
@@ -43,9 +53,13 @@ def run_gmae(
                 "--task classify, or a splats-make dataset"
             )
         shapes = load_shape_set(
-            folder, n_points=n_points, name=layout, on_bad_file=on_bad_file, seed=seed,
+            folder,
+            n_points=n_points,
+            name=layout,
+            on_bad_file=on_bad_file,
+            seed=seed,
             min_points=max(model.n_groups, model.group_size),
-        )  # fmt: skip
+        )
         points, labels, classes, skipped = shapes.points, shapes.labels, shapes.classes, len(shapes.skipped)
         features = torch.cat(
             [points, points.new_zeros(*points.shape[:2], 11)], dim=-1
@@ -54,8 +68,21 @@ def run_gmae(
     else:
         splats, labels, classes = read_splat_dataset(data)
         if task == "partseg":
-            return run_gmae_partseg(data, splats, labels, classes, model, n_points, pretrain_steps, finetune_steps,
-                                 test_fraction, batch_size, seed, partseg_lr, open_run())  # fmt: skip
+            return run_gmae_partseg(
+                data,
+                splats,
+                labels,
+                classes,
+                model,
+                n_points,
+                pretrain_steps,
+                finetune_steps,
+                test_fraction,
+                batch_size,
+                seed,
+                partseg_lr,
+                open_run(),
+            )
         run_dir = open_run()
         features = splat_features(splats, n_points, g)
     order = torch.randperm(len(labels), generator=g)
@@ -71,9 +98,11 @@ def run_gmae(
 
     net.model_card = ModelCard(
         title=f"Gaussian-MAE classifier ({', '.join(model.attributes)}; {len(classes)} classes)",
-        paper="ShapeSplat / Gaussian-MAE (arXiv 2408.10906)", data=str(data),
-        metrics={"test_accuracy": acc}, training={"pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps},
-    )  # fmt: skip
+        paper="ShapeSplat / Gaussian-MAE (arXiv 2408.10906)",
+        data=str(data),
+        metrics={"test_accuracy": acc},
+        training={"pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps},
+    )
     net.hub_extra = {"classes": classes}
     net.save_pretrained(run_dir / "model")
     results = {
@@ -89,9 +118,20 @@ def run_gmae(
 
 
 def run_gmae_partseg(
-    data: Path, splats: list, labels, classes: list[str], model: GMAEConfig, n_points: int, pretrain_steps: int,
-    finetune_steps: int, test_fraction: float, batch_size: int, seed: int, lr: float, run_dir: Path,
-) -> dict:  # fmt: skip
+    data: Path,
+    splats: list,
+    labels,
+    classes: list[str],
+    model: GMAEConfig,
+    n_points: int,
+    pretrain_steps: int,
+    finetune_steps: int,
+    test_fraction: float,
+    batch_size: int,
+    seed: int,
+    lr: float,
+    run_dir: Path,
+) -> dict:
     import torch
 
     from warmstart_3d.gmae import GaussianMAE, splat_features_parts
@@ -120,9 +160,10 @@ def run_gmae_partseg(
 
     net.model_card = ModelCard(
         title=f"Gaussian-MAE part segmentation ({len(classes)} classes, {layout.n_parts} parts)",
-        paper="Point-MAE (arXiv 2203.06604) head on Gaussian-MAE (ShapeSplat, arXiv 2408.10906)", data=str(data),
+        paper="Point-MAE (arXiv 2203.06604) head on Gaussian-MAE (ShapeSplat, arXiv 2408.10906)",
+        data=str(data),
         metrics={k: v for k, v in metrics.items() if not k.startswith("loss")},
-    )  # fmt: skip
+    )
     net.hub_extra = {"classes": classes, "part_names": names}
     net.save_pretrained(run_dir / "model")
     results = {

@@ -203,9 +203,14 @@ def run_instantsplat(
     results.update({f"train_{k}": v for k, v in train_metrics.items()})
     if test:
         aligned = align_poses(
-            params, scene.images[test], scene.Ks[test], initial_viewmats[test], steps=config.align_steps,
-            sh_degree=degree, background=background,
-        )  # fmt: skip
+            params,
+            scene.images[test],
+            scene.Ks[test],
+            initial_viewmats[test],
+            steps=config.align_steps,
+            sh_degree=degree,
+            background=background,
+        )
         results.update(
             evaluate_views(params, scene.images[test], scene.Ks[test], aligned, degree, background)
         )

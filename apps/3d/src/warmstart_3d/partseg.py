@@ -47,8 +47,9 @@ def interpolate(points: torch.Tensor, centres: torch.Tensor, feats: torch.Tensor
     w = 1.0 / (dist + 1e-8)
     w = w / w.sum(-1, keepdim=True)
     b, n, _ = idx.shape
-    picked = torch.gather(feats.unsqueeze(1).expand(b, n, -1, -1), 2,
-                          idx.unsqueeze(-1).expand(-1, -1, -1, feats.shape[-1]))  # fmt: skip
+    picked = torch.gather(
+        feats.unsqueeze(1).expand(b, n, -1, -1), 2, idx.unsqueeze(-1).expand(-1, -1, -1, feats.shape[-1])
+    )
     return (picked * w.unsqueeze(-1)).sum(2)  # (B, N, C)
 
 
@@ -92,9 +93,15 @@ class PartSegModel(nn.Module, HubMixin):
         self.label = nn.Sequential(nn.Linear(n_classes, 64), nn.LayerNorm(64), nn.LeakyReLU(0.2))
         self.propagate = nn.Sequential(nn.Linear(c + backbone.in_dim, 4 * d), _PointBN(4 * d), nn.ReLU())
         self.classify = nn.Sequential(
-            nn.Linear(4 * d + 2 * c + 64, 2 * d), _PointBN(2 * d), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(2 * d, d), _PointBN(d), nn.ReLU(), nn.Linear(d, n_parts),
-        )  # fmt: skip
+            nn.Linear(4 * d + 2 * c + 64, 2 * d),
+            _PointBN(2 * d),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(2 * d, d),
+            _PointBN(d),
+            nn.ReLU(),
+            nn.Linear(d, n_parts),
+        )
 
     @classmethod
     def from_config(cls, config: GMAEConfig, n_classes: int, n_parts: int) -> PartSegModel:
@@ -211,8 +218,10 @@ def evaluate(
     """Metrics of ``model`` on (features (M, N, 14), classes (M,), global parts (M, N))."""
     features, classes, parts = data
     model.eval()
-    preds = [layout.predict(model(features[i : i + batch], classes[i : i + batch]), classes[i : i + batch])
-             for i in range(0, len(features), batch)]  # fmt: skip
+    preds = [
+        layout.predict(model(features[i : i + batch], classes[i : i + batch]), classes[i : i + batch])
+        for i in range(0, len(features), batch)
+    ]
     return part_metrics(torch.cat(preds), parts, classes, layout)
 
 
@@ -241,9 +250,17 @@ def finetune_partseg(
 
     task = type("PartSegTask", (), {"model": model})()
     losses = fit_tensors(
-        task, (features, classes, parts), steps, batch, lr, 0.05, seed, loss=loss,
-        schedule=ScheduleConfig("cosine", min_lr_ratio=0.1), grad_clip_norm=10.0,
-    )  # fmt: skip
+        task,
+        (features, classes, parts),
+        steps,
+        batch,
+        lr,
+        0.05,
+        seed,
+        loss=loss,
+        schedule=ScheduleConfig("cosine", min_lr_ratio=0.1),
+        grad_clip_norm=10.0,
+    )
     result = evaluate(model, test, layout)
     if losses:
         result |= {"loss_first": losses[0], "loss_last": losses[-1]}

@@ -154,22 +154,45 @@ def pretrain(
 
     task = type("PretrainTask", (), {"model": model})()
     return fit_tensors(
-        task, (features,), steps, batch, 1e-3, 0.05, seed, loss=loss, schedule=ScheduleConfig("constant"),
+        task,
+        (features,),
+        steps,
+        batch,
+        1e-3,
+        0.05,
+        seed,
+        loss=loss,
+        schedule=ScheduleConfig("constant"),
         grad_clip_norm=None,
-    )  # fmt: skip
+    )
 
 
-def finetune(model: GaussianMAE, x: torch.Tensor, y: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor], steps: int,
-             batch: int, seed: int) -> float:  # fmt: skip
+def finetune(
+    model: GaussianMAE,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    test: tuple[torch.Tensor, torch.Tensor],
+    steps: int,
+    batch: int,
+    seed: int,
+) -> float:
     """Classification fine-tuning on ``light_fit`` (AdamW 5e-4, weight decay 0.05); held-out accuracy."""
     from warmstart.optim import ScheduleConfig
     from warmstart_3d.training import fit_tensors
 
     task = type("ClassifyTask", (), {"model": model})()
     fit_tensors(
-        task, (x, y), steps, batch, 5e-4, 0.05, seed, loss=lambda b: F.cross_entropy(model(b[0]), b[1]),
-        schedule=ScheduleConfig("constant"), grad_clip_norm=None,
-    )  # fmt: skip
+        task,
+        (x, y),
+        steps,
+        batch,
+        5e-4,
+        0.05,
+        seed,
+        loss=lambda b: F.cross_entropy(model(b[0]), b[1]),
+        schedule=ScheduleConfig("constant"),
+        grad_clip_norm=None,
+    )
     with torch.no_grad():
         return float((model(test[0]).argmax(-1) == test[1]).float().mean())
 
@@ -216,7 +239,7 @@ def run_clip2point_bench(config: Clip2PointBenchConfig, seeds: list[int], out_di
         text_features,
         view_features,
         zero_shot_accuracy,
-    )  # fmt: skip
+    )
 
     zero: dict[str, dict[int, float]] = {arm: {} for arm in C2P_ARMS}
     zero_ten: dict[str, dict[int, float]] = {arm: {} for arm in C2P_ARMS}
@@ -230,8 +253,12 @@ def run_clip2point_bench(config: Clip2PointBenchConfig, seeds: list[int], out_di
     for seed in seeds:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            source = SourceConfig(steps=config.source_steps, per_class=config.source_per_class,
-                                  n_points=config.n_points, seed=seed)  # fmt: skip
+            source = SourceConfig(
+                steps=config.source_steps,
+                per_class=config.source_per_class,
+                n_points=config.n_points,
+                seed=seed,
+            )
             info = pretrain_source(source, Path(tmp) / "source")
             source_acc[seed] = info["rgb_zero_shot_accuracy"]
             clip = load_clip(ClipSpec(model=str(Path(tmp) / "source")))
@@ -244,17 +271,29 @@ def run_clip2point_bench(config: Clip2PointBenchConfig, seeds: list[int], out_di
         encoders = {"CLIP": clip.model.visual}
         for init, arm in (("scratch", "CLIP2Point (scratch depth encoder)"), ("clip", "CLIP2Point")):
             t0 = time.perf_counter()
-            pre = PretrainConfig(per_class=config.pretrain_per_class, n_points=config.n_points,
-                                 steps=config.pretrain_steps, batch_size=config.batch_size, init=init, seed=seed)  # fmt: skip
+            pre = PretrainConfig(
+                per_class=config.pretrain_per_class,
+                n_points=config.n_points,
+                steps=config.pretrain_steps,
+                batch_size=config.batch_size,
+                init=init,
+                seed=seed,
+            )
             model, _ = pretrain_clip2point(clip, depth, pre)
             encoders[arm] = model.depth_encoder
             secs[arm][seed] = time.perf_counter() - t0
         feats = {
-            name: {v: view_features(enc, clip.mean, clip.std, points, v, depth, clip.image_size) for v in ("six", "ten")}
+            name: {
+                v: view_features(enc, clip.mean, clip.std, points, v, depth, clip.image_size)
+                for v in ("six", "ten")
+            }
             for name, enc in encoders.items()
-        }  # fmt: skip
-        paths = {"PointCLIP-style": ["CLIP"], "CLIP2Point (scratch depth encoder)": ["CLIP2Point (scratch depth encoder)", "CLIP"],
-                 "CLIP2Point": ["CLIP2Point", "CLIP"]}  # fmt: skip
+        }
+        paths = {
+            "PointCLIP-style": ["CLIP"],
+            "CLIP2Point (scratch depth encoder)": ["CLIP2Point (scratch depth encoder)", "CLIP"],
+            "CLIP2Point": ["CLIP2Point", "CLIP"],
+        }
         for arm in C2P_ARMS:
             zero[arm][seed] = zero_shot_accuracy(feats[paths[arm][0]]["six"][test], text, labels[test])
             zero_ten[arm][seed] = zero_shot_accuracy(feats[paths[arm][0]]["ten"][test], text, labels[test])
@@ -262,10 +301,14 @@ def run_clip2point_bench(config: Clip2PointBenchConfig, seeds: list[int], out_di
             for k in config.shots:
                 picked = pool[sample_shots(labels[pool], k, torch.Generator().manual_seed(seed * 100 + k))]
                 acc = few_shot_accuracy(
-                    [feats[p]["ten"][picked] for p in paths[arm]], labels[picked],
-                    [feats[p]["ten"][test] for p in paths[arm]], labels[test], text,
-                    FewShotConfig(steps=config.adapter_steps, zero_shot_weight=config.zero_shot_weight), seed,
-                )  # fmt: skip
+                    [feats[p]["ten"][picked] for p in paths[arm]],
+                    labels[picked],
+                    [feats[p]["ten"][test] for p in paths[arm]],
+                    labels[test],
+                    text,
+                    FewShotConfig(steps=config.adapter_steps, zero_shot_weight=config.zero_shot_weight),
+                    seed,
+                )
                 shots[f"{k}-shot"][arm][seed] = acc
                 curve.append((k, acc))
             curves[arm][seed] = curve
@@ -309,10 +352,20 @@ def mae_source(config: PointsBenchConfig, attributes: list[str]) -> tuple[Gaussi
 
     cfg = copy.deepcopy(config.model)
     cfg.attributes = list(attributes)
-    recipe = {"generator": "splat_dataset.object_splat", "classes": SHAPE_CLASSES, "seed": UNLABELLED_SEED,
-              "per_class": config.unlabelled_per_class, "n_points": config.n_points}  # fmt: skip
-    training = {"model": asdict(cfg), "steps": config.pretrain_steps, "batch_size": config.batch_size,
-                "lr": 1e-3, "augment": config.augment}  # fmt: skip
+    recipe = {
+        "generator": "splat_dataset.object_splat",
+        "classes": SHAPE_CLASSES,
+        "seed": UNLABELLED_SEED,
+        "per_class": config.unlabelled_per_class,
+        "n_points": config.n_points,
+    }
+    training = {
+        "model": asdict(cfg),
+        "steps": config.pretrain_steps,
+        "batch_size": config.batch_size,
+        "lr": 1e-3,
+        "augment": config.augment,
+    }
 
     def build(folder: Path) -> None:
         g = torch.Generator().manual_seed(UNLABELLED_SEED)
@@ -324,9 +377,13 @@ def mae_source(config: PointsBenchConfig, attributes: list[str]) -> tuple[Gaussi
         (folder / "losses.json").write_text(json.dumps(losses))
 
     folder = cached(
-        "3d.gmae-source", training, build, data=recipe, code=code_version(gmae, data, splat_dataset, sys.modules[__name__]),
+        "3d.gmae-source",
+        training,
+        build,
+        data=recipe,
+        code=code_version(gmae, data, splat_dataset, sys.modules[__name__]),
         description=f"MAE source ({', '.join(attributes)}), {config.pretrain_steps} steps",
-    )  # fmt: skip
+    )
     losses = json.loads((folder / "losses.json").read_text())
     return GaussianMAE.from_pretrained(folder / "model"), losses, folder
 
@@ -429,7 +486,7 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
                 if at_chance
                 else ""
             )
-        ),  # fmt: skip
+        ),
         config={
             **asdict(config),
             "pretrain_to_finetune_ratio": ratio,
@@ -438,7 +495,7 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
             "pretraining_learned": learned,
             "chance": chance,
             "at_chance": at_chance,
-        },  # fmt: skip
+        },
     )
     for arm in at_chance:
         log.warning(

@@ -280,12 +280,26 @@ def train_depth_source(config: DepthSourceConfig, folder: Path, seed: int = 50_0
     x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     y = torch.cat(disparities)
     h = config.hidden
-    backbone = Dinov2Config(hidden_size=h, num_hidden_layers=4, num_attention_heads=4, intermediate_size=2 * h,
-                            patch_size=8, image_size=config.size, out_features=["stage2", "stage4"],
-                            out_indices=[2, 4], reshape_hidden_states=False)  # fmt: skip
-    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=h, fusion_hidden_size=32,
-                              neck_hidden_sizes=[32, 48], reassemble_factors=[2, 1], head_hidden_size=16,
-                              patch_size=8)  # fmt: skip
+    backbone = Dinov2Config(
+        hidden_size=h,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=2 * h,
+        patch_size=8,
+        image_size=config.size,
+        out_features=["stage2", "stage4"],
+        out_indices=[2, 4],
+        reshape_hidden_states=False,
+    )
+    cfg = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=h,
+        fusion_hidden_size=32,
+        neck_hidden_sizes=[32, 48],
+        reassemble_factors=[2, 1],
+        head_hidden_size=16,
+        patch_size=8,
+    )
     torch.manual_seed(0)
     model = DepthAnythingForDepthEstimation(cfg)
     task = type("DepthTask", (), {"model": model})()
@@ -294,8 +308,17 @@ def train_depth_source(config: DepthSourceConfig, folder: Path, seed: int = 50_0
         pred = model(pixel_values=batch[0]).predicted_depth  # (b, H, W)
         return ssi_loss(pred, batch[1], batch[1] > 0)
 
-    losses = fit_tensors(task, (x, y), config.steps, config.batch_size, config.lr, 0.01, 0, loss=loss,
-                         schedule=ScheduleConfig("cosine", min_lr_ratio=0.05))  # fmt: skip
+    losses = fit_tensors(
+        task,
+        (x, y),
+        config.steps,
+        config.batch_size,
+        config.lr,
+        0.01,
+        0,
+        loss=loss,
+        schedule=ScheduleConfig("cosine", min_lr_ratio=0.05),
+    )
     model.save_pretrained(folder)
     return {"loss_first": losses[0], "loss_last": losses[-1], "train_images": float(len(x))}
 
@@ -313,6 +336,10 @@ def depth_source(config: DepthSourceConfig) -> Path:
         (folder / "training.json").write_text(json.dumps(info))
 
     return cached(
-        "3d.depth-prior", config, build, data={"generator": "data.scene_gaussians", "seed": 50_000},
-        code=code_version(data, sys.modules[__name__]), description="tiny Depth Anything on procedural scenes",
-    )  # fmt: skip
+        "3d.depth-prior",
+        config,
+        build,
+        data={"generator": "data.scene_gaussians", "seed": 50_000},
+        code=code_version(data, sys.modules[__name__]),
+        description="tiny Depth Anything on procedural scenes",
+    )

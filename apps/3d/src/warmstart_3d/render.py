@@ -85,28 +85,85 @@ def rasterize(
         sh_degree = sh_degree_of(colors)
     if backend == "gsplat":
         return _rasterize_gsplat(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
-            near_plane, far_plane, eps2d, tile_size, absgrad,
-        )  # fmt: skip
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmats,
+            Ks,
+            width,
+            height,
+            sh_degree,
+            backgrounds,
+            near_plane,
+            far_plane,
+            eps2d,
+            tile_size,
+            absgrad,
+        )
     return _rasterize_torch(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
-        near_plane, far_plane, eps2d, tile_size, chunk,
-    )  # fmt: skip
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        sh_degree,
+        backgrounds,
+        near_plane,
+        far_plane,
+        eps2d,
+        tile_size,
+        chunk,
+    )
 
 
 def _rasterize_gsplat(
-    means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
-    near_plane, far_plane, eps2d, tile_size, absgrad,
-) -> RenderOutput:  # fmt: skip
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    sh_degree,
+    backgrounds,
+    near_plane,
+    far_plane,
+    eps2d,
+    tile_size,
+    absgrad,
+) -> RenderOutput:
     from gsplat import rasterization
 
     if backgrounds is not None:
         backgrounds = backgrounds.to(means)
     render, alphas, info = rasterization(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree, packed=False,
-        tile_size=tile_size, backgrounds=backgrounds, render_mode="RGB+D", absgrad=absgrad,
-    )  # fmt: skip
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        eps2d=eps2d,
+        sh_degree=sh_degree,
+        packed=False,
+        tile_size=tile_size,
+        backgrounds=backgrounds,
+        render_mode="RGB+D",
+        absgrad=absgrad,
+    )
     info = dict(info)
     info["backend"] = "gsplat"
     return RenderOutput(colors=render[..., :3], alphas=alphas, depths=render[..., 3:4], meta=info)
@@ -195,9 +252,23 @@ def _composite_tile(
 
 
 def _rasterize_torch(
-    means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
-    near_plane, far_plane, eps2d, tile_size, chunk,
-) -> RenderOutput:  # fmt: skip
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    sh_degree,
+    backgrounds,
+    near_plane,
+    far_plane,
+    eps2d,
+    tile_size,
+    chunk,
+) -> RenderOutput:
     from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
 
     n_cams = viewmats.shape[0]

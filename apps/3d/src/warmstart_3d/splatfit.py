@@ -133,9 +133,13 @@ def make_optimizers(
     params: nn.ParameterDict, config: SplatFitConfig, scale: float
 ) -> dict[str, torch.optim.Optimizer]:
     lrs = {
-        "means": config.lr_means * scale, "scales": config.lr_scales, "quats": config.lr_quats,
-        "opacities": config.lr_opacities, "sh0": config.lr_sh0, "shN": config.lr_shN,
-    }  # fmt: skip
+        "means": config.lr_means * scale,
+        "scales": config.lr_scales,
+        "quats": config.lr_quats,
+        "opacities": config.lr_opacities,
+        "sh0": config.lr_sh0,
+        "shN": config.lr_shN,
+    }
     return {
         name: torch.optim.Adam([{"params": params[name], "lr": lr, "name": name}], eps=1e-15)
         for name, lr in lrs.items()
@@ -155,10 +159,14 @@ def make_strategy(config: SplatFitConfig):
 
     stop = max(1, int(config.steps * config.refine_stop_fraction))
     return FixedDefaultStrategy(
-        prune_opa=config.prune_opa, grow_grad2d=config.grow_grad2d, refine_start_iter=config.refine_start,
-        refine_stop_iter=stop, refine_every=config.refine_every, reset_every=config.reset_every,
+        prune_opa=config.prune_opa,
+        grow_grad2d=config.grow_grad2d,
+        refine_start_iter=config.refine_start,
+        refine_stop_iter=stop,
+        refine_every=config.refine_every,
+        reset_every=config.reset_every,
         pause_refine_after_reset=0,
-    )  # fmt: skip
+    )
 
 
 def render_params(
@@ -174,10 +182,18 @@ def render_params(
     sh = torch.cat([params["sh0"], params["shN"]], dim=1)  # (N, K, 3)
     k = (sh_degree + 1) ** 2
     return rasterize(
-        params["means"], params["quats"], params["scales"].exp(), torch.sigmoid(params["opacities"]), sh[:, :k],
-        viewmats, Ks, width, height, sh_degree=sh_degree,
+        params["means"],
+        params["quats"],
+        params["scales"].exp(),
+        torch.sigmoid(params["opacities"]),
+        sh[:, :k],
+        viewmats,
+        Ks,
+        width,
+        height,
+        sh_degree=sh_degree,
         backgrounds=torch.full((len(viewmats), 3), background, device=viewmats.device),
-    )  # fmt: skip
+    )
 
 
 def train_splats(

@@ -119,9 +119,12 @@ class Gaussians:
 
     def subset(self, index: torch.Tensor) -> Gaussians:
         return Gaussians(
-            self.means[index], self.quats[index], self.log_scales[index], self.opacity_logits[index],
+            self.means[index],
+            self.quats[index],
+            self.log_scales[index],
+            self.opacity_logits[index],
             self.sh[index],
-        )  # fmt: skip
+        )
 
 
 def check_gaussians(g: Gaussians, *, repair: bool = False, source: str = "Gaussians") -> Gaussians:
@@ -175,8 +178,14 @@ def write_ply(path: str | Path, g: Gaussians) -> Path:
     n = len(g)
     rest = g.sh[:, 1:].transpose(1, 2).reshape(n, -1)  # (N, 3·(K-1)) channel-major as 3DGS saves it
     columns = [
-        g.means, torch.zeros_like(g.means), g.sh[:, 0], rest, g.opacity_logits[:, None], g.log_scales, g.quats,
-    ]  # fmt: skip
+        g.means,
+        torch.zeros_like(g.means),
+        g.sh[:, 0],
+        rest,
+        g.opacity_logits[:, None],
+        g.log_scales,
+        g.quats,
+    ]
     data = torch.cat(columns, dim=1).detach().cpu().float().numpy()
     names = ply_property_names(rest.shape[1])
     records = np.empty(n, dtype=[(name, "f4") for name in names])
@@ -230,7 +239,10 @@ def read_ply(path: str | Path, *, repair: bool = False) -> Gaussians:
     )
     sh = torch.cat([dc[:, None], rest], dim=1)  # (N, K, 3)
     g = Gaussians(
-        means, cols(["rot_0", "rot_1", "rot_2", "rot_3"]), cols(["scale_0", "scale_1", "scale_2"]),
-        cols(["opacity"])[:, 0], sh,
-    )  # fmt: skip
+        means,
+        cols(["rot_0", "rot_1", "rot_2", "rot_3"]),
+        cols(["scale_0", "scale_1", "scale_2"]),
+        cols(["opacity"])[:, 0],
+        sh,
+    )
     return check_gaussians(g, repair=repair, source=str(path))

@@ -48,9 +48,16 @@ def fit_tensors(
     model = task.model
     device = next(model.parameters()).device
     losses = light_fit(
-        model, loss or task.loss, batches(), steps=steps, lr=lr,
-        optimizer=OptimizerConfig(weight_decay=weight_decay), schedule=schedule or ScheduleConfig(),
-        grad_clip_norm=grad_clip_norm, seed=None, device=device,
-    )  # fmt: skip
+        model,
+        loss or task.loss,
+        batches(),
+        steps=steps,
+        lr=lr,
+        optimizer=OptimizerConfig(weight_decay=weight_decay),
+        schedule=schedule or ScheduleConfig(),
+        grad_clip_norm=grad_clip_norm,
+        seed=None,
+        device=device,
+    )
     model.eval()
     return losses

@@ -15,8 +15,20 @@ import re
 from warmstart.errors import ConfigError
 
 S2_BANDS: tuple[str, ...] = (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
-)  # fmt: skip
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+)
 """The 13 Sentinel-2 L1C bands in wavelength order (the generator's file order)."""
 S2_L2A_BANDS: tuple[str, ...] = tuple(b for b in S2_BANDS if b != "B10")
 """The 12 bands of Sentinel-2 L2A (B10, cirrus, is dropped by atmospheric correction)."""
@@ -34,9 +46,16 @@ SENSORS: dict[str, tuple[str, ...]] = {
 }
 """Named band sets ``--data_config.bands`` accepts instead of a list."""
 HLS_ALIASES = {
-    "BLUE": "B02", "GREEN": "B03", "RED": "B04", "NIR": "B8A", "NIR_NARROW": "B8A", "SWIR1": "B11",
-    "SWIR_1": "B11", "SWIR2": "B12", "SWIR_2": "B12",
-}  # fmt: skip
+    "BLUE": "B02",
+    "GREEN": "B03",
+    "RED": "B04",
+    "NIR": "B8A",
+    "NIR_NARROW": "B8A",
+    "SWIR1": "B11",
+    "SWIR_1": "B11",
+    "SWIR2": "B12",
+    "SWIR_2": "B12",
+}
 
 
 def canonical(name: str) -> str | None:

@@ -98,16 +98,26 @@ def pretrained_source(family: str, config: BenchConfig, corpus_root: Path, chips
 
     frames = _arch(family)[1]
     model_cfg = _model(family, config.chip_size)
-    recipe = {"family": family, "model": asdict(model_cfg), "steps": config.pretrain_steps,
-              "batch": config.batch, "lr": config.pretrain_lr, "chip": config.chip_size, "frames": frames}  # fmt: skip
+    recipe = {
+        "family": family,
+        "model": asdict(model_cfg),
+        "steps": config.pretrain_steps,
+        "batch": config.batch,
+        "lr": config.pretrain_lr,
+        "chip": config.chip_size,
+        "frames": frames,
+    }
 
     def build(folder: Path) -> None:
         t0 = time.perf_counter()
         run_pretrain(
-            corpus_root, DataConfig(chip_size=config.chip_size, frames=frames), model_cfg,
-            quick_config(config.pretrain_steps, config.batch, config.pretrain_lr, 0), run_dir=folder,
+            corpus_root,
+            DataConfig(chip_size=config.chip_size, frames=frames),
+            model_cfg,
+            quick_config(config.pretrain_steps, config.batch, config.pretrain_lr, 0),
+            run_dir=folder,
             chips=chips[frames],
-        )  # fmt: skip
+        )
         (folder / "pretrain_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
         for sub in ("checkpoints", "tensorboard"):
             import shutil
@@ -115,9 +125,13 @@ def pretrained_source(family: str, config: BenchConfig, corpus_root: Path, chips
             shutil.rmtree(folder / sub, ignore_errors=True)
 
     return cache.cached(
-        "eo.bench-source", recipe, build, data=_corpus_recipe(config),
-        code=cache.code_version(data, models, train), description=f"eo bench {family} source",
-    )  # fmt: skip
+        "eo.bench-source",
+        recipe,
+        build,
+        data=_corpus_recipe(config),
+        code=cache.code_version(data, models, train),
+        description=f"eo bench {family} source",
+    )
 
 
 def last_frame(chips: EOChips) -> EOChips:
@@ -199,16 +213,27 @@ def run_bench(out: Path, config: BenchConfig, data_root: Path | None = None) -> 
                 t0 = time.perf_counter()
                 for fraction in config.label_fractions:
                     m = run_finetune(
-                        chips, pretrained=sources[method], model_config=model_cfg, data_config=data_cfg,
-                        engine_config=engine, kind="classify", label_fraction=fraction, light=True,
-                    )  # fmt: skip
+                        chips,
+                        pretrained=sources[method],
+                        model_config=model_cfg,
+                        data_config=data_cfg,
+                        engine_config=engine,
+                        kind="classify",
+                        label_fraction=fraction,
+                        light=True,
+                    )
                     put(f"fine-tune accuracy @{fraction:g} labels", method, seed, m["accuracy"])
                     labelled[fraction] = int(m["train_chips"])
                 if config.segmentation:
                     m = run_finetune(
-                        chips, pretrained=sources[method], model_config=model_cfg, data_config=data_cfg,
-                        engine_config=engine, kind="segment", light=True,
-                    )  # fmt: skip
+                        chips,
+                        pretrained=sources[method],
+                        model_config=model_cfg,
+                        data_config=data_cfg,
+                        engine_config=engine,
+                        kind="segment",
+                        light=True,
+                    )
                     put("segmentation mIoU", method, seed, m["miou"])
                 p = run_probe(
                     chips, pretrained=sources[method], model_config=model_cfg, data_config=data_cfg, seed=seed
@@ -231,10 +256,12 @@ def run_bench(out: Path, config: BenchConfig, data_root: Path | None = None) -> 
     extra = {k: v for k, v in results.items() if k != low}
     extra["fine-tune wall time (s)"] = wall  # type: ignore[assignment]
     curves = {
-        m: [[(int(round(f * 100)), results[f"fine-tune accuracy @{f:g} labels"][m][s]) for f in fractions]
-            for s in range(config.seeds)]
+        m: [
+            [(int(round(f * 100)), results[f"fine-tune accuracy @{f:g} labels"][m][s]) for f in fractions]
+            for s in range(config.seeds)
+        ]
         for m in methods
-    }  # fmt: skip
+    }
     n_train = labelled[fractions[-1]]
     description = (
         f"Generated Sentinel-2-like GeoTIFFs read through torchgeo. Unlabelled corpus: {config.corpus_scenes} scenes "
@@ -254,11 +281,18 @@ def run_bench(out: Path, config: BenchConfig, data_root: Path | None = None) -> 
         "mean-pooled tokens, normalised with the pretraining statistics (scratch: its own)."
     )
     report = write_bench_report(
-        out, "eo: MAE / SatMAE++ / Prithvi sources vs scratch on a small labelled target (same fine-tuning budget)",
-        results[low], metric=low, higher_is_better=True, baseline="scratch", curves=curves,
-        curve_metric="fine-tune accuracy vs % labels", extra_metrics=extra, description=description,
+        out,
+        "eo: MAE / SatMAE++ / Prithvi sources vs scratch on a small labelled target (same fine-tuning budget)",
+        results[low],
+        metric=low,
+        higher_is_better=True,
+        baseline="scratch",
+        curves=curves,
+        curve_metric="fine-tune accuracy vs % labels",
+        extra_metrics=extra,
+        description=description,
         config=asdict(config),
-    )  # fmt: skip
+    )
     pictures = write_reconstructions(out / "reconstructions.png", sources, target)
     headline = {
         "scratch accuracy @100% labels": scratch_full,
@@ -295,8 +329,10 @@ def _append_headline(path: Path, headline: dict[str, Any], pictures: Path | None
     lines.append("|---|---|---|")
     for m in methods:
         need = headline["labels needed to match it"][m]
-        lines.append(f"| {m} | {'not reached within 100 %' if need is None else f'{need:.0%}'} | "
-                     f"{headline['accuracy gap @1% vs scratch'][m]:+.3f} |")  # fmt: skip
+        lines.append(
+            f"| {m} | {'not reached within 100 %' if need is None else f'{need:.0%}'} | "
+            f"{headline['accuracy gap @1% vs scratch'][m]:+.3f} |"
+        )
     if pictures is not None:
         lines += [
             "",
@@ -366,14 +402,22 @@ def run_grid(
             name = f"{'resize' if resize else 'native'} + {normalize}"
             for seed in range(config.seeds):
                 p = run_probe(
-                    chips, pretrained=sources[family], model_config=ModelConfig(), data_config=data_cfg,
-                    preprocess=PreprocessConfig(normalize=normalize, resize=resize), seed=seed,  # type: ignore[arg-type]
-                )  # fmt: skip
+                    chips,
+                    pretrained=sources[family],
+                    model_config=ModelConfig(),
+                    data_config=data_cfg,
+                    preprocess=PreprocessConfig(normalize=normalize, resize=resize),
+                    seed=seed,  # type: ignore[arg-type]
+                )
                 results.setdefault(name, {})[seed] = p["knn"]
                 linear.setdefault(name, {})[seed] = p["linear"]
     report = write_bench_report(
-        out, f"eo: resizing × normalisation for a frozen {family} source (kNN k=5)", results,
-        metric="kNN accuracy", higher_is_better=True, baseline="resize + pretrain",
+        out,
+        f"eo: resizing × normalisation for a frozen {family} source (kNN k=5)",
+        results,
+        metric="kNN accuracy",
+        higher_is_better=True,
+        baseline="resize + pretrain",
         extra_metrics={"linear probe": linear},
         description=(
             f"{config.probe_chip_size}-px target chips; the source was pretrained on {config.chip_size}-px chips. "
@@ -381,7 +425,7 @@ def run_grid(
             "scale: reflectance (÷10⁴); none: raw digital numbers. One source; kNN is deterministic, so its "
             "spread is zero; the linear probe's spread is over its seeds."
         ),
-    )  # fmt: skip
+    )
     return report.summary
 
 
@@ -458,9 +502,17 @@ def throughput(config: ThroughputConfig | None = None) -> dict[str, Any]:
     pool = torch.randn(16, len(BANDS), size, size, generator=torch.Generator().manual_seed(config.seed))
 
     ours_cfg = ModelConfig(
-        family="mae", img_size=size, patch_size=16, bands=list(BANDS), embed_dim=192, depth=12, heads=3,
-        decoder_dim=128, decoder_depth=1, decoder_heads=4,
-    )  # fmt: skip
+        family="mae",
+        img_size=size,
+        patch_size=16,
+        bands=list(BANDS),
+        embed_dim=192,
+        depth=12,
+        heads=3,
+        decoder_dim=128,
+        decoder_depth=1,
+        decoder_heads=4,
+    )
     model = build_mae(ours_cfg)
     task = PretrainTask(model, "mae")
 
@@ -470,16 +522,33 @@ def throughput(config: ThroughputConfig | None = None) -> dict[str, Any]:
         engine.train.grad_clip_norm = None
         Engine(engine, None).fit(task, _Images(pool, steps * b))
 
-    theirs = MAE(model="vit_tiny_patch16_224", in_channels=len(BANDS), size=size, decoder_dim=128,
-                 decoder_depth=1, decoder_num_heads=4, norm_pix_loss=False, transform=torch.nn.Identity(),
-                 lr=lr, weight_decay=weight_decay)  # fmt: skip
+    theirs = MAE(
+        model="vit_tiny_patch16_224",
+        in_channels=len(BANDS),
+        size=size,
+        decoder_dim=128,
+        decoder_depth=1,
+        decoder_num_heads=4,
+        norm_pix_loss=False,
+        transform=torch.nn.Identity(),
+        lr=lr,
+        weight_decay=weight_decay,
+    )
 
     def fit_theirs(steps: int) -> None:
         trainer = pl.Trainer(
-            accelerator="cpu", devices=1, max_epochs=1, max_steps=steps, limit_train_batches=steps,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            num_sanity_val_steps=0, limit_val_batches=0,
-        )  # fmt: skip
+            accelerator="cpu",
+            devices=1,
+            max_epochs=1,
+            max_steps=steps,
+            limit_train_batches=steps,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+        )
         loader = torch.utils.data.DataLoader(_Images(pool, steps * b), batch_size=b)
         trainer.fit(theirs, train_dataloaders=loader)
 

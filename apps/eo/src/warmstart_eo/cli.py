@@ -153,9 +153,17 @@ def pretrain(
     chips = load_dataset(data, data_config, root)  # bad data fails before the run directory exists
     run_dir, checkpoint = run.open(resume=resume, out=out)
     result = run_pretrain(
-        data, data_config, model, engine, objective=objective, run_dir=run_dir, resume_from=checkpoint,
-        root=root, chips=chips, init=init,
-    )  # fmt: skip
+        data,
+        data_config,
+        model,
+        engine,
+        objective=objective,
+        run_dir=run_dir,
+        resume_from=checkpoint,
+        root=root,
+        chips=chips,
+        init=init,
+    )
     print_summary(result.summary, f"eo pretrain ({model.family}, {objective}) → {run_dir}")
     from warmstart.cli.show import print_table
 
@@ -228,9 +236,17 @@ def finetune(
     require_labels(chips, kind, data)  # before the run directory exists
     run_dir, _ = run.open(out=out)
     metrics = run_finetune(
-        chips, pretrained=pretrained, model_config=model, data_config=data_config, engine_config=engine, kind=kind,
-        preprocess=preprocess, label_fraction=label_fraction, freeze_encoder=freeze_encoder, run_dir=run_dir,
-    )  # type: ignore[arg-type]  # fmt: skip
+        chips,
+        pretrained=pretrained,
+        model_config=model,
+        data_config=data_config,
+        engine_config=engine,
+        kind=kind,
+        preprocess=preprocess,
+        label_fraction=label_fraction,
+        freeze_encoder=freeze_encoder,
+        run_dir=run_dir,
+    )  # type: ignore[arg-type]
     print_table(
         f"eo finetune ({kind}, {'pretrained' if pretrained else 'scratch'}) → {run_dir}",
         ("", ""),
@@ -320,9 +336,15 @@ def weights(
     from warmstart_eo.weights import convert
 
     conv = convert(
-        source, layout, filename=filename, bands=bands, frames=frames, img_size=img_size, heads=heads,
+        source,
+        layout,
+        filename=filename,
+        bands=bands,
+        frames=frames,
+        img_size=img_size,
+        heads=heads,
         decoder_heads=decoder_heads,
-    )  # fmt: skip
+    )
     band_stats = BandStats.load(stats) if stats is not None else None
     if band_stats is not None and len(band_stats.mean) != conv.model.config.channels:
         raise DataError(

@@ -383,9 +383,14 @@ def scan_folder(root: Path, config: DataConfig) -> ScanReport:
                     for _, window in src.block_windows(1):
                         src.read(window=window)  # decodes the block of every band
                 return dict(
-                    crs=src.crs, res=src.res, count=src.count, bounds=tuple(src.bounds), shape=src.shape,
-                    descriptions=src.descriptions, tags=src.tags(),
-                )  # fmt: skip
+                    crs=src.crs,
+                    res=src.res,
+                    count=src.count,
+                    bounds=tuple(src.bounds),
+                    shape=src.shape,
+                    descriptions=src.descriptions,
+                    tags=src.tags(),
+                )
 
     for path in files:
         try:
@@ -492,9 +497,17 @@ def scan_folder(root: Path, config: DataConfig) -> ScanReport:
     if skipped:
         log.warning("skipped %d of %d files in %s", len(skipped), len(files), image_dir)
     return ScanReport(
-        good, labels, ref["frames"], skipped, min(sides), list(ref["bands"]), ref["crs"], reprojected,
-        overlaps, classes,
-    )  # fmt: skip
+        good,
+        labels,
+        ref["frames"],
+        skipped,
+        min(sides),
+        list(ref["bands"]),
+        ref["crs"],
+        reprojected,
+        overlaps,
+        classes,
+    )
 
 
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
@@ -799,10 +812,20 @@ def load_chips(root: Path, config: DataConfig | None = None) -> Chips:
         "file band order": ",".join(report.bands),
     }
     return Chips(
-        image_t, mask_t, labels, multilabels, config.frames, list(bands), None, len(report.skipped),
-        classes=classes, tasks=("classify", "multilabel", "segment") if label_files else (),
-        groups=groups, bounds=bounds, notes=notes,
-    )  # fmt: skip
+        image_t,
+        mask_t,
+        labels,
+        multilabels,
+        config.frames,
+        list(bands),
+        None,
+        len(report.skipped),
+        classes=classes,
+        tasks=("classify", "multilabel", "segment") if label_files else (),
+        groups=groups,
+        bounds=bounds,
+        notes=notes,
+    )
 
 
 def scene_labels(
@@ -893,9 +916,13 @@ class BandStats:
             )
         idx = [self.bands.index(n) for n in names]
         return BandStats(
-            list(names), [self.mean[i] for i in idx], [self.std[i] for i in idx], [self.min[i] for i in idx],
-            [self.max[i] for i in idx], self.size,
-        )  # fmt: skip
+            list(names),
+            [self.mean[i] for i in idx],
+            [self.std[i] for i in idx],
+            [self.min[i] for i in idx],
+            [self.max[i] for i in idx],
+            self.size,
+        )
 
     @classmethod
     def load(cls, path: Path) -> BandStats:

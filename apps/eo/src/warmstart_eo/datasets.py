@@ -120,9 +120,14 @@ def load_eurosat(variant: str, root: Path, config: DataConfig) -> LazyChips:
         if split_name == "val" and not (Path(root) / cls.split_filenames["val"]).is_file():
             continue  # the validation list is optional here (its items would join train anyway)
         ds = _build(
-            cls, root, f" ({split_name} split)", split=split_name, bands=tuple(bands), download=config.download,
+            cls,
+            root,
+            f" ({split_name} split)",
+            split=split_name,
+            bands=tuple(bands),
+            download=config.download,
             checksum=False,
-        )  # fmt: skip
+        )
         paths = [p for p, _ in ds.samples][: _limit(len(ds.samples), config)]
         good = _check_files(paths, config, cls.__name__)
         skipped += len(paths) - len(good)
@@ -137,11 +142,18 @@ def load_eurosat(variant: str, root: Path, config: DataConfig) -> LazyChips:
         raise DataError(f"--root {root}: no readable image in {cls.__name__}")
     lab = torch.tensor(labels)
     return LazyChips(
-        SplitReader(parts, offsets, _image), torch.tensor(index), lab,
-        torch.nn.functional.one_hot(lab, len(classes)).float(), 1, bands, classes=classes, tasks=("classify",),
-        split=torch.tensor(split), skipped_files=skipped,
+        SplitReader(parts, offsets, _image),
+        torch.tensor(index),
+        lab,
+        torch.nn.functional.one_hot(lab, len(classes)).float(),
+        1,
+        bands,
+        classes=classes,
+        tasks=("classify",),
+        split=torch.tensor(split),
+        skipped_files=skipped,
         notes={"dataset": cls.__name__, "split": "the dataset's own (train+val / test)"},
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,9 +180,15 @@ def load_bigearthnet(variant: str, root: Path, config: DataConfig) -> LazyChips:
     parts, offsets, index, targets, split, total, names = [], [], [], [], [], 0, None
     for split_name in ("train", "val", "test"):
         ds = _build(
-            BigEarthNet, root, f" ({split_name} split, {sensor})", split=split_name, bands=sensor,
-            num_classes=19, download=config.download, checksum=False,
-        )  # fmt: skip
+            BigEarthNet,
+            root,
+            f" ({split_name} split, {sensor})",
+            split=split_name,
+            bands=sensor,
+            num_classes=19,
+            download=config.download,
+            checksum=False,
+        )
         n = _limit(len(ds), config)
         if n and names is None:
             names = _bigearthnet_bands(ds)
@@ -189,10 +207,18 @@ def load_bigearthnet(variant: str, root: Path, config: DataConfig) -> LazyChips:
     channels = [names.index(b) for b in bands]
     multi = torch.stack(targets)  # (N, 19)
     return LazyChips(
-        SplitReader(parts, offsets, _image), torch.tensor(index), torch.full((len(index),), -1), multi, 1,
-        bands, channels=channels, classes=list(BigEarthNet.class_sets[19]), tasks=("multilabel",),
-        split=torch.tensor(split), notes={"dataset": f"BigEarthNet ({sensor})", "split": "the dataset's own"},
-    )  # fmt: skip
+        SplitReader(parts, offsets, _image),
+        torch.tensor(index),
+        torch.full((len(index),), -1),
+        multi,
+        1,
+        bands,
+        channels=channels,
+        classes=list(BigEarthNet.class_sets[19]),
+        tasks=("multilabel",),
+        split=torch.tensor(split),
+        notes={"dataset": f"BigEarthNet ({sensor})", "split": "the dataset's own"},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -210,9 +236,14 @@ def load_so2sat(variant: str, root: Path, config: DataConfig) -> LazyChips:
     parts, offsets, index, labels, split, total = [], [], [], [], [], 0
     for split_name in So2Sat.filenames_by_version[version]:
         ds = _build(
-            So2Sat, root, f" (version {version}, {split_name})", version=version, split=split_name,
-            bands=tuple(f"S2_{b}" for b in bands), checksum=False,
-        )  # fmt: skip
+            So2Sat,
+            root,
+            f" (version {version}, {split_name})",
+            version=version,
+            split=split_name,
+            bands=tuple(f"S2_{b}" for b in bands),
+            checksum=False,
+        )
         n = _limit(len(ds), config)
         with h5py.File(ds.fn, "r") as f:
             labels.append(torch.from_numpy(f["label"][:n]).argmax(1))
@@ -224,10 +255,17 @@ def load_so2sat(variant: str, root: Path, config: DataConfig) -> LazyChips:
     lab = torch.cat(labels)
     classes = list(So2Sat.classes)
     return LazyChips(
-        SplitReader(parts, offsets, _image), torch.tensor(index), lab,
-        torch.nn.functional.one_hot(lab, len(classes)).float(), 1, bands, classes=classes, tasks=("classify",),
-        split=torch.tensor(split), notes={"dataset": f"So2Sat v{version}", "split": "the dataset's own"},
-    )  # fmt: skip
+        SplitReader(parts, offsets, _image),
+        torch.tensor(index),
+        lab,
+        torch.nn.functional.one_hot(lab, len(classes)).float(),
+        1,
+        bands,
+        classes=classes,
+        tasks=("classify",),
+        split=torch.tensor(split),
+        notes={"dataset": f"So2Sat v{version}", "split": "the dataset's own"},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -273,8 +311,15 @@ def load_ssl4eo(variant: str, root: Path, config: DataConfig) -> LazyChips:
         raise ConfigError(f"--data ssl4eo-s12:{variant}: choose ssl4eo-s12:s2c, :s2a or :s1")
     if not 1 <= config.frames <= 4:
         raise ConfigError(f"data_config.frames={config.frames}: SSL4EO-S12 has 4 seasons per location")
-    ds = _build(SSL4EOS12, root, f" ({split})", split=split, seasons=config.frames, download=config.download,
-                checksum=False)  # fmt: skip
+    ds = _build(
+        SSL4EOS12,
+        root,
+        f" ({split})",
+        split=split,
+        seasons=config.frames,
+        download=config.download,
+        checksum=False,
+    )
     names = [canonical(b) for b in ds.bands]
     bands = _pick(names, config, f"SSL4EO-S12 {split}")  # type: ignore[arg-type]
     locations = _numbered(Path(root) / split, 7)[: _limit(10**9, config)]
@@ -291,8 +336,16 @@ def load_seco(variant: str, root: Path, config: DataConfig) -> LazyChips:
         raise ConfigError(f"--data seco:{variant}: choose seco:100k or seco:1m")
     if not 1 <= config.frames <= 5:
         raise ConfigError(f"data_config.frames={config.frames}: SeCo has 5 seasons per location")
-    ds = _build(SeasonalContrastS2, root, f" ({version})", version=version, seasons=config.frames,
-                bands=SeasonalContrastS2.all_bands, download=config.download, checksum=False)  # fmt: skip
+    ds = _build(
+        SeasonalContrastS2,
+        root,
+        f" ({version})",
+        version=version,
+        seasons=config.frames,
+        bands=SeasonalContrastS2.all_bands,
+        download=config.download,
+        checksum=False,
+    )
     names = [canonical(b) for b in ds.bands]
     bands = _pick(names, config, "SeCo")  # type: ignore[arg-type]
     locations = _numbered(Path(root) / SeasonalContrastS2.metadata[version]["directory"], 6)
@@ -316,9 +369,17 @@ def _unlabelled(
     channels = [t * c + names.index(b) for t in range(config.frames) for b in bands]
     n = len(locations)
     return LazyChips(
-        reader, torch.tensor(locations), torch.full((n,), -1), torch.zeros(n, 0), config.frames, bands,
-        channels=channels, classes=[], tasks=(), notes={"dataset": what, "labels": "none (pretraining corpus)"},
-    )  # fmt: skip
+        reader,
+        torch.tensor(locations),
+        torch.full((n,), -1),
+        torch.zeros(n, 0),
+        config.frames,
+        bands,
+        channels=channels,
+        classes=[],
+        tasks=(),
+        notes={"dataset": what, "labels": "none (pretraining corpus)"},
+    )
 
 
 DATASETS: dict[str, Callable[[str, Path, DataConfig], LazyChips]] = {

@@ -23,9 +23,17 @@ from warmstart_eo.bands import S2_BANDS
 from warmstart_eo.data import CRS, SIGNATURES
 
 EUROSAT_CLASSES = (
-    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop",
-    "Residential", "River", "SeaLake",
-)  # fmt: skip
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
+)
 # which generator signature (forest, cropland, water, urban, bare, flood, burn) each EuroSAT class looks like
 _EUROSAT_LOOK = (1, 0, 1, 3, 3, 4, 1, 3, 5, 2)
 
@@ -53,8 +61,15 @@ def _write(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     c, h, w = data.shape
-    profile = dict(driver="GTiff", width=w, height=h, count=c, dtype=str(data.dtype), crs=CRS,
-                   transform=from_origin(x0, 5_000_000.0, 10.0, 10.0))  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=c,
+        dtype=str(data.dtype),
+        crs=CRS,
+        transform=from_origin(x0, 5_000_000.0, 10.0, 10.0),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with rasterio.open(path, "w", **profile) as dst:
@@ -97,8 +112,14 @@ def write_bigearthnet(root: Path, patches: int = 6, seed: int = 0) -> Path:
     res = {"B02": 12, "B03": 12, "B04": 12, "B08": 12, "B01": 2, "B09": 2}  # others: 20 m → 6 px
     names43 = BigEarthNet.class_sets[43]
     # a few 43-class names that all map into the 19-class set, each tied to one spectrum
-    picks = [("Coniferous forest", 0), ("Non-irrigated arable land", 1), ("Water bodies", 2),
-             ("Continuous urban fabric", 3), ("Sea and ocean", 2), ("Pastures", 1)]  # fmt: skip
+    picks = [
+        ("Coniferous forest", 0),
+        ("Non-irrigated arable land", 1),
+        ("Water bodies", 2),
+        ("Continuous urban fabric", 3),
+        ("Sea and ocean", 2),
+        ("Pastures", 1),
+    ]
     assert all(p in names43 for p, _ in picks)
     rows: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     s2_bands = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
@@ -141,8 +162,16 @@ def write_so2sat(root: Path, per_split: int = 8, seed: int = 0) -> Path:
     return Path(root)
 
 
-def _seasons(root: Path, locations: int, seasons: int, bands: list[str], file_bands: list[str], size: int,
-             seed: int, name: str) -> None:  # fmt: skip
+def _seasons(
+    root: Path,
+    locations: int,
+    seasons: int,
+    bands: list[str],
+    file_bands: list[str],
+    size: int,
+    seed: int,
+    name: str,
+) -> None:
     rng = np.random.default_rng(seed)
     for loc in range(locations):
         kind = loc % 5

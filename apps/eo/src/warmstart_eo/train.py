@@ -437,9 +437,17 @@ def run_finetune(
     lines = health(kind, metrics, test)
     if run_dir is not None:
         save_model(
-            model, Path(run_dir), extra={"classes": chips.classes, "bands": chips.bands, "stats": asdict(stats),
-                                         "metrics": metrics, "health": lines, "data": chips.notes | notes},
-        )  # fmt: skip
+            model,
+            Path(run_dir),
+            extra={
+                "classes": chips.classes,
+                "bands": chips.bands,
+                "stats": asdict(stats),
+                "metrics": metrics,
+                "health": lines,
+                "data": chips.notes | notes,
+            },
+        )
     metrics["health"] = lines  # type: ignore[assignment]
     metrics["notes"] = chips.notes | notes  # type: ignore[assignment]
     return metrics
@@ -453,15 +461,25 @@ def _light_fit(task: FinetuneTask, train: EOChips, config: EngineConfig) -> dict
 
     seed = config.train.seed
     loader = torch.utils.data.DataLoader(
-        train, batch_size=config.train.micro_batch_size, shuffle=True, drop_last=True,
+        train,
+        batch_size=config.train.micro_batch_size,
+        shuffle=True,
+        drop_last=True,
         generator=torch.Generator().manual_seed(seed),
-    )  # fmt: skip
+    )
     t0 = time.perf_counter()
     losses = light_fit(
-        task.model, task.loss, loader, steps=config.train.max_steps, lr=config.optimizer.lr,
-        optimizer=config.optimizer, schedule=config.schedule, grad_clip_norm=config.train.grad_clip_norm,
-        seed=seed, device="cpu" if not torch.cuda.is_available() else None,
-    )  # fmt: skip
+        task.model,
+        task.loss,
+        loader,
+        steps=config.train.max_steps,
+        lr=config.optimizer.lr,
+        optimizer=config.optimizer,
+        schedule=config.schedule,
+        grad_clip_norm=config.train.grad_clip_norm,
+        seed=seed,
+        device="cpu" if not torch.cuda.is_available() else None,
+    )
     elapsed = time.perf_counter() - t0
     task.model.eval()
     metrics: dict[str, Any] = task.evaluate()

@@ -90,9 +90,13 @@ class Conversion:
 
     def report(self) -> dict[str, Any]:
         return {
-            "source": self.source, "layout": self.layout, "loaded": len(self.loaded),
-            "missing": self.missing, "unused": self.unused, "notes": self.notes,
-        }  # fmt: skip
+            "source": self.source,
+            "layout": self.layout,
+            "loaded": len(self.loaded),
+            "missing": self.missing,
+            "unused": self.unused,
+            "notes": self.notes,
+        }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,10 +231,21 @@ def infer_config(
     else:  # encoder-only checkpoint: a small decoder at initialisation (only MAE continuation needs it)
         ddim, ddepth = 16 * max(2, dim // 32), 1
     return ModelConfig(
-        family=family, size="base", img_size=img_size, patch_size=patch, tubelet=tubelet, scales=0,
-        bands=names, frames=frames, embed_dim=dim, depth=depth, heads=_heads(dim, heads), decoder_dim=ddim,
-        decoder_depth=ddepth, decoder_heads=_heads(ddim, decoder_heads),
-    )  # type: ignore[arg-type]  # fmt: skip
+        family=family,
+        size="base",
+        img_size=img_size,
+        patch_size=patch,
+        tubelet=tubelet,
+        scales=0,
+        bands=names,
+        frames=frames,
+        embed_dim=dim,
+        depth=depth,
+        heads=_heads(dim, heads),
+        decoder_dim=ddim,
+        decoder_depth=ddepth,
+        decoder_heads=_heads(ddim, decoder_heads),
+    )  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -44,9 +44,22 @@ _WORD = re.compile(r"[a-z]+|[0-9]|[.,]")
 OBJECTS = {3: "door", 4: "key", 5: "ball", 6: "box", 8: "goal", 9: "lava"}
 COLORS = ["red", "green", "blue", "purple", "yellow", "grey"]
 ENV_WORDS = [
-    *COLORS, *OBJECTS.values(), "go", "to", "the", "a", "left", "right", "ahead", "front", "wall", "empty",
-    *map(str, range(10)), ".", ",",
-]  # fmt: skip
+    *COLORS,
+    *OBJECTS.values(),
+    "go",
+    "to",
+    "the",
+    "a",
+    "left",
+    "right",
+    "ahead",
+    "front",
+    "wall",
+    "empty",
+    *map(str, range(10)),
+    ".",
+    ",",
+]
 SPECIALS = ["<pad>", "<unk>"]
 
 
@@ -185,9 +198,14 @@ def build_lm(vocab: int, config: LMPolicyConfig, seed: int):
 
     torch.manual_seed(seed)
     cfg = GPT2Config(
-        vocab_size=vocab, n_positions=max(config.max_len, config.lm_seq), n_embd=config.n_embd,
-        n_layer=config.n_layer, n_head=config.n_head, bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
+        vocab_size=vocab,
+        n_positions=max(config.max_len, config.lm_seq),
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return GPT2LMHeadModel(cfg)
 
 

@@ -18,17 +18,27 @@ from safetensors.torch import load_file
 CLI = Path(__file__).with_name("toy_cli.py")
 RESULT = re.compile(r"RESULT rank=(\d+) steps=(\d+) digest=(\w+) start=(\d+)")
 OPTIONS = [
-    "--engine.train.max_steps", "30",
-    "--engine.train.micro_batch_size", "4",
-    "--engine.train.grad_accum_steps", "2",
-    "--engine.checkpoint.every", "10",
-    "--engine.checkpoint.keep_last", "0",
-    "--engine.logging.log_every", "5",
-    "--engine.logging.tensorboard", "false",
-    "--engine.logging.progress", "none",
-    "--engine.optimizer.lr", "1e-3",
-    "--engine.schedule.warmup_steps", "3",
-]  # fmt: skip
+    "--engine.train.max_steps",
+    "30",
+    "--engine.train.micro_batch_size",
+    "4",
+    "--engine.train.grad_accum_steps",
+    "2",
+    "--engine.checkpoint.every",
+    "10",
+    "--engine.checkpoint.keep_last",
+    "0",
+    "--engine.logging.log_every",
+    "5",
+    "--engine.logging.tensorboard",
+    "false",
+    "--engine.logging.progress",
+    "none",
+    "--engine.optimizer.lr",
+    "1e-3",
+    "--engine.schedule.warmup_steps",
+    "3",
+]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
