@@ -84,6 +84,9 @@ def fresh_venv(tmp_path: Path, dist: Path, *wheels: Path) -> Path:
         "pip",
         "install",
         "--quiet",
+        # the workspace compiles bytecode on install (its uv setting); a throwaway venv need not: each
+        # process compiles only what it imports, which is a small part of torch and the domain libraries
+        "--no-compile-bytecode",
         "--python",
         str(python),
         "-c",

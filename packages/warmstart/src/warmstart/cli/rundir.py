@@ -111,17 +111,29 @@ class RunContext:
             return self._join(resume, out)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         checkpoint: Path | None = None
+        early: Path | None = None
         if resume is not None and str(resume) == "latest" and out is not None and not _has_checkpoint(out):
             log.info("--resume latest: %s has no checkpoint yet; starting the run there", out)
             run_dir, fresh = Path(out), True
         elif resume is None:
             run_dir, fresh = self._fresh_dir(out, stamp), True
         else:
-            run_dir, checkpoint = self.find_resume(resume, out)
+            # a second writer is refused by the lock before the run's checkpoints are even looked at
+            early = _resume_target(resume, out)
+            if early is not None:
+                lock.acquire(early)
+            try:
+                run_dir, checkpoint = self.find_resume(resume, out)
+            except BaseException:
+                if early is not None:
+                    lock.release(early)
+                raise
             fresh = False
         self.created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire(run_dir)
+        if resume is not None and early is not None:
+            lock.release(early)
         self.run_dir = run_dir
         config_file = run_dir / ("config.yaml" if fresh else f"config.resume-{stamp}.yaml")
         if self.config_yaml:
@@ -240,3 +252,14 @@ class RunContext:
 
 def _has_checkpoint(run_dir: Path) -> bool:
     return bool(complete_checkpoints(Path(run_dir) / "checkpoints"))
+
+
+def _resume_target(resume: str | Path, out: Path | None) -> Path | None:
+    """The existing run directory a ``--resume`` names (before its checkpoints are checked), or None."""
+    if str(resume) == "latest":
+        path = Path(out) if out is not None else None
+    else:
+        path = Path(resume)
+        if (path / "meta.json").is_file():
+            path = path.parent.parent
+    return path if path is not None and path.is_dir() else None
