@@ -65,6 +65,7 @@ def demo(out: Path | None = None, steps: int = 200, run: RunContext | None = Non
     from warmstart.cli.show import print_summary
     from warmstart.tasks import CausalLMTask
 
+    assert run is not None, "the App injects the run context"
     run_dir, _ = run.open(out=out)
     _, model, train, evaluation = build_demo()
     task = CausalLMTask(model, evaluation)
