@@ -9,11 +9,26 @@ visible tokens, a light decoder predicts every masked group's members: Chamfer-L
 the other attributes matched through the Chamfer nearest neighbour. ``attributes=("xyz",)`` is Point-MAE.
 Scales enter as ``10·exp(log-scale)`` to be O(1). Written by hand (FPS, kNN, Chamfer are a few lines; no
 pointnet2/knn_cuda extensions). Part segmentation (Point-MAE's head: several encoder layers, feature
-propagation, per-point MLP) is :mod:`warmstart_3d.partseg`. Left out: grouping in feature space.
+propagation, per-point MLP) is :mod:`warmstart_3d.partseg`.
+
+ShapeSplat's two Gaussian-specific mechanisms (reference ``models/transformer.py``: ``Group``, ``fps_gs``,
+``SoftEncoder``; ``models/neural_nn.py``: ``N3AggregationBase``):
+
+- **Gaussian feature grouping** (``group_attributes``): FPS and kNN run in a normalised feature space
+  (:func:`grouping_space`: the chosen attributes, each brought to O(1) per object as the reference's
+  ``pc_norm_gs`` does) instead of xyz alone, so a group gathers Gaussians that are alike, not only near; the
+  positional embedding then sees the centre's grouping features too. ``["xyz"]`` is Point-MAE's grouping.
+- **Splats pooling layer** (``pooling="splats"``): each group takes 1.25·K candidates; the first MLP embeds
+  them, their max is the query, and K soft nearest neighbours of the query in embedding space (softmax over
+  negative distances, one learned temperature per slot) are aggregated before the second MLP and max-pool
+  (:class:`SplatsPooling`). The reference initialises every slot's temperature alike, so the K slots are
+  identical and stay so (the shared MLP and max-pool are symmetric); here the temperatures start spread
+  (0.01 … 10 × the group's mean distance), from a near-hard nearest neighbour to a near-uniform mean.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +39,9 @@ from torch import nn
 from warmstart.errors import CheckpointError, ConfigError, DataError
 from warmstart.hub import HubMixin
 from warmstart.objectives import random_masking, restore_order
+
+SPLATS_CANDIDATES = 1.25
+"""Candidates per group of the splats pooling layer, as a multiple of ``group_size`` (the reference's 1.25)."""
 
 ATTRIBUTE_SLICES = {
     "xyz": slice(0, 3),
@@ -56,6 +74,11 @@ class GMAEConfig:
     """Loss on the non-xyz attributes: l1 or l2."""
     embed_width: int = 256
     """Width of the group encoder's first stage (Point-MAE: 256, then 512); smaller for CPU budgets."""
+    group_attributes: list[str] = field(default_factory=lambda: ["xyz"])
+    """Gaussian feature grouping: the attributes (normalised, :func:`grouping_space`) that FPS, kNN and the
+    positional embedding use; ["xyz"] groups by position alone (Point-MAE)."""
+    pooling: str = "max"
+    """Group embedding: "max" (Point-MAE's mini-PointNet) or "splats" (ShapeSplat's splats pooling layer)."""
 
 
 def farthest_point_sample(points: torch.Tensor, n: int) -> torch.Tensor:
@@ -73,23 +96,64 @@ def farthest_point_sample(points: torch.Tensor, n: int) -> torch.Tensor:
     return idx
 
 
-def group(features: torch.Tensor, n_groups: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, N, F) with xyz first → centres (B, G, 3) and groups (B, G, K, F), xyz relative to the centre."""
+def grouping_space(features: torch.Tensor, attributes: list[str]) -> torch.Tensor:
+    """(B, N, 14) Gaussian features → (B, N, F) the normalised feature space of Gaussian feature grouping.
+
+    Per object, as ShapeSplat's ``pc_norm_gs``: xyz centred and divided by the largest radius, opacity
+    (0..1) to -1..1, scales centred and divided by their largest norm, quaternions as they are (unit, w ≥ 0),
+    colour (0..1, the DC term) as 2·clip(rgb - ½, ±½)/√3. Each attribute is then O(1) whatever the object's
+    size, so none dominates the distances. Order follows ``ATTRIBUTE_SLICES``.
+    """
+    unknown = [a for a in attributes if a not in ATTRIBUTE_SLICES]
+    if unknown or "xyz" not in attributes:
+        raise ConfigError(
+            f"--model.group_attributes: need xyz plus any of {', '.join(ATTRIBUTE_SLICES)}; got {attributes}"
+        )
+    parts = []
+    for name in (a for a in ATTRIBUTE_SLICES if a in attributes):
+        x = features[..., ATTRIBUTE_SLICES[name]]
+        if name in ("xyz", "scale"):
+            x = x - x.mean(dim=1, keepdim=True)
+            x = x / x.norm(dim=-1).amax(dim=1).clamp_min(1e-8)[:, None, None]
+        elif name == "opacity":
+            x = 2 * x - 1
+        elif name == "colour":
+            x = 2 * (x - 0.5).clamp(-0.5, 0.5) / math.sqrt(3)
+        parts.append(x)
+    return torch.cat(parts, dim=-1)
+
+
+def group_features(
+    features: torch.Tensor, n_groups: int, group_size: int, space: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FPS centres and kNN groups in a grouping space.
+
+    ``features`` (B, N, F) with xyz first; ``space`` (B, N, S) where FPS and kNN measure distances (default:
+    xyz). Returns the centres' xyz (B, G, 3), their grouping features (B, G, S) and the groups (B, G, K, F),
+    members ordered nearest first, xyz relative to the centre.
+    """
     b, n, _ = features.shape
     if n < max(n_groups, group_size):
         raise DataError(
             f"cloud of {n} points is smaller than n_groups={n_groups} / group_size={group_size}; lower them"
         )
-    xyz = features[..., :3]
-    centre_idx = farthest_point_sample(xyz, n_groups)  # (B, G)
-    centres = torch.gather(xyz, 1, centre_idx.unsqueeze(-1).expand(-1, -1, 3))
-    knn = torch.cdist(centres, xyz).topk(group_size, largest=False).indices  # (B, G, K)
+    space = features[..., :3] if space is None else space
+    centre_idx = farthest_point_sample(space, n_groups)  # (B, G)
+    centre_space = torch.gather(space, 1, centre_idx.unsqueeze(-1).expand(-1, -1, space.shape[-1]))
+    centres = torch.gather(features[..., :3], 1, centre_idx.unsqueeze(-1).expand(-1, -1, 3))
+    knn = torch.cdist(centre_space, space).topk(group_size, largest=False).indices  # (B, G, K), sorted
     groups = torch.gather(
         features.unsqueeze(1).expand(-1, n_groups, -1, -1),
         2,
         knn.unsqueeze(-1).expand(-1, -1, -1, features.shape[-1]),
     ).clone()
     groups[..., :3] = groups[..., :3] - centres.unsqueeze(2)
+    return centres, centre_space, groups
+
+
+def group(features: torch.Tensor, n_groups: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N, F) with xyz first → centres (B, G, 3) and groups (B, G, K, F), xyz relative to the centre."""
+    centres, _, groups = group_features(features, n_groups, group_size)
     return centres, groups
 
 
@@ -117,6 +181,43 @@ class MiniPointNet(nn.Module):
         f = self.first(groups)  # (B, G, K, 256)
         f = torch.cat([f, f.max(dim=2, keepdim=True).values.expand_as(f)], dim=-1)
         return self.second(f).max(dim=2).values
+
+
+class SplatsPooling(nn.Module):
+    """ShapeSplat's splats pooling layer (its ``SoftEncoder`` with ``N3AggregationBase``): soft kNN in
+    embedding space over a group's candidates, then Point-MAE's second stage.
+
+    (B, G, O, F) candidates → first MLP (B, G, O, E); the query is their max over O; for each of ``k`` slots
+    the weights are softmax(-‖e_o - q‖ / (t_k · mean_o ‖e_o - q‖)) over the candidates, with a learned
+    temperature t_k per slot, and the slot is the weighted mean of the embeddings (B, G, k, E); the slots,
+    each with their max, go through the second MLP and are max-pooled (B, G, D).
+    """
+
+    def __init__(self, in_dim: int, dim: int, k: int, width: int = 256) -> None:
+        super().__init__()
+        half, double = width // 2, 2 * width
+        self.k = k
+        self.first = nn.Sequential(
+            nn.Linear(in_dim, half), nn.LayerNorm(half), nn.GELU(), nn.Linear(half, width)
+        )
+        self.log_temperature = nn.Parameter(torch.linspace(math.log(0.01), math.log(10.0), k))
+        self.second = nn.Sequential(
+            nn.Linear(double, double), nn.LayerNorm(double), nn.GELU(), nn.Linear(double, dim)
+        )
+
+    def weights(self, embedded: torch.Tensor) -> torch.Tensor:
+        """(B, G, O, E) embeddings → (B, G, k, O) soft-neighbour weights of the k slots (rows sum to 1)."""
+        query = embedded.max(dim=2, keepdim=True).values  # (B, G, 1, E)
+        dist = (embedded - query).norm(dim=-1)  # (B, G, O)
+        scale = dist.mean(dim=-1, keepdim=True).detach().clamp_min(1e-6)
+        temperature = self.log_temperature.exp()[:, None]  # (k, 1)
+        return torch.softmax(-(dist / scale).unsqueeze(2) / temperature, dim=-1)
+
+    def forward(self, groups: torch.Tensor) -> torch.Tensor:  # (B, G, O, F) → (B, G, D)
+        e = self.first(groups)  # (B, G, O, E)
+        z = self.weights(e) @ e  # (B, G, k, E)
+        z = torch.cat([z, z.max(dim=2, keepdim=True).values.expand_as(z)], dim=-1)
+        return self.second(z).max(dim=2).values
 
 
 def _blocks(dim: int, heads: int, depth: int) -> nn.TransformerEncoder:
@@ -158,8 +259,17 @@ class GaussianMAE(nn.Module, HubMixin):
         self.n_classes = n_classes
         self.in_dim = sum(ATTRIBUTE_SLICES[a].stop - ATTRIBUTE_SLICES[a].start for a in config.attributes)
         d = config.dim
-        self.embed = MiniPointNet(self.in_dim, d, config.embed_width)
-        self.pos = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, d))
+        if config.pooling not in ("max", "splats"):
+            raise ConfigError(f"--model.pooling: max or splats; got {config.pooling!r}")
+        self.group_dim = sum(
+            ATTRIBUTE_SLICES[a].stop - ATTRIBUTE_SLICES[a].start for a in config.group_attributes
+        )
+        grouping_space(torch.zeros(1, 1, 14), config.group_attributes)  # checks the names
+        if config.pooling == "splats":
+            self.embed: nn.Module = SplatsPooling(self.in_dim, d, config.group_size, config.embed_width)
+        else:
+            self.embed = MiniPointNet(self.in_dim, d, config.embed_width)
+        self.pos = nn.Sequential(nn.Linear(self.group_dim, 128), nn.GELU(), nn.Linear(128, d))
         self.encoder = _blocks(d, config.heads, config.depth)
         self.norm = nn.LayerNorm(d)
         self.mask_token = nn.Parameter(torch.zeros(d))
@@ -169,13 +279,31 @@ class GaussianMAE(nn.Module, HubMixin):
             nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, n_classes)) if n_classes else None
         )
 
+    def grouped(
+        self, features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Selected attributes (B, N, F), centres' xyz (B, G, 3), their positional input (B, G, S: raw xyz,
+        then the normalised other grouping attributes) and the groups (B, G, K or 1.25·K candidates, F)."""
+        cfg = self.config
+        x = select(features, cfg.attributes)
+        size = cfg.group_size
+        if cfg.pooling == "splats":
+            size = min(features.shape[1], math.ceil(SPLATS_CANDIDATES * size))
+        if list(cfg.group_attributes) == ["xyz"]:
+            centres, groups = group(x, cfg.n_groups, size)
+            return x, centres, centres, groups
+        space = grouping_space(features, cfg.group_attributes)
+        centres, centre_space, groups = group_features(x, cfg.n_groups, size, space)
+        return x, centres, torch.cat([centres, centre_space[..., 3:]], dim=-1), groups
+
     def tokens(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = select(features, self.config.attributes)
-        centres, groups = group(x, self.config.n_groups, self.config.group_size)
-        return centres, groups, self.embed(groups)  # (B, G, 3), (B, G, K, F), (B, G, D)
+        """Positional input (B, G, S), groups (B, G, K', F) and tokens (B, G, D)."""
+        _, _, pos_in, groups = self.grouped(features)
+        return pos_in, groups, self.embed(groups)
 
     def pretrain_loss(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         centres, groups, tokens = self.tokens(features)
+        groups = groups[:, :, : self.config.group_size]  # the K nearest candidates are the target
         pos = self.pos(centres)  # (B, G, D)
         both = torch.cat([tokens, pos], dim=-1)
         kept, mask, ids_restore = random_masking(both, self.config.mask_ratio, generator=generator)
@@ -198,9 +326,8 @@ class GaussianMAE(nn.Module, HubMixin):
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Selected attributes (B, N, F), centres (B, G, 3) and the normed outputs (B, G, D) of the encoder
         blocks ``fetch`` (0-based), all tokens visible (Point-MAE's segmentation backbone)."""
-        x = select(features, self.config.attributes)
-        centres, groups = group(x, self.config.n_groups, self.config.group_size)
-        h = self.embed(groups) + self.pos(centres)
+        x, centres, pos_in, groups = self.grouped(features)
+        h = self.embed(groups) + self.pos(pos_in)
         outs = []
         for i, layer in enumerate(self.encoder.layers):
             h = layer(h)
