@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from warmstart.objectives import ClipLoss, info_nce, label_similarity, soft_contrastive_loss
+from warmstart.objectives import ClipLoss, info_nce, label_similarity, nt_xent, soft_contrastive_loss
 
 
 def test_info_nce_matches_definition_and_is_minimised_by_alignment() -> None:
@@ -61,3 +61,19 @@ def test_soft_contrastive_prefers_label_consistent_embeddings() -> None:
     assert soft_contrastive_loss(by_label, by_label, targets) < soft_contrastive_loss(
         shuffled, by_label, targets
     )
+
+
+def test_nt_xent_is_simclr_loss_with_same_view_negatives() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    z = F.normalize(torch.cat([a, b]), dim=-1)
+    sim = z @ z.T / 0.1
+    terms = []
+    for i in range(8):  # SimCLR's l(i, j): -log exp(s_ij) / sum_{k != i} exp(s_ik)
+        j = (i + 4) % 8
+        others = torch.cat([sim[i, :i], sim[i, i + 1 :]])
+        terms.append(-(sim[i, j] - torch.logsumexp(others, 0)))
+    assert torch.allclose(nt_xent(a, b, 0.1), torch.stack(terms).mean(), atol=1e-5)
+    assert float(nt_xent(a, a + 1e-3 * b, 0.05)) < float(nt_xent(a, b, 0.05))  # aligned pairs lower it
+    # unlike the symmetric CLIP loss, same-view negatives count: the two differ
+    assert not torch.allclose(nt_xent(a, b, 0.1), info_nce(a, b, temperature=0.1, symmetric=True))

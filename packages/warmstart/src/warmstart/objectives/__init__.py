@@ -1,9 +1,10 @@
-"""Pretraining objectives: CLM/MLM/UL2, MAE, contrastive (InfoNCE/CLIP/soft), CTC, entropic OT, distillation."""
+"""Pretraining objectives: CLM/MLM/UL2, MAE, contrastive (InfoNCE/NT-Xent/CLIP/soft), CTC, entropic OT, distillation."""
 
 from warmstart.objectives.contrastive import (
     ClipLoss,
     info_nce,
     label_similarity,
+    nt_xent,
     similarity_logits,
     soft_contrastive_loss,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "ema_update",
     "emulated_finetune_logits",
     "info_nce",
+    "nt_xent",
     "kd_loss",
     "label_similarity",
     "lengths_from_mask",

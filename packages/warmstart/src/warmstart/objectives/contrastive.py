@@ -1,6 +1,7 @@
-"""Contrastive objectives: InfoNCE, the symmetric CLIP loss with a learnable temperature, and soft labels.
+"""Contrastive objectives: InfoNCE, NT-Xent, the symmetric CLIP loss with a learnable temperature, soft labels.
 
 Seed papers: "Representation Learning with Contrastive Predictive Coding" (InfoNCE, arXiv 1807.03748);
+"A Simple Framework for Contrastive Learning of Visual Representations" (SimCLR's NT-Xent, arXiv 2002.05709);
 "Learning Transferable Visual Models From Natural Language Supervision" (CLIP, arXiv 2103.00020) for the
 symmetric loss and the learnable logit scale (init 1/0.07, clamped at 100); "Multi-Label Guided Soft
 Contrastive Learning for Efficient Earth Observation Pretraining" (SoftCon, arXiv 2405.20462) for targets
@@ -42,6 +43,21 @@ def info_nce(
     if symmetric:
         loss = 0.5 * (loss + F.cross_entropy(logits.T, targets))
     return loss
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float | torch.Tensor = 0.07) -> torch.Tensor:
+    """NT-Xent (SimCLR; lightly's ``NTXentLoss``) over the 2N L2-normalised features of (N, D) ``a`` and ``b``.
+
+    Each feature's positive is its pair (``a[i]`` ↔ ``b[i]``); its negatives are the other 2N − 2 features of
+    both views (same-view negatives included, unlike :func:`info_nce`'s symmetric CLIP loss); self-similarity
+    is excluded. The loss is the mean over all 2N anchors.
+    """
+    z = F.normalize(torch.cat([a, b]).float(), dim=-1)  # (2N, D)
+    logits = z @ z.T / temperature
+    n = a.shape[0]
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
 
 
 class ClipLoss(nn.Module):
