@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from warmstart.errors import CheckpointError, ConfigError, DataError
+from warmstart.objectives import nt_xent  # SimCLR's NT-Xent, as the reference's lightly loss
 from warmstart_3d.clip_models import (  # noqa: F401 - the names this module always had
     OPENAI_MEAN,
     OPENAI_STD,
@@ -215,18 +216,6 @@ def pretrain_source(config: SourceConfig, folder: Path, engine: Any = None) -> d
         "loss_last": losses[-1],
         "seconds": seconds,
     }
-
-
-def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
-    """NT-Xent (SimCLR, arXiv 2002.05709; lightly's ``NTXentLoss``, which the reference uses): the 2B
-    normalised features of (B, D) ``a`` and ``b``; each one's positive is its pair, its negatives the other
-    2B − 2 features of both modalities (same-modality negatives included, unlike CLIP's symmetric loss)."""
-    z = F.normalize(torch.cat([a, b]).float(), dim=-1)  # (2B, D)
-    logits = z @ z.T / temperature
-    n = a.shape[0]
-    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(logits, targets)
 
 
 # -- CLIP2Point ---------------------------------------------------------------------------------------
