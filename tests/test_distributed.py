@@ -2,9 +2,11 @@
 tiny ``warmstart-lang pretrain``; ``python -m`` for every CLI. The README's commands are copied from here.
 
 What is checked: one run directory however the job is launched (rank 0 writes config, metrics and
-checkpoints; the other ranks write nothing); the final weights equal a 1-process run with the same
-global batch to within 1e-6 (the lang stream gives every rank the same blocks, so the global batch is one
-rank's micro-batch); a killed node ends the job within ``distributed.timeout`` plus start-up slack.
+checkpoints; the other ranks write nothing); the data is split by rank (each of the 2 ranks takes its own
+micro-batch of the global batch, 2 blocks each), so the final weights equal a 1-process run with the same
+global batch (2 blocks x 2 accumulation steps) to within 1e-6, and differ from a run in which every rank
+read the same blocks (a 1-process run of one rank's batch); a killed node ends the job within
+``distributed.timeout`` plus start-up slack.
 """
 
 from __future__ import annotations
@@ -134,18 +136,44 @@ def _assert_one_run(run_dir: Path, steps: int, every: int) -> None:
 
 @pytest.fixture(scope="module")
 def single_run(lang_world, tmp_path_factory) -> Path:
+    """One process with the 2-rank runs' global batch: 2 blocks x 2 accumulation steps."""
     tmp = tmp_path_factory.mktemp("single")
     out = tmp / "single"
-    cmd = [sys.executable, "-m", "warmstart_lang.cli", *pretrain_args(lang_world), "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp), timeout=600)
+    args = [*pretrain_args(lang_world), "--engine.train.grad_accum_steps", "2", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "warmstart_lang.cli", *args],
+        capture_output=True,
+        text=True,
+        env=_env(tmp),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def unsplit_weights(lang_world, tmp_path_factory) -> dict[str, torch.Tensor]:
+    """What 2 ranks that both read the same blocks would train: one rank's batch alone (in-process)."""
+    from warmstart_lang.cli import app
+
+    out = tmp_path_factory.mktemp("unsplit") / "run"
+    assert app.main([*pretrain_args(lang_world), "--out", str(out)]) == 0
+    return _weights(out)
+
+
+def _assert_split_data(weights: dict, single_run: Path, unsplit: dict) -> None:
+    """Equal to the 1-process run of the same global batch, and *because* the data was split by rank."""
+    _assert_same_weights(weights, _weights(single_run))
+    with pytest.raises(AssertionError):
+        _assert_same_weights(weights, unsplit)
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.timeout(900)
-def test_torchrun_two_processes_one_run_directory_same_weights(lang_world, single_run, tmp_path) -> None:
+def test_torchrun_two_processes_one_run_directory_same_weights(
+    lang_world, single_run, unsplit_weights, tmp_path
+) -> None:
     # README: torchrun --nproc_per_node 2 -m warmstart_lang.cli pretrain ... (no --out: one timestamped run)
     cmd = [
         TORCHRUN,
@@ -167,13 +195,15 @@ def test_torchrun_two_processes_one_run_directory_same_weights(lang_world, singl
     runs = [p for p in (tmp_path / "runs" / "lang" / "pretrain").iterdir() if not p.name.startswith(".")]
     assert len(runs) == 1, runs  # one run, not one per rank
     _assert_one_run(runs[0], 4, 2)
-    _assert_same_weights(_weights(runs[0]), _weights(single_run))
+    _assert_split_data(_weights(runs[0]), single_run, unsplit_weights)
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.timeout(900)
-def test_two_nodes_on_one_machine_one_run_directory_same_weights(lang_world, single_run, tmp_path) -> None:
+def test_two_nodes_on_one_machine_one_run_directory_same_weights(
+    lang_world, single_run, unsplit_weights, tmp_path
+) -> None:
     port = str(_free_port())
     out = tmp_path / "two-nodes"
     nodes = []
@@ -194,7 +224,7 @@ def test_two_nodes_on_one_machine_one_run_directory_same_weights(lang_world, sin
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     _assert_one_run(out, 4, 2)
     assert not (tmp_path / "runs").exists()  # nobody made a second, default run directory
-    _assert_same_weights(_weights(out), _weights(single_run))
+    _assert_split_data(_weights(out), single_run, unsplit_weights)
 
 
 def _workers(agent: subprocess.Popen) -> list:
@@ -290,7 +320,9 @@ def test_python_dash_m_runs_every_cli() -> None:
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.timeout(900)
-def test_srun_tasks_share_one_run_directory_same_weights(lang_world, single_run, tmp_path) -> None:
+def test_srun_tasks_share_one_run_directory_same_weights(
+    lang_world, single_run, unsplit_weights, tmp_path
+) -> None:
     """Two tasks as ``srun`` starts them (SLURM's variables, no torchrun), without --out."""
     port, job = str(_free_port()), str(40000 + os.getpid() % 10000)
     tasks = []
@@ -324,4 +356,4 @@ def test_srun_tasks_share_one_run_directory_same_weights(lang_world, single_run,
     runs = [p for p in (tmp_path / "runs" / "lang" / "pretrain").iterdir() if not p.name.startswith(".")]
     assert len(runs) == 1, runs
     _assert_one_run(runs[0], 4, 2)
-    _assert_same_weights(_weights(runs[0]), _weights(single_run))
+    _assert_split_data(_weights(runs[0]), single_run, unsplit_weights)

@@ -213,6 +213,12 @@ def test_loader_state_round_trip_and_sharding() -> None:
     other.load_state_dict(state)
     it2 = iter(other)
     assert [next(it2).tolist() for _ in range(4)] == expected
+    from warmstart.data.sampling import epoch_permutation
+
+    fresh = iter(ResumableLoader(data, 3, seed=5))  # the shared seeded order, epoch after epoch
+    for epoch in range(2):
+        order = epoch_permutation(20, 5, epoch)[:18].view(6, 3).tolist()
+        assert [next(fresh).tolist() for _ in range(6)] == order
     shards = [ResumableLoader(data, 2, seed=1, rank=r, world_size=2) for r in range(2)]
     seen = [set(torch.cat([b for _, b in zip(range(5), iter(s), strict=False)]).tolist()) for s in shards]
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 20
@@ -266,3 +272,38 @@ def test_golden_loss_curve(tmp_path: Path) -> None:
     torch.testing.assert_close(
         torch.tensor(curve["loss"]), torch.tensor(golden["loss"]), rtol=1e-4, atol=1e-6
     )
+
+
+def test_an_unsharded_stream_is_split_by_rank_into_the_one_process_sequence() -> None:
+    from warmstart.engine.data import BatchCursor
+
+    def stream():  # a plain iterable of numbered micro-batches
+        return iter([torch.tensor([i]) for i in range(12)])
+
+    class Stream:
+        def __iter__(self):
+            return stream()
+
+    one = BatchCursor(Stream())
+    alone = [int(one.next()) for _ in range(8)]
+    ranks = [BatchCursor(Stream(), rank=r, world_size=2) for r in range(2)]
+    per_rank = [[int(c.next()) for _ in range(4)] for c in ranks]
+    assert per_rank[0] != per_rank[1] and not set(per_rank[0]) & set(per_rank[1])
+    # step s with 2 accumulation steps on 1 process == step s of 2 ranks with 1 each: the same 2 batches
+    for s in range(4):
+        assert sorted([per_rank[0][s], per_rank[1][s]]) == alone[2 * s : 2 * s + 2]
+    resumed = BatchCursor(Stream(), rank=1, world_size=2)
+    resumed.load_state_dict(ranks[1].state_dict())
+    assert int(resumed.next()) == 9  # rank 1 continues with its own next batch
+
+
+def test_a_stream_sharded_for_another_world_is_refused() -> None:
+    from warmstart.data.packing import PackedStream
+    from warmstart.engine.data import BatchCursor
+    from warmstart.errors import DataError
+
+    docs = [[1, 2, 3]] * 8
+    own = PackedStream(docs, block_size=4, batch_size=2, eos_id=0, rank=1, world_size=2)
+    assert BatchCursor(own, rank=1, world_size=2).stride == 1  # it shards itself: used as it is
+    with pytest.raises(DataError, match="rank 1 of 2 but this process is rank 0 of 4"):
+        BatchCursor(own, rank=0, world_size=4)

@@ -3,12 +3,17 @@
 A killed run must resume with exactly the batches it would have seen, so the engine needs to know *where*
 it is in the data. Three kinds of input are accepted:
 
-- a map-style dataset (``__len__`` + ``__getitem__``): :class:`ResumableLoader` shuffles it with a seeded
-  per-epoch permutation, shards it across ranks and collates micro-batches; its position is two integers;
+- a map-style dataset (``__len__`` + ``__getitem__``): :class:`ResumableLoader` shuffles it with the seeded
+  per-epoch permutation of :mod:`warmstart.data.sampling` (the one every loader shares), shards it across
+  ranks and collates micro-batches; its position is two integers;
 - an iterable with ``state_dict()``/``load_state_dict()`` (a stateful stream of ready micro-batches, such as
-  the core's packers and mixtures): used as is, its state saved in checkpoints;
+  the core's packers and mixtures): used as is, its state saved in checkpoints (each rank's, for a stream
+  built with ``rank``/``world_size`` that shards itself);
 - any other iterable of micro-batches: resumed by skipping the batches already consumed (correct for a
   deterministic iterable, slower for a long one).
+
+Under DDP a stream that does not shard itself is split by rank by :class:`BatchCursor` (each rank takes its
+own micro-batches of the global batch), so more processes mean more data per step, not the same data.
 
 With ``train.num_workers > 0`` a map-style dataset is read by worker processes through torchdata's
 ``StatefulDataLoader`` (:class:`WorkerLoader`, as torchtitan does): the same seeded order as
@@ -62,14 +67,16 @@ class ResumableLoader:
         self.position = 0  # micro-batches already yielded in this epoch
 
     def _indices(self, epoch: int) -> torch.Tensor:
-        n = len(self.dataset)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        usable = (n // self.world_size) * self.world_size
-        return order[:usable][self.rank :: self.world_size]  # (n // world_size,)
+        """This rank's ``n // world_size`` indices of ``epoch`` (the shared seeded order, strided by rank)."""
+        return epoch_order(
+            len(self.dataset),
+            self.seed,
+            epoch,
+            shuffle=self.shuffle,
+            rank=self.rank,
+            world_size=self.world_size,
+            even=True,
+        )
 
     def __iter__(self) -> Iterator[Any]:
         while True:
@@ -183,13 +190,39 @@ def is_map_style(data: Any) -> bool:
     return hasattr(data, "__len__") and hasattr(data, "__getitem__") and not hasattr(data, "state_dict")
 
 
-class BatchCursor:
-    """One interface over the three kinds of input: ``next()``, ``state_dict()``, ``load_state_dict()``."""
+def rank_sharded(data: Any, rank: int, world_size: int) -> bool:
+    """Whether ``data`` already yields only this rank's share (it was built with ``rank``/``world_size``).
 
-    def __init__(self, data: Iterable) -> None:
+    A stream built for another world is refused: its shares would overlap or leave data out.
+    """
+    own = getattr(data, "world_size", None)
+    if own is None or own == 1:
+        return False
+    if own != world_size or getattr(data, "rank", rank) != rank:
+        raise DataError(
+            f"the training data was sharded for rank {getattr(data, 'rank', '?')} of {own} but this process "
+            f"is rank {rank} of {world_size}; build it with this run's rank and world size (or unsharded)"
+        )
+    return True
+
+
+class BatchCursor:
+    """One interface over the three kinds of input: ``next()``, ``state_dict()``, ``load_state_dict()``.
+
+    Under ``world_size`` > 1 a stream that is not sharded itself (see :func:`rank_sharded`) is split by
+    rank here, as ``DistributedSampler`` splits a dataset: the stream's micro-batches are read as one global
+    sequence and rank ``r`` takes every ``world_size``-th one from the ``r``-th. One optimizer step of ``W``
+    ranks with ``A`` accumulation steps then sees the same ``W·A`` micro-batches as one process with
+    ``W·A`` accumulation steps. Every rank reads (and drops) the others' micro-batches, so every rank's
+    stream is at the same position and rank 0's state resumes them all.
+    """
+
+    def __init__(self, data: Iterable, rank: int = 0, world_size: int = 1) -> None:
         self.data = data
         self.stateful = hasattr(data, "state_dict") and hasattr(data, "load_state_dict")
         self.consumed = 0
+        self.rank = rank
+        self.stride = world_size if world_size > 1 and not rank_sharded(data, rank, world_size) else 1
         self._iterator: Iterator | None = None
 
     def _iter(self) -> Iterator:
@@ -197,7 +230,7 @@ class BatchCursor:
             self._iterator = iter(self.data)
         return self._iterator
 
-    def next(self) -> Any:
+    def _read(self) -> Any:
         try:
             batch = next(self._iter())
         except StopIteration:  # a finite plain iterable: start the next pass
@@ -206,17 +239,27 @@ class BatchCursor:
         self.consumed += 1
         return batch
 
+    def next(self) -> Any:
+        if self.stride == 1:
+            return self._read()
+        mine = None
+        for i in range(self.stride):  # this rank's micro-batch of the next `stride` global ones
+            batch = self._read()
+            if i == self.rank:
+                mine = batch
+        return mine
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"consumed": self.consumed}
         if self.stateful:
-            state["data"] = self.data.state_dict()
+            state["data"] = self.data.state_dict()  # type: ignore[attr-defined]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._iterator = None
         self.consumed = int(state["consumed"])
         if self.stateful:
-            self.data.load_state_dict(state["data"])
+            self.data.load_state_dict(state["data"])  # type: ignore[attr-defined]
         else:
             iterator = self._iter()
             for _ in range(self.consumed):

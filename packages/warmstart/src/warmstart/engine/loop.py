@@ -338,7 +338,7 @@ class Engine:
                 )
             else:
                 data = ResumableLoader(data, tcfg.micro_batch_size, **common)
-        return BatchCursor(data)
+        return BatchCursor(data, fabric.global_rank, fabric.world_size)
 
     def _lock(self, st: RunState) -> bool:
         """Rank 0 takes the run directory's lock (re-entrant: the CLI may already hold it)."""
@@ -407,7 +407,9 @@ class Engine:
                 )
             st.optimizer.load_state_dict(optim_state)
         st.scheduler.load_state_dict(state["scheduler"])
-        st.cursor.load_state_dict(state["data"])
+        per_rank = state.get("data_ranks")  # a stream sharded by itself: each rank's own position
+        own = per_rank[fabric.global_rank] if per_rank and len(per_rank) == st.world else state["data"]
+        st.cursor.load_state_dict(own)
         if "guard" in state:
             st.guard.load_state_dict(state["guard"])
         rngs = state["rng"]
@@ -591,21 +593,27 @@ class Engine:
         model_state = self._model_state(st)
         optim_state = self._optim_state(st)
         rngs = [rng_state()]
-        if st.world > 1:
+        data_states = [st.cursor.state_dict()]
+        if st.world > 1:  # every rank's generators; its stream's position too when the stream shards itself
+            mine = (rngs[0], data_states[0] if st.cursor.stride == 1 else None)
             gathered: list = [None] * st.world
-            torch.distributed.all_gather_object(gathered, rngs[0])
-            rngs = gathered
+            torch.distributed.all_gather_object(gathered, mine)
+            rngs = [g[0] for g in gathered]
+            if st.cursor.stride == 1:
+                data_states = [g[1] for g in gathered]
         path = self.run_dir / "checkpoints" / f"step-{st.step}"
         error: CheckpointError | None = None
         if st.rank0:
             state = {
                 "step": st.step,
                 "scheduler": st.scheduler.state_dict(),
-                "data": st.cursor.state_dict(),
+                "data": data_states[0],
                 "rng": rngs,
                 "world_size": st.world,
                 "guard": st.guard.state_dict(),
             }
+            if st.world > 1 and st.cursor.stride == 1:
+                state["data_ranks"] = data_states
             try:
                 path = save_checkpoint(
                     self.run_dir / "checkpoints",
