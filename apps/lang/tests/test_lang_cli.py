@@ -386,3 +386,37 @@ def test_expansion_memory_is_refused_before_allocating(world):
     assert need == 3 * 1000 * d * 4  # embeddings + untied head + one transient copy, fp32
     with pytest.raises(ConfigError, match="GiB"):
         check_expansion_memory(model, 10**9, budget=10**9)
+
+
+def test_only_rank_0_writes_under_a_launcher(world, tmp_path, monkeypatch):
+    """A rank other than 0 (as torchrun sets RANK) trains but saves no model, config or tokenizer."""
+    d = world["data"]
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "rank1"
+    args = ["pretrain", "--model", str(world["model"]), "--data", str(d / "target" / "train.jsonl")]
+    args += ["--eval_data", str(d / "target" / "valid.txt"), "--tokenizer", str(world["base"])]
+    args += [
+        "--adapt.block_size",
+        "32",
+        "--engine.train.max_steps",
+        "2",
+        "--engine.train.micro_batch_size",
+        "2",
+    ]
+    assert app.main([*args, *QUIET, "--out", str(out)]) == 0
+    assert not (out / "model").exists() and not (out / "config.yaml").exists()
+    tok = ["tokenizer-train", "--data", str(d / "source" / "train.txt"), "--out", str(tmp_path / "tok")]
+    assert app.main(tok) == 0 and not (tmp_path / "tok").exists()
+    ext = [
+        "expand",
+        "--model",
+        str(world["model"]),
+        "--tokenizer",
+        str(world["ext"]),
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    assert app.main(ext) == 0 and not (tmp_path / "x").exists()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert app.main(["bench", "--out", str(tmp_path / "bench")]) == 2  # many small fits: one process only
+    assert not (tmp_path / "bench").exists()

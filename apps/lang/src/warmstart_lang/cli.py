@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -57,8 +58,29 @@ class _ProgressBar:
             self.progress.stop()  # type: ignore[attr-defined]
 
 
-def _run(run: RunContext | None, command: str) -> RunContext:
-    return run or RunContext("lang", command)
+def _launched_world() -> int:
+    """Processes the launcher started (torchrun's WORLD_SIZE, srun's SLURM_NTASKS; 1 without one)."""
+    env = os.environ
+    return int(env.get("WORLD_SIZE", env.get("SLURM_NTASKS", "1")))
+
+
+def _one_process(run: RunContext | None, command: str) -> bool:
+    """A one-process command under a launcher: rank 0 does the work and writes, the others return.
+
+    (The training commands instead run on every rank and write only through rank 0, ``run.writer``.)
+    """
+    if run is None or run.writer:
+        return True
+    log.info("%s runs in one process: rank %d leaves it to rank 0", command, run.rank)
+    return False
+
+
+def _refuse_launcher(command: str) -> None:
+    if _launched_world() > 1:
+        raise ConfigError(
+            f"lang {command} fits many small models in one process; run it without torchrun/srun "
+            f"(this launch has {_launched_world()} processes)"
+        )
 
 
 def _paths(paths: Files) -> list[Path]:
@@ -96,7 +118,9 @@ def synth(
     from warmstart.cli.show import print_table
     from warmstart_lang.data import write_language_pair
 
-    run_dir, _ = _run(run, "synth").open(out=out)
+    if not _one_process(run, "synth"):
+        return
+    run_dir, _ = run.open(out=out)
     paths = write_language_pair(run_dir, n_source=n_source, n_target=n_target, n_valid=n_valid, seed=seed)
     print_table("generated language pair", ("file", "path"), [(k, str(v)) for k, v in paths.items()])
 
@@ -110,6 +134,7 @@ def tokenizer_train(
     max_docs: int | None = None,
     text_key: str = "text",
     data_split: str = "train",
+    run: RunContext | None = None,
 ) -> None:
     """Train a target-language tokenizer (HF tokenizers, BPE or Unigram) on text/JSONL files.
 
@@ -126,6 +151,8 @@ def tokenizer_train(
     from warmstart.cli.show import print_table
     from warmstart_lang.tokenizer import atomic_save, train_tokenizer
 
+    if not _one_process(run, "tokenizer-train"):
+        return
     tok = train_tokenizer(_texts(data, max_docs, text_key, data_split), kind, vocab_size)
     atomic_save(tok, out)
     print_table("tokenizer", ("", ""), [("kind", kind), ("vocabulary", str(len(tok))), ("saved", str(out))])
@@ -142,6 +169,7 @@ def tokenizer_extend(
     max_docs: int | None = None,
     text_key: str = "text",
     split_cjk: bool | None = None,
+    run: RunContext | None = None,
 ) -> int:
     """Add the target tokens the base tokenizer lacks; report fertility and coverage before and after.
 
@@ -168,6 +196,8 @@ def tokenizer_extend(
         splits_cjk,
     )
 
+    if not _one_process(run, "tokenizer-extend"):
+        return 0
     base_tok = load_tokenizer(base)
     texts = _texts(data, max_docs, text_key)
 
@@ -239,6 +269,7 @@ def expand(
     cw2v_steps: int | None = None,
     cw2v_seconds: float | None = 60.0,
     seed: int = 0,
+    run: RunContext | None = None,
 ) -> None:
     """Resize a model (decoder, encoder or T5) to an extended tokenizer, initialising new embedding and head rows.
 
@@ -263,6 +294,8 @@ def expand(
     from warmstart_lang.models import load_model
     from warmstart_lang.tokenizer import load_tokenizer
 
+    if not _one_process(run, "expand"):
+        return
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} already exists and is not empty; choose another --out")
@@ -363,7 +396,7 @@ def pretrain(
     files = resolve_files(_paths(data), "training", data_split)
     replay_files = resolve_files(_paths(replay), "replay", data_split) if replay else []
     tok = load_tokenizer(tokenizer or model)
-    run_dir, checkpoint = _run(run, "pretrain").open(resume=resume, out=out)
+    run_dir, checkpoint = run.open(resume=resume, out=out)
     expansion = Path(model) / EXPANSION_FILE
     new_ids = json.loads(expansion.read_text())["new_token_ids"] if expansion.is_file() else None
     family = detect_family(load_config(model), model)
@@ -384,7 +417,8 @@ def pretrain(
         run_dir=run_dir,
         resume_from=checkpoint,
     )
-    save_model(result.model, tok, run_dir / "model", replace=checkpoint is not None)
+    if run.writer:  # every rank trained the same weights; rank 0 alone saves them
+        save_model(result.model, tok, run_dir / "model", replace=checkpoint is not None)
     print_summary(result.summaries[-1], "continual pretraining")
     rows = [("family", f"{family.name}: {family.objective}; target_ppl = {family.metric}")]
     rows += [(k, f"{v:.4g}") for k, v in result.final.items()]
@@ -433,7 +467,7 @@ def grow_command(
     small = load_model(model)
     family = family_of(small)
     tok = load_tokenizer(tokenizer or model)
-    run_dir, _ = _run(run, "grow").open(out=out)
+    run_dir, _ = run.open(out=out)
     big, info = grow_model(small, grow, f"grow {model}")
     rows = [("family", f"{family.name} ({type(big).__name__})"), ("method", grow.method)]
     rows += [(k, f"{a} -> {b}") for k, (a, b) in ((k, info[k]) for k in ("width", "depth", "params"))]
@@ -468,7 +502,8 @@ def grow_command(
                 f"{result.final['target_ppl']:.4g}",
             )
         ]
-    save_model(big, tok, run_dir / "model", extra=info, extra_name="warmstart_growth.json")
+    if run.writer:
+        save_model(big, tok, run_dir / "model", extra=info, extra_name="warmstart_growth.json")
     rows += [("saved", str(run_dir / "model"))]
     print_table("model growth", ("", ""), rows)
     return 0
@@ -484,6 +519,7 @@ def evaluate(
     max_blocks: int = 64,
     text_key: str = "text",
     out: Path | None = None,
+    run: RunContext | None = None,
 ) -> int:
     """Perplexity in the family's metric on target and source text (forgetting), fertility, throughput.
 
@@ -506,6 +542,8 @@ def evaluate(
     from warmstart_lang.models import check_tokenizer_fits, load_model
     from warmstart_lang.tokenizer import load_tokenizer
 
+    if not _one_process(run, "eval"):
+        return 0
     net = load_model(model)
     family = family_of(net)
     tok = load_tokenizer(tokenizer or model)
@@ -538,7 +576,8 @@ def demo(out: Path | None = None, steps: int = 40, run: RunContext | None = None
         out: run directory (default: runs/lang/demo/<time>).
         steps: continual-pretraining steps.
     """
-    run_dir, _ = _run(run, "demo").open(out=out)
+    _refuse_launcher("demo")
+    run_dir, _ = run.open(out=out)
     with cpu_threads():
         return _demo(run_dir, steps)
 
@@ -614,7 +653,8 @@ def bench(
     from warmstart.cli.show import print_table
     from warmstart_lang.bench import run_bench, throughput_vs_trainer
 
-    run_dir, _ = _run(run, "bench").open(out=out)
+    _refuse_launcher("bench")
+    run_dir, _ = run.open(out=out)
     if kind == "throughput":
         with cpu_threads():
             r = throughput_vs_trainer(
