@@ -87,3 +87,39 @@ def test_random_return_is_seeded_and_below_the_expert() -> None:
     expert = episode_returns(lambda obs: minigrid_expert_action(env), env, 20, seed=3)
     env.close()
     assert 0.0 <= first < 0.7 < min(expert)  # episodes cut at 20 steps: random rarely arrives in time
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".gif"])
+def test_plain_video_files_round_trip_through_pyav(tmp_path, suffix) -> None:
+    from warmstart_rl.data import load_videos, read_video, write_video
+
+    frames = np.zeros((8, 24, 32, 3), np.uint8)
+    for t in range(8):  # a white bar sliding right, on a red background
+        frames[t, :, :, 0] = 200
+        frames[t, :, 3 * t : 3 * t + 6] = 255
+    path = write_video(tmp_path / f"clip{suffix}", frames)
+    decoded = read_video(path)
+    assert decoded.shape == frames.shape and decoded.dtype == np.uint8
+    error = np.abs(decoded.astype(int) - frames).mean(axis=(1, 2, 3))
+    assert error.max() < 12  # lossy codecs, but every frame decodes to its own picture
+    green = decoded[:, 12, :, 1].astype(float)  # (T, W): the bar's row profile
+    centre = (green * np.arange(32)).sum(1) / green.sum(1)
+    assert np.all(np.diff(centre) > 1.5)  # the frames come back in order (the bar moves 3 px a frame)
+    # a folder mixing a video file and an .npz episode; non-square frames are resized to the target's size
+    np.savez_compressed(tmp_path / "ep.npz", frames=frames[:5])
+    videos, info = load_videos([tmp_path], 16)
+    assert sorted(v.shape for v in videos) == [(5, 16, 16, 3), (8, 16, 16, 3)]
+    assert info["sources"][0]["episodes"] == 2
+
+
+def test_truncated_video_file_is_one_line_or_skipped(tmp_path) -> None:
+    from warmstart_rl.data import load_videos, write_video
+
+    frames = np.full((6, 16, 16, 3), 128, np.uint8)
+    good = write_video(tmp_path / "good.mp4", frames)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(DataError, match="bad.mp4"):
+        load_videos([tmp_path], 16)
+    videos, info = load_videos([tmp_path], 16, on_bad_file="skip")
+    assert len(videos) == 1 and info["skipped_files"] == 1

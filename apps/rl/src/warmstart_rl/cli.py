@@ -306,7 +306,9 @@ def worldmodel_pretrain(
     Args:
         data: a corpus written by `collect` (same-environment videos; actions are not read).
         videos: folders of episodes from any environments, as a list (`--videos '[dir1, dir2]'`): `collect`
-            corpora or folders of .npz files with a `frames` array (T, H, W, 3) uint8; any or no action space.
+            corpora, folders of .npz files with a `frames` array (T, H, W, 3) uint8 and/or plain video files
+            (.mp4, .avi, .webm, .mkv, .mov, .gif, decoded with PyAV), or video files themselves; any or no
+            action space.
         size: the target's frame side every video is resized to (default: --data's, else the first video's).
         model: world-model architecture (context encoder on/off, state sizes).
         options: clip length and held-out split.

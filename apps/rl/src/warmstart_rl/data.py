@@ -5,7 +5,8 @@ arXiv 2206.11795). This module builds pixel-observation environments from any gy
 Atari through ale-py, classic control through ``rgb_array`` rendering), rolls out a policy (scripted
 expert with noise, random, or a stable-baselines3 checkpoint) and records episodes as compressed NPZ
 arrays with a JSONL index: a large *unlabelled* part (frames only, VPT's "videos") and a small
-*labelled* part (frames, actions, rewards). Videos are not written as MP4 (no codec dependency).
+*labelled* part (frames, actions, rewards). Plain video files (.mp4, .avi, .webm, .gif, ...) are read and
+written with PyAV (:func:`read_video`, :func:`write_video`) for ContextWM's video pretraining.
 Environment defaults are per family (:meth:`EnvConfig.resolved`: MiniGrid's 3 navigation actions at 20 px,
 an ALE game's full minimal action set at 64 px with ALE's own frame skip); an unreadable episode file is one
 line naming it, or skipped and counted (``on_bad_file='skip'``); :func:`load_videos` reads frames-only
@@ -615,13 +616,70 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     )
 
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
+"""Plain video files :func:`read_video` decodes (through PyAV, FFmpeg's libraries)."""
+
+
+def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
+    """The frames of a plain video file (.mp4, .avi, .webm, .mkv, .mov, .gif) as (T, H, W, 3) uint8 RGB,
+    decoded with PyAV; an unreadable or empty file is a :class:`DataError` naming it."""
+    import av
+
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path}: no video stream in it; pass video files or episode folders")
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise DataError(
+            f"{path}: unreadable video file ({type(exc).__name__}: truncated, corrupt or not a video); "
+            f"re-encode it or pass --on_bad_file skip"
+        ) from None
+    if not frames:
+        raise DataError(f"{path}: the video holds no frames")
+    return np.stack(frames).astype(np.uint8)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 15) -> Path:
+    """Write (T, H, W, 3) uint8 frames as a video file with PyAV (the codec from the suffix: .gif as GIF,
+    .webm as VP9, others as MPEG-4 part 2, all built into PyAV's wheels); even sides for the yuv codecs."""
+    import av
+
+    path = Path(path)
+    codec, pix = {".gif": ("gif", "rgb8"), ".webm": ("libvpx-vp9", "yuv420p")}.get(
+        path.suffix.lower(), ("mpeg4", "yuv420p")
+    )
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = int(frames.shape[1]), int(frames.shape[2])
+        stream.pix_fmt = pix
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), "rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _checked_frames(path: Path, frames: np.ndarray) -> np.ndarray:
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise DataError(f"{path}: frames must be (T, H, W, 3) uint8, got {frames.dtype} {frames.shape}")
+    return frames
+
+
 def load_videos(
     folders: list[Path], size: int | None, on_bad_file: OnBadFile = "error"
 ) -> tuple[list[np.ndarray], dict]:
-    """Frames-only videos from folders of episodes of *any* environment, resized to ``size`` (ContextWM's
-    in-the-wild pretraining data): a corpus written by ``collect`` (its actions are ignored), or any folder
-    of ``.npz`` files with a ``frames`` array (T, H, W, 3) uint8; ``size`` None: the first video's side
-    (square frames of other sizes are resized to it). Returns (videos, {sources, skipped_files}).
+    """Frames-only videos of *any* environment or camera, resized to ``size`` (ContextWM's in-the-wild
+    pretraining data). Each entry is a corpus written by ``collect`` (its actions are ignored), a folder of
+    ``.npz`` files with a ``frames`` array (T, H, W, 3) uint8 and/or plain video files (.mp4, .avi, .webm,
+    .mkv, .mov, .gif; decoded by :func:`read_video`), or one such video file. ``size`` None: the first
+    video's height; frames of other sizes or aspect ratios are box-resized to ``size`` x ``size``.
+    Returns (videos, {sources, skipped_files}).
     """
     videos: list[np.ndarray] = []
     sources: list[dict[str, Any]] = []
@@ -632,27 +690,32 @@ def load_videos(
             clips = [e.frames for e in corpus.episodes]
             skipped += corpus.meta["skipped_files"]
             env_id = corpus.meta["env"]["env_id"]
-        elif folder.is_dir():
+        elif folder.is_dir() or (folder.is_file() and folder.suffix.lower() in VIDEO_SUFFIXES):
             clips = []
-            files = sorted(folder.rglob("*.npz"))
+            if folder.is_file():
+                files = [folder]
+            else:
+                files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".npz", *VIDEO_SUFFIXES))
             if not files:
-                raise DataError(f"--videos {folder}: no corpus (meta.json) and no .npz episode files in it")
+                raise DataError(
+                    f"--videos {folder}: no corpus (meta.json), no .npz episodes and no video files "
+                    f"({', '.join(VIDEO_SUFFIXES)}) in it"
+                )
             for path in files:
                 try:
-                    frames = read_npz(path, ("frames",))["frames"]
+                    if path.suffix.lower() == ".npz":
+                        frames = read_npz(path, ("frames",))["frames"]
+                    else:
+                        frames = read_video(path)
                 except DataError:
                     if on_bad_file == "error":
                         raise
                     skipped += 1
                     continue
-                if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-                    raise DataError(
-                        f"{path}: frames must be (T, H, W, 3) uint8, got {frames.dtype} {frames.shape}"
-                    )
-                clips.append(frames)
+                clips.append(_checked_frames(path, frames))
             env_id = "unknown"
         else:
-            raise DataError(f"--videos {folder}: no such folder")
+            raise DataError(f"--videos {folder}: no such folder or video file ({', '.join(VIDEO_SUFFIXES)})")
         if size is None and clips:
             size = int(clips[0].shape[1])
         videos += [resize_frames(c, size) for c in clips] if size is not None else clips

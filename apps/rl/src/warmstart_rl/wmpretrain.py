@@ -5,8 +5,8 @@ videos of other domains before fine-tuning on the target.
 Seed: *Pre-training Contextualized World Models with In-the-wild Videos for Reinforcement Learning*
 (Wu et al., arXiv 2305.18499), section 4.1, APV-style (arXiv 2203.13880) action-free pretraining. The
 videos come from ``collect`` corpora (their actions are never read) or any folder of ``.npz`` episodes
-with a ``frames`` array (:func:`warmstart_rl.data.load_videos`). Plain video files (MP4) are not read:
-no decoder library (PyAV, OpenCV, imageio) is in the lock. Left out: the seed's video datasets
+with a ``frames`` array, or plain video files (.mp4, .webm, .gif, ...) decoded with PyAV
+(:func:`warmstart_rl.data.load_videos`). Left out: the seed's video datasets
 (Something-Something-v2, Human3.6M, YouTube driving).
 """
 
