@@ -106,7 +106,22 @@ def test_point_clouds_and_splat_plys(tmp_path):
         ("flat.off", b"OFF\n4 2 0\n0 0 0\n1 0 0\n2 0 0\n3 0 0\n3 0 1 2\n3 1 2 3\n", "zero area"),
         ("same.xyz", b"1 1 1\n1 1 1\n1 1 1\n", "same position"),
         ("bad.npy", b"not numpy", "not a readable npy"),
-        ("shape.pcd", b"x", "unknown shape format"),
+        ("shape.pcd", b"x", "not a readable PCD"),
+        (
+            "short.pcd",
+            b"# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 5\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 5\nDATA ascii\n"
+            b"1 2 3\n",
+            "header says 5 points, the body holds 1",
+        ),
+        (
+            "intensity.pcd",
+            b"# .PCD v0.7\nVERSION 0.7\nFIELDS a b c\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 5\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 5\nDATA ascii\n"
+            + b"1 2 3\n" * 5,
+            "without x y z",
+        ),
+        ("shape.las", b"LASFxx", "not a readable LAS"),
+        ("garbage.las", bytes(range(256)) * 2, "not a readable LAS"),
+        ("shape.vtk", b"x", "unknown shape format"),
     ],
 )
 def test_malformed_files_are_one_line_naming_the_file(tmp_path, name, content, message):
@@ -114,6 +129,58 @@ def test_malformed_files_are_one_line_naming_the_file(tmp_path, name, content, m
     with pytest.raises(DataError, match=message) as info:
         read_cloud(tmp_path / name)
     assert name in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "binary", "binary_compressed"])
+def test_pcd_clouds_with_normals_and_packed_colour(tmp_path, encoding):
+    import numpy as np
+    from pypcd4 import Encoding, PointCloud
+
+    rng = np.random.default_rng(0)
+    xyz = rng.random((30, 3), dtype=np.float32)
+    normals = np.tile(np.array([[0.0, 0.0, 2.0]], np.float32), (30, 1))
+    rgb8 = rng.integers(0, 256, (30, 3)).astype(np.uint8)
+    fields = ("x", "y", "z", "normal_x", "normal_y", "normal_z", "rgb")
+    packed = PointCloud.encode_rgb(rgb8)  # float32 bits; ascii files carry them as an integer (TYPE U)
+    ascii_int = encoding == "ascii"
+    rgb = packed.view(np.uint32) if ascii_int else packed
+    data = [*xyz.T, *normals.T, rgb]  # one array per field
+    types = (np.float32,) * 6 + ((np.uint32,) if ascii_int else (np.float32,))
+    pc = PointCloud.from_points(data, fields, types)
+    pc.save(tmp_path / "c.pcd", encoding=Encoding(encoding))
+    cloud = read_cloud(tmp_path / "c.pcd")
+    assert torch.allclose(cloud.points, torch.from_numpy(xyz))
+    assert torch.allclose(cloud.normals, torch.tensor([0.0, 0.0, 1.0]).expand(30, 3))  # unit
+    assert torch.allclose(cloud.colours, torch.from_numpy(rgb8 / 255.0).float())
+    only_xyz = tmp_path / "xyz.pcd"
+    PointCloud.from_xyz_points(xyz).save(only_xyz)
+    assert read_cloud(only_xyz).normals is None and read_cloud(only_xyz).colours is None
+
+
+def test_las_clouds_with_scaled_coordinates_and_colour(tmp_path):
+    import laspy
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    xyz = rng.random((25, 3)) * 100 + 5000  # survey coordinates: large offsets, mm resolution
+    header = laspy.LasHeader(point_format=2, version="1.2")
+    header.offsets, header.scales = [5000.0, 5000.0, 5000.0], [0.001, 0.001, 0.001]
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    red = np.arange(25, dtype=np.uint16) * 2000  # 16-bit colour
+    las.red, las.green, las.blue = red, red, np.zeros(25, np.uint16)
+    las.write(tmp_path / "s.las")
+    cloud = read_cloud(tmp_path / "s.las")
+    assert torch.allclose(cloud.points.double(), torch.from_numpy(xyz), atol=2e-3)
+    assert torch.allclose(cloud.colours[:, 0], torch.from_numpy(red / 65535.0).float())
+    assert torch.equal(cloud.colours[:, 2], torch.zeros(25))
+    (tmp_path / "cls" / "a").mkdir(parents=True)
+    las.write(tmp_path / "cls" / "a" / "one.las")
+    (tmp_path / "cls" / "a" / "broken.las").write_bytes(b"LASF")
+    shapes = load_shape_set(tmp_path / "cls", n_points=16, on_bad_file="skip")
+    assert (
+        len(shapes.labels) == 1 and len(shapes.skipped) == 1
+    )  # a folder dataset reads .las and skips bad ones
 
 
 def _modelnet(root, classes=("chair", "lamp"), per=2):

@@ -6,9 +6,11 @@ on a mesh surface, area-weighted, and normalising into the unit sphere (what eve
 GLB/GLTF, mesh PLY) are read and sampled by ``trimesh`` (``sample_surface``: area-weighted, with face normals
 and vertex/face/texture colours where the file has them); point clouds come from PLY (any ``x y z`` vertex
 element, ``nx ny nz`` and ``red green blue`` when present), XYZ/TXT/CSV (3 or 6+ columns: ModelNet40's
-resampled ``x,y,z,nx,ny,nz``) and NPY; a 3DGS PLY (``f_dc_*``, ``opacity``, ...) is read exactly by
+resampled ``x,y,z,nx,ny,nz``), NPY, PCL's PCD (``pypcd4``: ascii, binary and binary_compressed; ``normal_x``…
+and packed ``rgb`` when present) and ASPRS LAS (``laspy``; scaled coordinates, 16-bit colour when the point
+format has it); a 3DGS PLY (``f_dc_*``, ``opacity``, ...) is read exactly by
 :func:`warmstart_3d.splats.read_ply` and gives its centres. Every broken or degenerate file is a one-line
-:class:`~warmstart.errors.DataError` naming it. Left out: PCD and LAS (no reader in the lock), OFF colours
+:class:`~warmstart.errors.DataError` naming it. Left out: compressed LAZ (needs a laz backend), OFF colours
 (trimesh drops them), texture sampling beyond trimesh's ``to_color``.
 """
 
@@ -26,7 +28,7 @@ from warmstart.errors import DataError
 log = logging.getLogger(__name__)
 
 MESH_SUFFIXES = {".stl", ".obj", ".off", ".glb", ".gltf"}
-CLOUD_SUFFIXES = {".xyz", ".txt", ".csv", ".pts", ".npy"}
+CLOUD_SUFFIXES = {".xyz", ".txt", ".csv", ".pts", ".npy", ".pcd", ".las"}
 SUFFIXES = MESH_SUFFIXES | CLOUD_SUFFIXES | {".ply"}
 SPLAT_PROPERTIES = {"f_dc_0", "opacity", "scale_0", "rot_0"}
 
@@ -157,6 +159,61 @@ def _array_cloud(path: Path) -> Cloud:
     return Cloud(points, normals, None, "points")
 
 
+def _pcd_cloud(path: Path) -> Cloud:
+    """A PCL .pcd file through pypcd4; a bad header, a body shorter than its POINTS, or no x y z: one line."""
+    from pypcd4 import PointCloud
+
+    try:
+        pc = PointCloud.from_path(path)
+        fields = list(pc.fields)
+        if not {"x", "y", "z"} <= set(fields):
+            raise DataError(f"{path}: PCD without x y z fields (has {' '.join(fields)})")
+        arr = pc.numpy(tuple(fields))
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pypcd4 raises pydantic's ValidationError, ValueError, ...
+        raise DataError(f"{path}: not a readable PCD file ({type(exc).__name__})") from None
+    if arr.shape[0] != pc.points:
+        raise DataError(
+            f"{path}: PCD header says {pc.points} points, the body holds {arr.shape[0]}; truncated?"
+        )
+
+    def cols(keys: tuple[str, ...]) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(arr[:, [fields.index(k) for k in keys]], np.float32))
+
+    normal_keys = ("normal_x", "normal_y", "normal_z")
+    normals = cols(normal_keys) if set(normal_keys) <= set(fields) else None
+    colours = None
+    for key in ("rgb", "rgba"):
+        if key in fields:  # PCL packs 8-bit r g b into one float32 (TYPE F) or uint32 (TYPE U)
+            column = arr[:, fields.index(key)]
+            is_uint = np.dtype(pc.types[fields.index(key)]).kind == "u"
+            packed = column.astype(np.uint32).view(np.float32) if is_uint else column.astype(np.float32)
+            colours = torch.from_numpy(PointCloud.decode_rgb(packed).astype(np.float32) / 255.0)
+    return Cloud(cols(("x", "y", "z")), normals, colours, "points")
+
+
+def _las_cloud(path: Path) -> Cloud:
+    """An ASPRS .las file through laspy (scaled x y z; red green blue of 16 bits when present)."""
+    import laspy
+
+    try:
+        las = laspy.read(path)
+    except Exception as exc:  # noqa: BLE001 - laspy raises LaspyException, ValueError, ...
+        raise DataError(f"{path}: not a readable LAS file ({type(exc).__name__}: {exc})") from None
+    points = torch.from_numpy(
+        np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], 1).astype(np.float32)
+    )
+    colours = None
+    if {"red", "green", "blue"} <= set(las.point_format.dimension_names):
+        rgb = np.stack([np.asarray(las.red), np.asarray(las.green), np.asarray(las.blue)], 1).astype(
+            np.float32
+        )
+        if len(rgb) and rgb.max() > 0:
+            colours = torch.from_numpy(rgb / (65535.0 if rgb.max() > 255 else 255.0))
+    return Cloud(points, None, colours, "points")
+
+
 def _txt_with_commas(path: Path) -> bool:
     try:
         with open(path, "rb") as fh:
@@ -185,12 +242,16 @@ def read_cloud(path: str | Path, n_points: int = 1024, seed: int = 0, min_points
             raise DataError(f"{path}: not a readable point file ({type(exc).__name__})") from None
         points = torch.from_numpy(arr)
         cloud = Cloud(points, points[:, 3:6].clone() if points.shape[1] >= 6 else None, None, "points")
+    elif suffix == ".pcd":
+        cloud = _pcd_cloud(path)
+    elif suffix == ".las":
+        cloud = _las_cloud(path)
     elif suffix in CLOUD_SUFFIXES:
         cloud = _array_cloud(path)
     else:
         raise DataError(
             f"{path}: unknown shape format {suffix!r}; use a mesh ({', '.join(sorted(MESH_SUFFIXES))}, .ply) "
-            "or points (.ply, .xyz, .txt, .csv, .npy)"
+            "or points (.ply, .xyz, .txt, .csv, .npy, .pcd, .las)"
         )
     check_cloud(cloud.points, str(path), min_points)
     cloud.points = cloud.points[:, :3].contiguous()
