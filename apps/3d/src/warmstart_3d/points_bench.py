@@ -24,8 +24,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from warmstart_3d.data import COMPOSITE_CLASSES, PART_NAMES, SHAPE_CLASSES
 from warmstart_3d.gmae import GaussianMAE, GMAEConfig, splat_features, splat_features_parts
+from warmstart_3d.shapes import COMPOSITE_CLASSES, PART_NAMES, SHAPE_CLASSES
 from warmstart_3d.splat_dataset import object_splat, object_splat_parts
 
 log = logging.getLogger(__name__)
@@ -348,7 +348,7 @@ def mae_source(config: PointsBenchConfig, attributes: list[str]) -> tuple[Gaussi
     import json
 
     from warmstart.cache import cached, code_version
-    from warmstart_3d import data, gmae, splat_dataset
+    from warmstart_3d import gmae, shapes, splat_dataset
 
     cfg = copy.deepcopy(config.model)
     cfg.attributes = list(attributes)
@@ -381,7 +381,7 @@ def mae_source(config: PointsBenchConfig, attributes: list[str]) -> tuple[Gaussi
         training,
         build,
         data=recipe,
-        code=code_version(gmae, data, splat_dataset, sys.modules[__name__]),
+        code=code_version(gmae, shapes, splat_dataset, sys.modules[__name__]),
         description=f"MAE source ({', '.join(attributes)}), {config.pretrain_steps} steps",
     )
     losses = json.loads((folder / "losses.json").read_text())

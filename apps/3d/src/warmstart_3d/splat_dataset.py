@@ -21,17 +21,16 @@ from pathlib import Path
 import torch
 
 from warmstart.errors import ConfigError, DataError
-from warmstart_3d.data import (
+from warmstart_3d.geometry import intrinsics
+from warmstart_3d.scenes import orbit_cameras, render_scene
+from warmstart_3d.shapes import (
     ALL_CLASSES,
     PART_NAMES,
     SHAPE_CLASSES,
-    orbit_cameras,
-    render_scene,
     shape_instance,
     surface_area,
     surface_gaussians,
 )
-from warmstart_3d.geometry import intrinsics
 from warmstart_3d.splats import Gaussians, read_ply, write_ply
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import torch
 
 from warmstart.engine import light_fit
 from warmstart.optim import OptimizerConfig, ScheduleConfig
-from warmstart_3d.data import index_batches
+from warmstart_3d.sampling import index_batches
 
 
 def fit_tensors(
