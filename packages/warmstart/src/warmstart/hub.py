@@ -219,21 +219,24 @@ def read_config(source: str | Path, kind: str | tuple[str, ...] | None = None) -
     return meta
 
 
-def load_model(
+def load_model[M](
     source: str | Path,
-    build: Callable[[dict[str, Any]], nn.Module],
+    build: Callable[[dict[str, Any]], M],
     *,
     kind: str | tuple[str, ...] | None = None,
     strict: bool = True,
     device: str | torch.device = "cpu",
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model with ``build(config)`` and load its verified weights; returns (model, config.json)."""
+) -> tuple[M, dict[str, Any]]:
+    """Rebuild a model with ``build(config)`` (a torch module) and load its verified weights; returns
+    (model, config.json)."""
     directory = resolve(source)
     meta = read_config(directory, kind)
     problem = integrity.verify(directory, meta.get("files", {WEIGHTS: {}}))
     if problem:
         raise CheckpointError(f"{directory}: {problem}; save or download the model again")
     model = build(meta["config"])
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"load_model: build returned a {type(model).__name__}, not a torch.nn.Module")
     try:
         missing, unexpected = _st_load_model(
             model, str(directory / WEIGHTS), strict=strict, device=str(device)
@@ -287,7 +290,7 @@ class HubMixin(ModelHubMixin):
         )
 
     @classmethod
-    def from_pretrained(  # type: ignore[override]
+    def from_pretrained(
         cls,
         pretrained_model_name_or_path: str | Path,
         *,
@@ -300,5 +303,5 @@ class HubMixin(ModelHubMixin):
         model, meta = load_model(
             directory, cls.from_hub_config, kind=cls.warmstart_kind, strict=strict, device=device
         )
-        model.hub_extra = {k: v for k, v in meta.items() if k not in {"config", "files"}}  # type: ignore[union-attr]
-        return model  # type: ignore[return-value]
+        model.hub_extra = {k: v for k, v in meta.items() if k not in {"config", "files"}}
+        return model

@@ -10,16 +10,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, Protocol
 
 import xxhash
 
 _CHUNK = 1 << 22  # 4 MiB reads
+
+
+class _Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
 
 ALGORITHMS = ("xxh3_128", "sha256")
 
 
 def digest_file(path: str | Path, algorithm: str = "xxh3_128") -> str:
     """The hex digest of a file's bytes, read in 4 MiB chunks."""
+    h: _Hasher
     if algorithm == "xxh3_128":
         h = xxhash.xxh3_128()
     elif algorithm == "sha256":
@@ -32,7 +40,9 @@ def digest_file(path: str | Path, algorithm: str = "xxh3_128") -> str:
     return h.hexdigest()
 
 
-def manifest(root: str | Path, files: Iterable[str], algorithm: str = "xxh3_128") -> dict[str, dict]:
+def manifest(
+    root: str | Path, files: Iterable[str], algorithm: str = "xxh3_128"
+) -> dict[str, dict[str, Any]]:
     """``{name: {"size", "digest"}}`` for ``files`` (paths relative to ``root``)."""
     root = Path(root)
     return {
@@ -41,7 +51,7 @@ def manifest(root: str | Path, files: Iterable[str], algorithm: str = "xxh3_128"
     }
 
 
-def verify(root: str | Path, entries: dict[str, dict], algorithm: str = "xxh3_128") -> str | None:
+def verify(root: str | Path, entries: dict[str, dict[str, Any]], algorithm: str = "xxh3_128") -> str | None:
     """None when every file in ``entries`` exists with its recorded size and digest, else why not.
 
     Sizes are checked first (cheap: a truncated file fails without being read), then digests.

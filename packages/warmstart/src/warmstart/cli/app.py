@@ -20,12 +20,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from warmstart.cli.rundir import RunContext
 from warmstart.errors import NonFiniteError, UserError
 
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
+
 USAGE_ERROR = 2
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -52,11 +56,11 @@ class _Command:
     help: str
 
 
-def _one_line(message: str) -> str:
+def _one_line(message: object) -> str:
     return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
-def _description(fn: Callable) -> str:
+def _description(fn: Callable[..., Any]) -> str:
     """A command's help text: its docstring without the ``Args:`` section (each arg documents its option)."""
     from docstring_parser import parse
 
@@ -92,8 +96,16 @@ class App:
     def prog(self) -> str:
         return "warmstart" if self.name == "warmstart" else f"warmstart-{self.name}"
 
-    def command(self, fn: Callable | None = None, *, name: str | None = None, demo: bool = False):
-        def register(f: Callable) -> Callable:
+    @overload
+    def command(self, fn: F, *, name: str | None = None, demo: bool = False) -> F: ...
+    @overload
+    def command(
+        self, fn: None = None, *, name: str | None = None, demo: bool = False
+    ) -> Callable[[F], F]: ...
+    def command(
+        self, fn: F | None = None, *, name: str | None = None, demo: bool = False
+    ) -> F | Callable[[F], F]:
+        def register(f: F) -> F:
             cmd_name = name or f.__name__.replace("_", "-")
             doc = inspect.getdoc(f) or ""
             self.commands[cmd_name] = _Command(cmd_name, f, doc.split("\n\n")[0].replace("\n", " "))
@@ -103,7 +115,7 @@ class App:
 
         return register(fn) if fn is not None else register
 
-    def _with_run(self, f: Callable, cmd_name: str) -> Callable:
+    def _with_run(self, f: F, cmd_name: str) -> F:
         """``f`` called as a function gets ``run=RunContext(app, command)`` when it takes one and got none."""
         params = list(inspect.signature(f).parameters)
         if "run" not in params:
@@ -120,10 +132,10 @@ class App:
             finally:
                 run.close()
 
-        return with_run
+        return cast(F, with_run)
 
     # -- parsing --------------------------------------------------------------------------------
-    def parser(self):
+    def parser(self) -> ArgumentParser:
         from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
         set_parsing_settings(docstring_parse_attribute_docstrings=True)  # field docs become --help
@@ -136,7 +148,7 @@ class App:
         for cmd in self.commands.values():
             sub = ArgumentParser(description=_description(cmd.fn), exit_on_error=False)
             sub.add_argument("--config", action=ActionConfigFile, help="a YAML file of options")
-            skip = {"run"} if "run" in inspect.signature(cmd.fn).parameters else set()
+            skip: set[str | int] = {"run"} if "run" in inspect.signature(cmd.fn).parameters else set()
             sub.add_function_arguments(cmd.fn, as_group=False, skip=skip)
             subcommands.add_subcommand(cmd.name, sub, help=cmd.help)
         return parser
@@ -168,8 +180,11 @@ class App:
         name = cfg.command
         cmd = self.commands[name]
         sub_cfg = cfg[name]
+        config_yaml = ""
+        subcommands = parser._subcommands_action
         try:
-            config_yaml = parser._subcommands_action._name_parser_map[name].dump(sub_cfg, skip_none=False)
+            if subcommands is not None:
+                config_yaml = subcommands._name_parser_map[name].dump(sub_cfg, skip_none=False)
         except Exception:  # noqa: BLE001 - a config that cannot be dumped is still runnable
             config_yaml = ""
         from warmstart.engine.signals import Interrupted

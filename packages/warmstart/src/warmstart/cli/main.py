@@ -6,7 +6,7 @@ import logging
 import tempfile
 import time
 import traceback
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from warmstart.cli.app import App
@@ -17,7 +17,7 @@ app = App("warmstart", "warmstart — never train from scratch. Apps: see `warms
 log = logging.getLogger(__name__)
 
 
-def installed_apps() -> dict[str, object]:
+def installed_apps() -> dict[str, EntryPoint]:
     """Entry points of the ``warmstart.apps`` group, by name (not loaded)."""
     return {ep.name: ep for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name)}
 
@@ -60,7 +60,7 @@ def tour(only: list[str] | None = None, out: Path | None = None, keep_going: boo
         out: where demo outputs go (default: a temporary directory, removed afterwards).
         keep_going: continue after an app fails (the exit code is still 1).
     """
-    found: dict[str, object] = installed_apps()
+    found: dict[str, EntryPoint | _BuiltinDemo] = dict(installed_apps())
     if not found or (only and "core" in only):
         found = {"core": _BuiltinDemo(), **found}
     if only:

@@ -16,7 +16,15 @@ import math
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class _Stateful(Protocol):
+    """A source that checkpoints itself (e.g. torchdata's ``StatefulDataLoader``)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class Mixture:
@@ -100,10 +108,10 @@ class Mixture:
             yield (name, item) if self.with_source else item
 
     def state_dict(self) -> dict[str, Any]:
-        sources = {}
+        sources: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(self.names):
             src = self.sources[name]
-            if hasattr(src, "state_dict") and hasattr(src, "load_state_dict"):
+            if isinstance(src, _Stateful):
                 sources[name] = {"state": src.state_dict()}
             else:
                 sources[name] = {"consumed": self.counts[i]}
@@ -114,8 +122,13 @@ class Mixture:
         self.counts = [int(c) for c in state["counts"]]
         self._iterators = {}
         for name, s in state["sources"].items():
+            src = self.sources[name]
             if "state" in s:
-                self.sources[name].load_state_dict(s["state"])
+                if not isinstance(src, _Stateful):
+                    raise TypeError(
+                        f"source {name!r} was checkpointed with its own state but has no load_state_dict"
+                    )
+                src.load_state_dict(s["state"])
             else:
                 for _ in range(int(s["consumed"])):
                     self._next_item(name)

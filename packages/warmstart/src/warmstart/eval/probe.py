@@ -68,21 +68,21 @@ def linear_probe(
         return F.cross_entropy(z @ weight.T + bias, y) + weight_decay * weight.pow(2).sum()
 
     if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+        lbfgs = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
-            opt.zero_grad()
+            lbfgs.zero_grad()
             loss = objective()
             loss.backward()
             return loss
 
-        opt.step(closure)
+        lbfgs.step(closure)
     else:
-        opt = torch.optim.Adam([weight, bias], lr=lr)
+        adam = torch.optim.Adam([weight, bias], lr=lr)
         for _ in range(max_iter):
-            opt.zero_grad()
+            adam.zero_grad()
             objective().backward()
-            opt.step()
+            adam.step()
     result = ProbeResult(0.0, 0.0, weight.detach(), bias.detach(), mean, std)
     result.train_accuracy = float((result.predict(x) == y).float().mean())
     result.accuracy = float((result.predict(test_features) == test_labels.long()).float().mean())

@@ -69,7 +69,7 @@ def _curve(curve: Curve) -> tuple[list[int], list[float]]:
 
 def _curves_summary(curves: PerSeedCurves) -> dict[str, Any]:
     items = curves.items() if isinstance(curves, Mapping) else enumerate(curves)
-    per_seed = {}
+    per_seed: dict[str, dict[str, Any]] = {}
     for seed, c in items:
         steps, values = _curve(c)
         per_seed[str(seed)] = {"steps": steps, "values": values}
@@ -184,12 +184,13 @@ def write_bench_report(
         raise ValueError("results is empty: nothing to report")
     if baseline is not None and baseline not in results:
         raise ValueError(f"baseline {baseline!r} is not among the methods {list(results)}")
-    stat_kw = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed}
 
     methods: dict[str, dict[str, Any]] = {}
     for name, per_seed in results.items():
         seeds, values = _per_seed(per_seed)
-        methods[name] = {"seeds": seeds, "values": values} | _stats(values, **stat_kw)
+        methods[name] = {"seeds": seeds, "values": values} | _stats(
+            values, confidence=confidence, n_resamples=n_resamples, seed=seed
+        )
     if baseline is not None:
         base = methods[baseline]
         base_vals = [v for v in base["values"] if math.isfinite(v)]
@@ -198,7 +199,9 @@ def write_bench_report(
             if name == baseline or not vals or not base_vals:
                 continue
             delta = m["mean"] - base["mean"]
-            lo, hi = bootstrap_diff_ci(vals, base_vals, **stat_kw)
+            lo, hi = bootstrap_diff_ci(
+                vals, base_vals, confidence=confidence, n_resamples=n_resamples, seed=seed
+            )
             m["delta"] = delta
             m["delta_ci"] = [lo, hi]
             m["relative_delta"] = delta / abs(base["mean"]) if base["mean"] else None
@@ -213,7 +216,9 @@ def write_bench_report(
         extra_summary[metric_name] = {}
         for name, per_seed in per_method.items():
             seeds, values = _per_seed(per_seed)
-            extra_summary[metric_name][name] = {"seeds": seeds, "values": values} | _stats(values, **stat_kw)
+            extra_summary[metric_name][name] = {"seeds": seeds, "values": values} | _stats(
+                values, confidence=confidence, n_resamples=n_resamples, seed=seed
+            )
 
     env = environment_info() | dict(environment or {})
     summary: dict[str, Any] = {

@@ -111,6 +111,8 @@ class CW2VResult:
 class _ConvexRows(nn.Module):
     """Dense trainable factorised logits; ``forward(ids)`` gives softmax(A1[ids] @ A2) @ E_old."""
 
+    old: Tensor  # buffer: (V_old, D), frozen
+
     def __init__(self, old: Tensor, n_new: int, cfg: CW2VConfig, g: torch.Generator) -> None:
         super().__init__()
         self.register_buffer("old", old.detach(), persistent=False)  # (V_old, D), frozen
@@ -136,6 +138,9 @@ class _ConvexRows(nn.Module):
 class _SparseConvexRows(nn.Module):
     """Each new row mixes ``k`` seeded random old rows: softmax(L[i]) @ E_old[support[i]]."""
 
+    old: Tensor  # buffer: (V_old, D), frozen
+    index: Tensor  # buffer: (n_new, k) int64, the support of each new row
+
     def __init__(self, old: Tensor, n_new: int, k: int, g: torch.Generator) -> None:
         super().__init__()
         self.register_buffer("old", old.detach(), persistent=False)  # (V_old, D), frozen
@@ -157,6 +162,9 @@ class _SparseConvexRows(nn.Module):
         return torch.cat([self(ids[s : s + chunk]) for s in range(0, n, chunk)])
 
 
+_Rows = _ConvexRows | _SparseConvexRows
+
+
 def _skipgram_pairs(sequences: Sequence[Tensor], window: int, n_old: int) -> Tensor:
     """All (centre, context) pairs within ``window`` where at least one side is a new id (>= n_old)."""
     out = []
@@ -175,9 +183,9 @@ def _skipgram_pairs(sequences: Sequence[Tensor], window: int, n_old: int) -> Ten
     return torch.cat(out)  # (P, 2)
 
 
-def _lookup(rows: nn.Module, ids: Tensor, n_old: int) -> Tensor:
+def _lookup(rows: _Rows, ids: Tensor, n_old: int) -> Tensor:
     """Vectors for ids in the combined space: frozen old rows, or the trained rows for new ones."""
-    old: Tensor = rows.old  # type: ignore[assignment]
+    old = rows.old
     out = torch.empty(ids.shape[0], old.shape[1], dtype=old.dtype, device=ids.device)
     is_new = ids >= n_old
     out = out.index_put((torch.nonzero(~is_new).squeeze(1),), old[ids[~is_new]])
@@ -187,7 +195,7 @@ def _lookup(rows: nn.Module, ids: Tensor, n_old: int) -> Tensor:
     return out
 
 
-def _pair_loss(emb: nn.Module, out: nn.Module, batch: Tensor, neg: Tensor, n_old: int) -> Tensor:
+def _pair_loss(emb: _Rows, out: _Rows, batch: Tensor, neg: Tensor, n_old: int) -> Tensor:
     """Skip-gram negative-sampling loss: -log s(e_c . u_o) - sum_neg log s(-e_c . u_n), mean over pairs."""
     e_c = _lookup(emb, batch[:, 0], n_old)  # (B, D)
     u = _lookup(out, torch.cat([batch[:, 1:], neg], 1).reshape(-1), n_old)
@@ -208,7 +216,8 @@ class _Stopper:
         self.losses: list[float] = []
         self.heldout: list[tuple[int, float]] = []
         self.stopped = ""
-        self.best, self.best_state, self.bad = math.inf, None, 0
+        self.best, self.bad = math.inf, 0
+        self.best_state: list[Tensor] | None = None
 
     def before_step(self) -> bool:
         """False when training must stop now (and records why)."""
@@ -253,7 +262,17 @@ def _split_heldout(
     return pairs[perm[n_held:]], pairs[perm[:n_held]], held_neg.view(-1, cfg.negatives)[:n_held]
 
 
-def _train_dense(emb, out_rows, opt, pairs, noise, cfg, g, n_old, stopper_for) -> _Stopper:
+def _train_dense(
+    emb: _Rows,
+    out_rows: _Rows,
+    opt: torch.optim.Optimizer,
+    pairs: Tensor,
+    noise: Tensor,
+    cfg: CW2VConfig,
+    g: torch.Generator,
+    n_old: int,
+    stopper_for: Callable[[int], _Stopper],
+) -> _Stopper:
     """The reference loop: every row looked up through A (exact gradients for shared A2)."""
     train, held, held_neg = _split_heldout(pairs, noise, cfg, g)
     per_epoch = math.ceil(train.shape[0] / cfg.batch_size)
@@ -283,7 +302,17 @@ def _train_dense(emb, out_rows, opt, pairs, noise, cfg, g, n_old, stopper_for) -
     return stop
 
 
-def _train_sparse(emb, head, opt, pairs, noise, cfg, g, n_old, stopper_for) -> _Stopper:
+def _train_sparse(
+    emb: _SparseConvexRows,
+    head: _SparseConvexRows | None,
+    opt: torch.optim.Optimizer,
+    pairs: Tensor,
+    noise: Tensor,
+    cfg: CW2VConfig,
+    g: torch.Generator,
+    n_old: int,
+    stopper_for: Callable[[int], _Stopper],
+) -> _Stopper:
     """Sparse rows depend only on their own logits, so a bank of every row's current value is exact: a step
     computes fresh rows (with gradients) for ``batch_size // 16`` new tokens only and reads every other
     new token's row from the bank. Input rows learn from their (centre, context) pairs; an untied head's
@@ -391,11 +420,12 @@ def cw2v_rows(
     g = make_generator(generator, device=old_weight.device)
     dev, dt = old_weight.device, _work_dtype(old_weight)
     n_old = old_weight.shape[0]
-    sparse = cfg.support is not None and cfg.support < n_old
+    support = cfg.support if cfg.support is not None and cfg.support < n_old else None
+    sparse = support is not None
 
-    def make(base: Tensor) -> nn.Module:
-        if sparse:
-            return _SparseConvexRows(base.to(dt), n_new, int(cfg.support), g)  # type: ignore[arg-type]
+    def make(base: Tensor) -> _Rows:
+        if support is not None:
+            return _SparseConvexRows(base.to(dt), n_new, support, g)
         return _ConvexRows(base.to(dt), n_new, cfg, g)
 
     emb = make(old_weight)
@@ -422,9 +452,11 @@ def cw2v_rows(
         stop.stopped = "no_pairs"
     else:
         noise = noise / noise.sum()
-        train = _train_sparse if sparse else _train_dense
-        out_rows = head if head is not None else emb
-        stop = train(emb, head if sparse else out_rows, opt, pairs, noise, cfg, g, n_old, stopper_for)
+        if isinstance(emb, _SparseConvexRows) and not isinstance(head, _ConvexRows):
+            stop = _train_sparse(emb, head, opt, pairs, noise, cfg, g, n_old, stopper_for)
+        else:
+            out_rows = head if head is not None else emb
+            stop = _train_dense(emb, out_rows, opt, pairs, noise, cfg, g, n_old, stopper_for)
         stop.restore_best()
     losses, heldout_losses, stopped = stop.losses, stop.heldout, stop.stopped
     rows = emb.all_rows().to(old_weight.dtype)

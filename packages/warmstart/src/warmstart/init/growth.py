@@ -32,12 +32,15 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import torch
 from torch import Tensor, nn
 
 from warmstart.init.rows import make_generator
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +86,24 @@ _BERT_FINAL_NORM = r"predictions\.transform\.LayerNorm\.(weight|bias)$"
 
 _ZERO_ON_NEW_LAYER = r"\.(attn|mlp)\.c_proj\.(weight|bias)$"
 
-_FAMILIES = {
-    "gpt2": dict(
+
+class _Family(TypedDict):
+    """How one transformers model family names its weights and its size fields."""
+
+    rules: list[tuple[str, _Axes]]  # (parameter-name pattern, the role of each axis)
+    final_norm: str  # pattern of the final norm (its roles depend on tied embeddings)
+    layers: str  # pattern whose last group is the layer index
+    fields: tuple[str, str, str, str]  # config fields: hidden, heads, intermediate, layers
+
+
+_FAMILIES: dict[str, _Family] = {
+    "gpt2": _Family(
         rules=_GPT2_RULES,
         final_norm=_GPT2_FINAL_NORM,
         layers=r"(^|\.)h\.(\d+)\.",
         fields=("n_embd", "n_head", "n_inner", "n_layer"),
     ),
-    "bert": dict(
+    "bert": _Family(
         rules=_BERT_RULES,
         final_norm=_BERT_FINAL_NORM,
         layers=r"encoder\.layer\.(\d+)\.",
@@ -181,7 +194,7 @@ def _expand(t: Tensor, axes: _Axes, maps: GrowthMaps, upper: Tensor | None) -> T
     return t
 
 
-def _axes_for(name: str, family: dict, tied: bool) -> _Axes | None:
+def _axes_for(name: str, family: _Family, tied: bool) -> _Axes | None:
     if re.search(family["final_norm"], name):
         return ("H_div",) if tied else ("H_out",)
     for pattern, axes in family["rules"]:
@@ -190,7 +203,7 @@ def _axes_for(name: str, family: dict, tied: bool) -> _Axes | None:
     return None
 
 
-def _layer_key(name: str, family: dict) -> tuple[int, str] | None:
+def _layer_key(name: str, family: _Family) -> tuple[int, str] | None:
     m = re.search(family["layers"], name)
     if m is None:
         return None
@@ -198,14 +211,14 @@ def _layer_key(name: str, family: dict) -> tuple[int, str] | None:
     return idx, name[: m.start(m.lastindex or 1)] + "{}" + name[m.end(m.lastindex or 1) :]
 
 
-def _family(model: nn.Module) -> dict:
+def _family(model: PreTrainedModel) -> _Family:
     mt = getattr(model.config, "model_type", None)
     if mt not in _FAMILIES:
         raise NotImplementedError(f"grow() supports BERT and GPT-2 models, not {mt!r}")
     return _FAMILIES[mt]
 
 
-def _tied(model: nn.Module) -> bool:
+def _tied(model: PreTrainedModel) -> bool:
     get_out = getattr(model, "get_output_embeddings", None)
     head = get_out() if callable(get_out) else None
     return head is not None and head.weight is model.get_input_embeddings().weight
@@ -213,7 +226,7 @@ def _tied(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def grow(
-    model: nn.Module,
+    model: PreTrainedModel,
     width: int | None = None,
     depth: int | None = None,
     *,
@@ -223,7 +236,7 @@ def grow(
     depth_init: Literal["stack", "zero"] = "stack",
     generator: torch.Generator | None = None,
     seed: int | None = None,
-) -> nn.Module:
+) -> PreTrainedModel:
     """Return a new model of ``type(model)`` with hidden size ``width`` and ``depth`` layers.
 
     ``intermediate`` defaults to the old FFN size scaled by ``width / old width``; the number of heads is
@@ -326,7 +339,7 @@ def grow(
     return grown
 
 
-def _tied_keys(model: nn.Module) -> set[str]:
+def _tied_keys(model: PreTrainedModel) -> set[str]:
     get_out = getattr(model, "get_output_embeddings", None)
     head = get_out() if callable(get_out) else None
     if head is None:

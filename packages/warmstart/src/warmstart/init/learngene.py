@@ -97,8 +97,9 @@ def build_from_stages(aux_model: nn.Module, depths: Sequence[int]) -> nn.Module:
     tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - set(model.state_dict())
     if [k for k in missing if k not in tied] or unexpected:
         raise RuntimeError(f"build_from_stages: missing {missing}, unexpected {unexpected}")
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
+    tie_weights = getattr(model, "tie_weights", None)
+    if callable(tie_weights):
+        tie_weights()
     model.train(aux_model.training)
     logger.info(
         "built a %d-layer %s from %d stages %s", sum(depths), type(model).__name__, len(depths), depths

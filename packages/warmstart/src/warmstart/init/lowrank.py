@@ -19,6 +19,8 @@ from torch import Tensor, nn
 class LowRankLinear(nn.Module):
     """``y = up(down(x)) (+ x @ residual^T)``: a rank-r linear layer, optionally carrying a frozen residual."""
 
+    residual: Tensor | None  # a buffer: (out, in), or None
+
     def __init__(self, down: nn.Linear, up: nn.Linear, residual: Tensor | None = None) -> None:
         super().__init__()
         self.down = down  # in -> r, no bias
@@ -30,7 +32,7 @@ class LowRankLinear(nn.Module):
         return self.down.out_features
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.up(self.down(x))
+        y: Tensor = self.up(self.down(x))
         if self.residual is not None:
             y = y + x @ self.residual.T
         return y

@@ -163,19 +163,39 @@ def fvt_pieces(
 
 def _output_layer(model: nn.Module) -> nn.Module | None:
     get = getattr(model, "get_output_embeddings", None)
-    return get() if callable(get) else None
+    head = get() if callable(get) else None
+    return head if isinstance(head, nn.Module) else None
+
+
+def _input_layer(model: nn.Module) -> nn.Module:
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    if not isinstance(emb, nn.Module):
+        raise TypeError(f"{type(model).__name__} has no get_input_embeddings(): pass a transformers model")
+    return emb
+
+
+def _tensor(module: nn.Module | None, name: str) -> Tensor | None:
+    """``module.<name>`` when it is a tensor (a weight or bias), else None."""
+    value = getattr(module, name, None) if module is not None else None
+    return value if isinstance(value, Tensor) else None
 
 
 def _is_tied(model: nn.Module) -> bool:
     head = _output_layer(model)
     if head is None:
         return False
-    return head.weight is model.get_input_embeddings().weight
+    return _tensor(head, "weight") is _tensor(_input_layer(model), "weight")
 
 
-def _set_rows(param: nn.Parameter, new: Tensor) -> None:
+def _mark_initialized(obj: nn.Module | Tensor) -> None:
+    """Flag ``obj`` as initialised for transformers, so ``post_init`` does not re-initialise it."""
+    setattr(obj, "_is_hf_initialized", True)  # noqa: B010 - transformers' own dynamic flag
+
+
+def _set_rows(param: Tensor, new: Tensor) -> None:
     param.data = new
-    param._is_hf_initialized = True  # type: ignore[attr-defined]
+    _mark_initialized(param)
 
 
 @torch.no_grad()
@@ -208,8 +228,10 @@ def expand_vocabulary(
     resized, so the result survives ``post_init`` (transformers #35141) and ``save_pretrained``.
     """
     head_method = head_method or method
-    emb = model.get_input_embeddings()
-    weight = emb.weight
+    emb = _input_layer(model)
+    weight = _tensor(emb, "weight")
+    if weight is None:
+        raise TypeError(f"{type(model).__name__}'s input embeddings have no weight")
     g = make_generator(generator, seed, device=weight.device)
     old_vocab: dict[str, int] = old_tokenizer.get_vocab()
     new_vocab: dict[str, int] = new_tokenizer.get_vocab()
@@ -247,16 +269,12 @@ def expand_vocabulary(
     cw2v_res: CW2VResult | None = None
     head = _output_layer(model)
     tied = _is_tied(model)
-    untied_head = (
-        head if head is not None and not tied and getattr(head, "weight", None) is not None else None
-    )
-    head_bias = getattr(untied_head, "bias", None) if untied_head is not None else None
-    if head_bias is None and head is not None and tied:
-        head_bias = getattr(head, "bias", None)
+    head_weight = _tensor(head, "weight") if not tied else None  # the untied head's weight
+    head_bias = _tensor(head, "bias") if head_weight is not None or tied else None
 
     def head_matrix() -> Tensor:  # (V_old, D (+1 for the bias))
-        assert untied_head is not None
-        w = untied_head.weight[support]
+        assert head_weight is not None
+        w = head_weight[support]
         if head_bias is not None:
             w = torch.cat([w, head_bias[support].unsqueeze(1).to(w.dtype)], dim=1)
         return w
@@ -275,13 +293,13 @@ def expand_vocabulary(
                 weight[support],
                 len(init_ids),
                 sequences,
-                old_head=head_matrix() if untied_head is not None and head_method == "cw2v" else None,
+                old_head=head_matrix() if head_weight is not None and head_method == "cw2v" else None,
                 config=cw2v,
                 generator=g,
                 progress=progress,
             )
 
-    def rows_for(old: Tensor, which: str, is_head: bool) -> Tensor:
+    def rows_for(old: Tensor, which: VocabInitMethod, is_head: bool) -> Tensor:
         if which == "cw2v":
             assert cw2v_res is not None
             res = cw2v_res.head_rows if is_head else cw2v_res.rows
@@ -291,7 +309,7 @@ def expand_vocabulary(
         init_std = std if std is not None else float(getattr(model.config, "initializer_range", 0.02))
         return init_new_rows(
             old, len(init_ids), which, generator=g, std=init_std, pieces=pieces, convex_k=convex_k
-        )  # type: ignore[arg-type]
+        )
 
     # input embeddings (and a tied head)
     new_w = _grown(weight, size)
@@ -300,10 +318,10 @@ def expand_vocabulary(
     for nid, oid in copied.items():
         new_w[nid] = weight[oid]
     _set_rows(weight, new_w)
-    emb.num_embeddings = size
+    setattr(emb, "num_embeddings", size)  # noqa: B010 - an int on a module (nn.Module types its attributes as tensors)
 
-    if untied_head is not None:
-        old_head_w = untied_head.weight
+    if head_weight is not None:
+        old_head_w = head_weight
         hw = _grown(old_head_w, size)
         hb = _grown(head_bias, size) if head_bias is not None else None
         if init_ids:
@@ -315,9 +333,9 @@ def expand_vocabulary(
                 hb[init_ids] = rows[:, -1].to(hb.dtype)
         for nid, oid in copied.items():
             hw[nid] = old_head_w[oid]
-            if hb is not None:
+            if hb is not None and head_bias is not None:
                 hb[nid] = head_bias[oid]
-        _set_rows(untied_head.weight, hw)
+        _set_rows(head_weight, hw)
         if hb is not None and head_bias is not None:
             _set_rows(head_bias, hb)
     elif head_bias is not None:  # tied weight, own bias (BERT's MLM decoder): mean / copies
@@ -328,19 +346,18 @@ def expand_vocabulary(
             hb[nid] = head_bias[oid]
         _set_rows(head_bias, hb)
     if head is not None:
-        if hasattr(head, "out_features"):
-            head.out_features = size
-        if hasattr(head, "num_embeddings"):
-            head.num_embeddings = size
-        head._is_hf_initialized = True  # type: ignore[attr-defined]
-    emb._is_hf_initialized = True  # type: ignore[attr-defined]
+        for size_field in ("out_features", "num_embeddings"):
+            if hasattr(head, size_field):
+                setattr(head, size_field, size)
+        _mark_initialized(head)
+    _mark_initialized(emb)
 
     config = getattr(model, "config", None)
     if config is not None:
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         text_config.vocab_size = size
         if hasattr(model, "vocab_size"):
-            model.vocab_size = size
+            setattr(model, "vocab_size", size)  # noqa: B010 - an int on a module
     logger.info(
         "expanded vocabulary %d -> %d rows (%d initialised by %s, %d copied)",
         old_rows,
@@ -355,7 +372,7 @@ def expand_vocabulary(
         new_token_ids=new_ids,
         copied=copied,
         method=method,
-        head_method=head_method if untied_head is not None else None,
+        head_method=head_method if head_weight is not None else None,
         tied=tied,
         fvt_fallbacks=fallbacks,
         cw2v_losses=cw2v_res.losses if cw2v_res is not None else [],

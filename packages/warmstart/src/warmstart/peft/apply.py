@@ -68,7 +68,7 @@ def apply_svfit(
         for p in model.parameters():
             p.requires_grad_(False)
     for name in names:
-        linear = model.get_submodule(name)
+        linear = _linear(model, name)
         _replace(model, name, SVFitLinear(linear, min(rank, *linear.weight.shape)))
     log.info("SVFit on %d layers, %d trainable singular values", len(names), _count(model, SVFitLinear))
     return names
@@ -98,7 +98,7 @@ def apply_sltrain(
             p.requires_grad_(False)
     generator = torch.Generator().manual_seed(seed)
     for name in names:
-        linear = model.get_submodule(name)
+        linear = _linear(model, name)
         r = min(rank, *linear.weight.shape)
         if warm_start:
             layer = SLTrainLinear.from_linear(linear, r, density=density, generator=generator)
@@ -120,10 +120,17 @@ def apply_sltrain(
 
 def merge_adapters(model: nn.Module) -> list[str]:
     """Replace every SVFit / SLTrain layer of ``model`` by its merged dense ``nn.Linear``; return the names."""
-    names = [n for n, m in model.named_modules() if isinstance(m, SVFitLinear | SLTrainLinear) and n]
-    for name in names:
-        _replace(model, name, model.get_submodule(name).merge())
-    return names
+    adapters = [(n, m) for n, m in model.named_modules() if isinstance(m, SVFitLinear | SLTrainLinear) and n]
+    for name, adapter in adapters:
+        _replace(model, name, adapter.merge())
+    return [name for name, _ in adapters]
+
+
+def _linear(model: nn.Module, name: str) -> nn.Linear:
+    module = model.get_submodule(name)
+    if not isinstance(module, nn.Linear):
+        raise TypeError(f"{name} is a {type(module).__name__}, not an nn.Linear")
+    return module
 
 
 def _count(model: nn.Module, cls: type[nn.Module]) -> int:

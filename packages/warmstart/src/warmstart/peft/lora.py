@@ -23,12 +23,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from warmstart.errors import UserError
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ def _module_name(model: nn.Module, module: nn.Module | None) -> str | None:
     """The last component of ``module``'s qualified name inside ``model`` (how peft matches targets)."""
     if module is None:
         return None
+    name: str  # (torch leaves named_modules untyped)
     for name, candidate in model.named_modules():
         if candidate is module and name:
             return name.rsplit(".", 1)[-1]
@@ -81,7 +85,7 @@ def lora_config(
     modules_to_save: Sequence[str] | None = None,
     use_dora: bool = False,
     **extra: Any,
-) -> Any:
+) -> LoraConfig:
     """A ``peft.LoraConfig`` from our argument names (``init`` -> ``init_lora_weights``)."""
     from peft import LoraConfig
 
@@ -97,15 +101,17 @@ def lora_config(
     targets = (
         target_modules if isinstance(target_modules, str) or target_modules is None else list(target_modules)
     )
+    # peft annotates narrower than it accepts: lora_alpha as int (it only divides by r, so a float scale
+    # is fine) and init_lora_weights as literals naming "pissa_niter_[number of iters]" as a pattern
+    fields: dict[str, Any] = dict(lora_alpha=alpha, init_lora_weights=init_weights)
     return LoraConfig(
         r=r,
-        lora_alpha=alpha,
         target_modules=targets,
         lora_dropout=dropout,
-        init_lora_weights=init_weights,
         trainable_token_indices=trainable_token_indices,
         modules_to_save=list(modules_to_save) if modules_to_save else None,
         use_dora=use_dora,
+        **fields,
         **extra,
     )
 
@@ -124,7 +130,7 @@ def apply_lora(
     modules_to_save: Sequence[str] | None = None,
     use_dora: bool = False,
     **extra: Any,
-) -> nn.Module:
+) -> PeftModel:
     """Wrap ``model`` in a peft LoRA adapter; everything else is frozen. Returns the ``PeftModel``.
 
     Args:
@@ -165,9 +171,10 @@ def apply_lora(
     return peft_model
 
 
-def merge_lora(model: nn.Module) -> nn.Module:
+def merge_lora(model: PeftModel) -> nn.Module:
     """Fold the LoRA (and trainable-token) weights into the base model and drop the peft wrappers."""
-    return model.merge_and_unload()
+    merged: nn.Module = model.merge_and_unload()
+    return merged
 
 
 def qlora_available() -> bool:
@@ -203,7 +210,7 @@ def load_qlora(
     double_quant: bool = True,
     gradient_checkpointing: bool = True,
     **lora_kwargs: Any,
-) -> nn.Module:
+) -> PeftModel:
     """Load a transformers model in 4-bit NF4 and attach LoRA to it (QLoRA). CUDA only.
 
     ``pretrained`` is a local directory or a hub id, ``model_cls`` a transformers auto class

@@ -30,6 +30,8 @@ from torch.nn import functional as F
 class SLTrainLinear(nn.Module):
     """``y = x (scale * B A + S)^T + b`` with ``S`` on a fixed random support (see module docstring)."""
 
+    indices: torch.Tensor  # buffer: (nnz,) int64 flat indices of the support
+
     def __init__(
         self,
         in_features: int,
@@ -51,15 +53,14 @@ class SLTrainLinear(nn.Module):
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
         self.density = density
         self.scale = (rank if alpha is None else alpha) / rank
-        factory = dict(device=device, dtype=dtype)
         nnz = round(density * in_features * out_features)
         # The support: nnz distinct flat indices into the (out, in) matrix, sorted; a buffer, never trained.
         perm = torch.randperm(in_features * out_features, generator=generator)[:nnz]
         self.register_buffer("indices", perm.sort().values.to(device))  # (nnz,) int64
-        self.values = nn.Parameter(torch.empty(nnz, **factory))  # (nnz,)
-        self.lora_b = nn.Parameter(torch.empty(out_features, rank, **factory))  # (O, r)
-        self.lora_a = nn.Parameter(torch.empty(rank, in_features, **factory))  # (r, I)
-        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.values = nn.Parameter(torch.empty(nnz, device=device, dtype=dtype))  # (nnz,)
+        self.lora_b = nn.Parameter(torch.empty(out_features, rank, device=device, dtype=dtype))  # (O, r)
+        self.lora_a = nn.Parameter(torch.empty(rank, in_features, device=device, dtype=dtype))  # (r, I)
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters(generator)
 
     @torch.no_grad()
@@ -108,7 +109,7 @@ class SLTrainLinear(nn.Module):
         layer.lora_a.copy_(a.to(weight.dtype))
         residual = (weight.double() - b @ a).flatten()
         layer.values.copy_(residual[layer.indices].to(weight.dtype))
-        if linear.bias is not None:
+        if linear.bias is not None and layer.bias is not None:
             layer.bias.copy_(linear.bias.detach())
         return layer
 

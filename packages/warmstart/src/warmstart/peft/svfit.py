@@ -29,6 +29,13 @@ from torch.nn import functional as F
 class SVFitLinear(nn.Module):
     """A frozen ``nn.Linear`` whose top-``rank`` singular values are the only trainable parameters."""
 
+    # buffers (registered in __init__)
+    weight: torch.Tensor  # (O, I)
+    bias: torch.Tensor | None  # (O,)
+    u: torch.Tensor  # (O, r)
+    vh: torch.Tensor  # (r, I)
+    sigma0: torch.Tensor  # (r,)
+
     def __init__(self, linear: nn.Linear, rank: int) -> None:
         super().__init__()
         out_features, in_features = linear.weight.shape
