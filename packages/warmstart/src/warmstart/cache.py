@@ -7,6 +7,11 @@ into a temporary folder, records a manifest of every file's size and digest, and
 place — so a crash never leaves an artifact that looks complete, and a changed byte is caught on load
 (the artifact is rebuilt, with a warning). ``warmstart cache list|prune|path`` shows and removes them.
 
+Builders of one key serialise on ``<kind>/.<key>.lock`` (``flock``; the holder writes ``pid@host`` into it
+and removes it when done). A lock still held by a process that has died on this host — a forked child
+that inherited the descriptor outlives its parent, or a crash on a filesystem that keeps the lock — is
+taken over, and ``prune`` removes such stale locks.
+
 Location: ``$WARMSTART_CACHE``, else ``$XDG_CACHE_HOME/warmstart``, else ``~/.cache/warmstart``.
 """
 
@@ -25,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from warmstart import integrity
 
@@ -92,19 +97,100 @@ class Artifact:
         return (time.time() - self.created) / 86400
 
 
+_POLL_SECONDS = 0.2
+
+
+def _holder(fh: IO[str]) -> tuple[int, str] | None:
+    """``(pid, host)`` written in an open lock file, or None when it holds no such line (yet)."""
+    fh.seek(0)
+    pid, _, host = fh.read().strip().partition("@")
+    return (int(pid), host) if pid.isdigit() and host else None
+
+
+def _dead_holder(fh: IO[str]) -> tuple[int, str] | None:
+    """The holder of this lock file when it is a process of this host that no longer runs, else None."""
+    holder = _holder(fh)
+    if holder is None or holder[1] != socket.gethostname() or _alive(holder[0]):
+        return None
+    return holder
+
+
+def _is_current(fh: IO[str], path: Path) -> bool:
+    """Whether ``path`` still names the file ``fh`` has open (it was not removed or replaced since)."""
+    try:
+        return os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _try_lock(fh: IO[str]) -> bool:
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _acquire(path: Path) -> IO[str]:
+    """Open and lock ``path``, waiting for a live holder and taking over from a dead one."""
+    waited = False
+    while True:
+        fh = open(path, "a+")  # noqa: SIM115 - closed by the caller (or below, to retry)
+        while not _try_lock(fh):
+            if not _is_current(fh, path):
+                break  # the holder finished (or the lock was taken over): open the new file
+            if dead := _dead_holder(fh):
+                log.warning("taking over %s: its holder, process %d on %s, has died", path, *dead)
+                path.unlink(missing_ok=True)  # the dead holder's file goes; the next open makes a fresh one
+                break
+            if not waited:
+                log.info("waiting for %s (held by %s)", path, _holder(fh) or "a starting process")
+                waited = True
+            time.sleep(_POLL_SECONDS)
+        else:
+            if _is_current(fh, path):
+                return fh
+            fcntl.flock(fh, fcntl.LOCK_UN)  # we locked a file its holder has just removed
+        fh.close()
+
+
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    fh = _acquire(path)
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}@{socket.gethostname()}\n")
+        fh.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking: a waiter that then gets this file sees it is gone
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def prune_locks(root: Path | None = None, *, dry_run: bool = False) -> list[Path]:
+    """Remove the stale builder locks under ``root``: lock files nobody holds (left by a crash) and locks
+    whose holder has died on this host. Returns the locks (that would be) removed; live ones are kept."""
+    root = root or cache_root()
+    stale: list[Path] = []
+    for path in sorted(root.glob("*/.*.lock")) if root.is_dir() else []:
         try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"{os.getpid()}@{socket.gethostname()}\n")
-            fh.flush()
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh = open(path)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            continue  # released meanwhile
+        with fh:
+            held_by_us = _try_lock(fh)
+            if not held_by_us and _dead_holder(fh) is None:
+                continue  # a live builder's
+            if _is_current(fh, path):
+                stale.append(path)
+                if not dry_run:
+                    path.unlink(missing_ok=True)
+            if held_by_us:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    return stale
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -215,8 +301,8 @@ def prune(
     older_than_days: float | None = None,
     dry_run: bool = False,
 ) -> list[Artifact]:
-    """Remove artifacts (of ``kind``, older than ``older_than_days``; all when both are None) and stale
-    temporary folders; returns what was (or, with ``dry_run``, would be) removed."""
+    """Remove artifacts (of ``kind``, older than ``older_than_days``; all when both are None), stale
+    temporary folders and stale locks (:func:`prune_locks`); returns the artifacts (that would be) removed."""
     root = root or cache_root()
     chosen = [
         a
@@ -231,6 +317,7 @@ def prune(
                 pid = tmp.name.rsplit("-", 1)[-1]
                 if pid.isdigit() and not _alive(int(pid)):
                     shutil.rmtree(tmp, ignore_errors=True)
+        prune_locks(root)
     return chosen
 
 

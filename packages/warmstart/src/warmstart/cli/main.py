@@ -104,7 +104,7 @@ def cache(
 
     Args:
         action: `list` (every artifact, newest first), `prune` (remove; narrowed by --kind and
-            --older_than_days) or `path` (print the cache folder).
+            --older_than_days; stale builder locks go too) or `path` (print the cache folder).
         kind: only artifacts of this kind (e.g. `eo.mae-source`).
         older_than_days: prune only artifacts older than this many days.
         dry_run: with `prune`, list what would be removed without removing it.
@@ -129,8 +129,12 @@ def cache(
         )
         return 0
     if action == "prune":
+        locks = artifacts.prune_locks(dry_run=dry_run)
         removed = artifacts.prune(kind=kind, older_than_days=older_than_days, dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
-        print(f"{verb} {len(removed)} artifact(s), {sum(a.size for a in removed) / 2**20:.1f} MiB")
+        print(
+            f"{verb} {len(removed)} artifact(s), {sum(a.size for a in removed) / 2**20:.1f} MiB, "
+            f"and {len(locks)} stale lock(s)"
+        )
         return 0
     raise ConfigError(f"--action {action!r}: use list, prune or path")
