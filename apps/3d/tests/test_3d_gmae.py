@@ -21,9 +21,8 @@ def test_chamfer_is_zero_for_permuted_sets_and_positive_otherwise():
     assert chamfer(a, a + 0.1)[0] > 1e-3
 
 
-def test_gmae_pretraining_lowers_its_loss():
-    g = torch.Generator().manual_seed(0)
-    feats = torch.rand(4, 64, 14, generator=g)
+def test_gmae_pretraining_lowers_its_loss(gaussian_features):
+    feats = gaussian_features(4, 64)
     torch.manual_seed(0)
     model = GaussianMAE(GMAEConfig(n_groups=8, group_size=8, dim=32, depth=1), n_classes=2)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -64,11 +63,10 @@ def test_feature_grouping_groups_alike_gaussians_and_xyz_grouping_mixes_them():
     assert ((mixed > 0) & (mixed < 1)).float().mean() > 0.5, "by xyz alone most groups mix the colours"
 
 
-def test_grouping_space_is_normalised_per_object():
+def test_grouping_space_is_normalised_per_object(gaussian_features):
     from warmstart_3d.gmae import grouping_space
 
-    g = torch.Generator().manual_seed(0)
-    f = torch.rand(2, 50, 14, generator=g)
+    f = gaussian_features(2, 50)
     big = f.clone()
     big[..., :3] = big[..., :3] * 5 + 3  # a larger, shifted object with larger Gaussians
     big[..., 4:7] = big[..., 4:7] * 5
@@ -96,9 +94,8 @@ def test_splats_pooling_soft_neighbours_span_nearest_to_mean_and_ignore_candidat
     assert pool.log_temperature.grad is not None and pool.log_temperature.grad.abs().sum() > 0
 
 
-def test_splats_pooling_model_reads_more_candidates_and_reconstructs_k():
-    g = torch.Generator().manual_seed(0)
-    feats = torch.rand(2, 64, 14, generator=g)
+def test_splats_pooling_model_reads_more_candidates_and_reconstructs_k(gaussian_features):
+    feats = gaussian_features(2, 64)
     cfg = GMAEConfig(n_groups=8, group_size=8, dim=16, depth=1, heads=2, embed_width=16, pooling="splats")
     model = GaussianMAE(cfg, n_classes=3)
     _, _, pos_in, groups = model.grouped(feats)

@@ -6,10 +6,8 @@ from warmstart_3d.geometry import quat_to_rotmat
 from warmstart_3d.gmae import augment
 
 
-def test_rotation_turns_quaternions_and_scale_scales_the_gaussians():
-    g = torch.Generator().manual_seed(0)
-    f = torch.rand(3, 20, 14, generator=g)
-    f[..., 7:11] = torch.nn.functional.normalize(torch.randn(3, 20, 4, generator=g), dim=-1)
+def test_rotation_turns_quaternions_and_scale_scales_the_gaussians(gaussian_features):
+    f = gaussian_features(3, 20)
     out = augment(f, torch.Generator().manual_seed(1), shift=0.0)
     assert torch.equal(out[..., 3], f[..., 3]) and torch.equal(out[..., 11:], f[..., 11:])  # opacity, colour
 

@@ -102,10 +102,10 @@ def test_splats_make_writes_part_sidecars_that_match_the_plys(tmp_path):
         read_splat_dataset(tmp_path / "ds")
 
 
-def test_partseg_model_shapes_and_gradients():
+def test_partseg_model_shapes_and_gradients(gaussian_features):
     torch.manual_seed(0)
     model = PartSegModel.from_config(GMAEConfig(n_groups=4, group_size=4, dim=16, depth=2, heads=2), 2, 5)
-    feats = torch.rand(3, 20, 14)
+    feats = gaussian_features(3, 20)
     logits = model(feats, torch.tensor([0, 1, 1]))
     assert logits.shape == (3, 20, 5)
     logits.sum().backward()
@@ -113,7 +113,9 @@ def test_partseg_model_shapes_and_gradients():
     assert model.backbone.decoder.layers[0].linear1.weight.grad is None  # the decoder is not used
 
 
-def test_gmae_partseg_end_to_end_beats_the_constant_predictor(tmp_path, capsys):
+def test_gmae_partseg_end_to_end_beats_the_constant_predictor(
+    tmp_path, capsys, one_line_error, gaussian_features
+):
     ds = tmp_path / "ds"
     make_splat_dataset(ds, per_class=4, classes=list(COMPOSITE_CLASSES), n_gaussians=64, rotate=False)
     argv = [
@@ -150,15 +152,14 @@ def test_gmae_partseg_end_to_end_beats_the_constant_predictor(tmp_path, capsys):
 
     reloaded = PartSegModel.from_pretrained(tmp_path / "g" / "model")
     assert reloaded.n_parts == 10 and reloaded.hub_extra["part_names"]["mug"] == ["body", "handle"]
-    feats, cls = torch.rand(2, 64, 14), torch.tensor([0, 3])
+    feats, cls = gaussian_features(2, 64), torch.tensor([0, 3])
     assert reloaded.eval()(feats, cls).shape == (2, 64, 10)
     assert r["test_instance_miou"] > r["constant_instance_miou"] + 0.1
     assert r["test_accuracy"] > r["constant_accuracy"]
     capsys.readouterr()
     (ds / "parts.json").unlink()  # a dataset without part labels: one line, exit 2
     assert app.main([*argv[:-1], str(tmp_path / "g2")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "no part labels" in err and len(err.splitlines()) == 1
+    one_line_error("no part labels")
 
 
 @pytest.mark.parametrize(
@@ -168,11 +169,10 @@ def test_gmae_partseg_end_to_end_beats_the_constant_predictor(tmp_path, capsys):
         (["gmae", "--data", "/nonexistent/ds"], "no such dataset folder"),
     ],
 )
-def test_gmae_bad_input_is_one_line(argv, message, tmp_path, capsys):
+def test_gmae_bad_input_is_one_line(argv, message, tmp_path, one_line_error):
     argv = [a.replace("D", str(tmp_path)) for a in argv]
     assert app.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    one_line_error(message)
 
 
 def test_empty_and_nan_clouds_are_refused(tmp_path):
@@ -229,7 +229,7 @@ def test_bench_points_partseg_part_writes_the_report(tmp_path):
     assert "class mIoU" in (tmp_path / "b" / "report.md").read_text()
 
 
-def test_gmae_reads_plain_point_cloud_folders_as_point_mae(tmp_path, capsys):
+def test_gmae_reads_plain_point_cloud_folders_as_point_mae(tmp_path, capsys, one_line_error):
     g = torch.Generator().manual_seed(0)
     for name in ("cube", "torus"):
         (tmp_path / "clouds" / name).mkdir(parents=True)
@@ -267,5 +267,4 @@ def test_gmae_reads_plain_point_cloud_folders_as_point_mae(tmp_path, capsys):
     assert r["n_train"] + r["n_test"] == 6 and 0 <= r["test_accuracy"] <= 1
     capsys.readouterr()
     assert app.main([*base, "--out", str(tmp_path / "g2")]) == 2  # all attributes asked of plain clouds
-    err = capsys.readouterr().err.strip()
-    assert "only xyz" in err and len(err.splitlines()) == 1
+    one_line_error("only xyz")
