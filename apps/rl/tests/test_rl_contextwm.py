@@ -22,7 +22,7 @@ def _runs(tmp_path, monkeypatch):
 
 def test_zero_initialised_action_input_keeps_the_action_free_dynamics() -> None:
     torch.manual_seed(0)
-    model = WorldModel(3, 20, TINY)
+    model = WorldModel(3, 20, WorldModelConfig(channels=[4, 8], deter=8, stoch=4, hidden=8, stack=False))
     h, z = torch.randn(5, 8), torch.randn(5, 4)
     actions = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1, 0]), 3).float()
     free = model.rssm.img_step(h, z, None)
@@ -32,6 +32,56 @@ def test_zero_initialised_action_input_keeps_the_action_free_dynamics() -> None:
     # ... and the action input is trainable: a gradient reaches it
     conditioned[1].sum().backward()
     assert model.rssm.action_in.weight.grad.abs().sum() > 0
+
+
+def test_stacked_action_conditioned_rssm_reads_the_pretrained_action_free_features() -> None:
+    """APV / ContextWM fine-tuning: the action-free RSSM stays (weights and action-free role), a fresh
+    action-conditioned RSSM is stacked on it; imagination rolls out that one and its features change with
+    the actions once trained, while the action-free features never depend on the actions."""
+    torch.manual_seed(0)
+    pretrained = WorldModel(0, 20, TINY)
+    before = {k: v.clone() for k, v in pretrained.rssm.state_dict().items()}
+    model = pretrained.with_actions(3)
+    assert model.ac_rssm is not None and model.dynamics is model.ac_rssm and model.rssm.action_in is None
+    for key, value in model.rssm.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+    batch = {
+        "obs": torch.rand(2, 5, 3, 20, 20),
+        "is_first": torch.tensor([[1.0, 0, 0, 0, 0]] * 2),
+        "action": torch.nn.functional.one_hot(torch.randint(3, (2, 5)), 3).float(),
+        "reward": torch.rand(2, 5),
+        "cont": torch.ones(2, 5),
+    }
+    loss, metrics, states = model.loss(batch, use_actions=True, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert model.ac_rssm.posterior[0].weight.grad.abs().sum() > 0  # the stacked model trains ...
+    assert model.rssm.posterior[0].weight.grad.abs().sum() > 0  # ... and so does the action-free one
+    assert states["af_feat"].shape == (2, 5, 12) and states["h"].shape == (2, 5, 8)
+    other = {**batch, "action": torch.nn.functional.one_hot(torch.randint(3, (2, 5)), 3).float()}
+    gen = torch.Generator
+    torch.manual_seed(1)
+    _, _, again = model.loss(batch, use_actions=True, generator=gen().manual_seed(0))
+    torch.manual_seed(1)
+    _, _, changed = model.loss(other, use_actions=True, generator=gen().manual_seed(0))
+    torch.testing.assert_close(again["af_feat"], changed["af_feat"])  # action-free: no action reaches it
+    # round trip: a stacked fine-tuned model reloads with its stacked RSSM
+    clone = WorldModel.from_hub_config(model.hub_config())
+    assert clone.ac_rssm is not None and clone.load_state_dict(model.state_dict()) is not None
+
+
+def test_intrinsic_bonus_is_larger_for_novel_sequences() -> None:
+    """APV's kNN bonus: a sequence seen many times scores below a new one, and it is normalised."""
+    from warmstart_rl.agent import AgentConfig, IntrinsicBonus
+
+    torch.manual_seed(0)
+    bonus = IntrinsicBonus(6, 8, AgentConfig(intrinsic=1.0, intrinsic_k=3, intrinsic_window=2), dim=16)
+    seen = torch.randn(1, 4, 6).repeat(8, 1, 1)  # the same clip, 8 times
+    for _ in range(3):
+        familiar = bonus.rewards(seen)
+    assert torch.all(familiar[:, 0] == 0)  # no full window yet at the first step
+    novel = bonus.rewards(torch.randn(8, 4, 6) * 3)
+    assert novel[:, 1:].mean() > 5 * familiar[:, 1:].mean() + 1e-3
+    assert len(bonus.queue) == 3 * 8 * 3 + 8 * 3 and bonus.mean > 0
 
 
 def test_decoder_reads_the_context_frame_only_in_contextwm() -> None:
@@ -132,8 +182,9 @@ def test_worldmodel_pretrain_and_finetune_end_to_end(tmp_path, capsys) -> None:
     from safetensors.torch import load_file
 
     before = load_file(str(pre / "worldmodel" / "model.safetensors"))
-    after = load_file(str(out / "worldmodel" / "model.safetensors"))["rssm.action_in.weight"]
-    assert "rssm.action_in.weight" not in before and after.abs().sum() > 0  # fine-tuning learned actions
+    after = load_file(str(out / "worldmodel" / "model.safetensors"))
+    assert not any(k.startswith("ac_rssm.") for k in before)  # pretrained action-free
+    assert after["ac_rssm.action_in.weight"].abs().sum() > 0  # the stacked RSSM learned the actions
     from warmstart_rl.contextwm import ActorCritic, WorldModel
 
     assert WorldModel.from_pretrained(out / "worldmodel").n_actions == 3  # each reloads with one call

@@ -9,8 +9,9 @@ divided by max(1, EMA of the 5th-95th percentile range)), 1 % unimix, and a crit
 Defaults that make the agent learn in CPU minutes (measured single-seed runs, README; the first version did
 not beat a random policy): entropy 1e-2 with the unimix (3e-2 kept the policy uniform; 1e-3 collapsed it
 onto a bad deterministic policy before the reward head had seen enough goals), one model + actor-critic
-update every 2 env steps, imagination horizon 15, acting from a posterior *sample*. Left out: APV's video-based
-intrinsic bonus (a kNN entropy estimate over 5-step embeddings), the two-hot critic.
+update every 2 env steps, imagination horizon 15, acting from a posterior *sample*. APV's video-based
+intrinsic bonus (a kNN entropy estimate over 5-step embeddings of the action-free representation) is an
+option (``intrinsic`` = beta, off by default). Left out: the two-hot critic.
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ class AgentConfig:
     """Share of the uniform distribution mixed into the actor's (DreamerV3's unimix: never fully collapse)."""
     device: str = "cpu"
     """Where the world model and actor-critic train: 'cpu', 'cuda', 'cuda:1', or 'auto' (CUDA if present)."""
+    intrinsic: float = 0.0
+    """beta of APV's video-based intrinsic bonus (0: off; APV uses 1.0 on Meta-World, 0.1 on DMC/CARLA):
+    imagined rewards become r + beta * r_int, r_int the kNN distance of an embedding of 5-step windows of
+    the (video-pretrained) action-free representation (:class:`IntrinsicBonus`)."""
+    intrinsic_k: int = 16
+    """k of the kNN entropy estimate."""
+    intrinsic_queue: int = 4096
+    """Embeddings kept in the queue the neighbours are searched in."""
+    intrinsic_window: int = 5
+    """Steps per embedded sequence."""
 
 
 class ActorCritic(nn.Module, HubMixin):
@@ -118,6 +129,53 @@ def lambda_returns(
     return torch.stack(out[::-1])  # (H, N)
 
 
+class IntrinsicBonus(nn.Module):
+    """APV's video-based intrinsic bonus (arXiv 2203.13880, used by ContextWM): a particle-based entropy
+    estimate in the pretrained representation. Each real replayed step's embedding y_t is a fixed random
+    projection (``dim``-d) of the action-free posterior features of its last ``window`` steps; its bonus is
+    the distance to its k-th nearest neighbour in a queue of the last ``queue`` embeddings, divided by a
+    running mean (momentum 0.99). A head on the world-model features learns that bonus so imagined states
+    get one too (our reading: the seed computes it on imagined sequences of the action-free model; here the
+    stacked model imagines, so the bonus is regressed from replayed states, *unverified*)."""
+
+    def __init__(
+        self, feat_dim: int, hidden: int, config: AgentConfig, dim: int = 128, seed: int = 0
+    ) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.window, self.k, self.capacity = (
+            config.intrinsic_window,
+            config.intrinsic_k,
+            config.intrinsic_queue,
+        )
+        projection = torch.randn(feat_dim * self.window, dim, generator=gen) / (feat_dim * self.window) ** 0.5
+        self.register_buffer("projection", projection)
+        self.register_buffer("queue", torch.zeros(0, dim))
+        self.mean = 0.0
+        self.head = _mlp(feat_dim, hidden, 1)
+
+    @torch.no_grad()
+    def rewards(self, af_feat: torch.Tensor) -> torch.Tensor:
+        """af_feat (B, T, F) -> normalised kNN bonus (B, T), 0 for the first window - 1 steps; the clip's
+        embeddings then join the queue (oldest out)."""
+        b, t_len, f = af_feat.shape
+        out = torch.zeros(b, t_len, device=af_feat.device)
+        if t_len < self.window:
+            return out
+        windows = af_feat.unfold(1, self.window, 1)  # (B, T - w + 1, F, w)
+        y = windows.transpose(-1, -2).reshape(-1, f * self.window) @ self.projection  # (N, dim)
+        pool = torch.cat([self.queue.to(y.device), y])
+        k = min(self.k + 1, len(pool))  # + 1: an embedding is its own nearest neighbour
+        dist = torch.cdist(y, pool).topk(k, largest=False).values[:, -1]  # (N,)
+        self.mean = 0.99 * self.mean + 0.01 * float(dist.mean()) if self.mean else float(dist.mean())
+        out[:, self.window - 1 :] = (dist / max(self.mean, 1e-8)).view(b, -1)
+        self.queue = pool[-self.capacity :].detach()
+        return out
+
+    def predict(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.head(feat).squeeze(-1)
+
+
 def imagine_update(
     world_model: WorldModel,
     agent: ActorCritic,
@@ -126,22 +184,27 @@ def imagine_update(
     start_z: torch.Tensor,
     config: AgentConfig,
     scale: list[float],
+    bonus: IntrinsicBonus | None = None,
 ) -> dict[str, float]:
-    """Roll the actor out in the (frozen) world model from posterior states; update actor and critic."""
+    """Roll the actor out in the (frozen) world model from posterior states; update actor and critic.
+    With ``bonus`` (and ``config.intrinsic`` > 0) the imagined rewards include beta x its predicted bonus."""
     h, z = start_h.detach(), start_z.detach()  # (N, D), (N, S)
     feats, log_probs, entropies = [torch.cat([h, z], -1)], [], []
+    dynamics = getattr(world_model, "dynamics", world_model.rssm)
     for _ in range(config.horizon):
         dist = agent.policy(feats[-1])
         action = dist.sample()
         log_probs.append(dist.log_prob(action))
         entropies.append(dist.entropy())
         with torch.no_grad():
-            h, mean, std = world_model.rssm.img_step(h, z, F.one_hot(action, world_model.n_actions).float())
+            h, mean, std = dynamics.img_step(h, z, F.one_hot(action, world_model.n_actions).float())
             z = mean + std * torch.randn_like(std)
         feats.append(torch.cat([h, z], -1))
     feat = torch.stack(feats)  # (H+1, N, F)
     with torch.no_grad():
         rewards = world_model.predict_reward(feat[1:])  # (H, N), the environment's scale
+        if bonus is not None and config.intrinsic > 0:
+            rewards = rewards + config.intrinsic * bonus.predict(feat[1:])
         discounts = config.gamma * torch.sigmoid(world_model.cont(feat[1:])).squeeze(-1)  # (H, N)
         values = agent.value(feat, target=True)  # (H+1, N)
         returns = lambda_returns(rewards, discounts, values, config.lam)  # (H, N)
@@ -256,7 +319,7 @@ def train_agent(
             f"{env.observation_space.shape[0]} px; pass --env.size {world_model.image_size} (or pretrain with "
             f"--size {env.observation_space.shape[0]})"
         )
-    world_model.with_actions(n_actions)  # the target's action input, zero-initialised (any source actions)
+    world_model.with_actions(n_actions)  # the target's action-conditioned part (any source actions)
     world_model.to(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -265,26 +328,29 @@ def train_agent(
     ac_opt = torch.optim.Adam(
         list(agent.actor.parameters()) + list(agent.critic.parameters()), lr=config.ac_lr
     )
+    bonus, bonus_opt = None, None
+    if config.intrinsic > 0:
+        bonus = IntrinsicBonus(world_model.feat_dim, config.hidden, config, seed=seed).to(device)
+        bonus_opt = torch.optim.Adam(bonus.head.parameters(), lr=config.ac_lr)
     replay, scale = Replay(n_actions, capacity=config.total_steps + 64), [0.0]
     curve: list[tuple[int, float]] = []
     metrics: dict[str, float] = {}
     obs, _ = env.reset(seed=seed)
     replay.add(obs, -1, 0.0, True, False)
-    h, z = world_model.rssm.initial(1, device)
+    state = world_model.initial_state(1, device)
     prev_action: torch.Tensor | None = None
     episode_return, episode = 0.0, 0
     start = time.perf_counter()
     for step in range(1, config.total_steps + 1):
         with torch.no_grad():
-            h, _, _ = world_model.rssm.img_step(h, z, prev_action)
-            mean, std = world_model.rssm.obs_step(
-                h, world_model.encode(torch.from_numpy(to_chw(obs[None])).to(device))
+            # a posterior sample, as the imagined rollouts start from
+            state = world_model.filter_step(
+                state, prev_action, torch.from_numpy(to_chw(obs[None])).to(device)
             )
-            z = mean + std * torch.randn_like(std)  # a posterior sample, as the imagined rollouts start from
             if step <= config.prefill:
                 action = int(rng.integers(n_actions))
             else:
-                action = int(agent.policy(torch.cat([h, z], -1)).sample())
+                action = int(agent.policy(torch.cat([state["h"], state["z"]], -1)).sample())
         obs, reward, terminated, truncated, _ = env.step(action)
         episode_return += float(reward)
         replay.add(obs, action, float(reward), False, terminated)
@@ -294,7 +360,7 @@ def train_agent(
             episode += 1
             obs, _ = env.reset(seed=seed * 100_003 + episode)
             replay.add(obs, -1, 0.0, True, False)
-            h, z = world_model.rssm.initial(1, device)
+            state = world_model.initial_state(1, device)
             prev_action, episode_return = None, 0.0
         if step >= config.prefill and step % config.train_every == 0 and len(replay) > config.clip_length:
             batch = {
@@ -306,6 +372,14 @@ def train_agent(
             loss.backward()
             nn.utils.clip_grad_norm_(world_model.parameters(), 100.0)
             wm_opt.step()
+            if bonus is not None and bonus_opt is not None:
+                target = bonus.rewards(states["af_feat"].detach())  # (B, T)
+                feat = torch.cat([states["h"], states["z"]], -1).detach()
+                bonus_loss = (bonus.predict(feat) - target).pow(2).mean()
+                bonus_opt.zero_grad()
+                bonus_loss.backward()
+                bonus_opt.step()
+                wm_metrics |= {"intrinsic": float(target.mean()), "intrinsic_loss": bonus_loss.item()}
             ac_metrics = imagine_update(
                 world_model,
                 agent,
@@ -314,6 +388,7 @@ def train_agent(
                 states["z"].flatten(0, 1),
                 config,
                 scale,
+                bonus,
             )
             metrics = {f"wm/{k}": v for k, v in wm_metrics.items()} | {
                 f"ac/{k}": v for k, v in ac_metrics.items()

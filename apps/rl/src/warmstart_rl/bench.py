@@ -25,7 +25,7 @@ import numpy as np
 from warmstart.engine import EngineConfig, cpu_threads
 from warmstart.eval import BenchReport, write_bench_report
 from warmstart_rl.data import EnvConfig, collect, load_corpus
-from warmstart_rl.models import EncoderConfig, IDMConfig, PolicyConfig
+from warmstart_rl.models import IDMConfig, PolicyConfig
 from warmstart_rl.vpt import (
     BCConfig,
     IDMTrainConfig,
@@ -73,6 +73,10 @@ class BenchConfig:
     """PPO's parallel environments."""
     n_steps: int = 64
     """PPO's rollout length per environment."""
+    idm: IDMConfig = field(default_factory=IDMConfig)
+    """The IDM network (its encoder's first stride follows the frame size: 2 from 48 px)."""
+    workers: int = 1
+    """Seeds run in this many processes at once (one torch thread each): 2 on a 2-core machine."""
 
 
 single_thread = cpu_threads  # the core's context manager, under the name this app's modules use
@@ -94,7 +98,7 @@ def _scaled(config: BenchConfig) -> tuple[IDMConfig, PolicyConfig]:
     """IDM and policy networks for the bench's frame size: a stride-2 first conv from 48 px up."""
     stride = 2 if (config.env.size or 0) >= 48 else 1
     policy = replace(config.policy, encoder=replace(config.policy.encoder, first_stride=stride))
-    return IDMConfig(encoder=EncoderConfig(first_stride=stride)), policy
+    return replace(config.idm, encoder=replace(config.idm.encoder, first_stride=stride)), policy
 
 
 def pretrain_pipeline(config: BenchConfig, seed: int, root: Path) -> dict[str, Any]:
@@ -123,7 +127,9 @@ def cached_pretrain(config: BenchConfig, seed: int, scratch: Path) -> dict[str, 
     from warmstart_rl.models import save_model
 
     recipe = {
-        k: v for k, v in asdict(config).items() if k not in ("seeds", "total_steps", "threshold", "kl_coef")
+        k: v
+        for k, v in asdict(config).items()
+        if k not in ("seeds", "total_steps", "threshold", "kl_coef", "workers", "n_envs", "n_steps")
     }
 
     def build(folder: Path) -> None:
@@ -168,38 +174,33 @@ def return_curve(
 
 
 ARMS = ("scratch", "vpt-bc", "vpt-bc+kl")
+PRE_METRICS = {
+    "IDM held-out acc": "idm/heldout_acc",
+    "IDM chance (1/A)": "idm/uniform_chance",
+    "IDM chance (majority)": "idm/majority_share",
+    "IDM gate passed": "idm/gate_passed",
+    "pseudo-label acc": "label/accuracy_vs_truth",
+    "BC held-out acc": "bc/heldout_acc",
+    "BC greedy return": "bc/return",
+}
 
 
-def run_bench(config: BenchConfig, out: Path) -> BenchReport:
-    """All arms x seeds; writes report.md, plot.png, results.json (and the corpora) under ``out``."""
-    config = replace(config, env=config.env.resolved())
+def _vpt_seed(config: BenchConfig, seed: int, out: Path) -> dict[str, Any]:
+    """One seed of the VPT bench: the (cached) IDM + BC source, the random reference, the BC start check
+    and the three PPO arms; plain numbers only (a worker process returns them)."""
     from warmstart_rl.data import random_return
 
-    finals: dict[str, list[float]] = {a: [] for a in (*ARMS, "random policy")}
-    curves: dict[str, list] = {a: [] for a in ARMS}
-    to_threshold: dict[str, list[float]] = {a: [] for a in ARMS}
-    speed: dict[str, list[float]] = {a: [] for a in ARMS}
-    pre_metrics: dict[str, list[float]] = {
-        "IDM held-out acc": [],
-        "IDM chance": [],
-        "IDM gate passed": [],
-        "pseudo-label acc": [],
-        "BC greedy return": [],
-        "BC start below random": [],
-    }
-    every = 4 * 64
-    start = time.perf_counter()
-    for seed in range(config.seeds):
+    with cpu_threads():
         pre = cached_pretrain(config, seed, Path(out) / f"corpus-seed{seed}")
         m = pre["metrics"]
-        pre_metrics["IDM held-out acc"].append(m["idm/heldout_acc"])
-        pre_metrics["IDM chance"].append(m["idm/chance"])
-        pre_metrics["IDM gate passed"].append(m["idm/gate_passed"])
-        finals["random policy"].append(random_return(config.env, 10, 50_000 + seed))
+        n_actions = int(pre["policy"].n_actions)
+        row: dict[str, Any] = {"finals": {}, "curves": {}, "to_threshold": {}, "speed": {}}
+        row["pre"] = {name: float(m.get(key, float("nan"))) for name, key in PRE_METRICS.items()}
+        row["pre"]["IDM chance (1/A)"] = 1.0 / n_actions
+        row["pre"]["IDM acc / uniform chance"] = float(m["idm/heldout_acc"]) * n_actions
+        row["finals"]["random policy"] = random_return(config.env, 10, 50_000 + seed)
         start_check = check_start(pre["policy"], config.env, PPOConfig(start_check_episodes=3), seed)
-        pre_metrics["BC start below random"].append(float(start_check["below_random"]))
-        pre_metrics["pseudo-label acc"].append(m["label/accuracy_vs_truth"])
-        pre_metrics["BC greedy return"].append(m.get("bc/return", float("nan")))
+        row["pre"]["BC start below random"] = float(start_check["below_random"])
         for arm in ARMS:
             init = None if arm == "scratch" else pre["policy"]
             kl = config.kl_coef if arm == "vpt-bc+kl" else 0.0
@@ -208,21 +209,48 @@ def run_bench(config: BenchConfig, out: Path) -> BenchReport:
                 kl_coef=kl,
                 n_envs=config.n_envs,
                 n_steps=config.n_steps,
-                start_check_episodes=0,  # checked once per seed below
+                start_check_episodes=0,  # checked once per seed above
             )
             every = ppo.n_envs * ppo.n_steps
             result = finetune_ppo(config.env, ppo, _scaled(config)[1], init, seed=seed)
-            finals[arm].append(result["final_return"])
-            curves[arm].append(return_curve(result["curve"], every, config.total_steps))
+            row["finals"][arm] = result["final_return"]
+            row["curves"][arm] = return_curve(result["curve"], every, config.total_steps)
             reached = steps_to_threshold(result["curve"], config.threshold)
-            to_threshold[arm].append(float(reached if reached is not None else config.total_steps))
-            speed[arm].append(result["steps_per_s"])
+            row["to_threshold"][arm] = float(reached if reached is not None else config.total_steps)
+            row["speed"][arm] = result["steps_per_s"]
             log.info("seed %d %s: return %.3f, threshold at %s", seed, arm, result["final_return"], reached)
+    return row
+
+
+def run_bench(config: BenchConfig, out: Path) -> BenchReport:
+    """All arms x seeds; writes report.md, plot.png, results.json (and the corpora) under ``out``. With
+    ``config.workers`` > 1 the seeds run in that many processes (one torch thread each)."""
+    config = replace(config, env=config.env.resolved())
+    start = time.perf_counter()
+    if config.workers > 1 and config.seeds > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(config.workers, config.seeds), mp_context=context) as pool:
+            rows = list(
+                pool.map(_vpt_seed, *zip(*[(config, s, out) for s in range(config.seeds)], strict=True))
+            )
+    else:
+        rows = [_vpt_seed(config, seed, out) for seed in range(config.seeds)]
+    finals = {a: [r["finals"][a] for r in rows] for a in (*ARMS, "random policy")}
+    curves = {a: [r["curves"][a] for r in rows] for a in ARMS}
+    to_threshold = {a: [r["to_threshold"][a] for r in rows] for a in ARMS}
+    speed = {a: [r["speed"][a] for r in rows] for a in ARMS}
+    pre_metrics = {name: [r["pre"][name] for r in rows] for name in rows[0]["pre"]}
     ratio = {
         arm: float(np.mean(to_threshold["scratch"]) / max(np.mean(to_threshold[arm]), 1.0)) for arm in ARMS
     }
     description = (
-        f"{config.env.env_id}, {config.env.size}x{config.env.size} RGB pixels, {config.env.actions} actions. "
+        f"{config.env.env_id}, {config.env.size}x{config.env.size} RGB pixels, "
+        f"{config.env.actions or 'the full minimal set of'} actions, frame skip "
+        f"{config.env.frame_skip or 'default'}, sticky actions {config.env.sticky_actions}. "
+        f"Chance for the IDM is 1/A (uniform); the gate uses the larger of 1/A and the held-out majority share. "
         f"Per seed: {config.episodes} episodes of a scripted expert with {config.noise:.0%} random actions, "
         f"{config.labelled} of them labelled; IDM {config.idm_steps} steps, BC {config.bc_steps} steps on "
         f"labelled + pseudo-labelled frames. Then SB3 PPO for {config.total_steps} environment steps per arm "
@@ -328,6 +356,11 @@ class WorldModelBenchConfig:
     """Action-free pretraining steps."""
     context: bool = True
     """ContextWM's context encoder (false: the plain APV-style decoder)."""
+    stack: bool = True
+    """Fine-tune with an action-conditioned RSSM stacked on the pretrained action-free one (APV / ContextWM);
+    false: a zero-initialised action input on the action-free RSSM."""
+    intrinsic: float = 0.0
+    """beta of APV's video-based intrinsic bonus in every arm (0: off)."""
     noise: float = 0.3
     """Random-action share of the same-env videos' scripted expert."""
     random_episodes: int = 200
@@ -356,7 +389,7 @@ def _pretrained_source(config: WorldModelBenchConfig, source: str, seed: int, sc
     env = config.env if source == "same-env" else config.other_env.resolved()
     policy, noise = ("scripted", config.noise) if source == "same-env" else ("random", 0.0)
     recipe = {"env": asdict(env), "videos": config.videos, "policy": policy, "noise": noise, "seed": seed}
-    model_config = WorldModelConfig(context=config.context)
+    model_config = WorldModelConfig(context=config.context, stack=config.stack)
     size = int(config.env.size or 0)
 
     def build(folder: Path) -> None:
@@ -400,8 +433,8 @@ def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchRepor
     recon: dict[str, list[float]] = {a: [] for a in arms}
     seconds: dict[str, list[float]] = {a: [] for a in arms}
     pre_recon: dict[str, list[float]] = {a: [] for a in arms[1:]}
-    agent = AgentConfig(total_steps=config.total_steps, prefill=config.prefill)
-    model_config = WorldModelConfig(context=config.context)
+    agent = AgentConfig(total_steps=config.total_steps, prefill=config.prefill, intrinsic=config.intrinsic)
+    model_config = WorldModelConfig(context=config.context, stack=config.stack)
     start = time.perf_counter()
     for seed in range(config.seeds):
         sources = {arm: _pretrained_source(config, arm.split()[1], seed, Path(out)) for arm in arms[1:]}
@@ -427,8 +460,14 @@ def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchRepor
         f"videos (a scripted expert with {config.noise:.0%} random actions) and another environment's "
         f"({config.other_env.env_id}, random policy, resized to {config.env.size} px; another action space "
         f"needs no mapping: pretraining reads no actions). Sources are cached artifacts (warmstart.cache). "
-        f"Then the same Dreamer-style agent (target action input attached zero-initialised, actor-critic in "
-        f"imagination) runs {config.total_steps} environment steps ({config.prefill} uniformly random first, "
+        f"Then the same Dreamer-style agent ("
+        + (
+            "an action-conditioned RSSM stacked on the action-free one, as APV / ContextWM fine-tune"
+            if config.stack
+            else "target action input attached zero-initialised"
+        )
+        + f", actor-critic in imagination, intrinsic bonus beta {config.intrinsic:g}) runs "
+        f"{config.total_steps} environment steps ({config.prefill} uniformly random first, "
         f"identical in every arm). Metric: mean return of the last 20 training episodes; 'random policy' is the "
         f"uniformly random policy's mean over {config.random_episodes} episodes. Wall time "
         f"{time.perf_counter() - start:.0f} s."

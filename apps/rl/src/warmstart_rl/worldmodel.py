@@ -1,15 +1,18 @@
 """ContextWM's world model: a recurrent state-space model whose image decoder reads a separately encoded
-context frame, so the latent dynamics carry only what changes; action-free for video pretraining, with a
-zero-initialised action input attached for fine-tuning on a target environment.
+context frame, so the latent dynamics carry only what changes; action-free for video pretraining, with an
+action-conditioned RSSM stacked on the action-free one for fine-tuning on a target environment (APV).
 
 Seed: *Pre-training Contextualized World Models with In-the-wild Videos for Reinforcement Learning*
 (Wu et al., arXiv 2305.18499), on APV (arXiv 2203.13880) and DreamerV2 (arXiv 2010.02193). Implemented by
 hand, in miniature: a GRU + diagonal-Gaussian RSSM with KL balancing and free nats, ContextWM's context
 encoder + cross-attention decoder (one scale; ``context = False`` gives the plain APV/Dreamer decoder),
 reward and continuation heads, rewards learnt on DreamerV3's symlog scale (Atari rewards of 5-30 and
-MiniGrid's [0, 1] alike). Left out: the multi-scale cross-attention, discrete latents, APV's stacked
-action-conditional RSSM (replaced by the zero-initialised action input: fine-tuning starts exactly at the
-pretrained action-free dynamics).
+MiniGrid's [0, 1] alike). The split of the seed: the context encoder and the decoder carry the static
+appearance, the action-free RSSM the change over time (pretrained from videos); fine-tuning keeps them and
+stacks an action-conditioned RSSM whose posterior reads the action-free features (``stack``; the decoder,
+reward and continuation heads then read the stacked features — our reading of APV, *unverified* in detail).
+``stack = False`` instead attaches a zero-initialised action input to the action-free RSSM. Left out: the
+multi-scale cross-attention and its 0.75 mask ratio, discrete latents.
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ class WorldModelConfig:
     """Weight of the prior-side KL term (DreamerV2's KL balancing)."""
     reward_transform: str = "symlog"
     """'symlog': the reward head regresses symlog(r) and predicts symexp of its output; 'none': raw r."""
+    stack: bool = True
+    """Fine-tuning as APV / ContextWM: an action-conditioned RSSM is stacked on the pretrained action-free
+    one (it reads the action-free posterior features and the actions; decoder, reward and continuation
+    heads read its features, imagination rolls it out). False: a zero-initialised action input is attached
+    to the action-free RSSM itself (fine-tuning starts exactly at the pretrained dynamics)."""
 
 
 class ConvEncoder(nn.Module):
@@ -228,8 +236,9 @@ class WorldModel(nn.Module, HubMixin):
         spatial, flat = fmap.shape[-1], fmap[0].numel()
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(flat, config.hidden), nn.ELU())
         self.context_encoder = ConvEncoder(config.channels) if config.context else None
-        self.rssm = RSSM(config.hidden, n_actions, config)
         self.feat_dim = config.deter + config.stoch
+        self.rssm = RSSM(config.hidden, 0 if config.stack else n_actions, config)  # the action-free one
+        self.ac_rssm = RSSM(self.feat_dim, n_actions, config) if config.stack and n_actions > 0 else None
         self.decoder = ContextDecoder(self.feat_dim, config, spatial, image_size)
         self.reward = _mlp(self.feat_dim, config.hidden, 1)
         self.cont = _mlp(self.feat_dim, config.hidden, 1)
@@ -239,18 +248,52 @@ class WorldModel(nn.Module, HubMixin):
 
     @classmethod
     def from_hub_config(cls, config: dict[str, Any]) -> WorldModel:
-        model = WorldModelConfig(**{**config["model"], "channels": list(config["model"]["channels"])})
+        raw = {"stack": False, **config["model"]}  # saved before the stacked model existed: not stacked
+        model = WorldModelConfig(**{**raw, "channels": list(raw["channels"])})
         return cls(config["n_actions"], config["image_size"], model)
 
     def with_actions(self, n_actions: int) -> WorldModel:
-        """Attach (or replace) the recurrent cell's action input for a target with ``n_actions`` actions,
-        zero-initialised so the dynamics start as the pretrained ones; a no-op when it already fits."""
+        """Make the model action-conditioned for a target with ``n_actions`` actions (any source action
+        space, or none): with ``stack``, a fresh action-conditioned RSSM on top of the pretrained
+        action-free one (APV / ContextWM); without, the action-free RSSM's action input, zero-initialised
+        so the dynamics start as the pretrained ones. A no-op when it already fits."""
         if n_actions != self.n_actions:
             device = next(self.parameters()).device
-            layer = zero_action_input(n_actions, self.config.hidden)
-            self.rssm.action_in = layer.to(device) if layer is not None else None
-            self.rssm.n_actions = self.n_actions = n_actions
+            if self.config.stack:
+                self.ac_rssm = RSSM(self.feat_dim, n_actions, self.config).to(device) if n_actions else None
+            else:
+                layer = zero_action_input(n_actions, self.config.hidden)
+                self.rssm.action_in = layer.to(device) if layer is not None else None
+                self.rssm.n_actions = n_actions
+            self.n_actions = n_actions
         return self
+
+    @property
+    def dynamics(self) -> RSSM:
+        """The action-conditioned dynamics imagination rolls out (the stacked RSSM, or the one RSSM)."""
+        return self.ac_rssm if self.ac_rssm is not None else self.rssm
+
+    def initial_state(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+        h, z = self.rssm.initial(batch, device)
+        return {"h": h, "z": z, "af_h": h.clone(), "af_z": z.clone()}
+
+    @torch.no_grad()
+    def filter_step(
+        self, state: dict[str, torch.Tensor], action: torch.Tensor | None, obs: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """One step of filtering while acting: a_{t-1} one-hot (B, A) or None, o_t (B, 3, H, W) -> the
+        posterior state (a sample); ``[h, z]`` are the features the actor reads."""
+        embed = self.encode(obs)
+        if self.ac_rssm is None:
+            h, _, _ = self.rssm.img_step(state["h"], state["z"], action)
+            mean, std = self.rssm.obs_step(h, embed)
+            return {"h": h, "z": mean + std * torch.randn_like(std)}
+        af_h, _, _ = self.rssm.img_step(state["af_h"], state["af_z"], None)
+        mean, std = self.rssm.obs_step(af_h, embed)
+        af_z = mean + std * torch.randn_like(std)
+        h, _, _ = self.ac_rssm.img_step(state["h"], state["z"], action)
+        mean, std = self.ac_rssm.obs_step(h, torch.cat([af_h, af_z], -1))
+        return {"h": h, "z": mean + std * torch.randn_like(std), "af_h": af_h, "af_z": af_z}
 
     def predict_reward(self, feat: torch.Tensor) -> torch.Tensor:
         """Reward of latent features (..., F) -> (...), on the environment's scale."""
@@ -278,7 +321,15 @@ class WorldModel(nn.Module, HubMixin):
         obs, is_first = batch["obs"], batch["is_first"].float()
         b, t_len = obs.shape[:2]
         embeds = self.encode(obs.flatten(0, 1)).view(b, t_len, -1)  # (B, T, E)
-        states = self.rssm.observe(embeds, batch["action"].float() if use_actions else None, is_first)
+        actions = batch["action"].float() if use_actions else None
+        stacked = use_actions and self.ac_rssm is not None
+        states = self.rssm.observe(embeds, None if stacked else actions, is_first)
+        af_feat = torch.cat([states["h"], states["z"]], -1)  # (B, T, F): the action-free features
+        kl_parts = [states]
+        if stacked:  # APV: the action-conditioned RSSM reads the action-free posterior features
+            assert self.ac_rssm is not None
+            states = self.ac_rssm.observe(af_feat, actions, is_first)
+            kl_parts.append(states)
         feat = torch.cat([states["h"], states["z"]], -1)  # (B, T, F)
         # ContextWM: the context is one random frame of the clip, encoded separately
         pick = torch.randint(t_len, (b,), generator=generator, device="cpu").to(obs.device)
@@ -288,12 +339,14 @@ class WorldModel(nn.Module, HubMixin):
         recon = self.decoder(feat.flatten(0, 1), tokens)  # (B*T, 3, H, W)
         recon_loss = (recon - obs.flatten(0, 1)).pow(2).sum((1, 2, 3)).mean()
         c = self.config
-        pm, ps, qm, qs = states["prior_mean"], states["prior_std"], states["post_mean"], states["post_std"]
-        kl_prior = _kl(qm.detach(), qs.detach(), pm, ps).mean()
-        kl_post = _kl(qm, qs, pm.detach(), ps.detach()).mean()
-        kl_loss = c.kl_balance * kl_prior.clamp(min=c.free_nats) + (1 - c.kl_balance) * kl_post.clamp(
-            min=c.free_nats
-        )
+        kl_loss, kl_prior = torch.zeros((), device=obs.device), torch.zeros((), device=obs.device)
+        for part in kl_parts:  # the action-free RSSM's KL, and the stacked one's
+            pm, ps, qm, qs = part["prior_mean"], part["prior_std"], part["post_mean"], part["post_std"]
+            prior_side = _kl(qm.detach(), qs.detach(), pm, ps).mean()
+            post_side = _kl(qm, qs, pm.detach(), ps.detach()).mean()
+            kl_loss = kl_loss + c.kl_balance * prior_side.clamp(min=c.free_nats)
+            kl_loss = kl_loss + (1 - c.kl_balance) * post_side.clamp(min=c.free_nats)
+            kl_prior = kl_prior + prior_side
         loss = recon_loss + kl_loss
         metrics = {"recon": recon_loss.item(), "kl": kl_prior.item()}
         if use_actions:
@@ -304,7 +357,7 @@ class WorldModel(nn.Module, HubMixin):
             cont_loss = F.binary_cross_entropy_with_logits(self.cont(feat).squeeze(-1), batch["cont"])
             loss = loss + reward_loss + cont_loss
             metrics |= {"reward_loss": reward_loss.item(), "cont_bce": cont_loss.item()}
-        return loss, metrics, {"h": states["h"], "z": states["z"]}
+        return loss, metrics, {"h": states["h"], "z": states["z"], "af_feat": af_feat}
 
 
 # -- weights on disk ------------------------------------------------------------------------------
