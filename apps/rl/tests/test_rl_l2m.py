@@ -1,4 +1,5 @@
-"""L2M: the pooled LoRA modulators, key retrieval, claiming (no forgetting), demos, and the CLI command."""
+"""L2M: the pooled LoRA modulators on a Decision Transformer, key retrieval, claiming (no forgetting), the
+trajectories and windows, the cached pretrained DT, and the CLI command."""
 
 from __future__ import annotations
 
@@ -11,43 +12,60 @@ from torch import nn
 
 from warmstart_rl.cli import app
 from warmstart_rl.l2m import (
-    Demos,
+    DTConfig,
     L2MConfig,
-    L2MPolicy,
-    PooledLoRALinear,
+    ModulatedDT,
+    PooledLoRA,
     TaskSpec,
+    Trajectories,
+    build_dt,
+    dt_logits,
     forgetting,
-    history_query,
     l2m_learn_task,
-    permuted_env,
-    record_demos,
+    record_trajectories,
+    task_env,
+    window_batch,
 )
-from warmstart_rl.models import PixelPolicy, PolicyConfig
+
+CONTEXT = 4
 
 
-def _policy(size: int = 12) -> PixelPolicy:
+def _dt() -> nn.Module:
     torch.manual_seed(0)
-    return PixelPolicy(3, size, 3, PolicyConfig())
+    return build_dt(DTConfig(hidden=16, layers=1, heads=2, dropout=0.0), CONTEXT, 50).eval()
+
+
+@pytest.fixture(scope="module")
+def trajectories() -> Trajectories:
+    return record_trajectories(TaskSpec("MiniGrid-Empty-5x5-v0", [1, 0, 2]), 3, 0.3, CONTEXT, 50, seed=0)
 
 
 def test_pooled_lora_starts_at_the_base_and_routes_per_sample() -> None:
+    from transformers.pytorch_utils import Conv1D
+
     g = torch.Generator().manual_seed(0)
-    base = nn.Linear(5, 4)
-    layer = PooledLoRALinear(base, pool=3, rank=2, alpha=4.0, generator=g)
-    x = torch.randn(6, 5, generator=g)
-    slot = torch.tensor([0, 1, 2, 0, 1, 2])
-    torch.testing.assert_close(layer(x, slot), base(x))  # B = 0: every modulator is the identity
-    with torch.no_grad():
-        layer.lora_b[1].normal_(generator=g)
-    out = layer(x, slot)
-    on_one = slot == 1
-    torch.testing.assert_close(out[~on_one], base(x)[~on_one])  # other slots unaffected
-    expected = base(x[on_one]) + 2.0 * x[on_one] @ layer.lora_a[1].T @ layer.lora_b[1].T
-    torch.testing.assert_close(out[on_one], expected)
+    for base, columns in ((nn.Linear(5, 6), None), (Conv1D(6, 5), torch.tensor([0, 1, 4, 5]))):
+        layer = PooledLoRA(base, pool=3, rank=2, alpha=4.0, generator=g, columns=columns)
+        x = torch.randn(6, 2, 5, generator=g)
+        layer.slot = torch.tensor([0, 1, 2, 0, 1, 2])
+        torch.testing.assert_close(layer(x), base(x))  # B = 0: every modulator is the identity
+        with torch.no_grad():
+            layer.lora_b[1].normal_(generator=g)
+        out = layer(x)
+        on_one = layer.slot == 1
+        torch.testing.assert_close(out[~on_one], base(x)[~on_one])  # other slots unaffected
+        cols = columns if columns is not None else torch.arange(6)
+        expected = base(x[on_one])
+        expected[..., cols] += 2.0 * x[on_one] @ layer.lora_a[1].T @ layer.lora_b[1].T
+        torch.testing.assert_close(out[on_one], expected)
+        layer.slot = torch.ones(6, dtype=torch.long)  # the one-modulator fast path agrees
+        torch.testing.assert_close(layer(x)[on_one], expected)
+        if columns is not None:  # the fused c_attn: the key third is never modulated
+            torch.testing.assert_close(layer(x)[..., 2:4], base(x)[..., 2:4])
 
 
 def test_retrieval_is_top1_cosine_among_allowed_keys() -> None:
-    model = L2MPolicy(_policy(), pool=4, rank=2, alpha=2.0)
+    model = ModulatedDT(_dt(), pool=4, rank=2, alpha=2.0)
     dim = model.keys[0].shape[0]
     with torch.no_grad():
         for i in range(4):
@@ -61,38 +79,71 @@ def test_retrieval_is_top1_cosine_among_allowed_keys() -> None:
         model.retrieve(query, [])
 
 
-def _synthetic_demos(n: int, seed: int, label_fn) -> Demos:
-    g = torch.Generator().manual_seed(seed)
-    obs = torch.rand(n, 3, 12, 12, generator=g)
-    obs[:, seed % 3] += 1.0  # tasks differ in colour, so their queries differ
-    labels = label_fn(obs)
-    hist = torch.arange(n).unsqueeze(-1).repeat(1, 2)
-    return Demos(obs, labels, hist, torch.arange(n))
+def test_windows_stay_in_their_episode_and_labels_replay_the_permuted_expert(trajectories) -> None:
+    win = trajectories.window
+    assert win.shape == (len(trajectories), CONTEXT)
+    idx = torch.arange(len(trajectories))
+    assert (win[:, -1] == idx).all()  # each window ends at its own step
+    valid = win >= 0
+    assert (
+        trajectories.episode[win.clamp(min=0)][valid] == trajectories.episode[:, None].expand_as(win)[valid]
+    ).all()
+    assert (valid.sum(1) == torch.clamp(trajectories.timestep + 1, max=CONTEXT)).all()
+    batch = window_batch(trajectories, idx[:5])
+    assert batch["states"].shape == (5, CONTEXT, 147) and (batch["labels"][~valid[:5]] == -100).all()
+    # returns-to-go: the episode's return at every step (MiniGrid pays at the goal only), positive
+    first = trajectories.episode == 0
+    assert torch.allclose(trajectories.rtg[first], trajectories.rtg[first][0]) and trajectories.rtg[0] > 0
+    # replaying the expert labels in the permuted environment reaches the goal
+    env = task_env(TaskSpec("MiniGrid-Empty-5x5-v0", [1, 0, 2]), 50)
+    env.reset(seed=0)
+    from warmstart_rl.data import minigrid_expert_action
+
+    reward, done = 0.0, False
+    while not done:
+        expert = [1, 0, 2].index(minigrid_expert_action(env))
+        _, reward, terminated, truncated, _ = env.step(expert)
+        done = terminated or truncated
+    assert reward > 0.5
+    env.close()
 
 
-def test_claimed_modulators_are_frozen_so_an_earlier_task_is_not_forgotten() -> None:
-    model = L2MPolicy(_policy(), pool=4, rank=2, alpha=4.0)
-    config = L2MConfig(task_steps=15, batch_size=16, lr=1e-2, key_coef=0.5)
+def test_query_and_prediction_never_read_the_current_action(trajectories) -> None:
+    model = ModulatedDT(_dt(), pool=2, rank=2, alpha=4.0)
+    with torch.no_grad():
+        for p in model.slot_parameters(0):
+            p.normal_()
+    batch = window_batch(trajectories, torch.arange(6, 12))
+    other = dict(batch, actions=batch["actions"].clone())
+    other["actions"][:, -1] = torch.roll(other["actions"][:, -1], 1, dims=-1)  # a different current action
+    torch.testing.assert_close(model.query(batch), model.query(other))
+    slot = torch.zeros(6, dtype=torch.long)
+    torch.testing.assert_close(model.logits(batch, slot)[:, -1], model.logits(other, slot)[:, -1])
+    assert all(layer.slot is None for layer in model.layers)  # routing is cleared after the call
+
+
+def test_claimed_modulators_are_frozen_so_an_earlier_task_is_not_forgotten(trajectories) -> None:
+    dt = _dt()
+    model = ModulatedDT(dt, pool=3, rank=2, alpha=4.0)
+    config = L2MConfig(task_steps=6, batch_size=8, lr=1e-2)
     g = torch.Generator().manual_seed(0)
-    first = _synthetic_demos(64, 0, lambda o: (o[:, 1, 0, 0] > 0.5).long())
-    second = _synthetic_demos(64, 1, lambda o: 2 - (o[:, 1, 0, 0] > 0.5).long() * 2)
-    l2m_learn_task(model, first, 0, config, g)
+    second = record_trajectories(TaskSpec("MiniGrid-Empty-6x6-v0", [2, 1, 0]), 2, 0.3, CONTEXT, 50, seed=1)
+    l2m_learn_task(model, trajectories, 0, config, g)
     slot0 = model.claimed()
     assert len(slot0) == 1 and model.owner[slot0[0]] == 0
-    convs, _ = model.frozen_features(first.obs)
-    slots = torch.full((64,), slot0[0])
-    before = model.logits_from(convs, slots).detach().clone()
+    batch = window_batch(trajectories, torch.arange(len(trajectories)))
+    slots = torch.full((len(trajectories),), slot0[0])
+    before = model.logits(batch, slots).detach().clone()
+    assert not torch.allclose(before, dt_logits(dt, batch))  # the modulator did learn something
     key_before = model.keys[slot0[0]].detach().clone()
-    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    moved = l2m_learn_task(model, second, 1, config, g)
-    assert moved["slots"] == 1.0 and set(model.claimed()) - set(slot0)  # task 1 got its own slot
-    torch.testing.assert_close(model.logits_from(convs, slots), before, rtol=0, atol=0)
+    backbone = {k: v.clone() for k, v in dt.state_dict().items()}
+    l2m_learn_task(model, second, 1, config, g)
+    assert set(model.claimed()) - set(slot0)  # task 1 got its own slot
+    torch.testing.assert_close(model.logits(batch, slots), before, rtol=0, atol=0)
     torch.testing.assert_close(model.keys[slot0[0]], key_before, rtol=0, atol=0)
-    for k, v in model.backbone.state_dict().items():
-        torch.testing.assert_close(v, backbone_before[k], rtol=0, atol=0)
-    # task 1's own modulator did learn (its B moved away from zero)
-    slot1 = [s for s in model.claimed() if s not in slot0][0]
-    assert model.head.lora_b[slot1].abs().sum() > 0
+    base = {k.replace(".base.", "."): v for k, v in model.dt.state_dict().items() if "lora" not in k}
+    for k, v in backbone.items():
+        torch.testing.assert_close(base[k], v, rtol=0, atol=0)  # the DT itself never moves
 
 
 def test_forgetting_is_the_drop_from_the_best_accuracy() -> None:
@@ -101,45 +152,48 @@ def test_forgetting_is_the_drop_from_the_best_accuracy() -> None:
     assert forgetting([[1.0]]) == 0.0
 
 
-def test_history_query_averages_each_samples_window() -> None:
-    feats = torch.arange(12.0).view(6, 2)
-    hist = torch.tensor([[0, 0], [0, 1], [1, 2]])
-    torch.testing.assert_close(history_query(feats, hist), torch.tensor([[0.0, 1.0], [1.0, 2.0], [3.0, 4.0]]))
+TINY = [
+    "--setup.seeds",
+    "1",
+    "--setup.episodes",
+    "3",
+    "--setup.pretrain_steps",
+    "4",
+    "--setup.task_steps",
+    "3",
+]
+TINY += ["--setup.eval_episodes", "1", "--setup.context", "3", "--setup.max_steps", "30", "--setup.pool", "2"]
+TINY += ["--setup.dt", '{"hidden": 16, "layers": 1, "heads": 2}', "--setup.batch_size", "8"]
+TINY += ["--setup.pretrain_tasks", '[{"env_id": "MiniGrid-Empty-5x5-v0"}]']
+TINY += ["--setup.new_tasks", '[{"env_id": "MiniGrid-Empty-6x6-v0", "permutation": [1, 0, 2]}]']
 
 
-def test_demos_label_the_permuted_expert_and_stay_within_episodes() -> None:
-    task = TaskSpec("MiniGrid-Empty-5x5-v0", [1, 0, 2])
-    demos = record_demos(task, size=15, episodes=3, noise=0.0, history=3, seed=0)
-    assert demos.obs.shape[1:] == (3, 15, 15) and len(demos.labels) == len(demos.history)
-    idx = torch.arange(len(demos.labels))
-    assert (demos.history <= idx[:, None]).all()
-    assert (demos.episode[demos.history] == demos.episode[:, None]).all()
-    # replaying the labels in the permuted environment reaches the goal like the expert (noise 0)
-    env = permuted_env(task, 15)
-    env.reset(seed=0)
-    first = demos.labels[demos.episode == 0].tolist()
-    rewards = [env.step(a)[1] for a in first]
-    assert rewards[-1] > 0.5 and all(r == 0 for r in rewards[:-1])
-    env.close()
+def test_l2m_command_end_to_end_and_the_pretrained_dt_is_cached(tmp_path) -> None:
+    from warmstart_rl.l2m import pretrained_dt, record_all
 
-
-def test_l2m_command_end_to_end(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-    out = tmp_path / "l2m"
-    argv = ["l2m", "--seeds", "1", "--out", str(out), "--setup.size", "15", "--setup.episodes", "4"]
-    argv += ["--setup.pretrain_steps", "20", "--setup.task_steps", "10", "--setup.eval_episodes", "1"]
-    argv += ["--setup.pretrain_tasks", '[{"env_id": "MiniGrid-Empty-5x5-v0"}]']
-    argv += ["--setup.new_tasks", '[{"env_id": "MiniGrid-Empty-6x6-v0", "permutation": [1, 0, 2]}]']
-    assert app.main(argv) == 0
+    out = tmp_path / "a"
+    assert app.main(["l2m", *TINY, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert set(results["methods"]) == {"pretrained (frozen)", "full fine-tuning", "l2m"}
+    assert set(results["methods"]) == {"pretrained (frozen)", "full fine-tuning", "shared LoRA", "l2m"}
     assert (out / "report.md").is_file() and (out / "plot.png").is_file()
     matrices = json.loads((out / "matrices.json").read_text())[0]
     assert matrices["tasks"] == ["Empty-5x5", "Empty-6x6/102"]
-    for arm in ("full fine-tuning", "l2m"):
+    for arm in ("full fine-tuning", "shared LoRA", "l2m"):
         assert [len(row) for row in matrices["matrix"][arm]] == [1, 2]
         assert all(0.0 <= a <= 1.0 for row in matrices["matrix"][arm] for a in row)
     assert np.isfinite(matrices["returns"]["l2m"]).all()
+    # the pretrained DT is one cached artifact in transformers' format: the same config finds it again
+    folders = list((tmp_path / "cache" / "rl.l2m-dt").glob("[0-9a-f]*"))
+    assert len(folders) == 1 and matrices["pretraining"]["folder"] == str(folders[0])
+    setup = results["config"]
+    cfg = L2MConfig(
+        **{k: v for k, v in setup.items() if k not in ("tasks", "dt")},
+        dt=DTConfig(**setup["dt"]),
+        pretrain_tasks=[TaskSpec("MiniGrid-Empty-5x5-v0")],
+        new_tasks=[TaskSpec("MiniGrid-Empty-6x6-v0", [1, 0, 2])],
+    )
+    dt, meta = pretrained_dt(cfg, record_all(cfg)[0])
+    assert meta["folder"] == str(folders[0]) and dt.config.hidden_size == 16
 
 
 @pytest.mark.parametrize(
@@ -153,8 +207,7 @@ def test_l2m_command_end_to_end(tmp_path, monkeypatch, capsys) -> None:
         (["--setup.pool", "1"], "pool"),
     ],
 )
-def test_l2m_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, extra, needle) -> None:
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
+def test_l2m_bad_input_is_one_line_exit_2(tmp_path, capsys, one_line_error, extra, needle) -> None:
     assert app.main(["l2m", "--out", str(tmp_path / "o"), *extra]) == 2
-    err = capsys.readouterr().err.strip()
-    assert needle in err and len(err.splitlines()) == 1
+    assert needle in one_line_error(capsys)
+    assert not (tmp_path / "o" / "results.json").exists()

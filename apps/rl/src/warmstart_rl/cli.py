@@ -527,26 +527,22 @@ def _print_report(report) -> None:
 
 
 @app.command
-def l2m(
-    setup: L2MConfig = L2MConfig(),
-    seeds: int = 2,
-    out: Path | None = None,
-    run: RunContext | None = None,
-) -> None:
-    """L2M: pretrain a policy on task set A, then learn new tasks with a modulator pool on the frozen policy
-    vs full fine-tuning; reports accuracy on every task after the sequence (forgetting) as a bench.
+def l2m(setup: L2MConfig = L2MConfig(), out: Path | None = None, run: RunContext | None = None) -> None:
+    """L2M: a Decision Transformer pretrained on task set A (cached), then new tasks learned in sequence with a
+    modulator pool on the frozen DT vs full fine-tuning vs one shared LoRA; accuracy on every task after the
+    sequence, forgetting, routing and greedy return as a bench.
 
     Args:
-        setup: tasks (MiniGrid ids + action permutations), pool size, LoRA rank, steps per task.
-        seeds: seeds (the demos are the same; networks, minibatches and evaluation resets differ).
+        setup: seeds, tasks (MiniGrid ids + action permutations), the DT, pool size, LoRA rank, steps per task.
         out: run directory for report.md, plot.png, results.json, matrices.json.
     """
     from warmstart_rl.bench import single_thread
-    from warmstart_rl.l2m import run_l2m_bench
+    from warmstart_rl.l2m import check_config, run_l2m_bench
 
+    check_config(setup)  # bad input fails before the run directory exists
     run_dir, _ = _ctx(run, "l2m").open(out=out)
     with single_thread():
-        report = run_l2m_bench(setup, seeds, run_dir)
+        report = run_l2m_bench(setup, run_dir)
     _print_report(report)
 
 
