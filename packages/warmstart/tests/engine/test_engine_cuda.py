@@ -124,9 +124,9 @@ def test_light_fit_trains_on_cuda() -> None:
 @pytest.mark.cuda
 @no_cuda
 def test_fsdp_on_one_gpu_stops_and_resumes_to_the_uninterrupted_weights(tmp_path) -> None:
-    """FSDP (Fabric's, gathered full state dicts on rank 0) through save -> stop -> resume (not run on CPU:
-    Fabric refuses FSDP there)."""
-    from safetensors.torch import load_file
+    """FSDP2 on one GPU (NCCL) through a sharded (DCP) save -> stop -> resume; the 2-process CPU/gloo run of
+    the same path is test_engine_processes.py's FSDP2 test."""
+    from warmstart.engine.checkpoint import consolidate
 
     def run(out, stop_at=None, resume=None):
         cfg = quick_config(steps=6, micro_batch_size=8, lr=1e-2)
@@ -140,8 +140,8 @@ def test_fsdp_on_one_gpu_stops_and_resumes_to_the_uninterrupted_weights(tmp_path
     run(tmp_path / "whole")
     run(tmp_path / "cut", stop_at=4)
     run(tmp_path / "cut", resume=tmp_path / "cut")
-    a = load_file(str(tmp_path / "whole" / "checkpoints" / "step-6" / "model.safetensors"))
-    b = load_file(str(tmp_path / "cut" / "checkpoints" / "step-6" / "model.safetensors"))
+    a = consolidate(tmp_path / "whole" / "checkpoints" / "step-6")["model"]
+    b = consolidate(tmp_path / "cut" / "checkpoints" / "step-6")["model"]
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)

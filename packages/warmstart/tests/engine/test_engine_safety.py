@@ -334,13 +334,31 @@ def test_engine_with_workers_matches_the_in_process_loader(tmp_path: Path) -> No
     assert torch.equal(results[0], results[1])
 
 
-def test_fsdp_on_cpu_is_refused_in_one_line_before_launching(tmp_path: Path) -> None:
-    cfg = config()
-    cfg.distributed.strategy = "fsdp"
-    cfg.distributed.accelerator = "cpu"
-    with pytest.raises(ConfigError, match="strategy=fsdp needs CUDA.*strategy ddp"):
-        Engine(cfg, tmp_path / "run").fit(Recorder(), data())
-    assert not (tmp_path / "run").exists()
+def test_sharded_checkpoint_verifies_refuses_altered_shards_and_consolidates(tmp_path: Path) -> None:
+    """The sharded (DCP) layout FSDP writes, here from one process: digests of every shard, a flipped
+    byte refused by name, a plain load refused with the option to pass, and the shards read back whole."""
+    from warmstart.engine.checkpoint import consolidate, read_meta, save_sharded_checkpoint
+
+    model = nn.Linear(4, 3)
+    optim = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 4)).sum().backward()
+    optim.step()
+    root = tmp_path / "checkpoints"
+    app_state = {"model": model.state_dict(), "optim": optim.state_dict()}
+    path = save_sharded_checkpoint(root, 3, app_state, {"step": 3}, writer=True, barrier=lambda: None)
+    meta = read_meta(path)
+    assert meta["format"] == "sharded" and "shards/.metadata" in meta["files"] and "state.pt" in meta["files"]
+    assert verify_checkpoint(path) is None and not list(root.glob(".tmp-*"))
+    with pytest.raises(CheckpointError, match="is sharded.*strategy fsdp"):
+        load_checkpoint(path)
+    full = consolidate(path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(full["model"][key], value), key
+    shard = next(name for name in meta["files"] if name.endswith(".distcp"))
+    data = bytearray((path / shard).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (path / shard).write_bytes(bytes(data))
+    assert shard in (verify_checkpoint(path) or "")
 
 
 def test_quick_config_is_the_one_quiet_builder() -> None:

@@ -1,6 +1,6 @@
 """A tiny training run used by the kill-and-resume and 2-process DDP tests (run as a subprocess).
 
-usage: tiny_run.py RUN_DIR [--resume] [--sleep S] [--steps N] [--every K]
+usage: tiny_run.py RUN_DIR [--resume] [--sleep S] [--steps N] [--every K] [--strategy auto|ddp|fsdp]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--strategy", default="auto")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -56,9 +57,11 @@ def main() -> None:
     config.logging.progress = "plain"
     config.optimizer.lr = 1e-3
     config.schedule.warmup_steps = 3
+    config.distributed.strategy = args.strategy
     resume = latest_checkpoint(args.run_dir / "checkpoints") if args.resume else None
     summary = Engine(config, args.run_dir).fit(SlowLMTask(model, args.sleep), data, resume_from=resume)
-    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+    full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()]  # FSDP: gathered
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in full)).hexdigest()
     rank = int(os.environ.get("RANK", 0))
     print(f"RESULT rank={rank} steps={summary.steps} digest={digest} start={summary.start_step}", flush=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():

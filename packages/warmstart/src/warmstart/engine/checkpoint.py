@@ -8,6 +8,12 @@ Layout of ``checkpoints/step-N/``:
 - ``meta.json`` — written last: step, time, the engine config, and each file's size and content digest
   (xxh3-128 by default, :mod:`warmstart.integrity`), so truncated *and* altered bytes are refused on load.
 
+Under ``strategy=fsdp`` a checkpoint is *sharded* (``"format": "sharded"`` in ``meta.json``): every rank
+writes its own shard of the weights and optimizer state through ``torch.distributed.checkpoint`` (DCP)
+into ``shards/`` (DCP's ``.metadata`` plus one ``__R_0.distcp`` per rank), rank 0 adds ``state.pt`` and
+``meta.json`` with every shard's digest, and nothing is gathered on one rank. DCP reshards on load, so a
+run may resume on another number of ranks; :func:`consolidate` turns the shards into one state dict.
+
 Rank 0 writes everything into ``.tmp-step-N`` and renames it to ``step-N`` only when every file is flushed
 to disk, so a kill mid-write never leaves a directory that looks complete. A failed write (a full disk)
 removes its temporary directory and says that the previous checkpoint is intact. Resuming from a run
@@ -25,6 +31,8 @@ import random
 import re
 import shutil
 import time
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,8 @@ log = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 FILES = ("model.safetensors", "optimizer.pt", "state.pt")
+SHARDS = "shards"
+SHARDED_FILES = ("state.pt", f"{SHARDS}/.metadata")
 
 
 def rng_state() -> dict[str, Any]:
@@ -170,37 +180,144 @@ def save_checkpoint(
             "files": manifest(tmp, FILES, digest),
             "config": config or {},
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        with open(tmp / "meta.json", "rb+") as fh:
-            os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        if final.exists():  # re-saving a step (e.g. after a resume): swap, then drop the old copy
-            old = root / f".old-step-{step}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(root)
+        _publish(root, tmp, final, meta)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        previous = [p for p in complete_checkpoints(root) if p != final]
-        intact = (
-            f"the previous checkpoint {previous[-1]} is intact"
-            if previous
-            else "no earlier checkpoint exists"
-        )
-        need = _state_bytes(model_state, optimizer_state)
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        hint = "free space" if exc.errno == errno.ENOSPC else "fix the disk"
-        raise CheckpointError(
-            f"could not write checkpoint {final}: {reason} (needs about {_mb(need)}, {_mb(_free_bytes(root))} "
-            f"free); {intact}; {hint} and resume with --resume {root.parent}"
-        ) from None
+        raise _save_error(root, final, exc, _state_bytes(model_state, optimizer_state)) from None
+    _prune(root, keep_last)
+    return final
+
+
+def _save_error(root: Path, final: Path, exc: OSError, need: int) -> CheckpointError:
+    """One line for a failed save: the path, why, the space needed and free, the intact previous one."""
+    previous = [p for p in complete_checkpoints(root) if p != final]
+    intact = (
+        f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+    )
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    hint = "free space" if exc.errno == errno.ENOSPC else "fix the disk"
+    return CheckpointError(
+        f"could not write checkpoint {final}: {reason} (needs about {_mb(need)}, {_mb(_free_bytes(root))} "
+        f"free); {intact}; {hint} and resume with --resume {root.parent}"
+    )
+
+
+def _publish(root: Path, tmp: Path, final: Path, meta: dict[str, Any]) -> None:
+    """Write ``meta.json`` last, fsync, and rename ``tmp`` to ``final`` (swapping out an older copy)."""
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    with open(tmp / "meta.json", "rb+") as fh:
+        os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving a step (e.g. after a resume): swap, then drop the old copy
+        old = root / f".old-step-{final.name.removeprefix('step-')}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
+
+
+def _prune(root: Path, keep_last: int) -> None:
     if keep_last > 0:
         for stale in complete_checkpoints(root)[:-keep_last]:
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def save_sharded_checkpoint(
+    root: Path,
+    step: int,
+    app_state: dict[str, Any],
+    state: dict[str, Any],
+    *,
+    writer: bool,
+    barrier: Callable[[], None],
+    keep_last: int = 0,
+    config: dict[str, Any] | None = None,
+    digest: str = "xxh3_128",
+) -> Path:
+    """Collective: every rank writes its shards of ``app_state`` (sharded/DTensor state dicts) through DCP.
+
+    ``writer`` (rank 0, the lock holder) prepares ``.tmp-step-N``, adds ``state.pt`` and ``meta.json``
+    (digests of every shard) and renames it once every rank's shards are flushed (DCP's writer fsyncs
+    them; its coordinator writes ``.metadata`` after gathering every rank's result). The directory must
+    be on a filesystem all ranks share, as for any DCP checkpoint. Errors as :func:`save_checkpoint`.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    final = root / f"step-{step}"
+    tmp = root / f".tmp-step-{step}"
+    if writer:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp-step-*"):  # leftovers of a killed save: never complete, safe to drop
+            shutil.rmtree(stale, ignore_errors=True)
+    barrier()
+    need = _state_bytes(app_state, {})
+    try:
+        with warnings.catch_warnings():  # DCP's own use of TypedStorage, and one process without a group
+            warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated|.*assuming the intent")
+            dcp.save(app_state, storage_writer=dcp.FileSystemWriter(str(tmp / SHARDS), sync_files=True))
+    except CheckpointException as exc:  # DCP gathers every rank's failure and raises it on all of them
+        if writer:
+            shutil.rmtree(tmp, ignore_errors=True)
+        failures = [f for f in getattr(exc, "failures", {}).values()]
+        os_error = next((f for f in failures if isinstance(f, OSError)), None)
+        if os_error is not None:
+            raise _save_error(root, final, os_error, need) from None
+        raise CheckpointError(f"could not write checkpoint {final}: {exc}") from None
+    except OSError as exc:
+        if writer:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise _save_error(root, final, exc, need) from None
+    if not writer:
+        return final
+    try:
+        _torch_save(state, tmp / "state.pt")
+        shards = sorted(f"{SHARDS}/{p.name}" for p in (tmp / SHARDS).iterdir() if p.is_file())
+        meta = {
+            "step": step,
+            "time": time.time(),
+            "format": "sharded",
+            "digest": digest,
+            "files": manifest(tmp, ["state.pt", *shards], digest),
+            "config": config or {},
+        }
+        _publish(root, tmp, final, meta)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _save_error(root, final, exc, need) from None
+    _prune(root, keep_last)
     return final
+
+
+def is_sharded(path: Path) -> bool:
+    """Whether the checkpoint at ``path`` is a sharded (DCP) one."""
+    return read_meta(path).get("format") == "sharded"
+
+
+def load_sharded_state(path: Path) -> dict[str, Any]:
+    """Verify a sharded checkpoint and read its engine ``state.pt`` (the shards are read by DCP)."""
+    reason = verify_checkpoint(path)
+    if reason is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is refused: {reason}; delete it or resume from an older checkpoint"
+        )
+    return _load_pickle(path / "state.pt", path)  # type: ignore[no-any-return]
+
+
+def consolidate(path: Path) -> dict[str, Any]:
+    """A sharded checkpoint's full state (``{"model": ..., "optim": ...}``) in one process, no process group."""
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    reason = verify_checkpoint(path)
+    if reason is not None:
+        raise CheckpointError(f"checkpoint {path} is refused: {reason}")
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(str(path / SHARDS), str(Path(tmp) / "full.pt"))
+        return torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -239,8 +356,8 @@ def read_meta(path: Path) -> dict[str, Any]:
 _VERIFIED: set[tuple] = set()  # (path, each file's mtime and size) already verified in this process
 
 
-def _stamp(path: Path) -> tuple:
-    stats = [(path / name).stat() for name in (*FILES, "meta.json") if (path / name).is_file()]
+def _stamp(path: Path, names: Iterable[str]) -> tuple:
+    stats = [(path / name).stat() for name in (*names, "meta.json") if (path / name).is_file()]
     return (str(path.resolve()), *((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats))
 
 
@@ -253,13 +370,14 @@ def verify_checkpoint(path: Path) -> str | None:
         meta = read_meta(path)
     except CheckpointError as exc:
         return str(exc)
-    key = _stamp(path)
-    if key in _VERIFIED:
-        return None
     entries = {
         name: (entry if isinstance(entry, dict) else {"size": entry}) for name, entry in meta["files"].items()
     }
-    missing = [name for name in FILES if name not in entries]
+    key = _stamp(path, entries)
+    if key in _VERIFIED:
+        return None
+    required = SHARDED_FILES if meta.get("format") == "sharded" else FILES
+    missing = [name for name in required if name not in entries]
     if missing:
         return f"meta.json lists no {missing[0]}"
     reason = verify(path, entries, meta.get("digest", "xxh3_128"))
@@ -332,6 +450,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if reason is not None:
         raise CheckpointError(
             f"checkpoint {path} is refused: {reason}; delete it or resume from an older checkpoint"
+        )
+    if is_sharded(path):
+        raise CheckpointError(
+            f"checkpoint {path} is sharded (written under FSDP): resume it with --engine.distributed.strategy "
+            f"fsdp, or read it in one process with warmstart.engine.checkpoint.consolidate"
         )
     try:
         model_state = load_file(str(path / "model.safetensors"))

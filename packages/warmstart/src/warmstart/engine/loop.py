@@ -9,9 +9,11 @@ The task owns the model and its loss (:class:`~warmstart.engine.task.Task`).
 
 On one device in fp32 or bf16-mixed the step calls torch directly (the module, ``backward``,
 ``clip_grad_norm_``, ``optimizer.step``): the same arithmetic as Fabric's wrappers without their
-per-call cost. Under DDP/FSDP (``torchrun``, ``srun``, ``fabric run``) every call goes through Fabric;
-under FSDP checkpoints are gathered to full state dicts on rank 0 (see the README for what CPU/gloo
-allows). Seed design: LitGPT's ``pretrain.py`` and torchtitan's ``Trainer``.
+per-call cost. Under DDP/FSDP (``torchrun``, ``srun``, ``fabric run``) every call goes through Fabric.
+FSDP is FSDP2 (``torch.distributed.fsdp.fully_shard`` on each block of the model's ``ModuleList`` s and on
+the root, through Fabric's ``ModelParallelStrategy``), on CUDA/NCCL and on CPU/gloo alike; its checkpoints
+are sharded through ``torch.distributed.checkpoint`` (every rank writes its own shard; nothing is gathered).
+Seed design: LitGPT's ``pretrain.py`` and torchtitan's ``Trainer``.
 """
 
 from __future__ import annotations
@@ -32,13 +34,17 @@ from torch import nn
 
 from warmstart.engine import lock
 from warmstart.engine.checkpoint import (
+    SHARDS,
     AutoCheckpoint,
+    is_sharded,
     load_checkpoint,
+    load_sharded_state,
     older_checkpoints,
     read_meta,
     resolve_checkpoint,
     rng_state,
     save_checkpoint,
+    save_sharded_checkpoint,
     set_rng_state,
     verify_checkpoint,
 )
@@ -99,11 +105,6 @@ def make_fabric(config: EngineConfig):
     from lightning_fabric import Fabric
 
     accelerator, precision, devices, num_nodes, strategy = _resolved(config)
-    if strategy == "fsdp" and accelerator != "cuda":
-        raise ConfigError(
-            f"engine.distributed.strategy=fsdp needs CUDA (Lightning Fabric's FSDP is GPU-only; this run's "
-            f"accelerator is {accelerator}); use --engine.distributed.strategy ddp on CPU"
-        )
     timeout = timedelta(seconds=config.distributed.timeout)
     strategy_obj: Any = strategy
     if strategy == "ddp":
@@ -111,9 +112,12 @@ def make_fabric(config: EngineConfig):
 
         strategy_obj = DDPStrategy(timeout=timeout)
     elif strategy == "fsdp":
-        from lightning_fabric.strategies import FSDPStrategy
+        from lightning_fabric.strategies import ModelParallelStrategy
 
-        strategy_obj = FSDPStrategy(timeout=timeout, state_dict_type="full")
+        world = (devices if isinstance(devices, int) else 1) * num_nodes
+        strategy_obj = ModelParallelStrategy(
+            parallelize_fn=fsdp2_shard, data_parallel_size=world, tensor_parallel_size=1, timeout=timeout
+        )
     fabric = Fabric(
         accelerator=accelerator,
         devices=devices,
@@ -123,6 +127,21 @@ def make_fabric(config: EngineConfig):
     )
     fabric.launch()
     return fabric
+
+
+def fsdp2_shard(module: nn.Module, mesh: Any) -> nn.Module:
+    """FSDP2 as torchtitan applies it: ``fully_shard`` each block of every ``ModuleList`` (a transformer's
+    layers), then the root (embeddings, head and anything else), over the data-parallel mesh."""
+    from torch.distributed.fsdp import fully_shard
+
+    dp = mesh["data_parallel"]
+    for child in list(module.modules()):
+        if isinstance(child, nn.ModuleList):
+            for block in child:
+                if any(p.requires_grad for p in block.parameters()):
+                    fully_shard(block, mesh=dp)
+    fully_shard(module, mesh=dp)
+    return module
 
 
 def _batch_size(batch: Any) -> int:
@@ -370,7 +389,7 @@ class Engine:
 
     @staticmethod
     def _is_fsdp(fabric: Any) -> bool:
-        return type(fabric.strategy).__name__.startswith("FSDP")
+        return type(fabric.strategy).__name__ in ("ModelParallelStrategy", "FSDPStrategy")
 
     # -- restore ----------------------------------------------------------------------------------
     def restore(self, st: RunState, checkpoint: Path | None) -> None:
@@ -386,26 +405,35 @@ class Engine:
             )
         for change in changes:
             log.warning("resume changes %s", change)
-        checkpoint, (model_state, optim_state, state) = self._load(checkpoint)
         fabric = st.fabric
-        if self._is_fsdp(fabric):
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_model_state_dict,
-                set_optimizer_state_dict,
-            )
-
-            opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-            set_model_state_dict(st.module, model_state, options=opts)
-            set_optimizer_state_dict(st.module, st.optimizer, optim_state, options=opts)
-        else:
-            missing, unexpected = st.raw_model.load_state_dict(model_state, strict=False)
-            if unexpected or [k for k in missing if k in st.raw_model.state_dict()]:
+        if is_sharded(checkpoint):
+            if not self._is_fsdp(fabric):
                 raise CheckpointError(
-                    f"checkpoint {checkpoint} does not fit this model (missing {missing[:3]}, "
-                    f"unexpected {unexpected[:3]}); resume with the config the run was started with"
+                    f"checkpoint {checkpoint} is sharded (written under FSDP); resume it with "
+                    f"--engine.distributed.strategy fsdp"
                 )
-            st.optimizer.load_state_dict(optim_state)
+            state = self._load_sharded(st, checkpoint)
+        else:
+            checkpoint, (model_state, optim_state, state) = self._load(checkpoint)
+            if self._is_fsdp(fabric):  # a full checkpoint (DDP, one device) into a sharded model
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+                opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+                set_state_dict(
+                    st.raw_model,
+                    st.optimizer,
+                    model_state_dict=model_state,
+                    optim_state_dict=optim_state,
+                    options=opts,
+                )
+            else:
+                missing, unexpected = st.raw_model.load_state_dict(model_state, strict=False)
+                if unexpected or [k for k in missing if k in st.raw_model.state_dict()]:
+                    raise CheckpointError(
+                        f"checkpoint {checkpoint} does not fit this model (missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]}); resume with the config the run was started with"
+                    )
+                st.optimizer.load_state_dict(optim_state)
         st.scheduler.load_state_dict(state["scheduler"])
         per_rank = state.get("data_ranks")  # a stream sharded by itself: each rank's own position
         own = per_rank[fabric.global_rank] if per_rank and len(per_rank) == st.world else state["data"]
@@ -417,6 +445,32 @@ class Engine:
         st.step = st.start_step = int(state["step"])
         st.resumed_from = checkpoint
         log.info("resumed from %s at step %d", checkpoint, st.step)
+
+    @staticmethod
+    def _load_sharded(st: RunState, checkpoint: Path) -> dict[str, Any]:
+        """Every rank reads its shards of a DCP checkpoint into the live model and optimizer (resharding
+        when the world size changed); returns the engine state."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.api import CheckpointException
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        state = load_sharded_state(checkpoint)
+        model_sd, optim_sd = get_state_dict(st.raw_model, st.optimizer)  # templates (optimizer state made)
+        app_state = {"model": model_sd, "optim": optim_sd}
+        try:
+            dcp.load(app_state, storage_reader=dcp.FileSystemReader(str(checkpoint / SHARDS)))
+        except CheckpointException as exc:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} does not fit this model ({str(exc).splitlines()[0][:300]}); resume "
+                f"with the config the run was started with"
+            ) from None
+        set_state_dict(
+            st.raw_model,
+            st.optimizer,
+            model_state_dict=app_state["model"],
+            optim_state_dict=app_state["optim"],
+        )
+        return state
 
     @staticmethod
     def _load(checkpoint: Path) -> tuple[Path, tuple]:
@@ -470,6 +524,8 @@ class Engine:
         norm = st.fabric.clip_gradients(
             st.module, st.step_optimizer, max_norm=max_norm, error_if_nonfinite=False
         )
+        if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor over the shards
+            norm = norm.full_tensor()
         return float(norm)
 
     def _agree(self, st: RunState, value: float) -> float:
@@ -568,30 +624,11 @@ class Engine:
         return result
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _model_state(self, st: RunState) -> dict[str, torch.Tensor]:
-        if self._is_fsdp(st.fabric):
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            return get_model_state_dict(
-                st.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-            )
-        return st.raw_model.state_dict()
-
-    def _optim_state(self, st: RunState) -> dict[str, Any]:
-        if self._is_fsdp(st.fabric):
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-            return get_optimizer_state_dict(
-                st.module, st.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-            )
-        return st.optimizer.state_dict()
-
     def save(self, st: RunState) -> Path | None:
-        """Write ``checkpoints/step-N`` (rank 0, atomic, digests in meta.json); every rank waits for it."""
+        """Write ``checkpoints/step-N`` (rank 0, atomic, digests in meta.json; under FSDP every rank its
+        shards through DCP); every rank waits for it."""
         if self.run_dir is None:
             return None
-        model_state = self._model_state(st)
-        optim_state = self._optim_state(st)
         rngs = [rng_state()]
         data_states = [st.cursor.state_dict()]
         if st.world > 1:  # every rank's generators; its stream's position too when the stream shards itself
@@ -601,28 +638,47 @@ class Engine:
             rngs = [g[0] for g in gathered]
             if st.cursor.stride == 1:
                 data_states = [g[1] for g in gathered]
-        path = self.run_dir / "checkpoints" / f"step-{st.step}"
+        root = self.run_dir / "checkpoints"
+        path = root / f"step-{st.step}"
+        state = {
+            "step": st.step,
+            "scheduler": st.scheduler.state_dict(),
+            "data": data_states[0],
+            "rng": rngs,
+            "world_size": st.world,
+            "guard": st.guard.state_dict(),
+        }
+        if st.world > 1 and st.cursor.stride == 1:
+            state["data_ranks"] = data_states
+        keep, config = self.config.checkpoint.keep_last, asdict(self.config)
         error: CheckpointError | None = None
-        if st.rank0:
-            state = {
-                "step": st.step,
-                "scheduler": st.scheduler.state_dict(),
-                "data": data_states[0],
-                "rng": rngs,
-                "world_size": st.world,
-                "guard": st.guard.state_dict(),
-            }
-            if st.world > 1 and st.cursor.stride == 1:
-                state["data_ranks"] = data_states
+        if self._is_fsdp(st.fabric):  # sharded: every rank writes its own part, nothing is gathered
+            from torch.distributed.checkpoint.state_dict import get_state_dict
+
+            model_sd, optim_sd = get_state_dict(st.raw_model, st.optimizer)
+            try:
+                path = save_sharded_checkpoint(
+                    root,
+                    st.step,
+                    {"model": model_sd, "optim": optim_sd},
+                    state,
+                    writer=st.rank0,
+                    barrier=st.fabric.barrier,
+                    keep_last=keep,
+                    config=config,
+                )
+            except CheckpointError as exc:
+                error = exc
+        elif st.rank0:
             try:
                 path = save_checkpoint(
-                    self.run_dir / "checkpoints",
+                    root,
                     st.step,
-                    model_state,
-                    optim_state,
+                    st.raw_model.state_dict(),
+                    st.optimizer.state_dict(),
                     state,
-                    keep_last=self.config.checkpoint.keep_last,
-                    config=asdict(self.config),
+                    keep_last=keep,
+                    config=config,
                 )
             except CheckpointError as exc:
                 error = exc
