@@ -18,6 +18,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -303,55 +304,66 @@ class SeasonReader:
             raise _wrap(f"{type(self.ds).__name__} location {i}", exc) from exc
 
 
-def load_ssl4eo(variant: str, root: Path, config: DataConfig) -> LazyChips:
-    from torchgeo.datasets import SSL4EOS12
+@dataclass(frozen=True)
+class Seasonal:
+    """How one multi-season corpus differs from the other: torchgeo class, variant keyword, seasons, folders."""
 
-    split = variant or "s2c"
-    if split not in SSL4EOS12.metadata:
-        raise ConfigError(f"--data ssl4eo-s12:{variant}: choose ssl4eo-s12:s2c, :s2a or :s1")
-    if not 1 <= config.frames <= 4:
-        raise ConfigError(f"data_config.frames={config.frames}: SSL4EO-S12 has 4 seasons per location")
+    cls: str
+    """torchgeo class name."""
+    title: str
+    """Name in messages."""
+    variant: str
+    """The class's keyword that the ``name:variant`` suffix sets (``split`` / ``version``)."""
+    default: str
+    seasons: int
+    """Seasons per location."""
+    folder: str
+    """Location folders under ``--root``: ``{variant}`` or the metadata's ``directory``."""
+    width: int
+    """Digits of a location folder's name."""
+    all_bands: bool = False
+    """Pass the class's ``all_bands`` (SeCo defaults to RGB)."""
+
+
+SEASONAL: dict[str, Seasonal] = {
+    "ssl4eo-s12": Seasonal("SSL4EOS12", "SSL4EO-S12", "split", "s2c", 4, "{variant}", 7),
+    "seco": Seasonal("SeasonalContrastS2", "SeCo", "version", "100k", 5, "directory", 6, all_bands=True),
+}
+"""The unlabelled seasonal corpora :func:`load_seasonal` reads."""
+
+
+def load_seasonal(name: str, variant: str, root: Path, config: DataConfig) -> LazyChips:
+    """SSL4EO-S12 or SeCo (:data:`SEASONAL`): each location's ``frames`` seasons, time-ordered, unlabelled."""
+    import torchgeo.datasets
+
+    spec = SEASONAL[name]
+    cls = getattr(torchgeo.datasets, spec.cls)
+    variant = variant or spec.default
+    if variant not in cls.metadata:
+        choices = " or ".join(f"{name}:{v}" for v in cls.metadata)
+        raise ConfigError(f"--data {name}:{variant}: choose {choices}")
+    if not 1 <= config.frames <= spec.seasons:
+        raise ConfigError(
+            f"data_config.frames={config.frames}: {spec.title} has {spec.seasons} seasons per location"
+        )
+    extra = {"bands": cls.all_bands} if spec.all_bands else {}
     ds = _build(
-        SSL4EOS12,
+        cls,
         root,
-        f" ({split})",
-        split=split,
+        f" ({variant})",
+        **{spec.variant: variant},
         seasons=config.frames,
         download=config.download,
         checksum=False,
+        **extra,
     )
     names = [canonical(b) for b in ds.bands]
-    bands = _pick(names, config, f"SSL4EO-S12 {split}")  # type: ignore[arg-type]
-    locations = _numbered(Path(root) / split, 7)[: _limit(10**9, config)]
-    return _unlabelled(
-        SeasonReader(ds, config.frames, "ssl4eo"), locations, names, bands, config, f"SSL4EO-S12 {split}"
-    )  # type: ignore[arg-type]
-
-
-def load_seco(variant: str, root: Path, config: DataConfig) -> LazyChips:
-    from torchgeo.datasets import SeasonalContrastS2
-
-    version = variant or "100k"
-    if version not in SeasonalContrastS2.metadata:
-        raise ConfigError(f"--data seco:{variant}: choose seco:100k or seco:1m")
-    if not 1 <= config.frames <= 5:
-        raise ConfigError(f"data_config.frames={config.frames}: SeCo has 5 seasons per location")
-    ds = _build(
-        SeasonalContrastS2,
-        root,
-        f" ({version})",
-        version=version,
-        seasons=config.frames,
-        bands=SeasonalContrastS2.all_bands,
-        download=config.download,
-        checksum=False,
-    )
-    names = [canonical(b) for b in ds.bands]
-    bands = _pick(names, config, "SeCo")  # type: ignore[arg-type]
-    locations = _numbered(Path(root) / SeasonalContrastS2.metadata[version]["directory"], 6)
-    return _unlabelled(
-        SeasonReader(ds, config.frames, "seco"), locations, names, bands, config, f"SeCo {version}"
-    )  # type: ignore[arg-type]
+    what = f"{spec.title} {variant}"
+    bands = _pick(names, config, what)  # type: ignore[arg-type]
+    folder = cls.metadata[variant]["directory"] if spec.folder == "directory" else variant
+    locations = _numbered(Path(root) / folder, spec.width)
+    kind = "ssl4eo" if name == "ssl4eo-s12" else "seco"
+    return _unlabelled(SeasonReader(ds, config.frames, kind), locations, names, bands, config, what)  # type: ignore[arg-type]
 
 
 def _unlabelled(
@@ -388,8 +400,8 @@ DATASETS: dict[str, Callable[[str, Path, DataConfig], LazyChips]] = {
     "eurosat-spatial": lambda v, r, c: load_eurosat("spatial", r, c),
     "bigearthnet": load_bigearthnet,
     "so2sat": load_so2sat,
-    "ssl4eo-s12": load_ssl4eo,
-    "seco": load_seco,
+    "ssl4eo-s12": lambda v, r, c: load_seasonal("ssl4eo-s12", v, r, c),
+    "seco": lambda v, r, c: load_seasonal("seco", v, r, c),
 }
 """Names ``--data`` accepts; ``name:variant`` picks a variant (bigearthnet:s1, so2sat:3_random, ssl4eo-s12:s2a)."""
 
