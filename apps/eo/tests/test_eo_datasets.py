@@ -15,24 +15,6 @@ from warmstart_eo.data import DataConfig, compute_stats
 from warmstart_eo.datasets import load_named
 from warmstart_eo.models import load_model
 
-TINY = [
-    "--engine.train.max_steps",
-    "2",
-    "--engine.train.micro_batch_size",
-    "4",
-    "--engine.logging.tensorboard",
-    "false",
-    "--engine.logging.progress",
-    "none",
-    "--engine.checkpoint.save_final",
-    "false",
-]
-
-
-@pytest.fixture(autouse=True)
-def _runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -58,10 +40,12 @@ def test_eurosat_has_ten_classes_its_splits_and_bands_by_name(roots: dict[str, P
     assert int(chips.labels.max()) == 9
 
 
-def test_real_ten_class_eurosat_finetunes_and_probes(roots: dict[str, Path], tmp_path: Path, capsys) -> None:
+def test_real_ten_class_eurosat_finetunes_and_probes(
+    roots: dict[str, Path], tmp_path: Path, capsys, tiny
+) -> None:
     # used to crash: the head had the generator's 7 classes ("Target 8 is out of bounds")
     out = tmp_path / "ft"
-    argv = ["finetune", "--data", "eurosat", "--root", str(roots["eurosat"]), "--out", str(out), *TINY]
+    argv = ["finetune", "--data", "eurosat", "--root", str(roots["eurosat"]), "--out", str(out), *tiny()]
     assert app.main(argv) == 0
     model = load_model(out, kind="eo.classifier")
     assert model.head[-1].out_features == 10
@@ -72,7 +56,7 @@ def test_real_ten_class_eurosat_finetunes_and_probes(roots: dict[str, Path], tmp
 
 
 def test_bigearthnet_multilabel_finetune_reports_map_and_f1(
-    roots: dict[str, Path], tmp_path: Path, capsys
+    roots: dict[str, Path], tmp_path: Path, capsys, tiny
 ) -> None:
     chips = load_named("bigearthnet", roots["bigearthnet"], DataConfig())
     assert chips.tasks == ("multilabel",) and chips.multilabels.shape == (6, 19)
@@ -88,7 +72,7 @@ def test_bigearthnet_multilabel_finetune_reports_map_and_f1(
         str(roots["bigearthnet"]),
         "--out",
         str(out),
-        *TINY,
+        *tiny(),
     ]
     assert app.main(argv) == 0
     text = capsys.readouterr().out
@@ -110,7 +94,7 @@ def test_so2sat_ssl4eo_seco(roots: dict[str, Path]) -> None:
 
 
 def test_ssl4eo_pretrains_prithvi_and_unlabelled_data_refuses_finetune(
-    roots: dict[str, Path], tmp_path: Path, capsys
+    roots: dict[str, Path], tmp_path: Path, capsys, tiny
 ) -> None:
     pre = tmp_path / "pre"
     argv = [
@@ -127,7 +111,7 @@ def test_ssl4eo_pretrains_prithvi_and_unlabelled_data_refuses_finetune(
         "[hls]",
         "--out",
         str(pre),
-        *TINY,
+        *tiny(),
         "--engine.train.micro_batch_size",
         "2",
     ]

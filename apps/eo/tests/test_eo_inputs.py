@@ -27,45 +27,25 @@ from warmstart_eo.data import (
 )
 from warmstart_eo.models import Classifier, MaskedAutoencoder, ModelConfig, Segmenter, build_mae, load_model
 
-TINY = [
-    "--engine.train.max_steps",
-    "2",
-    "--engine.train.micro_batch_size",
-    "4",
-    "--engine.logging.tensorboard",
-    "false",
-    "--engine.logging.progress",
-    "none",
-    "--engine.checkpoint.save_final",
-    "false",
-]
 
-
-@pytest.fixture(autouse=True)
-def _runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
-
-
-def test_unlabelled_folder_probe_and_finetune_exit_2(eo_root: Path, tmp_path: Path, capsys) -> None:
+def test_unlabelled_folder_probe_and_finetune_exit_2(
+    eo_root: Path, tmp_path: Path, capsys, tiny, one_line
+) -> None:
     root = tmp_path / "unlabelled"
     shutil.copytree(eo_root / "images", root / "images")
     for command in ("probe", "finetune"):
         capsys.readouterr()
-        assert app.main([command, "--data", str(root), *(TINY if command == "finetune" else [])]) == 2
-        err = _one_line(capsys)
+        assert app.main([command, "--data", str(root), *(tiny() if command == "finetune" else [])]) == 2
+        err = one_line()
         assert "no labels" in err and str(root) in err
     assert not (tmp_path / "runs").exists()  # nothing half-written
-    assert app.main(["pretrain", "--data", str(root), "--objective", "soft-contrastive", *TINY]) == 2
-    assert "multi-labels" in _one_line(capsys)
+    assert app.main(["pretrain", "--data", str(root), "--objective", "soft-contrastive", *tiny()]) == 2
+    assert "multi-labels" in one_line()
 
 
-def test_segmentation_at_a_chip_size_other_than_the_encoders(eo_root: Path, tmp_path: Path, capsys) -> None:
+def test_segmentation_at_a_chip_size_other_than_the_encoders(
+    eo_root: Path, tmp_path: Path, capsys, tiny
+) -> None:
     # used to crash: 16-px masks against logits resized to the encoder's 32 px
     out = tmp_path / "seg"
     argv = [
@@ -80,7 +60,7 @@ def test_segmentation_at_a_chip_size_other_than_the_encoders(eo_root: Path, tmp_
         "mae",
         "--out",
         str(out),
-        *TINY,
+        *tiny(),
     ]
     assert app.main(argv) == 0
     assert "miou" in capsys.readouterr().out
@@ -88,14 +68,14 @@ def test_segmentation_at_a_chip_size_other_than_the_encoders(eo_root: Path, tmp_
     assert isinstance(model, Segmenter) and model.classes == 7
 
 
-def test_stats_targets(eo_root: Path, tmp_path: Path, capsys) -> None:
+def test_stats_targets(eo_root: Path, tmp_path: Path, capsys, one_line) -> None:
     root = tmp_path / "scenes"
     shutil.copytree(eo_root, root)
     assert app.main(["stats", "--data", str(root)]) == 0  # default: beside the data
     assert len(json.loads((root / "stats.json").read_text())["mean"]) == 13
     capsys.readouterr()
     assert app.main(["stats", "--data", str(root), "--out", str(tmp_path / "missing" / "s.json")]) == 2
-    assert "does not exist" in _one_line(capsys)
+    assert "does not exist" in one_line()
     assert not (tmp_path / "missing").exists()
 
 
@@ -196,9 +176,9 @@ def test_a_second_crs_is_reprojected_with_a_warning_or_refused(eo_root: Path, tm
         load_chips(root, DataConfig(chip_size=32, on_bad_file="fail"))
 
 
-def test_a_13_band_satmaepp_finetunes_on_10_bands(eo_root: Path, tmp_path: Path, capsys) -> None:
+def test_a_13_band_satmaepp_finetunes_on_10_bands(eo_root: Path, tmp_path: Path, capsys, tiny) -> None:
     pre = tmp_path / "pre"
-    argv = ["pretrain", "--data", str(eo_root), "--model.family", "satmaepp", "--out", str(pre), *TINY]
+    argv = ["pretrain", "--data", str(eo_root), "--model.family", "satmaepp", "--out", str(pre), *tiny()]
     assert app.main(argv) == 0
     assert len(load_model(pre).encoder.tokens.groups) == 4  # 3 SatMAE++ groups + B01/B09/B10
     ten = "[B02,B03,B04,B05,B06,B07,B08,B8A,B11,B12]"
@@ -213,7 +193,7 @@ def test_a_13_band_satmaepp_finetunes_on_10_bands(eo_root: Path, tmp_path: Path,
         ten,
         "--out",
         str(out),
-        *TINY,
+        *tiny(),
     ]
     assert app.main(argv) == 0
     text = capsys.readouterr().out
@@ -255,10 +235,11 @@ def test_every_eo_model_reloads_with_one_call_and_old_runs_still_load(tmp_path: 
     )
 
 
-def test_softcon_continues_an_existing_encoder(eo_root: Path, tmp_path: Path) -> None:
+def test_softcon_continues_an_existing_encoder(eo_root: Path, tmp_path: Path, tiny) -> None:
     pre, cont = tmp_path / "pre", tmp_path / "softcon"
     assert (
-        app.main(["pretrain", "--data", str(eo_root), "--model.family", "mae", "--out", str(pre), *TINY]) == 0
+        app.main(["pretrain", "--data", str(eo_root), "--model.family", "mae", "--out", str(pre), *tiny()])
+        == 0
     )
     argv = [
         "pretrain",
@@ -272,7 +253,7 @@ def test_softcon_continues_an_existing_encoder(eo_root: Path, tmp_path: Path) ->
         "[B02,B03,B04,B08]",
         "--out",
         str(cont),
-        *TINY,
+        *tiny(),
     ]
     assert app.main(argv) == 0
     start, after = load_model(pre), load_model(cont)
