@@ -11,26 +11,8 @@ import pytest
 from warmstart_eo.cli import app
 from warmstart_eo.data import SynthConfig, scene_transform, synth_scene, write_scene
 
-TINY = [
-    "--engine.train.max_steps",
-    "3",
-    "--engine.train.micro_batch_size",
-    "4",
-    "--engine.logging.tensorboard",
-    "false",
-    "--engine.logging.progress",
-    "none",
-    "--engine.checkpoint.save_final",
-    "false",
-]
 
-
-@pytest.fixture(autouse=True)
-def _runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-
-
-def test_synth_stats_pretrain_finetune_probe(eo_root: Path, tmp_path: Path, capsys) -> None:
+def test_synth_stats_pretrain_finetune_probe(eo_root: Path, tmp_path: Path, capsys, tiny) -> None:
     assert (
         app.main(["data-synth", "--out", str(tmp_path / "d"), "--synth.scenes", "1", "--synth.size", "32"])
         == 0
@@ -50,7 +32,7 @@ def test_synth_stats_pretrain_finetune_probe(eo_root: Path, tmp_path: Path, caps
         "3",
         "--out",
         str(pre),
-        *TINY,
+        *tiny(3),
     ]
     assert app.main(argv) == 0
     assert {"model.safetensors", "config.json", "README.md", "stats.json", "config.yaml"} <= {
@@ -66,7 +48,7 @@ def test_synth_stats_pretrain_finetune_probe(eo_root: Path, tmp_path: Path, caps
         "segment",
         "--out",
         str(tmp_path / "ft"),
-        *TINY,
+        *tiny(3),
     ]
     assert app.main(argv) == 0
     assert "miou" in capsys.readouterr().out
@@ -102,6 +84,10 @@ def test_bench_writes_report(eo_root: Path, tmp_path: Path, monkeypatch: pytest.
         "false",
         "--bench.probe_chip_size",
         "16",
+        "--bench.grid",
+        "true",
+        "--bench.workers",
+        "1",
     ]
     assert app.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
@@ -110,7 +96,9 @@ def test_bench_writes_report(eo_root: Path, tmp_path: Path, monkeypatch: pytest.
     assert set(results["headline"]["labels needed to match it"]) == {"scratch", "mae"}
     assert results["headline"]["labels needed to match it"]["scratch"] in (0.5, 1.0)  # scratch reaches itself
     assert (out / "plot.png").stat().st_size > 0 and (out / "reconstructions.png").stat().st_size > 0
-    assert "reconstructions.png" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "reconstructions.png" in report and "label_efficiency.png" in report
+    assert (out / "label_efficiency.png").stat().st_size > 0
     grid = json.loads((out / "grid" / "results.json").read_text())
     assert len(grid["methods"]) == 6  # resize on/off × 3 normalisations
 
@@ -129,30 +117,30 @@ def test_bench_writes_report(eo_root: Path, tmp_path: Path, monkeypatch: pytest.
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["pretrain", "--data", "/nonexistent/eo", *TINY], "/nonexistent/eo"),
+        (["pretrain", "--data", "/nonexistent/eo", "TINY"], "/nonexistent/eo"),
         (["finetune", "--data", "/tmp", "--pretrained", "/nonexistent/run"], "/nonexistent/run"),
-        (["pretrain", "--data", "DATA", "--data_config.bands", "[B99]", *TINY], "B99"),
-        (["pretrain", "--data", "DATA", "--data_config.frames", "9", *TINY], "data.frames"),
-        (["pretrain", "--data", "eurosat", *TINY], "--root"),
+        (["pretrain", "--data", "DATA", "--data_config.bands", "[B99]", "TINY"], "B99"),
+        (["pretrain", "--data", "DATA", "--data_config.frames", "9", "TINY"], "data.frames"),
+        (["pretrain", "--data", "eurosat", "TINY"], "--root"),
         (["bench", "--bench.pretrain_steps", "10", "--bench.finetune_steps", "1"], "20×"),
-        (["pretrain", "--data", "NOCRS", *TINY], "none of 1 GeoTIFFs is usable (scene_0000.tif: has no CRS"),
+        (["pretrain", "--data", "NOCRS", "TINY"], "none of 1 GeoTIFFs is usable (scene_0000.tif: has no CRS"),
         (
-            ["pretrain", "--data", "NOCRS", "--data_config.on_bad_file", "fail", *TINY],
+            ["pretrain", "--data", "NOCRS", "--data_config.on_bad_file", "fail", "TINY"],
             "scene_0000.tif: has no CRS",
         ),
     ],
 )
 def test_bad_input_one_line_exit_2(
-    eo_root: Path, tmp_path: Path, argv: list[str], needle: str, capsys
+    eo_root: Path, tmp_path: Path, argv: list[str], needle: str, tiny, one_line
 ) -> None:
     if "NOCRS" in argv:  # a folder whose only scene has no CRS
         image, _ = synth_scene(SynthConfig(size=32, frames=1), 0)
         (tmp_path / "nocrs" / "images").mkdir(parents=True)
         write_scene(tmp_path / "nocrs" / "images" / "scene_0000.tif", image, scene_transform(0, 32), crs=None)
     argv = [str(eo_root) if a == "DATA" else str(tmp_path / "nocrs") if a == "NOCRS" else a for a in argv]
+    argv = [flag for a in argv for flag in (tiny(3) if a == "TINY" else [a])]
     assert app.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and needle in err
+    assert needle in one_line()
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ def data_synth(
     out: Path,
     synth: SynthConfig = SynthConfig(),
     layout: Literal[
-        "folder", "eurosat", "eurosat100", "bigearthnet", "so2sat", "ssl4eo-s12", "seco"
+        "folder", "eurosat", "eurosat100", "bigearthnet", "so2sat", "ssl4eo-s12", "seco", "hls"
     ] = "folder",
 ) -> None:
     """Write generated Sentinel-2-like data: GeoTIFF scenes (images/, labels/, scenes.json), or a tiny copy
@@ -37,11 +37,13 @@ def data_synth(
     Args:
         out: destination folder.
         synth: scenes, size, frames, events, nodata, seed (layout folder).
-        layout: folder (our scenes) or a dataset's layout.
+        layout: folder (our scenes), a dataset's layout, or hls (per-band HLS S30 files + Fmask, read with
+            --data <out>).
     """
     from warmstart.cli.show import print_table
     from warmstart_eo import layouts
     from warmstart_eo.data import synthesize
+    from warmstart_eo.hls import write_hls
 
     if layout != "folder":
         writers = {
@@ -51,8 +53,12 @@ def data_synth(
             "so2sat": lambda: layouts.write_so2sat(out, seed=synth.seed),
             "ssl4eo-s12": lambda: layouts.write_ssl4eo_s12(out, seed=synth.seed),
             "seco": lambda: layouts.write_seco(out, seed=synth.seed),
+            "hls": lambda: write_hls(out, dates=synth.frames, seed=synth.seed),
         }
         writers[layout]()
+        if layout == "hls":
+            print_table(f"wrote a tiny HLS folder to {out}", ("read it with", ""), [("--data", str(out))])
+            return
         print_table(
             f"wrote a tiny {layout} to {out}",
             ("read it with", ""),
@@ -376,7 +382,7 @@ def weights(
 
 @app.command
 def bench(
-    kind: Literal["transfer", "throughput"] = "transfer",
+    kind: Literal["transfer", "grid", "throughput"] = "transfer",
     bench: BenchConfig = BenchConfig(),
     throughput: ThroughputConfig = ThroughputConfig(),
     data: Path | None = None,
@@ -386,7 +392,8 @@ def bench(
     """Pretrained vs scratch on the same budget (+ the resize × normalisation grid), or MAE throughput.
 
     Args:
-        kind: transfer (the bench report) or throughput (images/s of our MAE vs torchgeo's MAE task).
+        kind: transfer (the bench report), grid (resize × normalisation for the first family's frozen
+            source, kNN / linear probe) or throughput (images/s of our MAE vs torchgeo's MAE task).
         bench: seeds, steps, batch, label fractions, families, corpus and target sizes.
         throughput: timed steps, warm-up, batch, paired rounds, threads of --kind throughput.
         data: a labelled GeoTIFF folder to use as the target instead of generated scenes.
@@ -416,8 +423,13 @@ def bench(
             rounds,
         )
         return
-    from warmstart_eo.bench import run_bench
+    from warmstart_eo.bench import run_bench, run_grid_bench
 
+    if kind == "grid":
+        grid = run_grid_bench(run_dir, bench, data)
+        rows = [(name, f"{m['mean']:.3f}") for name, m in grid["methods"].items()]
+        print_table(f"{grid['metric']} → {run_dir / 'grid' / 'report.md'}", ("protocol", "kNN"), rows)
+        return
     summary = run_bench(run_dir, bench, data)
     rows = [
         (name, f"{m['mean']:.3f} ± {m['std']:.3f}", f"{m.get('delta', 0.0):+.3f}")

@@ -78,6 +78,10 @@ class SynthConfig:
     """Probability that a scene gets a flood or a burn in its last frame."""
     nodata_prob: float = 0.0
     """Probability that a scene gets a nodata (0) stripe, as at a swath edge."""
+    spectral_overlap: float = 0.0
+    """0: each base class has its own spectrum; → 1: every base class's spectrum is pulled this far toward
+    their mean and every texture gets the same contrast, so a chip's mean spectrum (and per-band spread)
+    says little and the class lives in its spatial pattern and seasonal dynamics (the bench's target)."""
     seed: int = 0
     """Seed of the generator."""
 
@@ -113,11 +117,14 @@ TEXTURES = (
 """(blur sigma in px, relative amplitude) of each base class's texture; sigma 0 = stripes."""
 
 
-def class_textures(gen: torch.Generator, size: int, abundance: torch.Tensor) -> torch.Tensor:
+def class_textures(
+    gen: torch.Generator, size: int, abundance: torch.Tensor, contrast: float | None = None
+) -> torch.Tensor:
     """(H, W) multiplicative texture: each class's own spatial pattern, mixed by its abundance (5, H, W), so
-    the spatial structure (not only the spectrum) tells classes apart."""
+    the spatial structure (not only the spectrum) tells classes apart. ``contrast``: one amplitude for all."""
     out = torch.ones(size, size)
     for k, (sigma, amp) in enumerate(TEXTURES):
+        amp = amp if contrast is None else contrast
         if sigma == 0.0:
             angle = float(torch.rand(1, generator=gen)) * math.pi
             yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
@@ -152,15 +159,23 @@ def synth_scene(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray
         else:
             hit = blob & ((labels == 0) | (labels == 1))
             labels_last[hit] = CLASSES.index("burn")
-    texture = class_textures(gen, s, abundance)  # (H, W) class-specific spatial texture
-    sig = torch.from_numpy(SIGNATURES)  # (7, 13)
+    overlap = config.spectral_overlap
+    contrast = None if overlap == 0 else 0.2
+    texture = class_textures(gen, s, abundance, contrast)  # (H, W) class-specific spatial texture
+    sig = torch.from_numpy(SIGNATURES).clone()  # (7, 13)
+    if overlap:
+        sig[:base_classes] = (1 - overlap) * sig[:base_classes] + overlap * sig[:base_classes].mean(0)
     bare = sig[4]
+    green_up = torch.from_numpy(SIGNATURES[4] - SIGNATURES[1])  # crops' seasonal swing, kept at full size
     frames = []
     for t in range(t_count):
         season = 0.5 - 0.5 * math.cos(2 * math.pi * (t + 1) / (t_count + 1))  # green-up in (0, 1]
         class_sig = sig[:base_classes].clone()
         class_sig[0] = sig[0] * (0.75 + 0.25 * season) + bare * 0.05 * (1 - season)
-        class_sig[1] = season * sig[1] + (1 - season) * bare  # crops: bare soil → green
+        if overlap:
+            class_sig[1] = sig[1] + (1 - season) * green_up  # crops: bare-soil-like → green
+        else:
+            class_sig[1] = season * sig[1] + (1 - season) * bare  # crops: bare soil → green
         pixel = torch.einsum("khw,kb->bhw", abundance, class_sig)  # (13, H, W) mixed pixels
         if t == t_count - 1 and event is not None:
             hit_mask = (labels_last >= 5).float()
@@ -280,6 +295,8 @@ class DataConfig:
     """Named datasets: let torchgeo download missing files into --root (needs a network)."""
     max_items: int | None = None
     """Named datasets: use at most this many items per split (a quick look at a large dataset)."""
+    fmask_bits: list[int] = field(default_factory=lambda: [1, 2, 3])
+    """HLS per-band folders: Fmask bits whose pixels become nodata (1 cloud, 2 adjacent, 3 shadow)."""
 
 
 @dataclass
@@ -852,6 +869,10 @@ def load_dataset(data: str | Path, config: DataConfig, root: Path | None = None)
         raise DataError(
             f"--data {data}: no such folder; pass a GeoTIFF folder or a dataset name ({', '.join(DATASETS)})"
         )
+    from warmstart_eo.hls import is_hls_folder, load_hls
+
+    if is_hls_folder(Path(data)):
+        return load_hls(Path(data), config)
     return load_chips(Path(data), config)
 
 

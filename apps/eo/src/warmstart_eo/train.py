@@ -265,12 +265,29 @@ class FinetuneTask:
     """Cross-entropy on scene labels (classify) or pixels (segment), BCE on multi-labels; ``evaluate`` on
     held-out chips at their native label size."""
 
-    def __init__(self, model: nn.Module, kind: Kind, test: EOChips, classes: int, batch: int = 64):
+    def __init__(
+        self,
+        model: nn.Module,
+        kind: Kind,
+        test: EOChips,
+        classes: int,
+        batch: int = 64,
+        lr: float = 1e-3,
+        layer_decay: float = 1.0,
+    ):
         self.model = model
         self.kind = kind
         self.test = test
         self.classes = classes
         self.batch = batch
+        self.lr = lr
+        self.layer_decay = layer_decay
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Layer-wise lr decay (MAE / SatMAE fine-tuning, BEiT's recipe): block ``i`` of ``L`` trains at
+        ``lr · decay^(L − i)``, the patch embedding at ``lr · decay^(L + 1)``, the head and the final norm at
+        ``lr``; ``layer_decay = 1`` is one group at ``lr``."""
+        return layer_decay_groups(self.model, self.lr, self.layer_decay)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         logits = self.model(batch["image"])
@@ -312,6 +329,29 @@ class FinetuneTask:
             "pixel_accuracy": float((out == target)[valid].float().mean()),
             "miou": miou(out, target, self.classes),
         }
+
+
+def layer_decay_groups(model: nn.Module, lr: float, decay: float) -> list[dict[str, Any]]:
+    """Optimizer groups of a fine-tuned ``model`` (``model.encoder`` + a head) under layer-wise lr decay."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    encoder = getattr(model, "encoder", None)
+    if decay == 1.0 or encoder is None:
+        return [{"params": [p for _, p in trainable], "lr": lr}]
+    if not 0.0 < decay <= 1.0:
+        raise ConfigError(f"layer_decay={decay} must be in (0, 1]")
+    depth = len(encoder.blocks)
+    groups: dict[int, list[nn.Parameter]] = {}
+    for name, param in trainable:
+        if not name.startswith("encoder."):
+            layer = depth + 1  # the head
+        elif name.startswith("encoder.blocks."):
+            layer = int(name.split(".")[2]) + 1
+        elif name.startswith("encoder.norm."):
+            layer = depth + 1
+        else:
+            layer = 0  # tokens: patch / tubelet / group embeddings
+        groups.setdefault(layer, []).append(param)
+    return [{"params": ps, "lr": lr * decay ** (depth + 1 - layer)} for layer, ps in sorted(groups.items())]
 
 
 def require_labels(chips: EOChips, kind: str, data: Any = "the data") -> None:
@@ -388,8 +428,11 @@ def run_finetune(
     run_dir: Path | None = None,
     split_seed: int = 0,
     light: bool = False,
+    layer_decay: float = 1.0,
 ) -> dict[str, Any]:
     """Fine-tune a head (and the encoder) on a fixed train split; returns the held-out metrics.
+
+    ``layer_decay`` < 1: layer-wise lr decay (:func:`layer_decay_groups`), as MAE / SatMAE fine-tune.
 
     With ``run_dir`` the fine-tuned model is saved there (hub format: ``load_model(run_dir, kind=...)``).
     ``light``: the engine's step in this process (``warmstart.engine.light_fit``), for a bench's many fits.
@@ -420,7 +463,7 @@ def run_finetune(
     )
     if freeze_encoder:
         encoder.requires_grad_(False)
-    task = FinetuneTask(model, kind, test, k)
+    task = FinetuneTask(model, kind, test, k, lr=engine_config.optimizer.lr, layer_decay=layer_decay)
     if light:
         metrics = _light_fit(task, train, engine_config)
     else:
@@ -472,6 +515,7 @@ def _light_fit(task: FinetuneTask, train: EOChips, config: EngineConfig) -> dict
         task.model,
         task.loss,
         loader,
+        params=task.param_groups(),
         steps=config.train.max_steps,
         lr=config.optimizer.lr,
         optimizer=config.optimizer,
