@@ -127,11 +127,13 @@ def save_model(
     *,
     replace: bool = False,
     extra_name: str = EXPANSION_FILE,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """``save_pretrained`` model + tokenizer into a temporary directory, then rename it to ``out``.
 
     ``replace=True`` swaps out an existing ``out`` (a resumed run re-saving its model) only once the new
-    one is complete.
+    one is complete. ``state_dict``: the weights to write instead of the model's own (an FSDP-sharded
+    model's gathered ones, :func:`warmstart.engine.checkpoint.full_state_dict`).
     """
     import shutil
     import tempfile
@@ -142,7 +144,7 @@ def save_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             (tmp / extra_name).write_text(json.dumps(extra, indent=1))

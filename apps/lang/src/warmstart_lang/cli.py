@@ -381,6 +381,7 @@ def pretrain(
     import torch
 
     from warmstart.cli.show import print_summary, print_table
+    from warmstart.engine.checkpoint import full_state_dict
     from warmstart_lang.adapt import EXPANSION_FILE, continual_pretrain, load_qlora_model, save_model
     from warmstart_lang.data import resolve_files
     from warmstart_lang.families import detect_family
@@ -417,8 +418,9 @@ def pretrain(
         run_dir=run_dir,
         resume_from=checkpoint,
     )
-    if run.writer:  # every rank trained the same weights; rank 0 alone saves them
-        save_model(result.model, tok, run_dir / "model", replace=checkpoint is not None)
+    whole = full_state_dict(result.model)  # under FSDP every rank takes part in gathering the shards
+    if run.writer:  # every rank holds the same (or, under FSDP, a shard of the) weights; rank 0 saves them
+        save_model(result.model, tok, run_dir / "model", replace=checkpoint is not None, state_dict=whole)
     print_summary(result.summaries[-1], "continual pretraining")
     rows = [("family", f"{family.name}: {family.objective}; target_ppl = {family.metric}")]
     rows += [(k, f"{v:.4g}") for k, v in result.final.items()]

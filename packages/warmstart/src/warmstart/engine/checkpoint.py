@@ -291,6 +291,18 @@ def save_sharded_checkpoint(
     return final
 
 
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """Collective under FSDP2: the whole (gathered, CPU) state dict of a sharded model on rank 0, ``{}`` on
+    the other ranks; ``None`` for a model that is not sharded (its own ``state_dict()`` is whole). Call it
+    on every rank before rank 0 exports the model (``save_pretrained(..., state_dict=...)``)."""
+    if not any(hasattr(p, "full_tensor") for p in model.parameters()):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
+
+
 def is_sharded(path: Path) -> bool:
     """Whether the checkpoint at ``path`` is a sharded (DCP) one."""
     return read_meta(path).get("format") == "sharded"
