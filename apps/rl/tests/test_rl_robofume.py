@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from warmstart_rl.cli import app
-from warmstart_rl.robofume import calql_loss, label_episode
+from warmstart_rl.data import EnvConfig
+from warmstart_rl.models import PixelPolicy, PolicyConfig
+from warmstart_rl.robofume import RoboFuMEConfig, calql_loss, label_episode, reset_free_finetune
 
 
 class _Table(nn.Module):
@@ -68,21 +70,10 @@ def test_label_episode_rewards_cut_at_first_success_and_mc_returns() -> None:
     np.testing.assert_allclose(data.mc_return, [0.25, 0.5, 1.0])
 
 
-@pytest.fixture(autouse=True)
-def _runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
-
-
 FAST = ["--engine.train.max_steps", "30", "--engine.logging.progress", "none", "--options.eval_episodes", "1"]
 
 
-def test_robofume_end_to_end(tmp_path, capsys) -> None:
+def test_robofume_end_to_end(tmp_path, capsys, one_line_error) -> None:
     data = tmp_path / "demos"
     assert (
         app.main(["collect", "--episodes", "8", "--labelled", "8", "--noise", "0.1", "--out", str(data)]) == 0
@@ -111,7 +102,7 @@ def test_robofume_end_to_end(tmp_path, capsys) -> None:
     assert app.main(["collect", "--episodes", "2", "--labelled", "0", "--out", str(videos)]) == 0
     capsys.readouterr()
     assert app.main(["robofume", "--data", str(videos)]) == 2
-    assert "no labelled episodes" in _one_line_error(capsys)
+    assert "no labelled episodes" in one_line_error(capsys)
 
 
 def test_robofume_bench_writes_report(tmp_path) -> None:
@@ -187,3 +178,60 @@ def test_robofume_with_an_open_clip_reward_backbone(tmp_path, capsys) -> None:
         app.main([*argv[:-2], "--options.backbone", "no-such-arch", "--options.backbone_config", "null"]) == 2
     )
     assert "not an open_clip architecture" in capsys.readouterr().err
+
+
+class _Constant(nn.Module):
+    """A classifier whose success logit is always ``logit``."""
+
+    def __init__(self, logit: float) -> None:
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(obs), 1), self.logit)
+
+
+@pytest.mark.parametrize(("fires", "steps", "phase"), [(False, 12, 4), (True, 7, 50)])
+def test_reset_free_alternates_forward_and_backward_and_counts_interventions(fires, steps, phase) -> None:
+    env = EnvConfig("MiniGrid-Empty-5x5-v0", size=12)
+    torch.manual_seed(0)
+    nets = [PixelPolicy(3, 12, 3, PolicyConfig()) for _ in range(2)]
+    detector = _Constant(10.0 if fires else -10.0)
+    config = RoboFuMEConfig(online_steps=steps, phase_steps=phase, batch_size=4, reset_free=True)
+    out = reset_free_finetune(nets[0], nets[1], detector, detector, None, env, config, seed=0)
+    if fires:  # every step succeeds: forward, backward, forward, ... and nobody resets anything
+        assert (out["success_detections"], out["backward_successes"], out["interventions"]) == (4, 3, 0)
+    else:  # no phase ever succeeds: a reset after every phase_steps steps
+        assert (out["success_detections"], out["backward_successes"]) == (0, 0)
+        assert out["interventions"] == steps // phase
+    with pytest.raises(Exception, match="MiniGrid"):
+        reset_free_finetune(nets[0], nets[1], detector, detector, None, EnvConfig("CartPole-v1"), config, 0)
+
+
+def test_robofume_reset_free_end_to_end(tmp_path, capsys, one_line_error) -> None:
+    data = tmp_path / "demos"
+    assert (
+        app.main(["collect", "--episodes", "6", "--labelled", "6", "--noise", "0.1", "--out", str(data)]) == 0
+    )
+    argv = [
+        "robofume",
+        "--data",
+        str(data),
+        *FAST,
+        "--options.online_steps",
+        "30",
+        "--options.batch_size",
+        "8",
+    ]
+    argv += ["--options.reset_free", "true", "--options.phase_steps", "10"]
+    assert app.main([*argv, "--out", str(tmp_path / "rf")]) == 0
+    m = json.loads((tmp_path / "rf" / "qnet" / "config.json").read_text())["metrics"]
+    runs = (
+        m["reset_free/forward_successes"] + m["reset_free/backward_successes"] + m["reset_free/interventions"]
+    )
+    assert 1 <= runs <= 30  # every ended phase is a success or an intervention
+    assert 0.0 <= m["initial_classifier/balanced_acc"] <= 1.0
+    assert (tmp_path / "rf" / "qnet-backward" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert app.main([*argv, "--env.env_id", "CartPole-v1", "--out", str(tmp_path / "cp")]) == 2
+    assert "reset-free" in one_line_error(capsys)

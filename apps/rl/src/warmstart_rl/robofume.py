@@ -16,8 +16,14 @@ RL Pre-Training for Efficient Online Fine-Tuning*, Nakamoto et al., arXiv 2303.0
 - **online fine-tuning**: the same loss on a 50/50 mix of the offline data and new epsilon-greedy
   transitions (Cal-QL's mixing), rewards from the classifier.
 
-Left out: the VLM, the reset-free forward/backward policy pair (gymnasium resets the episode), language
-task specification, image augmentation. Written by hand: SB3 has no offline or calibrated Q-learning.
+- **reset-free fine-tuning** (``reset_free``, MiniGrid only: its episodes can be stepped on after the
+  goal): a forward and a backward Q-network alternate without resets; the backward task's success is a
+  second classifier of the initial-state distribution (the demonstrations' first frames); a phase that
+  does not succeed within ``phase_steps`` is a human intervention (a reset), counted.
+
+Left out: the VLM (an open_clip image tower is the pretrained backbone option), language task
+specification, image augmentation, backward demonstrations (the backward policy learns online only).
+Written by hand: SB3 has no offline or calibrated Q-learning.
 """
 
 from __future__ import annotations
@@ -45,14 +51,19 @@ log = logging.getLogger(__name__)
 
 # -- 1. the success classifier (reward model) -----------------------------------------------------
 class SuccessFrames(Dataset):
-    """Items {"obs": (C, H, W), "label": ()}: 1 for the last frame of a successful episode, else 0."""
+    """Items {"obs": (C, H, W), "label": ()}: 1 for the last frame of a successful episode (``positives =
+    'goal'``) or for the first frame of every episode (``'initial'``: the reset-free backward task's success
+    is being back in the initial-state distribution), else 0."""
 
-    def __init__(self, episodes: list[Episode]) -> None:
+    def __init__(self, episodes: list[Episode], positives: str = "goal") -> None:
         frames, labels = [], []
         for episode in episodes:
             success = episode.rewards is not None and float(episode.rewards.sum()) > 0
             y = np.zeros(len(episode.frames), np.float32)
-            y[-1] = 1.0 if success else 0.0
+            if positives == "initial":
+                y[0] = 1.0
+            else:
+                y[-1] = 1.0 if success else 0.0
             frames.append(episode.frames)
             labels.append(y)
         self.frames, self.labels = np.concatenate(frames), np.concatenate(labels)  # (N, H, W, C), (N,)
@@ -119,15 +130,17 @@ def train_classifier(
     backbone: str = "cnn",
     weights: str | None = None,
     config_file: str | None = None,
+    positives: str = "goal",
 ) -> tuple[nn.Module, dict[str, float]]:
     """The success classifier: a small CNN from scratch (``backbone = 'cnn'``) or an open_clip image tower
-    (:mod:`warmstart_rl.clipreward`) fine-tuned from ``weights``; trained with the core engine."""
-    train = SuccessFrames(train_eps)
+    (:mod:`warmstart_rl.clipreward`) fine-tuned from ``weights``; trained with the core engine. ``positives``:
+    'goal' (the task's success) or 'initial' (the reset-free backward task's: the episodes' first frames)."""
+    train = SuccessFrames(train_eps, positives)
     if train.labels.sum() == 0:
         raise DataError(
             "no successful demonstration (no episode with return > 0): no goal images to learn from"
         )
-    held = SuccessFrames(held_eps) if held_eps else None
+    held = SuccessFrames(held_eps, positives) if held_eps else None
     torch.manual_seed(engine.train.seed)
     if backbone == "cnn":
         model: nn.Module = PixelPolicy(1, image_size, 3, PolicyConfig(EncoderConfig([16, 32], 32)))
@@ -315,9 +328,51 @@ class RoboFuMEConfig:
     """open_clip pretrained tag or local checkpoint file for the backbone (null: random initialisation)."""
     backbone_config: str | None = None
     """A JSON open_clip model config {embed_dim, vision_cfg, text_cfg} for a custom architecture."""
+    reset_free: bool = False
+    """RoboFuME's reset-free mode: a forward (task) and a backward (return to the initial-state distribution)
+    Q-network alternate without resets, each rewarded by its own classifier; a phase that does not succeed
+    within ``phase_steps`` is a human intervention (a reset), counted. MiniGrid-* only (its episodes can be
+    stepped on after the goal)."""
+    phase_steps: int = 50
+    """Steps a forward or backward phase may take before an intervention resets the environment."""
     reward_fallback: str = "env"
     """An unhealthy classifier (never fires / at chance): 'env' learns from the environment's reward
     instead (and says so), 'stop' ends the run with one line, 'classifier' keeps its reward anyway."""
+
+
+def _calql_update(
+    q_net: nn.Module,
+    target: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    offline: Transitions | None,
+    pool: Transitions | None,
+    rng: np.random.Generator,
+    config: RoboFuMEConfig,
+) -> None:
+    """One online Cal-QL step on a 50/50 offline/online batch (either alone when the other is missing),
+    gradient norm clipped at 10, then the target network's Polyak step."""
+    if pool is None and offline is None:
+        return
+    if offline is not None and pool is not None:
+        half = config.batch_size // 2
+        parts = [
+            (offline, rng.integers(len(offline), size=half)),
+            (pool, rng.integers(len(pool), size=half)),
+        ]
+    else:
+        data = pool if pool is not None else offline
+        assert data is not None
+        parts = [(data, rng.integers(len(data), size=config.batch_size))]
+    batches = [d.batch(i) for d, i in parts]
+    batch = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    loss, _ = calql_loss(q_net, target, batch, config.gamma, config.alpha)
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(q_net.parameters(), 10.0)
+    optimizer.step()
+    with torch.no_grad():
+        for t, o in zip(target.parameters(), q_net.parameters(), strict=True):
+            t.lerp_(o, config.tau)
 
 
 def online_finetune(
@@ -372,27 +427,7 @@ def online_finetune(
             episode += 1
             obs, _ = env.reset(seed=seed * 100_003 + episode)
             frames, actions, rewards, episode_return = [obs], [], [], 0.0
-        if pool is None and offline is None:
-            continue
-        if offline is not None and pool is not None:
-            half = config.batch_size // 2
-            parts = [
-                (offline, rng.integers(len(offline), size=half)),
-                (pool, rng.integers(len(pool), size=half)),
-            ]
-        else:
-            data = pool if pool is not None else offline
-            parts = [(data, rng.integers(len(data), size=config.batch_size))]
-        batches = [d.batch(i) for d, i in parts]
-        batch = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
-        loss, metrics = calql_loss(q_net, target, batch, config.gamma, config.alpha)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(q_net.parameters(), 10.0)
-        optimizer.step()
-        with torch.no_grad():
-            for t, o in zip(target.parameters(), q_net.parameters(), strict=True):
-                t.lerp_(o, config.tau)
+        _calql_update(q_net, target, optimizer, offline, pool, rng, config)
     env.close()
     seconds = time.perf_counter() - start
     tail = [r for _, r in curve[-20:]]
@@ -401,6 +436,81 @@ def online_finetune(
         "final_train_return": float(np.mean(tail)) if tail else float("nan"),
         "success_detections": detections,
         "seconds": seconds,
+    }
+
+
+def reset_free_finetune(
+    q_net: PixelPolicy,
+    backward: PixelPolicy,
+    classifier: nn.Module,
+    initial_classifier: nn.Module,
+    offline: Transitions | None,
+    env_config: EnvConfig,
+    config: RoboFuMEConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """RoboFuME's reset-free fine-tuning: the forward Q-network runs until ``classifier`` detects success, then
+    the backward one until ``initial_classifier`` detects the initial-state distribution, and so on, with no
+    reset; a phase that has not succeeded after ``phase_steps`` steps is an intervention (the environment is
+    reset, as a person would), counted. Each phase is labelled by its own classifier and trains its own
+    network by Cal-QL (the forward one on offline + online data, the backward one online only: there are no
+    reset demonstrations). The environment's reward is read only to report the forward task's return."""
+    if not env_config.env_id.startswith("MiniGrid"):
+        raise ConfigError(
+            f"--options.reset_free: {env_config.env_id} ends its episode at success; reset-free fine-tuning "
+            f"needs an env that can be stepped on afterwards (MiniGrid-*)"
+        )
+    env = make_env(env_config, seed=seed)
+    rng = np.random.default_rng(seed)
+    nets = {"forward": q_net, "backward": backward}
+    detectors = {"forward": classifier, "backward": initial_classifier}
+    targets = {k: copy.deepcopy(v).requires_grad_(False) for k, v in nets.items()}
+    optimizers = {k: torch.optim.Adam(v.parameters(), lr=config.lr) for k, v in nets.items()}
+    online: dict[str, list[Transitions]] = {"forward": [], "backward": []}
+    pools: dict[str, Transitions | None] = {"forward": None, "backward": None}
+    successes = {"forward": 0, "backward": 0}
+    obs, _ = env.reset(seed=seed)
+    phase, frames, actions, phase_return = "forward", [obs], [], 0.0
+    interventions, curve = 0, []
+    start = time.perf_counter()
+    for step in range(1, config.online_steps + 1):
+        active, net = phase, nets[phase]
+        if rng.random() < config.epsilon:
+            action = int(rng.integers(env.action_space.n))
+        else:
+            with torch.no_grad():
+                action = int(net(torch.from_numpy(to_chw(obs[None]))).argmax())
+        obs, reward, _, _, _ = env.step(action)  # termination ignored: there is no reset to go to
+        env.unwrapped.step_count = 0  # nor an episode clock: the phase budget is the only limit
+        phase_return += float(reward)
+        frames.append(obs)
+        actions.append(action)
+        detected = bool(success_prob(detectors[phase], obs[None])[0] > 0.5)
+        if detected or len(actions) >= config.phase_steps:
+            labelled = label_episode(np.stack(frames), np.asarray(actions), detectors[phase], config.gamma)
+            online[phase].append(labelled)
+            pools[phase] = Transitions.concat(online[phase])
+            if phase == "forward":
+                curve.append((step, min(phase_return, 1.0)))
+            if detected:
+                successes[phase] += 1
+                phase = "backward" if phase == "forward" else "forward"
+            else:
+                interventions += 1
+                obs, _ = env.reset(seed=seed * 100_003 + interventions)
+                phase = "forward"
+            frames, actions, phase_return = [obs], [], 0.0
+        data = offline if active == "forward" else None
+        _calql_update(net, targets[active], optimizers[active], data, pools[active], rng, config)
+    env.close()
+    tail = [r for _, r in curve[-20:]]
+    return {
+        "curve": curve,
+        "final_train_return": float(np.mean(tail)) if tail else float("nan"),
+        "success_detections": successes["forward"],
+        "backward_successes": successes["backward"],
+        "interventions": interventions,
+        "seconds": time.perf_counter() - start,
     }
 
 
@@ -430,6 +540,13 @@ def run_robofume(
     n_held = min(int(round(len(demos) * config.heldout_fraction)), len(demos) - 1)
     train_eps, held_eps = demos[: len(demos) - n_held], demos[len(demos) - n_held :]
     shape = corpus.meta["frame_shape"]
+    if config.reset_free and not env_config.env_id.startswith("MiniGrid"):
+        raise ConfigError(
+            f"--options.reset_free: {env_config.env_id} ends its episode at success; reset-free fine-tuning "
+            f"needs an env that can be stepped on afterwards (MiniGrid-*)"
+        )
+    if config.reset_free and config.phase_steps < 1:
+        raise ConfigError(f"--options.phase_steps {config.phase_steps}: must be >= 1")
     if config.reward_fallback not in ("env", "stop", "classifier"):
         raise ConfigError(
             f"--options.reward_fallback {config.reward_fallback!r}: use env, stop or classifier"
@@ -445,6 +562,12 @@ def run_robofume(
     )
     health = classifier_health(metrics, config.health_margin)
     reward_source = "classifier"
+    if not health["healthy"] and config.reset_free and config.reward_fallback == "env":
+        raise DataError(
+            f"{corpus.root}: {health['line']}; reset-free fine-tuning has no environment reward to fall back "
+            f"on (its backward task has none): record more successful demos, or pass --options.reward_fallback "
+            f"classifier to keep the classifier's reward"
+        )
     if not health["healthy"]:
         if config.reward_fallback == "stop":
             raise DataError(
@@ -487,9 +610,32 @@ def run_robofume(
     q_net.eval()
     metrics["return/offline"] = greedy_return(q_net, env_config, config.eval_episodes, 10_000 + seed)
     online = {"curve": [], "success_detections": 0, "final_train_return": float("nan"), "seconds": 0.0}
+    backward = None
+    if config.reset_free:
+        initial, initial_metrics = train_classifier(
+            train_eps,
+            held_eps,
+            shape[0],
+            engine,
+            config.backbone,
+            config.backbone_weights,
+            config.backbone_config,
+            positives="initial",
+        )
+        metrics |= {k.replace("classifier/", "initial_classifier/"): v for k, v in initial_metrics.items()}
+        torch.manual_seed(seed + 1)
+        backward = PixelPolicy(corpus.n_actions, shape[0], shape[2], PolicyConfig())
     if config.online_steps > 0:
         q_net.train()
-        online = online_finetune(q_net, classifier, offline, env_config, config, seed, reward_source)
+        if backward is not None:
+            online = reset_free_finetune(
+                q_net, backward, classifier, initial, offline, env_config, config, seed
+            )
+            metrics["reset_free/interventions"] = float(online["interventions"])
+            metrics["reset_free/forward_successes"] = float(online["success_detections"])
+            metrics["reset_free/backward_successes"] = float(online["backward_successes"])
+        else:
+            online = online_finetune(q_net, classifier, offline, env_config, config, seed, reward_source)
         q_net.eval()
     metrics["return/online"] = greedy_return(q_net, env_config, config.eval_episodes, 10_000 + seed)
     metrics["online/train_return"] = online["final_train_return"]
@@ -510,6 +656,13 @@ def run_robofume(
         else:  # the open_clip classifier: its own kind, reloads with ClipSuccessClassifier.from_pretrained
             classifier.hub_extra = {"env": env}
             classifier.save_pretrained(Path(run_dir) / "classifier")
+        if backward is not None:
+            save_model(
+                backward.eval(),
+                Path(run_dir) / "qnet-backward",
+                "q-network",
+                _spec(backward, corpus.n_actions, shape, env) | {"task": "backward (reset)"},
+            )
         save_model(
             q_net,
             Path(run_dir) / "qnet",
