@@ -1,5 +1,6 @@
 """Reuse what a model already knows: vocabulary-expansion inits, model growth, learngene stages, SVD low rank."""
 
+from warmstart.init.cw2v import CW2VConfig, CW2VResult, cw2v_rows
 from warmstart.init.growth import GrowthMaps, grow, output_drift, unit_map
 from warmstart.init.learngene import (
     build_from_stages,
@@ -9,22 +10,21 @@ from warmstart.init.learngene import (
     stage_of_layer,
 )
 from warmstart.init.lowrank import LowRankFactors, LowRankLinear, svd_lowrank
-from warmstart.init.vocab import (
-    METHODS,
-    CW2VConfig,
-    CW2VResult,
-    VocabExpansion,
+from warmstart.init.rows import (
     convex_rows,
     convex_weights,
-    cw2v_rows,
-    expand_vocabulary,
-    fvt_pieces,
     fvt_rows,
-    init_new_rows,
     make_generator,
     mean_rows,
     multivariate_rows,
     random_rows,
+)
+from warmstart.init.vocab import (
+    METHODS,
+    VocabExpansion,
+    expand_vocabulary,
+    fvt_pieces,
+    init_new_rows,
     token_text,
 )
 

@@ -252,6 +252,19 @@ class _Stopper:
                 p.copy_(b)
 
 
+@dataclass
+class _Training:
+    """What both training loops share: the optimizer, the (centre, context) pairs, the noise distribution."""
+
+    opt: torch.optim.Optimizer
+    pairs: Tensor  # (P, 2) ids in the combined space
+    noise: Tensor  # (V_old + n_new,) negative-sampling distribution
+    cfg: CW2VConfig
+    g: torch.Generator
+    n_old: int
+    stopper_for: Callable[[int], _Stopper]
+
+
 def _split_heldout(
     pairs: Tensor, noise: Tensor, cfg: CW2VConfig, g: torch.Generator
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -262,21 +275,12 @@ def _split_heldout(
     return pairs[perm[n_held:]], pairs[perm[:n_held]], held_neg.view(-1, cfg.negatives)[:n_held]
 
 
-def _train_dense(
-    emb: _Rows,
-    out_rows: _Rows,
-    opt: torch.optim.Optimizer,
-    pairs: Tensor,
-    noise: Tensor,
-    cfg: CW2VConfig,
-    g: torch.Generator,
-    n_old: int,
-    stopper_for: Callable[[int], _Stopper],
-) -> _Stopper:
+def _train_dense(emb: _Rows, out_rows: _Rows, run: _Training) -> _Stopper:
     """The reference loop: every row looked up through A (exact gradients for shared A2)."""
+    opt, pairs, noise, cfg, g, n_old = run.opt, run.pairs, run.noise, run.cfg, run.g, run.n_old
     train, held, held_neg = _split_heldout(pairs, noise, cfg, g)
     per_epoch = math.ceil(train.shape[0] / cfg.batch_size)
-    stop = stopper_for(per_epoch)
+    stop = run.stopper_for(per_epoch)
 
     def heldout() -> float:
         with torch.no_grad():
@@ -302,21 +306,12 @@ def _train_dense(
     return stop
 
 
-def _train_sparse(
-    emb: _SparseConvexRows,
-    head: _SparseConvexRows | None,
-    opt: torch.optim.Optimizer,
-    pairs: Tensor,
-    noise: Tensor,
-    cfg: CW2VConfig,
-    g: torch.Generator,
-    n_old: int,
-    stopper_for: Callable[[int], _Stopper],
-) -> _Stopper:
+def _train_sparse(emb: _SparseConvexRows, head: _SparseConvexRows | None, run: _Training) -> _Stopper:
     """Sparse rows depend only on their own logits, so a bank of every row's current value is exact: a step
     computes fresh rows (with gradients) for ``batch_size // 16`` new tokens only and reads every other
     new token's row from the bank. Input rows learn from their (centre, context) pairs; an untied head's
     rows from the same pairs reversed, with noise centres as negatives (symmetric negative sampling)."""
+    opt, pairs, noise, cfg, g, n_old = run.opt, run.pairs, run.noise, run.cfg, run.g, run.n_old
     per_token = 16
     train, held, held_neg = _split_heldout(pairs[pairs[:, 0] >= n_old], noise, cfg, g)
     order = torch.argsort(train[:, 0])
@@ -326,7 +321,7 @@ def _train_sparse(
     starts = torch.cumsum(counts, 0) - counts
     active = torch.nonzero(counts).squeeze(1)  # new tokens with pairs
     tokens_per_step = max(1, cfg.batch_size // per_token)
-    stop = stopper_for(math.ceil(active.numel() / tokens_per_step))
+    stop = run.stopper_for(math.ceil(active.numel() / tokens_per_step))
     bank_in = emb.all_rows()  # (n_new, D), exact current rows
     bank_out = head.all_rows() if head is not None else bank_in
     old_in = emb.old
@@ -452,11 +447,12 @@ def cw2v_rows(
         stop.stopped = "no_pairs"
     else:
         noise = noise / noise.sum()
+        run = _Training(opt, pairs, noise, cfg, g, n_old, stopper_for)
         if isinstance(emb, _SparseConvexRows) and not isinstance(head, _ConvexRows):
-            stop = _train_sparse(emb, head, opt, pairs, noise, cfg, g, n_old, stopper_for)
+            stop = _train_sparse(emb, head, run)
         else:
             out_rows = head if head is not None else emb
-            stop = _train_dense(emb, out_rows, opt, pairs, noise, cfg, g, n_old, stopper_for)
+            stop = _train_dense(emb, out_rows, run)
         stop.restore_best()
     losses, heldout_losses, stopped = stop.losses, stop.heldout, stop.stopped
     rows = emb.all_rows().to(old_weight.dtype)

@@ -31,7 +31,6 @@ from torch import Tensor, nn
 from warmstart.init.cw2v import CW2VConfig, CW2VResult, Progress, cw2v_rows
 from warmstart.init.rows import (
     convex_rows,
-    convex_weights,
     fvt_rows,
     make_generator,
     mean_rows,
@@ -39,23 +38,13 @@ from warmstart.init.rows import (
     random_rows,
 )
 
-__all__ = [
+__all__ = [  # the other inits are defined (and exported) by warmstart.init.rows and warmstart.init.cw2v
     "METHODS",
-    "CW2VConfig",
-    "CW2VResult",
     "VocabExpansion",
     "VocabInitMethod",
-    "convex_rows",
-    "convex_weights",
-    "cw2v_rows",
     "expand_vocabulary",
     "fvt_pieces",
-    "fvt_rows",
     "init_new_rows",
-    "make_generator",
-    "mean_rows",
-    "multivariate_rows",
-    "random_rows",
     "token_text",
 ]
 
