@@ -104,28 +104,78 @@ class PointsBenchConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds of the labelled sets, the heads and the fine-tuning batches (the MAE sources are pretrained once,
     as a foundation model is, and cached)."""
-    train_per_class: int = 8
+    train_per_class: int = 16
     """Labelled training objects per class (the largest point of the label-efficiency curve)."""
-    test_per_class: int = 8
+    test_per_class: int = 12
     """Held-out objects per class."""
-    unlabelled_per_class: int = 48
-    """Unlabelled objects per class for MAE pretraining (a separate draw, 6× the labelled set)."""
+    unlabelled_per_class: int = 64
+    """Unlabelled objects per class for MAE pretraining (a separate draw, 4× the labelled pool)."""
     n_points: int = 128
     """Gaussians per object."""
-    pretrain_steps: int = 400
+    pretrain_steps: int = 600
     """MAE pretraining steps (at least 20× the fine-tuning budget; the report says the ratio)."""
-    finetune_steps: int = 20
+    finetune_steps: int = 25
     """Fine-tuning steps of every arm at every label count."""
+    finetune_lr: float = 5e-4
+    """Fine-tuning learning rate of the backbone (AdamW, constant)."""
+    head_lr_scale: float = 1.0
+    """The new classification head's learning rate as a multiple of ``finetune_lr``."""
     batch_size: int = 32
     """Batch size."""
-    labels_per_class: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    labels_per_class: list[int] = field(default_factory=lambda: [1, 4, 16])
     """Labelled objects per class for the label-efficiency curve (each at most train_per_class)."""
     augment: bool = True
     """Pretrain with attribute-consistent augmentation (gmae.augment: rotation, scale, shift)."""
+    shapesplat: bool = True
+    """The all-attribute arms (scratch and Gaussian-MAE) use ShapeSplat's Gaussian feature grouping
+    (``shapesplat_group_attributes``) and splats pooling layer; false: Point-MAE's xyz grouping and max-pool."""
+    shapesplat_group_attributes: list[str] = field(default_factory=lambda: ["xyz", "scale", "rotation"])
+    """Grouping space of the ShapeSplat arms (normalised per object; gmae.grouping_space)."""
     model: GMAEConfig = field(
         default_factory=lambda: GMAEConfig(n_groups=16, group_size=16, dim=64, depth=2, embed_width=64)
     )
-    """Backbone of every arm (attributes are set per arm)."""
+    """Backbone of every arm (attributes, and for the ShapeSplat arms grouping and pooling, are set per arm)."""
+
+
+def arm_model(config: PointsBenchConfig, attributes: list[str]) -> GMAEConfig:
+    """The backbone of an arm: ``config.model`` with its attributes, and for all-attribute arms with
+    ``shapesplat`` the feature grouping and splats pooling (scratch and MAE peers share the architecture)."""
+    cfg = copy.deepcopy(config.model)
+    cfg.attributes = list(attributes)
+    if config.shapesplat and list(attributes) != ["xyz"]:
+        cfg.group_attributes = list(config.shapesplat_group_attributes)
+        cfg.pooling = "splats"
+    return cfg
+
+
+def linear_probe(
+    model: GaussianMAE,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    n_classes: int,
+    weight_decay: float = 1e-2,
+) -> float:
+    """Held-out accuracy of an L2-regularised logistic regression (L-BFGS) on the frozen, standardised
+    features: what the backbone's representation carries before any fine-tuning (written by hand: a few
+    lines; no scikit-learn in the lock)."""
+    model.eval()
+    with torch.no_grad():
+        a, b = model.features(train[0]), model.features(test[0])
+    mu, sd = a.mean(0), a.std(0, unbiased=False) + 1e-3
+    a, b = (a - mu) / sd, (b - mu) / sd
+    w = torch.zeros(a.shape[1], n_classes, requires_grad=True)
+    bias = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, bias], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(a @ w + bias, train[1]) + weight_decay * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float(((b @ w + bias).argmax(-1) == test[1]).float().mean())
 
 
 def _dataset(per_class: int, n_points: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,24 +225,34 @@ def finetune(
     steps: int,
     batch: int,
     seed: int,
+    lr: float = 5e-4,
+    head_lr_scale: float = 1.0,
 ) -> float:
-    """Classification fine-tuning on ``light_fit`` (AdamW 5e-4, weight decay 0.05); held-out accuracy."""
+    """Classification fine-tuning on ``light_fit`` (AdamW ``lr``, the head at ``head_lr_scale``·``lr``, weight
+    decay 0.05, constant rate); held-out accuracy."""
     from warmstart.optim import ScheduleConfig
     from warmstart_3d.training import fit_tensors
 
     task = type("ClassifyTask", (), {"model": model})()
+    groups = None
+    if head_lr_scale != 1.0:
+        head = [p for n, p in model.named_parameters() if n.startswith("head.")]
+        rest = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+        groups = [{"params": rest, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}]
     fit_tensors(
         task,
         (x, y),
         steps,
         batch,
-        5e-4,
+        lr,
         0.05,
         seed,
         loss=lambda b: F.cross_entropy(model(b[0]), b[1]),
         schedule=ScheduleConfig("constant"),
         grad_clip_norm=None,
+        params=groups,
     )
+    model.eval()
     with torch.no_grad():
         return float((model(test[0]).argmax(-1) == test[1]).float().mean())
 
@@ -350,8 +410,7 @@ def mae_source(config: PointsBenchConfig, attributes: list[str]) -> tuple[Gaussi
     from warmstart.cache import cached, code_version
     from warmstart_3d import gmae, shapes, splat_dataset
 
-    cfg = copy.deepcopy(config.model)
-    cfg.attributes = list(attributes)
+    cfg = arm_model(config, attributes)
     recipe = {
         "generator": "splat_dataset.object_splat",
         "classes": SHAPE_CLASSES,
@@ -391,8 +450,9 @@ def mae_source(config: PointsBenchConfig, attributes: list[str]) -> tuple[Gaussi
 def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
     """Part (b): scratch vs Point-MAE vs Gaussian-MAE classification with a label-efficiency curve.
 
-    The MAE sources pretrain once on a large unlabelled draw (cached); per seed, a labelled set and a test
-    set are drawn, and every arm fine-tunes a fresh head for the same steps at each label count."""
+    The MAE sources pretrain once on a large unlabelled draw (cached); per seed, a labelled pool and a test
+    set are drawn, and at each label count every arm fine-tunes a fresh head for the same steps; a linear
+    probe on each arm's frozen features (before fine-tuning) says what the representation itself carries."""
     import numpy as np
 
     from warmstart.errors import ConfigError
@@ -410,6 +470,7 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
             model, losses, _ = mae_source(config, attributes)
             sources[arm], source_secs[arm] = (model, losses), time.perf_counter() - start
     per_count: dict[int, dict[str, dict[int, float]]] = {k: {arm: {} for arm in ARMS} for k in counts}
+    probe: dict[int, dict[str, dict[int, float]]] = {k: {arm: {} for arm in ARMS} for k in counts}
     curves: dict[str, dict[int, list[tuple[int, float]]]] = {arm: {} for arm in ARMS}
     secs: dict[str, dict[int, float]] = {arm: {} for arm in ARMS}
     for seed in config.seeds:
@@ -419,8 +480,7 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
         order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
         for arm, (attributes, pretrained) in ARMS.items():
             start = time.perf_counter()
-            cfg = copy.deepcopy(config.model)
-            cfg.attributes = list(attributes)
+            cfg = arm_model(config, attributes)
             curve = []
             for k in counts:
                 keep = torch.cat([order[train_y[order] == c][:k] for c in range(n_classes)])
@@ -428,8 +488,17 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
                 model = GaussianMAE(cfg, n_classes)
                 if pretrained:
                     model.load_state_dict(sources[arm][0].state_dict(), strict=False)  # all but the new head
+                probe[k][arm][seed] = linear_probe(model, (train_x[keep], train_y[keep]), test, n_classes)
                 value = finetune(
-                    model, train_x[keep], train_y[keep], test, config.finetune_steps, config.batch_size, seed
+                    model,
+                    train_x[keep],
+                    train_y[keep],
+                    test,
+                    config.finetune_steps,
+                    config.batch_size,
+                    seed,
+                    config.finetune_lr,
+                    config.head_lr_scale,
                 )
                 per_count[k][arm][seed] = value
                 curve.append((k, value))
@@ -437,19 +506,30 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
             secs[arm][seed] = time.perf_counter() - start
             log.info("seed %d %s: %s", seed, arm, curve)
     ratio = config.pretrain_steps / max(1, config.finetune_steps)
-    ci_rows = []
-    for k in counts:
-        cells = []
-        for arm in ARMS:
-            values = list(per_count[k][arm].values())
-            lo, hi = bootstrap_ci(values)
-            cells.append(f"{arm} {np.mean(values):.3f} [{lo:.3f}, {hi:.3f}]")
-        ci_rows.append(f"{k}/class: " + "; ".join(cells))
+
+    def ci_rows(table: dict[int, dict[str, dict[int, float]]]) -> str:
+        rows = []
+        for k in counts:
+            cells = []
+            for arm in ARMS:
+                values = list(table[k][arm].values())
+                lo, hi = bootstrap_ci(values)
+                cells.append(f"{arm} {np.mean(values):.3f} [{lo:.3f}, {hi:.3f}]")
+            rows.append(f"{k}/class: " + "; ".join(cells))
+        return " | ".join(rows)
+
     pre_losses = {arm: (v[1][0], v[1][-1]) for arm, v in sources.items()}
     learned = {arm: last < 0.9 * first for arm, (first, last) in pre_losses.items()}
     chance = 1.0 / n_classes
     # health: an arm whose mean accuracy at the largest label count is within 5 points of chance did not learn
     at_chance = [arm for arm in ARMS if np.mean(list(per_count[counts[-1]][arm].values())) < chance + 0.05]
+    shapesplat = (
+        f"the all-attribute arms (scratch and Gaussian-MAE) use ShapeSplat's feature grouping in "
+        f"({', '.join(config.shapesplat_group_attributes)}) and its splats pooling layer, the xyz arms Point-MAE's "
+        "xyz grouping and max-pool"
+        if config.shapesplat
+        else "every arm groups by xyz and max-pools (Point-MAE's tokeniser)"
+    )
     report = write_bench_report(
         out_dir,
         "3d: Gaussian-MAE vs Point-MAE vs scratch, label efficiency (procedural ShapeSplat-style objects)",
@@ -461,16 +541,18 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
         curve_metric="test accuracy vs labelled objects per class",
         extra_metrics={
             **{f"accuracy, {k}/class": per_count[k] for k in counts[1:]},
+            **{f"linear probe (frozen), {k}/class": probe[k] for k in counts},
             "fine-tuning wall time (s)": secs,
         },
         description=(
-            f"{n_classes} classes; MAE sources pretrain once for {config.pretrain_steps} steps (batch "
-            f"{config.batch_size}, augmentation {config.augment}) on {config.unlabelled_per_class}/class "
-            f"= {config.unlabelled_per_class * n_classes} unlabelled objects, {ratio:.0f}× the fine-tuning "
-            f"budget of {config.finetune_steps} steps that every arm gets at each label count "
-            f"({', '.join(map(str, counts))} per class, of {config.train_per_class}/class labelled; "
-            f"{config.test_per_class}/class test, {config.n_points} Gaussians per object). Sources are cached "
-            f"by config hash (`warmstart cache list`); pretraining loss first → last: "
+            f"{n_classes} classes of randomly rotated, stretched, striped objects; {shapesplat}. MAE sources "
+            f"pretrain once for {config.pretrain_steps} steps (batch {config.batch_size}, augmentation "
+            f"{config.augment}) on {config.unlabelled_per_class}/class = {config.unlabelled_per_class * n_classes} "
+            f"unlabelled objects, {ratio:.0f}× the fine-tuning budget of {config.finetune_steps} steps (AdamW "
+            f"{config.finetune_lr:g}, head ×{config.head_lr_scale:g}) that every arm gets at each label count "
+            f"({', '.join(map(str, counts))} per class, drawn from {config.train_per_class}/class labelled; "
+            f"{config.test_per_class}/class test, {config.n_points} Gaussians per object). Sources are cached by "
+            f"config hash (`warmstart cache list`); pretraining loss first → last: "
             + "; ".join(f"{a} {first:.3f} → {last:.3f}" for a, (first, last) in pre_losses.items())
             + (
                 ". "
@@ -478,8 +560,11 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
                 else f". NOT LEARNED (loss fell < 10 %): "
                 f"{', '.join(a for a, ok in learned.items() if not ok)}. "
             )
-            + "Mean accuracy [95 % bootstrap CI over seeds]: "
-            + " | ".join(ci_rows)
+            + "Fine-tuned accuracy, mean [95 % bootstrap CI over seeds]: "
+            + ci_rows(per_count)
+            + ". Linear probe on the frozen features (logistic regression, before fine-tuning; scratch = "
+            "random features): "
+            + ci_rows(probe)
             + (
                 f". AT CHANCE ({chance:.3f}) with {counts[-1]}/class labels, fine-tuning did not learn: "
                 f"{', '.join(at_chance)}"
@@ -501,7 +586,13 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
         log.warning(
             "%s: accuracy at chance (%.3f) with %d labels/class; it did not learn", arm, chance, counts[-1]
         )
-    return {"report": report, "accuracy": per_count, "curves": curves, "at_chance": at_chance}
+    return {
+        "report": report,
+        "accuracy": per_count,
+        "probe": probe,
+        "curves": curves,
+        "at_chance": at_chance,
+    }
 
 
 def _part_dataset(

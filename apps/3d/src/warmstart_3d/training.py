@@ -31,12 +31,13 @@ def fit_tensors(
     schedule: ScheduleConfig | None = None,
     grad_clip_norm: float | None = 1.0,
     loss: Callable[[list[torch.Tensor]], Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
 ) -> list[float]:
     """Train ``task.model`` on seeded batches of ``tensors`` for ``steps`` steps; the loss of every step.
 
     The recipe is the engine's default: AdamW with ``weight_decay``, the core's default schedule (warmup and
-    cosine to 0.1·lr), gradient-norm clipping at 1. ``loss`` defaults to ``task.loss``. The model is left in
-    eval mode.
+    cosine to 0.1·lr), gradient-norm clipping at 1. ``loss`` defaults to ``task.loss``; ``params``: optimizer
+    param groups (each with its own ``lr``; default every parameter at ``lr``). The model is left in eval mode.
     """
     g = torch.Generator().manual_seed(seed)
     n = len(tensors[0])
@@ -58,6 +59,7 @@ def fit_tensors(
         grad_clip_norm=grad_clip_norm,
         seed=None,
         device=device,
+        params=params,
     )
     model.eval()
     return losses
