@@ -61,7 +61,7 @@ def test_lm_policy_command_end_to_end(tmp_path, monkeypatch) -> None:
     text.mkdir()
     (text / "a.txt").write_text("go to the red ball and pick up the blue key on the left . " * 50)
     out = tmp_path / "lm"
-    argv = ["lm-policy", "--seeds", "1", "--text", str(text), "--out", str(out)]
+    argv = ["lm-policy", "--setup.seeds", "1", "--text", str(text), "--out", str(out)]
     argv += ["--setup.episodes", "6", "--setup.heldout_episodes", "2", "--setup.lm_steps", "5"]
     argv += ["--setup.bc_steps", "5", "--setup.eval_episodes", "1", "--setup.n_embd", "16"]
     argv += ["--setup.lm_seq", "16", "--setup.vocab_size", "100"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from warmstart.engine import EngineConfig, cpu_threads
+from warmstart.engine import cpu_threads, quick_config
 from warmstart.eval import BenchReport, write_bench_report
 from warmstart_rl.data import EnvConfig, collect, load_corpus
 from warmstart_rl.models import IDMConfig, PolicyConfig
@@ -82,18 +82,6 @@ class BenchConfig:
 single_thread = cpu_threads  # the core's context manager, under the name this app's modules use
 
 
-def _engine(steps: int, seed: int) -> EngineConfig:
-    cfg = EngineConfig()
-    cfg.train.max_steps = steps
-    cfg.train.micro_batch_size = 64
-    cfg.train.seed = seed
-    cfg.optimizer.lr = 1e-3
-    cfg.logging.tensorboard = False
-    cfg.logging.progress = "none"
-    cfg.checkpoint.save_final = False
-    return cfg
-
-
 def _scaled(config: BenchConfig) -> tuple[IDMConfig, PolicyConfig]:
     """IDM and policy networks for the bench's frame size: a stride-2 first conv from 48 px up."""
     stride = 2 if (config.env.size or 0) >= 48 else 1
@@ -108,11 +96,17 @@ def pretrain_pipeline(config: BenchConfig, seed: int, root: Path) -> dict[str, A
     collect(root, config.env, config.episodes, config.labelled, "scripted", config.noise, seed)
     corpus = load_corpus(root)
     idm_config = IDMTrainConfig(idm_model, max_rounds=config.idm_rounds)
-    idm, idm_metrics = train_idm(corpus, idm_config, _engine(config.idm_steps, seed), None)
+    idm, idm_metrics = train_idm(
+        corpus, idm_config, quick_config(config.idm_steps, 64, 1e-3, seed, warmup=0), None
+    )
     label_metrics = label_corpus(corpus, idm)
     corpus = load_corpus(root)
     policy, bc_metrics = train_bc(
-        corpus, BCConfig(model=policy_model), _engine(config.bc_steps, seed), None, seed
+        corpus,
+        BCConfig(model=policy_model),
+        quick_config(config.bc_steps, 64, 1e-3, seed, warmup=0),
+        None,
+        seed,
     )
     return {"policy": policy, "idm": idm, "metrics": idm_metrics | label_metrics | bc_metrics}
 
@@ -397,8 +391,7 @@ def _pretrained_source(config: WorldModelBenchConfig, source: str, seed: int, sc
         shutil.rmtree(root, ignore_errors=True)
         collect(root, env, config.videos, 0, policy, noise, seed)
         clips, info = load_videos([root], size)
-        engine = _engine(config.pretrain_steps, seed)
-        engine.train.micro_batch_size = 16
+        engine = quick_config(config.pretrain_steps, 16, 1e-3, seed, warmup=0)
         model, metrics = pretrain_world_model(
             clips, PretrainConfig(model_config), engine, None, size, info["sources"]
         )
@@ -537,7 +530,14 @@ def run_robofume_bench(config: RoboFuMEBenchConfig, out: Path) -> BenchReport:
                 pretrain=arm == "robofume",
                 eval_episodes=config.eval_episodes,
             )
-            result = run_robofume(corpus, options, _engine(config.engine_steps, seed), config.env, None, seed)
+            result = run_robofume(
+                corpus,
+                options,
+                quick_config(config.engine_steps, 64, 1e-3, seed, warmup=0),
+                config.env,
+                None,
+                seed,
+            )
             m = result["metrics"]
             finals[arm].append(m["return/online"])
             before_online[arm].append(m["return/offline"])

@@ -44,10 +44,6 @@ def _engine_default(steps: int = 300, batch: int = 64, lr: float = 1e-3) -> Engi
     return cfg
 
 
-def _ctx(run: RunContext | None, command: str) -> RunContext:
-    return run if run is not None else RunContext("rl", command)
-
-
 def _rows(metrics: dict) -> list[tuple[str, str]]:
     return [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items()]
 
@@ -76,7 +72,7 @@ def collect(
     """
     from warmstart_rl.data import collect as record
 
-    run_dir, _ = _ctx(run, "collect").open(out=out)
+    run_dir, _ = run.open(out=out)
     summary = record(run_dir, env, episodes, labelled, policy, noise, seed)
     print_table(f"corpus {run_dir}", ("", ""), _rows(summary))
 
@@ -128,7 +124,7 @@ def idm_train(
     model = IDMConfig(
         encoder=EncoderConfig(list(idm.channels), first_stride=stride), context=idm.context, diff=idm.diff
     )
-    run_dir, _ = _ctx(run, "idm-train").open(out=out)
+    run_dir, _ = run.open(out=out)
     config = IDMTrainConfig(model, idm.heldout_fraction, idm.gate_margin, idm.max_rounds)
     _, metrics = train_idm(corpus, config, engine, run_dir)
     metrics["skipped files"] = corpus.meta["skipped_files"]
@@ -196,7 +192,7 @@ def bc(
     from warmstart_rl.vpt import BCConfig, train_bc
 
     corpus = load_corpus(data, on_bad_file)
-    run_dir, _ = _ctx(run, "bc").open(out=out)
+    run_dir, _ = run.open(out=out)
     config = BCConfig(
         labels=options.labels, heldout_fraction=options.heldout_fraction, eval_episodes=options.eval_episodes
     )
@@ -263,7 +259,7 @@ def finetune(
         policy_config = PolicyConfig(EncoderConfig(**model["encoder"]), list(model["value_hidden"]))
         env = env or EnvConfig(**spec["env"])
     env = env or EnvConfig()
-    run_dir, _ = _ctx(run, "finetune").open(out=out)
+    run_dir, _ = run.open(out=out)
     result = finetune_ppo(env, ppo.to_config(), policy_config, init, seed=seed, save_to=run_dir / "ppo.zip")
     (run_dir / "curve.json").write_text(json.dumps(result["curve"]))
     rows = [
@@ -332,13 +328,13 @@ def worldmodel_pretrain(
         if corpus is not None:
             clips = [e.frames for e in corpus.episodes] + clips
             sources = [{"folder": str(data), "env_id": corpus.meta["env"]["env_id"]}, *sources]
-        run_dir, _ = _ctx(run, "worldmodel-pretrain").open(out=out)
+        run_dir, _ = run.open(out=out)
         size = int(clips[0].shape[1])
         _, metrics = pretrain_world_model(clips, config, engine, run_dir, image_size=size, sources=sources)
         metrics["skipped files"] = info["skipped_files"]
     else:
         assert corpus is not None
-        run_dir, _ = _ctx(run, "worldmodel-pretrain").open(out=out)
+        run_dir, _ = run.open(out=out)
         _, metrics = pretrain_world_model(corpus, config, engine, run_dir)
         metrics["skipped files"] = corpus.meta["skipped_files"]
     print_table(f"world model -> {run_dir / 'worldmodel'}", ("", ""), _rows(metrics))
@@ -389,7 +385,7 @@ def worldmodel_finetune(
         torch.manual_seed(seed)
         world_model = WorldModel(int(probe.action_space.n), probe.observation_space.shape[0], architecture)
         probe.close()
-    run_dir, _ = _ctx(run, "worldmodel-finetune").open(out=out)
+    run_dir, _ = run.open(out=out)
     result = train_agent(env, agent, world_model, seed=seed)
     save_world_model(world_model, run_dir / "worldmodel", asdict(env), result["metrics"])
     save_agent(result["agent"], run_dir / "agent", asdict(env), {"final_return": result["final_return"]})
@@ -429,7 +425,7 @@ def robofume(
     from warmstart_rl.robofume import run_robofume
 
     corpus = load_corpus(data)
-    run_dir, _ = _ctx(run, "robofume").open(out=out)
+    run_dir, _ = run.open(out=out)
     result = run_robofume(corpus, options, engine, env, run_dir, seed)
     (run_dir / "curve.json").write_text(json.dumps(result["curve"]))
     health = result["health"] | {"reward_source": result["reward_source"]}
@@ -499,7 +495,7 @@ def bench(
     """
     from warmstart_rl.bench import run_bench, run_robofume_bench, run_worldmodel_bench, single_thread
 
-    run_dir, _ = _ctx(run, "bench").open(out=out)
+    run_dir, _ = run.open(out=out)
     with single_thread():
         if kind == "worldmodel":
             report = run_worldmodel_bench(worldmodel, run_dir)
@@ -540,7 +536,7 @@ def l2m(setup: L2MConfig = L2MConfig(), out: Path | None = None, run: RunContext
     from warmstart_rl.l2m import check_config, run_l2m_bench
 
     check_config(setup)  # bad input fails before the run directory exists
-    run_dir, _ = _ctx(run, "l2m").open(out=out)
+    run_dir, _ = run.open(out=out)
     with single_thread():
         report = run_l2m_bench(setup, run_dir)
     _print_report(report)
@@ -549,7 +545,6 @@ def l2m(setup: L2MConfig = L2MConfig(), out: Path | None = None, run: RunContext
 @app.command(name="lm-policy")
 def lm_policy(
     setup: LMPolicyConfig = LMPolicyConfig(),
-    seeds: int = 3,
     text: Path | None = None,
     out: Path | None = None,
     run: RunContext | None = None,
@@ -557,17 +552,16 @@ def lm_policy(
     """LID: a BabyAI policy from a tiny GPT-2 pretrained on local text vs the same network from random weights.
 
     Args:
-        setup: environment, demonstrations, novel goals, GPT-2 size, LM and BC steps.
-        seeds: seeds (the demonstrations are the same; weights, minibatches and evaluation resets differ).
+        setup: seeds, environment, demonstrations, novel goals, GPT-2 size, LM and BC steps.
         text: a folder of .txt/.md files for LM pretraining (default: installed packages' descriptions).
         out: run directory for report.md, plot.png, results.json.
     """
     from warmstart_rl.bench import single_thread
     from warmstart_rl.lmpolicy import run_lmpolicy_bench
 
-    run_dir, _ = _ctx(run, "lm-policy").open(out=out)
+    run_dir, _ = run.open(out=out)
     with single_thread():
-        report = run_lmpolicy_bench(setup, seeds, run_dir, text)
+        report = run_lmpolicy_bench(setup, run_dir, text)
     _print_report(report)
 
 
@@ -584,7 +578,7 @@ def throughput(
     """
     from warmstart_rl.bench import measure_throughput, single_thread
 
-    run_dir, _ = _ctx(run, "throughput").open(out=out)
+    run_dir, _ = run.open(out=out)
     with single_thread():
         result = measure_throughput(steps, repeats)
     (run_dir / "throughput.json").write_text(json.dumps(result, indent=1))

@@ -117,6 +117,10 @@ def describe(mission: str, image: np.ndarray) -> list[str]:
 
 @dataclass
 class LMPolicyConfig:
+    """The LID bench (``lm-policy``), declared once: the CLI takes it as ``--setup.*``."""
+
+    seeds: int = 3
+    """Seeds (the demonstrations are the same; weights, minibatches and evaluation resets differ)."""
     env_id: str = "BabyAI-GoToLocal-v0"
     """A BabyAI id whose missions the bot solves (GoTo* family)."""
     episodes: int = 300
@@ -380,8 +384,8 @@ def run_lmpolicy(config: LMPolicyConfig, seed: int, text: str) -> dict[str, Any]
     return result
 
 
-def run_lmpolicy_bench(config: LMPolicyConfig, seeds: int, out: Path, text_dir: Path | None = None) -> Any:
-    """``seeds`` runs; report.md + plot.png + results.json in ``out``."""
+def run_lmpolicy_bench(config: LMPolicyConfig, out: Path, text_dir: Path | None = None) -> Any:
+    """``config.seeds`` runs; report.md + plot.png + results.json in ``out``."""
     from warmstart.eval import write_bench_report
 
     text = local_text(text_dir)
@@ -391,7 +395,7 @@ def run_lmpolicy_bench(config: LMPolicyConfig, seeds: int, out: Path, text_dir: 
     lm_loss: list[float] = []
     samples: dict[str, int] = {}
     start = time.perf_counter()
-    for seed in range(seeds):
+    for seed in range(config.seeds):
         result = run_lmpolicy(config, seed, text)
         lm_loss.append(result["metrics"]["lm/loss_last"])
         samples = result["samples"]
@@ -424,5 +428,5 @@ def run_lmpolicy_bench(config: LMPolicyConfig, seeds: int, out: Path, text_dir: 
         baseline="random init",
         extra_metrics=extra,
         description=description,
-        config={"seeds": seeds, **{k: v for k, v in config.__dict__.items()}},
+        config=dict(config.__dict__),
     )
