@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from warmstart_eo.cli import app
 from warmstart_eo.data import DataConfig, load_dataset
@@ -73,3 +74,31 @@ def test_hls_folder_loads_as_prithvi_frames_and_bad_input_is_one_line(
     err = one_line()
     assert "HLS.S30.T10SEG.2020200T184919" in err and "B11" in err
     assert not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.slow
+def test_random_geo_sampler_chips_are_seeded_and_read_the_scene(eo_root: Path, tmp_path: Path, tiny) -> None:
+    from rasterio.windows import from_bounds
+
+    from warmstart_eo.samplers import SamplerConfig, random_chips
+
+    cfg = DataConfig(chip_size=16, frames=1)
+    a = random_chips(eo_root, cfg, SamplerConfig(kind="random", chips=6, seed=1))
+    b = random_chips(eo_root, cfg, SamplerConfig(kind="random", chips=6, seed=1))
+    c = random_chips(eo_root, cfg, SamplerConfig(kind="random", chips=6, seed=2))
+    assert torch.equal(a.images, b.images) and not torch.equal(a.bounds, c.bounds)  # same boxes on a resume
+    assert a.images.shape == (6, 13, 16, 16) and not a.has_labels
+    found = 0
+    for path in sorted((eo_root / "images").glob("*.tif")):
+        with rasterio.open(path) as src:
+            left, bottom, right, top = src.bounds
+            for box, image in zip(a.bounds.tolist(), a.images, strict=True):
+                if box[0] >= left and box[2] <= right and box[1] >= bottom and box[3] <= top:
+                    window = from_bounds(*box, transform=src.transform).round_offsets()
+                    last = src.read(list(range(2 * 13 + 1, 3 * 13 + 1)), window=window)[:, :16, :16]
+                    assert np.array_equal(last, image.numpy())  # the last frame, in file band order
+                    found += 1
+    assert found == 6
+    argv = ["pretrain", "--data", str(eo_root), "--sampler.kind", "random", "--sampler.chips", "8"]
+    assert app.main([*argv, "--model.family", "mae", "--out", str(tmp_path / "pre"), *tiny()]) == 0
+    assert app.main([*argv[:2], "eurosat", *argv[3:], *tiny()]) == 2

@@ -15,6 +15,7 @@ from warmstart.engine import EngineConfig
 from warmstart_eo.bench import BenchConfig, ThroughputConfig
 from warmstart_eo.data import DataConfig, PreprocessConfig, SynthConfig
 from warmstart_eo.models import ModelConfig
+from warmstart_eo.samplers import SamplerConfig
 
 app = App("eo", "Earth observation: Prithvi / SatMAE++ / MAE pretraining on GeoTIFFs through torchgeo")
 
@@ -132,6 +133,7 @@ def pretrain(
     init: str | None = None,
     root: Path | None = None,
     resume: str | None = None,
+    sampler: SamplerConfig = SamplerConfig(),
     out: Path | None = None,
     run: RunContext | None = None,
 ) -> None:
@@ -148,15 +150,32 @@ def pretrain(
             continual pretraining; the encoder is adapted to the data's bands.
         root: folder of a torchgeo dataset given by name.
         resume: 'latest', a run directory or a checkpoints/step-N directory.
+        sampler: grid (torchgeo's GridGeoSampler, default) or random (RandomGeoSampler boxes drawn once from
+            a seeded generator, so a resumed run sees the same chips; GeoTIFF folders only).
         out: run directory (default runs/eo/pretrain/<time>).
     """
     from warmstart.cli.show import print_summary
+    from warmstart.errors import ConfigError
     from warmstart_eo.data import load_dataset
+    from warmstart_eo.datasets import DATASETS
+    from warmstart_eo.hls import is_hls_folder
+    from warmstart_eo.samplers import random_chips
     from warmstart_eo.train import load_pretrained, run_pretrain
 
     if init is not None:
         data_config.frames = load_pretrained(init)[0].config.frames
-    chips = load_dataset(data, data_config, root)  # bad data fails before the run directory exists
+    if sampler.kind == "random":
+        if str(data).lower().split(":")[0] in DATASETS or is_hls_folder(Path(data)):
+            raise ConfigError(
+                f"--sampler.kind random: {data} is read per item; random boxes need a GeoTIFF folder (images/)"
+            )
+        if objective == "soft-contrastive":
+            raise ConfigError(
+                "--sampler.kind random draws unlabelled boxes; soft-contrastive needs multi-labels"
+            )
+        chips = random_chips(Path(data), data_config, sampler)
+    else:
+        chips = load_dataset(data, data_config, root)  # bad data fails before the run directory exists
     run_dir, checkpoint = run.open(resume=resume, out=out)
     result = run_pretrain(
         data,
