@@ -40,6 +40,24 @@ class RenderOutput:
     n_cameras, gaussian_ids (None: unpacked), backend."""
 
 
+@dataclass(frozen=True)
+class RasterSettings:
+    """Everything but the Gaussians and cameras that both backends take, carried once (see :func:`rasterize`)."""
+
+    width: int
+    height: int
+    sh_degree: int | None = None
+    backgrounds: torch.Tensor | None = None
+    near_plane: float = 0.01
+    far_plane: float = 1e10
+    eps2d: float = 0.3
+    tile_size: int = 16
+    absgrad: bool = False
+    """gsplat only: accumulate absolute 2D-mean gradients (densification)."""
+    chunk: int = 256
+    """Torch path only: Gaussians composited per chunk and tile."""
+
+
 def sh_degree_of(colors: torch.Tensor) -> int | None:
     """The SH degree of a (N, K, 3) coefficient tensor (K = (d+1)²), None for plain (N, 3) colours."""
     if colors.dim() == 2:
@@ -83,65 +101,26 @@ def rasterize(
         backend = "gsplat" if means.is_cuda else "torch"
     if colors.dim() == 3 and sh_degree is None:
         sh_degree = sh_degree_of(colors)
-    if backend == "gsplat":
-        return _rasterize_gsplat(
-            means,
-            quats,
-            scales,
-            opacities,
-            colors,
-            viewmats,
-            Ks,
-            width,
-            height,
-            sh_degree,
-            backgrounds,
-            near_plane,
-            far_plane,
-            eps2d,
-            tile_size,
-            absgrad,
-        )
-    return _rasterize_torch(
-        means,
-        quats,
-        scales,
-        opacities,
-        colors,
-        viewmats,
-        Ks,
-        width,
-        height,
-        sh_degree,
-        backgrounds,
-        near_plane,
-        far_plane,
-        eps2d,
-        tile_size,
-        chunk,
+    settings = RasterSettings(
+        width, height, sh_degree, backgrounds, near_plane, far_plane, eps2d, tile_size, absgrad, chunk
     )
+    raster = _rasterize_gsplat if backend == "gsplat" else _rasterize_torch
+    return raster(means, quats, scales, opacities, colors, viewmats, Ks, settings)
 
 
 def _rasterize_gsplat(
-    means,
-    quats,
-    scales,
-    opacities,
-    colors,
-    viewmats,
-    Ks,
-    width,
-    height,
-    sh_degree,
-    backgrounds,
-    near_plane,
-    far_plane,
-    eps2d,
-    tile_size,
-    absgrad,
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    settings: RasterSettings,
 ) -> RenderOutput:
     from gsplat import rasterization
 
+    backgrounds = settings.backgrounds
     if backgrounds is not None:
         backgrounds = backgrounds.to(means)
     render, alphas, info = rasterization(
@@ -152,17 +131,17 @@ def _rasterize_gsplat(
         colors,
         viewmats,
         Ks,
-        width,
-        height,
-        near_plane=near_plane,
-        far_plane=far_plane,
-        eps2d=eps2d,
-        sh_degree=sh_degree,
+        settings.width,
+        settings.height,
+        near_plane=settings.near_plane,
+        far_plane=settings.far_plane,
+        eps2d=settings.eps2d,
+        sh_degree=settings.sh_degree,
         packed=False,
-        tile_size=tile_size,
+        tile_size=settings.tile_size,
         backgrounds=backgrounds,
         render_mode="RGB+D",
-        absgrad=absgrad,
+        absgrad=settings.absgrad,
     )
     info = dict(info)
     info["backend"] = "gsplat"
@@ -252,29 +231,36 @@ def _composite_tile(
 
 
 def _rasterize_torch(
-    means,
-    quats,
-    scales,
-    opacities,
-    colors,
-    viewmats,
-    Ks,
-    width,
-    height,
-    sh_degree,
-    backgrounds,
-    near_plane,
-    far_plane,
-    eps2d,
-    tile_size,
-    chunk,
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    settings: RasterSettings,
 ) -> RenderOutput:
+    width, height, sh_degree, tile_size = (
+        settings.width,
+        settings.height,
+        settings.sh_degree,
+        settings.tile_size,
+    )
+    backgrounds, chunk = settings.backgrounds, settings.chunk
     from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
 
     n_cams = viewmats.shape[0]
     covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)  # (N, 3, 3)
     radii, means2d, depths, conics, _ = _fully_fused_projection(
-        means, covars, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane
+        means,
+        covars,
+        viewmats,
+        Ks,
+        width,
+        height,
+        eps2d=settings.eps2d,
+        near_plane=settings.near_plane,
+        far_plane=settings.far_plane,
     )  # (C, N, 2) int, (C, N, 2), (C, N), (C, N, 3)
     rgb = gaussian_colors(means, colors, viewmats, sh_degree)  # (C, N, 3)
     tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
