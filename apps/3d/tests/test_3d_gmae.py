@@ -103,3 +103,32 @@ def test_splats_pooling_model_reads_more_candidates_and_reconstructs_k(gaussian_
     assert model(feats).shape == (2, 3) and torch.isfinite(model.pretrain_loss(feats))
     grouped = GaussianMAE(GMAEConfig(**{**cfg.__dict__, "group_attributes": ["xyz", "colour"]}), 0)
     assert grouped.grouped(feats)[2].shape == (2, 8, 6)  # the positional input carries the centre's colour
+
+
+def test_gmae_command_takes_feature_grouping_and_splats_pooling(tmp_path, one_line_error):
+    import json
+
+    from warmstart_3d.cli import app
+    from warmstart_3d.splat_dataset import make_splat_dataset
+
+    make_splat_dataset(tmp_path / "ds", per_class=2, classes=["cube", "sphere"], n_gaussians=32)
+    argv = ["gmae", "--data", str(tmp_path / "ds"), "--n_points", "32", "--model.n_groups", "4"]
+    argv += ["--model.group_size", "8", "--model.dim", "16", "--model.depth", "1", "--model.heads", "2"]
+    argv += [
+        "--model.embed_width",
+        "16",
+        "--pretrain_steps",
+        "2",
+        "--finetune_steps",
+        "2",
+        "--batch_size",
+        "2",
+    ]
+    ours = ["--model.group_attributes", "[xyz,scale,rotation]", "--model.pooling", "splats"]
+    assert app.main([*argv, *ours, "--out", str(tmp_path / "g")]) == 0
+    saved = GaussianMAE.from_pretrained(tmp_path / "g" / "model")
+    assert saved.config.pooling == "splats" and saved.config.group_attributes == ["xyz", "scale", "rotation"]
+    assert json.loads((tmp_path / "g" / "results.json").read_text())["pretrain_loss_last"] is not None
+    assert app.main([*argv, "--model.pooling", "mean", "--out", str(tmp_path / "bad")]) == 2
+    one_line_error("--model.pooling")
+    assert not (tmp_path / "bad").exists()
