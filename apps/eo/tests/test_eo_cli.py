@@ -84,8 +84,6 @@ def test_bench_writes_report(eo_root: Path, tmp_path: Path, monkeypatch: pytest.
         "false",
         "--bench.probe_chip_size",
         "16",
-        "--bench.grid",
-        "true",
         "--bench.workers",
         "1",
     ]
@@ -99,8 +97,6 @@ def test_bench_writes_report(eo_root: Path, tmp_path: Path, monkeypatch: pytest.
     report = (out / "report.md").read_text()
     assert "reconstructions.png" in report and "label_efficiency.png" in report
     assert (out / "label_efficiency.png").stat().st_size > 0
-    grid = json.loads((out / "grid" / "results.json").read_text())
-    assert len(grid["methods"]) == 6  # resize on/off × 3 normalisations
 
     def artifacts() -> list[Path]:
         return sorted(
@@ -110,8 +106,11 @@ def test_bench_writes_report(eo_root: Path, tmp_path: Path, monkeypatch: pytest.
     cached = artifacts()
     assert len(cached) == 1  # the source is an artifact: a second run reuses it
     stamp = (cached[0] / "pretrain_seconds.txt").stat().st_mtime
-    assert app.main([*argv[:4], str(tmp_path / "again"), *argv[5:]]) == 0
+    again = tmp_path / "again"  # --kind grid: the resize × normalisation grid alone, on the cached source
+    assert app.main([argv[0], "--kind", "grid", *argv[1:4], str(again), *argv[5:]]) == 0
     assert artifacts() == cached and (cached[0] / "pretrain_seconds.txt").stat().st_mtime == stamp
+    grid = json.loads((again / "grid" / "results.json").read_text())
+    assert len(grid["methods"]) == 6  # resize on/off × 3 normalisations
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ builds torchgeo's class, names every channel it returns (from torchgeo's band li
 it reads, so ``--bands`` picks by name in any order), takes classes and the task type from the dataset
 and reads images per item (:class:`~warmstart_eo.data.LazyChips`): nothing is held in memory but labels.
 Left out: BigEarthNet v2, So2Sat's Sentinel-1 channels (complex / Lee-filtered, not VV/VH intensities),
-torchgeo's DataModules (their augmentations and fixed batch sizes stand in the way of the engine's loop).
+torchgeo's DataModules (an unseeded, stateless shuffle the engine cannot resume; normalisation in a Lightning
+hook with fixed constants — see the README).
 """
 
 from __future__ import annotations
