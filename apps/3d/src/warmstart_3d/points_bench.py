@@ -2,9 +2,12 @@
 
 Seed paper: "ShapeSplat … and Their Self-Supervised Pretraining" (arXiv 2408.10906), whose table compares
 Gaussian-MAE with Point-MAE and training from scratch. Here on a generated ShapeSplat-style dataset (8
-procedural classes): the two MAEs pretrain for the same steps on the same unlabelled splats, then every arm
-fine-tunes for the same steps; accuracy on held-out objects, plus a label-efficiency curve (fraction of
-training labels → accuracy). Every fit runs in process on the core's ``light_fit``.
+procedural classes): the two MAEs pretrain once (cached by config hash) on a large unlabelled draw, then every
+arm fine-tunes a fresh head for the same steps at 1/4/16 labels per class; a linear probe on each arm's frozen
+features says what the representation carries before fine-tuning. The all-attribute arms (scratch and
+Gaussian-MAE) use ShapeSplat's Gaussian feature grouping and splats pooling layer (``shapesplat``), each
+pretrained arm has a scratch peer of the same architecture and input. Every fit runs in process on the core's
+``light_fit``.
 Part (a), CLIP2Point (arXiv 2210.01055) vs PointCLIP-style zero-/few-shot and vs a scratch depth encoder,
 is :func:`run_clip2point_bench`; part segmentation (Point-MAE's head, ShapeNetPart metrics) on the multi-part
 procedural objects (lamp, table, chair, mug), scratch vs Point-MAE vs Gaussian-MAE, is
