@@ -16,20 +16,23 @@ import sys
 def main(manifest: str, rounds: int = 3, steps: int = 60) -> None:
     import torch
 
+    from warmstart.engine import quick_config
     from warmstart_speech.ctc_ot import modality_gap, phoneme_error_rate
     from warmstart_speech.models import ModelConfig, SpeechEncoder
-    from warmstart_speech.stages import load_corpus, pretrain_encoder, quick_engine, train_mt
+    from warmstart_speech.stages import load_corpus, pretrain_encoder, train_mt
 
     torch.set_num_threads(1)
     corpus = load_corpus(manifest)
-    mt, _ = train_mt(corpus, ModelConfig(), quick_engine(150, 16, 2e-3))
+    mt, _ = train_mt(corpus, ModelConfig(), quick_config(150, 16, 2e-3, warmup=0, log_every=10))
     kinds = ("transformer", "conformer")
     speed: dict[str, list[float]] = {k: [] for k in kinds}
     quality: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     for r in range(rounds):
         for kind in kinds if r % 2 == 0 else kinds[::-1]:
             cfg = ModelConfig(encoder=kind)
-            enc, summary = pretrain_encoder(corpus, cfg, quick_engine(steps, 16, 2e-3, seed=r), "ctc+ot", mt)
+            enc, summary = pretrain_encoder(
+                corpus, cfg, quick_config(steps, 16, 2e-3, r, warmup=0, log_every=10), "ctc+ot", mt
+            )
             speed[kind].append(summary.samples_per_s)
             per = phoneme_error_rate(enc, corpus.test, corpus.src_vocab)
             quality[kind].append((per, modality_gap(enc, mt, corpus.test)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def quiet() -> Callable[..., list[str]]:
+    """CLI flags of a quiet engine run (no TensorBoard, progress bar or final checkpoint) plus the given
+    ``--engine.train.<field>`` values: ``quiet(max_steps=6, micro_batch_size=4)``."""
+
+    def flags(**train: int) -> list[str]:
+        out = ["--engine.logging.tensorboard", "false", "--engine.logging.progress", "none"]
+        out += ["--engine.checkpoint.save_final", "false"]
+        for name, value in train.items():
+            out += [f"--engine.train.{name}", str(value)]
+        return out
+
+    return flags

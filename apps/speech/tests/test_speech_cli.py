@@ -12,18 +12,7 @@ from safetensors.torch import load_file
 from warmstart.hub import read_config
 from warmstart_speech.cli import app
 
-TINY = [
-    "--engine.train.max_steps",
-    "6",
-    "--engine.train.micro_batch_size",
-    "4",
-    "--engine.logging.tensorboard",
-    "false",
-    "--engine.logging.progress",
-    "none",
-    "--engine.checkpoint.save_final",
-    "false",
-]
+TINY = {"max_steps": 6, "micro_batch_size": 4}  # engine.train fields of the CLI runs here
 
 
 def _one_error_line(capsys: pytest.CaptureFixture, code: int) -> str:
@@ -33,10 +22,10 @@ def _one_error_line(capsys: pytest.CaptureFixture, code: int) -> str:
     return err[-1]
 
 
-def test_recipe_chain(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_recipe_chain(quiet, corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = str(corpus["train"])
     model = ["--model.model_dim", "32", "--model.ffn_dim", "64", "--model.subsampler_dim", "32"]
-    assert app.main(["mt-train", "--data", data, "--out", str(tmp_path / "mt"), *model, *TINY]) == 0
+    assert app.main(["mt-train", "--data", data, "--out", str(tmp_path / "mt"), *model, *quiet(**TINY)]) == 0
     meta = read_config(tmp_path / "mt", kind="speech.mt")
     assert meta["config"]["model"]["model_dim"] == 32 and meta["vocabs"]["tgt"]["unit"] == "spm"
     mt = str(tmp_path / "mt")
@@ -56,7 +45,7 @@ def test_recipe_chain(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
                 "5",
                 "--out",
                 str(tmp_path / "pre"),
-                *TINY,
+                *quiet(**TINY),
             ]
         )
         == 0
@@ -81,7 +70,7 @@ def test_recipe_chain(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
                 str(tmp_path / "st"),
                 "--beam",
                 "1",
-                *TINY,
+                *quiet(**TINY),
             ]
         )
         == 0
@@ -181,7 +170,7 @@ def test_old_layout_still_loads(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("objective", ["ctc", "ce"])
-def test_pretrain_without_teacher(corpus: dict[str, Path], tmp_path: Path, objective: str) -> None:
+def test_pretrain_without_teacher(quiet, corpus: dict[str, Path], tmp_path: Path, objective: str) -> None:
     small = ["--model.model_dim", "32", "--model.ffn_dim", "64", "--model.subsampler_dim", "32"]
     code = app.main(
         [
@@ -193,7 +182,7 @@ def test_pretrain_without_teacher(corpus: dict[str, Path], tmp_path: Path, objec
             "--out",
             str(tmp_path / "p"),
             *small,
-            *TINY,
+            *quiet(**TINY),
         ]
     )
     assert code == 0 and (tmp_path / "p" / "model.safetensors").is_file()
@@ -219,8 +208,11 @@ def test_data_commands(tmp_path: Path, corpus: dict[str, Path]) -> None:
     assert len(rows) == 2 and "the cat sees a red car" in rows[1]
 
 
-def test_bad_input_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    line = _one_error_line(capsys, app.main(["mt-train", "--data", str(tmp_path / "none.tsv"), *TINY]))
+def test_bad_input_one_line(quiet, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    line = _one_error_line(
+        capsys,
+        app.main(["mt-train", "--data", str(tmp_path / "none.tsv"), *quiet(**TINY)]),
+    )
     assert "none.tsv" in line and "manifest not found" in line
     line = _one_error_line(
         capsys, app.main(["pretrain", "--data", str(tmp_path / "x.tsv"), "--objective", "ctc+ot"])
@@ -230,7 +222,7 @@ def test_bad_input_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert "config.json" in line
     bad = tmp_path / "bad.tsv"
     bad.write_text("path\ttext\nfoo.wav\thello\n")
-    line = _one_error_line(capsys, app.main(["mt-train", "--data", str(bad), *TINY]))
+    line = _one_error_line(capsys, app.main(["mt-train", "--data", str(bad), *quiet(**TINY)]))
     assert "lacks column" in line
 
 

@@ -144,7 +144,7 @@ def test_bad_rows_waveform_path(bad_manifest: tuple[Path, list[dict[str, str]]])
 
 
 def test_training_survives_bad_rows(
-    bad_manifest: tuple[Path, list[dict[str, str]]], capsys: pytest.CaptureFixture
+    quiet, bad_manifest: tuple[Path, list[dict[str, str]]], capsys: pytest.CaptureFixture
 ) -> None:
     """A whole CLI training run over a manifest full of bad rows finishes and reports the skipped count."""
     from warmstart_speech.cli import app
@@ -157,16 +157,7 @@ def test_training_survives_bad_rows(
             str(manifest),
             "--objective",
             "ctc",
-            "--engine.train.max_steps",
-            "3",
-            "--engine.train.micro_batch_size",
-            "2",
-            "--engine.logging.tensorboard",
-            "false",
-            "--engine.logging.progress",
-            "none",
-            "--engine.checkpoint.save_final",
-            "false",
+            *quiet(max_steps=3, micro_batch_size=2),
             "--model.model_dim",
             "32",
             "--model.ffn_dim",

@@ -11,17 +11,6 @@ import torch
 
 from warmstart_speech.cli import app
 
-QUIET = [
-    "--engine.train.micro_batch_size",
-    "4",
-    "--engine.logging.tensorboard",
-    "false",
-    "--engine.logging.progress",
-    "none",
-    "--engine.checkpoint.save_final",
-    "false",
-]
-
 
 @pytest.fixture(scope="module")
 def hf_sources(corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -85,7 +74,7 @@ def hf_sources(corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 
 
 def test_transformers_sources_end_to_end(
-    hf_sources: dict[str, Path], corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+    quiet, hf_sources: dict[str, Path], corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from transformers import AutoModel
 
@@ -107,7 +96,7 @@ def test_transformers_sources_end_to_end(
         "--engine.train.max_steps",
         "4",
     ]
-    assert app.main([*pre, *QUIET]) == 0
+    assert app.main([*pre, *quiet(micro_batch_size=4)]) == 0
     out = capsys.readouterr().out
     assert "ctc" in out and "ot" in out
     before = AutoModel.from_pretrained(hf_sources["encoder"]).state_dict()
@@ -129,7 +118,7 @@ def test_transformers_sources_end_to_end(
         "--beam",
         "2",
     ]
-    assert app.main([*st, *QUIET]) == 0
+    assert app.main([*st, *quiet(micro_batch_size=4)]) == 0
     model, tokenizer = load_st(tmp_path / "st")  # one call reloads the ST model
     pre_heads = AutoModel.from_pretrained(tmp_path / "pre" / "speech").state_dict()
     assert set(pre_heads) == set(model.encoder.speech.state_dict())

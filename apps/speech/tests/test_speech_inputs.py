@@ -1,9 +1,11 @@
 """Real inputs: CoVoST 2 / MuST-C / folder layouts, open-vocabulary targets, truncated and MP3 audio, short
-clips in continue-ssl (both backends), memory-mapped features."""
+clips in continue-ssl (both backends), memory-mapped features (the default) read in-process or by loader
+workers, with the same values and batches."""
 
 from __future__ import annotations
 
 import csv
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from warmstart_speech.batches import bucket_stream
 from warmstart_speech.cli import app
 from warmstart_speech.data import (
     SAMPLE_RATE,
@@ -25,17 +28,6 @@ from warmstart_speech.data import (
     prepare_manifest,
     read_manifest,
 )
-
-QUIET = [
-    "--engine.train.max_steps",
-    "2",
-    "--engine.logging.tensorboard",
-    "false",
-    "--engine.logging.progress",
-    "none",
-    "--engine.checkpoint.save_final",
-    "false",
-]
 
 
 def _tone(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -167,22 +159,54 @@ def test_mustc_layout_reads_segments_by_offset(tmp_path: Path) -> None:
     assert torch.allclose(wave_cut, precut["fbank"], atol=1e-4)  # the same features as a pre-cut file
 
 
-def test_features_can_live_on_disk(corpus: dict[str, Path], tmp_path: Path) -> None:
-    rows = read_manifest(corpus["test"])
-    src, tgt = (
-        Vocab.build([r["phonemes"] for r in rows]),
-        Vocab.build([r["translation"] for r in rows], "word"),
-    )
-    memory, _ = load_utterances(corpus["test"], src, tgt)
+def _vocabs(manifest: Path) -> tuple[Vocab, Vocab]:
+    rows = read_manifest(manifest)
+    return Vocab.build([r["phonemes"] for r in rows]), Vocab.build([r["translation"] for r in rows], "word")
+
+
+def test_features_live_on_disk_by_default(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from warmstart_speech.features import FeatureRef, default_store
+
+    src, tgt = _vocabs(corpus["test"])
+    memory, _ = load_utterances(corpus["test"], src, tgt, FeatureConfig(in_memory=True))
+    default, _ = load_utterances(corpus["test"], src, tgt)
     stored, _ = load_utterances(corpus["test"], src, tgt, FeatureConfig(store=tmp_path / "feats"))
-    assert not isinstance(stored[0].fbank, torch.Tensor) and (tmp_path / "feats" / "test.f32").is_file()
-    for a, b in zip(memory, stored, strict=True):
-        assert a.n_frames == b.n_frames and torch.equal(a.features(), b.features())
+    assert isinstance(memory[0].fbank, torch.Tensor)
+    assert all(isinstance(u.fbank, FeatureRef) for u in default + stored)
+    assert default[0].fbank.path.parent == default_store() and (tmp_path / "feats" / "test.f32").is_file()
+    again, _ = load_utterances(corpus["test"], src, tgt)  # a second load writes a file of its own
+    assert again[0].fbank.path != default[0].fbank.path
+    for a, b, c in zip(memory, default, stored, strict=True):
+        assert a.n_frames == b.n_frames == c.n_frames
+        assert torch.equal(a.features(), b.features()) and torch.equal(a.features(), c.features())
+
+
+def _equal_batches(xs: list[dict[str, torch.Tensor]], ys: list[dict[str, torch.Tensor]]) -> bool:
+    return len(xs) == len(ys) and all(
+        x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(xs, ys, strict=True)
+    )
+
+
+def test_loader_workers_give_the_same_batches_and_resume_exactly(corpus: dict[str, Path]) -> None:
+    """Two workers reading the stored features yield the in-process stream's batches, across an epoch
+    boundary, and a stream restored from a mid-epoch state continues with exactly the next ones."""
+    src, tgt = _vocabs(corpus["train"])
+    utts, _ = load_utterances(corpus["train"], src, tgt)  # 24 utterances: 6 buckets of 4
+    expected = list(islice(iter(bucket_stream(utts, 4, seed=5)), 9))
+    assert not _equal_batches(expected[:3], expected[6:])  # the second epoch's order is another
+    workers = bucket_stream(utts, 4, seed=5, num_workers=2)
+    stream = iter(workers)
+    first = [next(stream) for _ in range(4)]
+    state = workers.state_dict()
+    del stream, workers
+    resumed = bucket_stream(utts, 4, seed=5, num_workers=2)
+    resumed.load_state_dict(state)
+    assert _equal_batches(expected, first + list(islice(iter(resumed), 5)))
 
 
 @pytest.mark.parametrize("backend", ["fairseq2", "hf"])
 def test_continue_ssl_skips_short_clips(
-    tmp_path: Path, corpus: dict[str, Path], backend: str, capsys
+    quiet, tmp_path: Path, corpus: dict[str, Path], backend: str, capsys
 ) -> None:  # noqa: ANN001
     """A 0.1 s clip is skipped and named (too short for the mask spans), never a crash, on both backends."""
     rows = read_manifest(corpus["train"])[:4]
@@ -203,7 +227,7 @@ def test_continue_ssl_skips_short_clips(
             "2",
             "--out",
             str(tmp_path / "ssl"),
-            *QUIET,
+            *quiet(max_steps=2),
         ]
     )
     out = capsys.readouterr().out

@@ -51,15 +51,16 @@ def test_ot_distance_is_a_divergence_and_positions_favour_order() -> None:
 
 def test_conformer_ctc_ot_pretraining_learns(corpus: dict) -> None:
     """CTC+OT pretraining of a conformer encoder lowers both losses on a fixed batch."""
+    from warmstart.engine import quick_config
     from warmstart_speech.ctc_ot import PretrainModel, PretrainTask, text_encode
     from warmstart_speech.data import LengthBucketBatches
-    from warmstart_speech.stages import fresh_encoder, load_corpus, quick_engine, train_mt
+    from warmstart_speech.stages import fresh_encoder, load_corpus, train_mt
 
     data = load_corpus(corpus["train"])
     cfg = ModelConfig(
         model_dim=32, ffn_dim=64, subsampler_dim=32, encoder="conformer", conv_kernel=5, dropout=0.0
     )
-    mt, _ = train_mt(data, cfg, quick_engine(4, 8, 3e-3))
+    mt, _ = train_mt(data, cfg, quick_config(4, 8, 3e-3, warmup=0, log_every=10))
     encoder = fresh_encoder(cfg, len(data.src_vocab), 0)
     task = PretrainTask(PretrainModel(cfg, encoder, "ctc+ot", len(data.src_vocab), OTConfig()), mt)
     batch = next(iter(LengthBucketBatches(data.train, 8, seed=0)))

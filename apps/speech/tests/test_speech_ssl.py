@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from warmstart.engine import quick_config
 from warmstart.errors import CheckpointError
 from warmstart_speech.cli import app
 from warmstart_speech.data import char_vocab_of, collate_audio, load_audio
@@ -25,19 +26,8 @@ from warmstart_speech.ssl import (
     save_ctc,
     save_ssl,
 )
-from warmstart_speech.stages import quick_engine
 
 TINY = SSLConfig(model_dim=32, ffn_dim=64, conv_dim=32, codebook_entries=16, distractors=10)
-QUIET = [
-    "--engine.logging.tensorboard",
-    "false",
-    "--engine.logging.progress",
-    "none",
-    "--engine.checkpoint.save_final",
-    "false",
-    "--engine.train.micro_batch_size",
-    "4",
-]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +45,7 @@ def test_ssl_loss_decreases(audio: list) -> None:
     probe = [collate_audio(audio[:4])]
     before = held_out_ssl_loss(model, probe)
     assert held_out_ssl_loss(model, probe) == pytest.approx(before)  # the probe is deterministic
-    summary = continue_ssl(model, audio[4:], quick_engine(12, 4, 3e-3))
+    summary = continue_ssl(model, audio[4:], quick_config(12, 4, 3e-3, warmup=0, log_every=10))
     after = held_out_ssl_loss(model, probe)
     assert after < 0.9 * before
     assert summary.final_metrics["contrastive"] > 0 and 0 <= summary.final_metrics["diversity"] <= 1
@@ -67,7 +57,9 @@ def test_checkpoint_round_trip_and_ctc_starts_from_it(
 ) -> None:
     cfg = SSLConfig(**{**TINY.__dict__, "backend": backend})
     model = build_ssl(cfg, seed=1)
-    continue_ssl(model, audio, quick_engine(2, 4, 1e-3))  # weights differ from any fresh init
+    continue_ssl(
+        model, audio, quick_config(2, 4, 1e-3, warmup=0, log_every=10)
+    )  # weights differ from any fresh init
     save_ssl(model, tmp_path / "ck")
     loaded = load_ssl(tmp_path / "ck")
     assert loaded.backend == backend and _same(model.encoder_state(), loaded.encoder_state())
@@ -83,7 +75,9 @@ def test_checkpoint_round_trip_and_ctc_starts_from_it(
     ctc = CTCModel(loaded, len(vocab))
     assert _same(ctc.encoder_state(), loaded.encoder_state())
     train, _ = load_audio(corpus["train"], vocab)
-    tuned, summary = ctc_finetune(loaded, train, train[:4], vocab, quick_engine(3, 4, 1e-3))
+    tuned, summary = ctc_finetune(
+        loaded, train, train[:4], vocab, quick_config(3, 4, 1e-3, warmup=0, log_every=10)
+    )
     assert summary.final_metrics["eval/cer"] >= 0 and summary.final_metrics["eval/wer"] <= 100 + 1e-6
     after = tuned.encoder_state()
     conv = next(k for k in after if "feature_extractor" in k and k.endswith("weight"))
@@ -137,7 +131,7 @@ def test_bad_checkpoints_one_line(
     assert code == 2 and len([line for line in err if "error" in line]) == 1 and "missing" in err[-1]
 
 
-def test_cli_continue_ssl_then_ctc(corpus: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_continue_ssl_then_ctc(quiet, corpus: dict[str, Path], tmp_path: Path) -> None:
     base = build_ssl(TINY, seed=3)
     save_ssl(base, tmp_path / "base")
     train = str(corpus["train"])
@@ -152,7 +146,7 @@ def test_cli_continue_ssl_then_ctc(corpus: dict[str, Path], tmp_path: Path) -> N
             str(tmp_path / "c"),
             "--engine.train.max_steps",
             "4",
-            *QUIET,
+            *quiet(micro_batch_size=4),
         ]
     )
     assert code == 0
@@ -171,7 +165,7 @@ def test_cli_continue_ssl_then_ctc(corpus: dict[str, Path], tmp_path: Path) -> N
             str(tmp_path / "f"),
             "--engine.train.max_steps",
             "3",
-            *QUIET,
+            *quiet(micro_batch_size=4),
         ]
     )
     assert (
@@ -220,7 +214,7 @@ def test_bench_ssl(tmp_path: Path) -> None:
     ).is_file()
 
 
-def test_multilingual_ctc_finetuning(corpus: dict[str, Path], tmp_path: Path) -> None:
+def test_multilingual_ctc_finetuning(quiet, corpus: dict[str, Path], tmp_path: Path) -> None:
     """ssl-ctc over two languages at once: one joint character vocabulary, CER per language."""
     from warmstart_speech.data import SynthConfig, synth_corpus
 
@@ -239,7 +233,7 @@ def test_multilingual_ctc_finetuning(corpus: dict[str, Path], tmp_path: Path) ->
             str(tmp_path / "m"),
             "--engine.train.max_steps",
             "3",
-            *QUIET,
+            *quiet(micro_batch_size=4),
         ]
     )
     assert code == 0

@@ -4,13 +4,16 @@ Seed paper: "Pre-training for Speech Translation: CTC Meets Optimal Transport" (
 batches utterances of similar length (fairseq's ``--max-tokens``); here a fixed batch size over length-sorted
 buckets, shuffled per epoch by the core's seeded :func:`~warmstart.data.sampling.epoch_permutation`.
 The stream's ``state_dict`` goes into the engine's checkpoints, so a resumed run sees exactly the same
-batches. Features stored in a :class:`~warmstart_speech.features.FeatureStore` are read per batch.
+batches. Features stored in a :class:`~warmstart_speech.features.FeatureStore` are read per batch: in this
+process, or with ``num_workers > 0`` (:func:`bucket_stream`) by the engine's
+:class:`~warmstart.engine.data.WorkerLoader` workers (torchdata's ``StatefulDataLoader``) over the same
+buckets in the same seeded order, so both give the same batches and resume exactly.
 Left out: token-budget batching.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -60,16 +63,21 @@ def collate_audio(utts: Sequence[AudioUtterance]) -> dict[str, torch.Tensor]:
     }
 
 
+def length_buckets(utts: Sequence[Any], batch_size: int) -> list[list[int]]:
+    """Indices sorted by length, cut into full batches of ``batch_size`` (the short tail is dropped)."""
+    if len(utts) < batch_size:
+        raise DataError(
+            f"{len(utts)} usable utterances: fewer than one batch of {batch_size}; lower the batch size"
+        )
+    order = sorted(range(len(utts)), key=lambda i: utts[i].n_frames)
+    return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+
+
 class LengthBucketBatches:
     """Resumable stream of micro-batches of similar length (sorted into buckets, then shuffled per epoch)."""
 
     def __init__(self, utts: Sequence[Any], batch_size: int, seed: int = 0) -> None:
-        if len(utts) < batch_size:
-            raise DataError(
-                f"{len(utts)} usable utterances: fewer than one batch of {batch_size}; lower the batch size"
-            )
-        order = sorted(range(len(utts)), key=lambda i: utts[i].n_frames)
-        self.batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+        self.batches = length_buckets(utts, batch_size)
         self.utts = utts
         self.seed = seed
         self.epoch = 0
@@ -103,6 +111,42 @@ class AudioBatches(LengthBucketBatches):
 
     def _collate(self, batch: list[int]) -> dict[str, torch.Tensor]:
         return collate_audio([self.utts[i] for i in batch])
+
+
+class BucketDataset:
+    """The length buckets as a map-style dataset: item ``i`` is bucket ``i`` collated (read from the store)."""
+
+    def __init__(
+        self,
+        utts: Sequence[Any],
+        batch_size: int,
+        collate_fn: Callable[[list[Any]], dict[str, torch.Tensor]] = collate,
+    ) -> None:
+        self.utts, self.buckets, self.collate_fn = utts, length_buckets(utts, batch_size), collate_fn
+
+    def __len__(self) -> int:
+        return len(self.buckets)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.collate_fn([self.utts[i] for i in self.buckets[index]])
+
+
+def _one(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return items[0]  # the loader's "batch" of one bucket is that bucket's batch
+
+
+def bucket_stream(
+    utts: Sequence[Any], batch_size: int, seed: int = 0, num_workers: int = 0, audio: bool = False
+) -> Iterable[dict[str, torch.Tensor]]:
+    """The training stream: :class:`LengthBucketBatches` in this process, or with ``num_workers > 0`` the
+    same buckets in the same seeded per-epoch order read by the engine's :class:`WorkerLoader` (one bucket
+    per loader item), whose state resumes exactly. ``audio``: raw waveforms (:func:`collate_audio`)."""
+    if num_workers <= 0:
+        return AudioBatches(utts, batch_size, seed) if audio else LengthBucketBatches(utts, batch_size, seed)
+    from warmstart.engine.data import WorkerLoader
+
+    dataset = BucketDataset(utts, batch_size, collate_audio if audio else collate)
+    return WorkerLoader(dataset, 1, num_workers=num_workers, seed=seed, collate_fn=_one)
 
 
 def eval_order(utts: Sequence[Any]) -> list[int]:

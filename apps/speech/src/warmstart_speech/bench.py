@@ -114,6 +114,7 @@ def _source(kind: str, config: dict[str, Any], data: dict[str, Any], build, desc
 
 def run_st_bench(out: Path, cfg: BenchConfig = BenchConfig()):  # noqa: ANN201
     """The comparison; returns the core's :class:`~warmstart.eval.BenchReport`."""
+    from warmstart.engine import quick_config
     from warmstart.errors import ConfigError
     from warmstart.eval import write_bench_report
     from warmstart.integrity import digest_file
@@ -124,7 +125,6 @@ def run_st_bench(out: Path, cfg: BenchConfig = BenchConfig()):  # noqa: ANN201
         fresh_encoder,
         load_corpus,
         pretrain_encoder,
-        quick_engine,
         train_mt,
         train_st,
     )
@@ -151,7 +151,11 @@ def run_st_bench(out: Path, cfg: BenchConfig = BenchConfig()):  # noqa: ANN201
         mt_cfg = {**common, "steps": cfg.mt_steps, "seed": seed}
 
         def build_mt(folder: Path, seed: int = seed) -> None:
-            mt, _ = train_mt(corpus, cfg.model, quick_engine(cfg.mt_steps, cfg.batch_size, cfg.lr, seed))
+            mt, _ = train_mt(
+                corpus,
+                cfg.model,
+                quick_config(cfg.mt_steps, cfg.batch_size, cfg.lr, seed, warmup=0, log_every=10),
+            )
             save_model(folder, "mt", mt, cfg.model, vocabs)
 
         mt, _ = _source("speech.mt-source", mt_cfg, data, build_mt, f"bench MT teacher, seed {seed}")
@@ -170,7 +174,9 @@ def run_st_bench(out: Path, cfg: BenchConfig = BenchConfig()):  # noqa: ANN201
                     enc_cfg["ot"] = asdict(cfg.ot)
 
                 def build_encoder(folder: Path, arm: str = arm, seed: int = seed, mt: Any = mt) -> None:
-                    engine = quick_engine(cfg.pretrain_steps, cfg.batch_size, cfg.lr, seed)
+                    engine = quick_config(
+                        cfg.pretrain_steps, cfg.batch_size, cfg.lr, seed, warmup=0, log_every=10
+                    )
                     enc, _ = pretrain_encoder(corpus, cfg.model, engine, arm, mt, cfg.ot)
                     save_model(folder, "speech-encoder", enc, cfg.model, vocabs, {"objective": arm})
 
@@ -183,7 +189,7 @@ def run_st_bench(out: Path, cfg: BenchConfig = BenchConfig()):  # noqa: ANN201
             res["gap"][arm][seed] = modality_gap(encoder, mt, corpus.test, cfg.ot)
             run_dir = out / f"seed{seed}" / arm.replace("+", "_")
             t0 = time.perf_counter()
-            engine = quick_engine(cfg.st_steps, cfg.batch_size, cfg.lr, seed, log_every=5)
+            engine = quick_config(cfg.st_steps, cfg.batch_size, cfg.lr, seed, warmup=0, log_every=5)
             _, summary = train_st(corpus, cfg.model, engine, encoder, mt, run_dir, beam=cfg.beam)
             res["st_s"][arm][seed] = time.perf_counter() - t0
             res["bleu"][arm][seed] = summary.final_metrics.get("eval/bleu", float("nan"))
@@ -349,13 +355,13 @@ def run_throughput(out: Path, cfg: ThroughputConfig = ThroughputConfig()) -> lis
 # ------------------------------------------------------------------------------------------------
 def run_demo(out: Path, n_train: int = 96, n_test: int = 16, steps: int = 40) -> dict[str, Any]:
     """Synthesise a small corpus, train MT, pretrain CTC+OT, fine-tune ST; return BLEU and the gaps."""
+    from warmstart.engine import quick_config
     from warmstart_speech.ctc_ot import modality_gap
     from warmstart_speech.data import synth_corpus
     from warmstart_speech.stages import (
         fresh_encoder,
         load_corpus,
         pretrain_encoder,
-        quick_engine,
         train_mt,
         train_st,
     )
@@ -365,12 +371,14 @@ def run_demo(out: Path, n_train: int = 96, n_test: int = 16, steps: int = 40) ->
     manifest = synth_corpus(out / "corpus", SynthConfig(n_train=n_train, n_test=n_test))["train"]
     corpus = load_corpus(manifest)
     cfg = ModelConfig()
-    mt, _ = train_mt(corpus, cfg, quick_engine(steps * 2, 16, 3e-3))
+    mt, _ = train_mt(corpus, cfg, quick_config(steps * 2, 16, 3e-3, warmup=0, log_every=10))
     encoder = fresh_encoder(cfg, len(corpus.src_vocab), 0)
     gap_before = modality_gap(encoder, mt, corpus.test)
-    encoder, pre = pretrain_encoder(corpus, cfg, quick_engine(steps, 16, 2e-3), "ctc+ot", mt)
+    encoder, pre = pretrain_encoder(
+        corpus, cfg, quick_config(steps, 16, 2e-3, warmup=0, log_every=10), "ctc+ot", mt
+    )
     gap_after = modality_gap(encoder, mt, corpus.test)
-    _, st = train_st(corpus, cfg, quick_engine(steps, 16, 2e-3), encoder, mt)
+    _, st = train_st(corpus, cfg, quick_config(steps, 16, 2e-3, warmup=0, log_every=10), encoder, mt)
     result = {
         "bleu": st.final_metrics.get("eval/bleu", float("nan")),
         "chrf": st.final_metrics.get("eval/chrf", float("nan")),
@@ -425,6 +433,7 @@ class SSLBenchConfig:
 def run_ssl_bench(out: Path, cfg: SSLBenchConfig = SSLBenchConfig()):  # noqa: ANN201
     """A tiny wav2vec2 pretrained on language A, then CTC on a little language-B data: directly, after
     continue-ssl on unlabelled B, after equal extra SSL on A, or from scratch; CER/WER on held-out B."""
+    from warmstart.engine import quick_config
     from warmstart.errors import ConfigError
     from warmstart.eval import write_bench_report
     from warmstart_speech.data import char_vocab_of, load_audio, synth_corpus
@@ -436,7 +445,6 @@ def run_ssl_bench(out: Path, cfg: SSLBenchConfig = SSLBenchConfig()):  # noqa: A
         load_ssl,
         save_ssl,
     )
-    from warmstart_speech.stages import quick_engine
 
     unknown = set(cfg.arms) - set(SSL_ARMS)
     if unknown or "A" not in cfg.arms:
@@ -460,7 +468,9 @@ def run_ssl_bench(out: Path, cfg: SSLBenchConfig = SSLBenchConfig()):  # noqa: A
 
     t0 = time.perf_counter()
     base = build_ssl(model_cfg, seed=0)
-    continue_ssl(base, a_audio, quick_engine(cfg.a_steps, cfg.batch_size, cfg.ssl_lr, 0))
+    continue_ssl(
+        base, a_audio, quick_config(cfg.a_steps, cfg.batch_size, cfg.ssl_lr, 0, warmup=0, log_every=10)
+    )
     save_ssl(base, out / "pretrained-A", {"language": "en", "steps": cfg.a_steps})
     a_seconds = time.perf_counter() - t0
 
@@ -479,7 +489,11 @@ def run_ssl_bench(out: Path, cfg: SSLBenchConfig = SSLBenchConfig()):  # noqa: A
                 if arm != "A":
                     audio = b_audio if arm == "A+ssl-B" else a_audio
                     continue_ssl(
-                        model, audio, quick_engine(cfg.continue_steps, cfg.batch_size, cfg.ssl_lr, seed)
+                        model,
+                        audio,
+                        quick_config(
+                            cfg.continue_steps, cfg.batch_size, cfg.ssl_lr, seed, warmup=0, log_every=10
+                        ),
                     )
             ssl_b[arm][seed] = held_out_ssl_loss(model, probe)
             run_dir = out / f"seed{seed}" / arm.replace("+", "_")
@@ -488,7 +502,7 @@ def run_ssl_bench(out: Path, cfg: SSLBenchConfig = SSLBenchConfig()):  # noqa: A
                 b_labelled,
                 b_test,
                 vocab,
-                quick_engine(cfg.ctc_steps, cfg.batch_size, cfg.ctc_lr, seed, log_every=10),
+                quick_config(cfg.ctc_steps, cfg.batch_size, cfg.ctc_lr, seed, warmup=0, log_every=10),
                 run_dir,
             )
             cer[arm][seed] = summary.final_metrics.get("eval/cer", float("nan"))

@@ -26,10 +26,6 @@ from warmstart_speech.ssl import SSLConfig
 app = App("speech", "Speech translation: CTC + optimal-transport pretraining on fairseq2")
 
 
-def _run(run: RunContext | None, command: str) -> RunContext:
-    return run if run is not None else RunContext("speech", command)
-
-
 @app.command(name="data-synth")
 def data_synth(out: Path, synth: SynthConfig = SynthConfig()) -> None:
     """Speak generated sentences with espeak-ng: OUT/audio/*.wav|flac, OUT/train.tsv, OUT/test.tsv.
@@ -144,11 +140,11 @@ def mt_train(
         features: featurisation settings.
         text: target units (SentencePiece by default).
         resume: 'latest', a run directory or a checkpoint.
-        out: run directory (default runs/speech/mt/<time>).
+        out: run directory (default runs/speech/mt-train/<time>).
     """
     from warmstart_speech.stages import train_mt
 
-    run_dir, _ = _run(run, "mt-train").open(resume=resume, out=out)
+    run_dir, _ = run.open(resume=resume, out=out)
     corpus = _load(data, features, text=text)
     model_, summary = train_mt(corpus, model, engine, run_dir)
     _save_stage(run_dir, "mt", model_, model, corpus, {"skipped": corpus.skipped.to_json()})
@@ -204,7 +200,7 @@ def pretrain(
         model.encoder, model.conv_kernel = kind, kernel  # the speech encoder's type is this command's choice
     elif objective == "ctc+ot":
         raise ConfigError("--objective ctc+ot needs --mt <folder of `warmstart-speech mt-train`>")
-    run_dir, checkpoint = _run(run, "pretrain").open(resume=resume, out=out)
+    run_dir, checkpoint = run.open(resume=resume, out=out)
     corpus = _load(data, features, vocabs, text)
     encoder, summary = pretrain_encoder(corpus, model, engine, objective, teacher, ot, run_dir, checkpoint)
     extra: dict = {"objective": objective, "skipped": corpus.skipped.to_json()}
@@ -223,7 +219,7 @@ def _pretrain_hf(data, objective, mt, encoder, ot, engine, features, resume, out
         raise ConfigError("--mt is a transformers MT model: pass --encoder <transformers speech encoder>")
     mt_model, tokenizer = hf.load_mt(mt)
     speech = hf.load_encoder(encoder, mt_model, tokenizer)
-    run_dir, checkpoint = _run(run, "pretrain").open(resume=resume, out=out)
+    run_dir, checkpoint = run.open(resume=resume, out=out)
     items, report = hf.load_items(data, tokenizer, need_src=True, need_tgt=False, features=features)
     summary = hf.pretrain(items, speech, mt_model, tokenizer, objective, ot, engine, run_dir, checkpoint)
     meta = {"objective": objective, "mt": str(mt), "encoder": str(encoder), "skipped": report.to_json()}
@@ -242,7 +238,7 @@ def _st_train_hf(data, encoder, mt, engine, features, beam, resume, out, run) ->
         )
     mt_model, tokenizer = hf.load_mt(mt)
     speech = hf.load_encoder(encoder, mt_model, tokenizer)
-    run_dir, checkpoint = _run(run, "st-train").open(resume=resume, out=out)
+    run_dir, checkpoint = run.open(resume=resume, out=out)
     train, report = hf.load_items(data, tokenizer, need_src=False, need_tgt=True, features=features)
     test_file = _beside(data, "test.tsv")
     if test_file is not None:
@@ -293,7 +289,7 @@ def st_train(
         text: target units when neither --mt nor --encoder is given.
         beam: beam size of the held-out BLEU at the end (paper: 5).
         resume: 'latest', a run directory or a checkpoint.
-        out: run directory (default runs/speech/st/<time>).
+        out: run directory (default runs/speech/st-train/<time>).
     """
     from warmstart_speech import hf_sources as hf
     from warmstart_speech.stages import fresh_encoder, train_st
@@ -305,7 +301,7 @@ def st_train(
         model, vocabs, mt_model = _load_stage(mt, "mt")
     if encoder is not None:
         model, vocabs, enc = _load_stage(encoder, "speech-encoder", vocabs)
-    run_dir, checkpoint = _run(run, "st-train").open(resume=resume, out=out)
+    run_dir, checkpoint = run.open(resume=resume, out=out)
     corpus = _load(data, features, vocabs, text)
     enc = enc or fresh_encoder(model, len(corpus.src_vocab), engine.train.seed)
     st_model, summary = train_st(
@@ -347,7 +343,7 @@ def continue_ssl(
     from warmstart_speech.ssl import continue_ssl as run_continue_ssl
 
     model = load_ssl(init, ssl) if init is not None else build_ssl(ssl, engine.train.seed)
-    run_dir, checkpoint = _run(run, "continue-ssl").open(resume=resume, out=out)
+    run_dir, checkpoint = run.open(resume=resume, out=out)
     shortest = min_samples(model)
     short = f"clip too short for the wav2vec2 mask spans (< {shortest / 16000:.3f} s)"
     utts, report = load_audio(data, config=features, min_samples=shortest, short_reason=short)
@@ -403,7 +399,7 @@ def ssl_ctc(
     from warmstart_speech.ssl import ctc_finetune, error_rates, load_ssl, min_samples, save_ctc
 
     model = load_ssl(init, ssl)
-    run_dir, checkpoint = _run(run, "ssl-ctc").open(resume=resume, out=out)
+    run_dir, checkpoint = run.open(resume=resume, out=out)
     manifests = [Path(data), *(Path(m) for m in languages or [])]
     texts = [r["transcript"].lower() for m in manifests for r in read_manifest(m) if r["transcript"]]
     vocab = Vocab.build(texts, "char")
@@ -567,7 +563,7 @@ def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
     """
     from warmstart_speech.bench import run_demo
 
-    run_dir, _ = _run(run, "demo").open(out=out)
+    run_dir, _ = run.open(out=out)
     result = run_demo(run_dir)
     from warmstart.cli.show import print_table
 
@@ -606,7 +602,7 @@ def bench(
     from warmstart.cli.show import print_table
     from warmstart_speech.bench import run_ssl_bench, run_st_bench, run_throughput
 
-    run_dir, _ = _run(run, "bench").open(out=out)
+    run_dir, _ = run.open(out=out)
     if kind == "throughput":
         rows = run_throughput(run_dir, throughput)
         print_table("data-pipeline throughput", ("pipeline", "hours of audio / s", "utterances / s"), rows)

@@ -8,14 +8,19 @@ below the lowest sample rate, without the text a command needs — is skipped an
 :class:`SkipReport` under its reason with its id, never a crash. :func:`load_audio` returns the 16 kHz
 waveforms instead (the wav2vec2 models of ``continue-ssl``, Nowakowski et al., arXiv 2301.07295).
 
-Features of a large corpus are not held in memory: with ``FeatureConfig.store`` they are written once to a
-memory-mapped file (:class:`FeatureStore`) and each batch reads its rows from it. Left out: SpecAugment.
+Features are not held in memory: they are written once, as the pipeline yields them, to a memory-mapped
+file (:class:`FeatureStore`; in ``FeatureConfig.store``, by default a temporary folder removed at exit) and
+each batch reads its rows from it, in the training process or in loader workers
+(:func:`warmstart_speech.batches.bucket_stream`). ``FeatureConfig.in_memory`` keeps them as tensors instead
+(the same values). Left out: SpecAugment.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +52,9 @@ class FeatureConfig:
     num_parallel_calls: int = 1
     """Parallel decode/fbank calls in the fairseq2 pipeline."""
     store: Path | None = None
-    """Folder for memory-mapped features (large corpora: features are read per batch, not held in memory)."""
+    """Folder for the memory-mapped feature files (default: a temporary folder, removed at exit)."""
+    in_memory: bool = False
+    """Hold the features in memory instead of a memory-mapped file (small corpora; the same values)."""
 
 
 @dataclass
@@ -130,6 +137,14 @@ class FeatureRef:
 
 
 _MEMMAPS: dict[tuple[str, int], np.memmap] = {}
+_DEFAULT_STORE: list[tempfile.TemporaryDirectory] = []  # this process's temporary store, made on first use
+
+
+def default_store() -> Path:
+    """This process's temporary feature folder (removed when the process exits)."""
+    if not _DEFAULT_STORE:
+        _DEFAULT_STORE.append(tempfile.TemporaryDirectory(prefix="warmstart-speech-features-"))
+    return Path(_DEFAULT_STORE[0].name)
 
 
 def _open_memmap(path: Path, width: int) -> np.memmap:
@@ -148,6 +163,7 @@ class FeatureStore:
         self.path = self.folder / f"{name}.f32"
         self.width = width
         self.rows = 0
+        _MEMMAPS.pop((str(self.path), width), None)  # the file is rewritten: a map of its old bytes is stale
         self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
 
     def add(self, feats: torch.Tensor) -> FeatureRef:
@@ -239,6 +255,16 @@ def _audio_name(row: dict[str, Any]) -> str:
     return name if audio.stem == name or str(audio) in name else f"{name} ({audio.name})"
 
 
+def _report(manifest: Path, report: SkipReport, any_kept: bool) -> None:
+    """Log the rows a load skipped; none kept is a one-line :class:`DataError`."""
+    if report.total:
+        log.warning("%s: %s", manifest, report.line())
+    if not any_kept:
+        raise DataError(
+            f"{manifest}: no usable rows ({report.line()}); check the audio files and transcripts"
+        )
+
+
 def _need(row: dict[str, str], src: Vocab | None, tgt: Vocab | None, report: SkipReport) -> bool:
     if src is not None and not row.get("phonemes"):
         report.add("no transcript (needed for CTC / MT source)", row_id(row))
@@ -265,30 +291,33 @@ def load_utterances(
     report.seen += len(rows)
     kept = [row for row in rows if _need(row, src_vocab, tgt_vocab, report)]
     store = None
-    if config.store is not None:
-        store = FeatureStore(Path(config.store), Path(manifest).stem, config.num_mel_bins)
+    if not config.in_memory:
+        # a folder of the user's holds <manifest stem>.f32 (rewritten by the next load); the temporary one
+        # a uniquely named file per load, since earlier loads' utterances still read theirs
+        name = Path(manifest).stem
+        folder = Path(config.store) if config.store is not None else default_store()
+        if config.store is None:
+            name = f"{name}-{uuid.uuid4().hex[:8]}"
+        store = FeatureStore(folder, name, config.num_mel_bins)
     out = []
-    for row in featurise_rows(kept, config, report):
-        feats = row["fbank"]
-        out.append(
-            Utterance(
-                id=row_id(row),
-                fbank=store.add(feats) if store is not None else feats,
-                src=src_vocab.encode(row["phonemes"]) if src_vocab is not None else [],
-                tgt=tgt_vocab.encode(row["translation"]) if tgt_vocab is not None else [],
-                transcript=row.get("transcript", ""),
-                translation=row.get("translation", ""),
-                n_frames=int(feats.shape[0]),
+    try:
+        for row in featurise_rows(kept, config, report):
+            feats = row["fbank"]  # (T, n_mels): written out at once, only its reference is kept
+            out.append(
+                Utterance(
+                    id=row_id(row),
+                    fbank=store.add(feats) if store is not None else feats,
+                    src=src_vocab.encode(row["phonemes"]) if src_vocab is not None else [],
+                    tgt=tgt_vocab.encode(row["translation"]) if tgt_vocab is not None else [],
+                    transcript=row.get("transcript", ""),
+                    translation=row.get("translation", ""),
+                    n_frames=int(feats.shape[0]),
+                )
             )
-        )
-    if store is not None:
-        store.close()
-    if report.total:
-        log.warning("%s: %s", manifest, report.line())
-    if not out:
-        raise DataError(
-            f"{manifest}: no usable rows ({report.line()}); check the audio files and transcripts"
-        )
+    finally:
+        if store is not None:
+            store.close()
+    _report(manifest, report, bool(out))
     return out, report
 
 
@@ -337,12 +366,7 @@ def load_audio(
         )
         for row in featurise_rows(kept, config, report, "waveform", min_samples, short_reason)
     ]
-    if report.total:
-        log.warning("%s: %s", manifest, report.line())
-    if not out:
-        raise DataError(
-            f"{manifest}: no usable rows ({report.line()}); check the audio files and transcripts"
-        )
+    _report(manifest, report, bool(out))
     return out, report
 
 

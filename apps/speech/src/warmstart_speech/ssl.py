@@ -707,10 +707,12 @@ def continue_ssl(
 ):  # noqa: ANN201
     """Continue (or start) wav2vec2 pretraining of ``model`` on unlabelled waveforms; returns the summary."""
     from warmstart.engine import Engine
-    from warmstart_speech.data import AudioBatches, collate_audio
+    from warmstart_speech.batches import bucket_stream
+    from warmstart_speech.data import collate_audio
 
     torch.manual_seed(engine.train.seed)
-    data = AudioBatches(utts, engine.train.micro_batch_size, seed=engine.train.seed)
+    tcfg = engine.train
+    data = bucket_stream(utts, tcfg.micro_batch_size, tcfg.seed, tcfg.num_workers, audio=True)
     test = [collate_audio(held_out[i : i + 8]) for i in range(0, len(held_out), 8)] if held_out else None
     task = SSLTask(model, seed=engine.train.seed, test=test)
     return Engine(engine, run_dir).fit(task, data, resume_from=resume_from)
@@ -728,10 +730,11 @@ def ctc_finetune(
 ) -> tuple[CTCModel, Any]:
     """CTC fine-tuning of the pretrained encoder on labelled waveforms; CER/WER on ``test`` at the end."""
     from warmstart.engine import Engine
-    from warmstart_speech.data import AudioBatches
+    from warmstart_speech.batches import bucket_stream
 
     torch.manual_seed(engine.train.seed + 1)
     model = CTCModel(ssl, len(vocab), freeze_feature_extractor)  # copies the encoder weights
-    data = AudioBatches(train, engine.train.micro_batch_size, seed=engine.train.seed)
+    tcfg = engine.train
+    data = bucket_stream(train, tcfg.micro_batch_size, tcfg.seed, tcfg.num_workers, audio=True)
     summary = Engine(engine, run_dir).fit(CTCTask(model, vocab, test), data, resume_from=resume_from)
     return model, summary

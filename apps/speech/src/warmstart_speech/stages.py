@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from warmstart.engine import Engine, EngineConfig, RunSummary, quick_config
+from warmstart.engine import Engine, EngineConfig, RunSummary
 from warmstart.errors import DataError
+from warmstart_speech.batches import bucket_stream
 from warmstart_speech.ctc_ot import (
     MTTask,
     Objective,
@@ -29,7 +30,6 @@ from warmstart_speech.ctc_ot import (
 )
 from warmstart_speech.data import (
     FeatureConfig,
-    LengthBucketBatches,
     SkipReport,
     TextConfig,
     Utterance,
@@ -156,7 +156,7 @@ def pretrain_encoder(
     model = PretrainModel(cfg, encoder, objective, len(corpus.src_vocab), ot)
     teacher = copy.deepcopy(mt) if objective == "ctc+ot" else None
     train = ctc_feasible(corpus.train, corpus.skipped) if objective != "ce" else corpus.train
-    data = LengthBucketBatches(train, engine.train.micro_batch_size, seed=engine.train.seed)
+    data = bucket_stream(train, engine.train.micro_batch_size, engine.train.seed, engine.train.num_workers)
     summary = Engine(engine, run_dir).fit(PretrainTask(model, teacher), data, resume_from=resume_from)
     return encoder, summary
 
@@ -175,17 +175,9 @@ def train_st(
     """ST fine-tuning: the speech encoder + the MT decoder (a fresh decoder when ``mt`` is None)."""
     torch.manual_seed(engine.train.seed + 1)
     model = build_speech_seq2seq(cfg, copy.deepcopy(encoder), len(corpus.tgt_vocab), decoder_from=mt)
-    data = LengthBucketBatches(corpus.train, engine.train.micro_batch_size, seed=engine.train.seed)
+    data = bucket_stream(
+        corpus.train, engine.train.micro_batch_size, engine.train.seed, engine.train.num_workers
+    )
     task = STTask(model, corpus.test, corpus.tgt_vocab, eval_bleu=eval_bleu, beam=beam)
     summary = Engine(engine, run_dir).fit(task, data, resume_from=resume_from)
     return model, summary
-
-
-def quick_engine(
-    steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0, log_every: int = 10
-) -> EngineConfig:
-    """The core's quiet :func:`~warmstart.engine.quick_config`, without warmup (this app's figures use none)."""
-    cfg = quick_config(steps, batch, lr, seed)
-    cfg.schedule.warmup_steps = 0
-    cfg.logging.log_every = log_every
-    return cfg
