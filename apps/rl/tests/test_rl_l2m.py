@@ -175,7 +175,8 @@ def test_l2m_command_end_to_end_and_the_pretrained_dt_is_cached(tmp_path) -> Non
     assert app.main(["l2m", *TINY, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["methods"]) == {"pretrained (frozen)", "full fine-tuning", "shared LoRA", "l2m"}
-    assert (out / "report.md").is_file() and (out / "plot.png").is_file()
+    assert (out / "plot.png").is_file() and (out / "accuracy_matrices.png").is_file()
+    assert "](accuracy_matrices.png)" in (out / "report.md").read_text()
     matrices = json.loads((out / "matrices.json").read_text())[0]
     assert matrices["tasks"] == ["Empty-5x5", "Empty-6x6/102"]
     for arm in ("full fine-tuning", "shared LoRA", "l2m"):

@@ -96,6 +96,13 @@ def test_robofume_end_to_end(tmp_path, capsys, one_line_error) -> None:
     assert m["offline/detected_successes"] >= 1  # the classifier finds goal images in the demos
     assert 0.0 <= m["return/offline"] <= 1.0 and 0.0 <= m["return/online"] <= 1.0
     assert 0.0 <= m["classifier/balanced_acc"] <= 1.0
+    # the episode returns as a TensorBoard figure + scalars and as returns.png
+    assert (out / "returns.png").stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert "episode_return" in events.Tags()["images"]
+    assert len(events.Scalars("episode/return")) == len(json.loads((out / "curve.json").read_text()))
 
     # no demonstrations with actions: one line, exit 2
     videos = tmp_path / "videos"
@@ -113,6 +120,7 @@ def test_robofume_bench_writes_report(tmp_path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert (out / "report.md").is_file() and (out / "plot.png").is_file()
     assert set(results["methods"]) == {"scratch", "robofume"}
+    assert (out / "returns.png").is_file() and "](returns.png)" in (out / "report.md").read_text()
     for method in results["methods"].values():
         assert len(method["values"]) == 1 and 0.0 <= method["values"][0] <= 1.0
 

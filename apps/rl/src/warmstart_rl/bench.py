@@ -566,7 +566,7 @@ def run_robofume_bench(config: RoboFuMEBenchConfig, out: Path) -> BenchReport:
         "classifier healthy (1) / not (0)": {"robofume": healthy},
         "learned from env reward (fallback)": {"robofume": env_reward},
     }
-    return write_bench_report(
+    report = write_bench_report(
         out,
         "rl: RoboFuME (offline Cal-QL + learned reward) vs online RL from scratch, equal env steps",
         finals,
@@ -579,3 +579,9 @@ def run_robofume_bench(config: RoboFuMEBenchConfig, out: Path) -> BenchReport:
         description=description,
         config=asdict(config),
     )
+    from warmstart_rl.plots import append_pictures, return_figure, save_figure
+
+    figure = return_figure(curves, "RoboFuME: training-episode return (mean of last 10), per seed")
+    png = save_figure(figure, Path(out) / "returns.png")
+    append_pictures(report.report_md, {"training-episode returns of every arm and seed": png})
+    return report

@@ -28,6 +28,7 @@ from warmstart_rl.data import EnvConfig, OnBadFile
 from warmstart_rl.idmrepr import ReprConfig
 from warmstart_rl.l2m import L2MConfig
 from warmstart_rl.lmpolicy import LMPolicyConfig
+from warmstart_rl.plots import log_return_curve
 from warmstart_rl.robofume import RoboFuMEConfig
 
 app = App("rl", "Pretraining for control on gymnasium: VPT, ContextWM world models, RoboFuME")
@@ -262,6 +263,7 @@ def finetune(
     run_dir, _ = run.open(out=out)
     result = finetune_ppo(env, ppo.to_config(), policy_config, init, seed=seed, save_to=run_dir / "ppo.zip")
     (run_dir / "curve.json").write_text(json.dumps(result["curve"]))
+    log_return_curve(run_dir, result["curve"], f"PPO on {env.env_id}")
     rows = [
         ("init", str(policy) if policy is not None else "scratch"),
         ("env steps", str(result["steps"])),
@@ -390,6 +392,7 @@ def worldmodel_finetune(
     save_world_model(world_model, run_dir / "worldmodel", asdict(env), result["metrics"])
     save_agent(result["agent"], run_dir / "agent", asdict(env), {"final_return": result["final_return"]})
     (run_dir / "curve.json").write_text(json.dumps(result["curve"]))
+    log_return_curve(run_dir, result["curve"], f"world-model agent on {env.env_id}")
     rows = [
         ("init", str(model) if model is not None else "scratch"),
         ("env steps", str(agent.total_steps)),
@@ -428,6 +431,7 @@ def robofume(
     run_dir, _ = run.open(out=out)
     result = run_robofume(corpus, options, engine, env, run_dir, seed)
     (run_dir / "curve.json").write_text(json.dumps(result["curve"]))
+    log_return_curve(run_dir, result["curve"], "RoboFuME online: training-episode return")
     health = result["health"] | {"reward_source": result["reward_source"]}
     (run_dir / "health.json").write_text(json.dumps(health, indent=1))
     print_table(

@@ -820,7 +820,7 @@ def run_l2m_bench(config: L2MConfig, out: Any) -> Any:
         f"sequence, mean over all tasks; no task id at test time (L2M routes by its keys). Wall time "
         f"{time.perf_counter() - start:.0f} s."
     )
-    return write_bench_report(
+    report = write_bench_report(
         out,
         "rl: L2M (frozen Decision Transformer + modulator pool) vs full fine-tuning and a shared LoRA",
         mean_acc,
@@ -834,3 +834,10 @@ def run_l2m_bench(config: L2MConfig, out: Any) -> Any:
             "tasks": tasks,
         },
     )
+    from warmstart_rl.plots import append_pictures, matrix_figure, save_figure
+
+    png = save_figure(matrix_figure(per_seed[0]["matrix"], tasks), Path(out) / "accuracy_matrices.png")
+    append_pictures(
+        report.report_md, {"held-out accuracy on task j (column) after task i (row), seed 0": png}
+    )
+    return report
