@@ -14,19 +14,7 @@ ENV = ["--env.env_id", "MiniGrid-Empty-Random-5x5-v0"]
 FAST = ["--engine.train.max_steps", "40", "--engine.logging.progress", "none"]
 
 
-@pytest.fixture(autouse=True)
-def _runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
-
-
-def test_vpt_pipeline_end_to_end(tmp_path, capsys) -> None:
+def test_vpt_pipeline_end_to_end(tmp_path, capsys, one_line_error) -> None:
     data = tmp_path / "corpus"
     assert (
         app.main(
@@ -115,7 +103,7 @@ def test_vpt_pipeline_end_to_end(tmp_path, capsys) -> None:
             str(tmp_path / "c3"),
         ]
     )
-    assert code == 2 and "trained on observations" in _one_line_error(capsys)
+    assert code == 2 and "trained on observations" in one_line_error(capsys)
 
 
 def test_bench_writes_report(tmp_path) -> None:
@@ -181,12 +169,12 @@ def test_bench_writes_report(tmp_path) -> None:
         (["finetune", "--policy", "/no/such/policy"], "config.json"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(argv, needle, capsys) -> None:
+def test_bad_input_is_one_line_exit_2(argv, needle, capsys, one_line_error) -> None:
     assert app.main(argv) == 2
-    assert needle in _one_line_error(capsys)
+    assert needle in one_line_error(capsys)
 
 
-def test_corrupt_labels_are_one_line_exit_2(tmp_path, capsys) -> None:
+def test_corrupt_labels_are_one_line_exit_2(tmp_path, capsys, one_line_error) -> None:
     data = tmp_path / "corpus"
     assert app.main(["collect", *ENV, "--episodes", "3", "--labelled", "2", "--out", str(data)]) == 0
     first = data / "episodes" / "ep-000000.npz"
@@ -195,7 +183,7 @@ def test_corrupt_labels_are_one_line_exit_2(tmp_path, capsys) -> None:
     np.savez_compressed(first, **(arrays | {"actions": arrays["actions"] + 5}))
     capsys.readouterr()
     assert app.main(["idm-train", "--data", str(data)]) == 2
-    assert "outside the action space" in _one_line_error(capsys)
+    assert "outside the action space" in one_line_error(capsys)
 
 
 @pytest.mark.slow

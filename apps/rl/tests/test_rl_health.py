@@ -17,18 +17,6 @@ ENV = ["--env.env_id", "MiniGrid-Empty-Random-5x5-v0"]
 FAST = ["--engine.train.max_steps", "30", "--engine.logging.progress", "none"]
 
 
-@pytest.fixture(autouse=True)
-def _runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
-
-
 # -- per-env defaults ------------------------------------------------------------------------------
 def test_minigrid_subset_does_not_leak_into_atari() -> None:
     grid = EnvConfig().resolved()
@@ -97,7 +85,7 @@ def _scrambled_corpus(tmp_path) -> str:
     return str(data)
 
 
-def test_idm_label_refuses_an_idm_at_chance_unless_forced(tmp_path, capsys) -> None:
+def test_idm_label_refuses_an_idm_at_chance_unless_forced(tmp_path, capsys, one_line_error) -> None:
     data = _scrambled_corpus(tmp_path)
     idm = tmp_path / "idm"
     argv = ["idm-train", "--data", data, *FAST, "--idm.max_rounds", "1", "--idm.heldout_fraction", "0.4"]
@@ -106,7 +94,7 @@ def test_idm_label_refuses_an_idm_at_chance_unless_forced(tmp_path, capsys) -> N
     spec = json.loads((idm / "idm" / "config.json").read_text())
     assert spec["metrics"]["idm/gate_passed"] == 0.0
     assert app.main(["idm-label", "--data", data, "--model", str(idm)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "IDM did not learn" in err and "chance" in err and "--force" in err
     assert app.main(["idm-label", "--data", data, "--model", str(idm), "--force", "true"]) == 0
     assert "labelled anyway" in capsys.readouterr().out
@@ -141,7 +129,7 @@ def test_classifier_health_lines() -> None:
     assert classifier_health({"classifier/balanced_acc": 0.9, "classifier/tpr": 0.8}, 0.1)["healthy"]
 
 
-def test_unhealthy_classifier_falls_back_or_stops(tmp_path, capsys) -> None:
+def test_unhealthy_classifier_falls_back_or_stops(tmp_path, capsys, one_line_error) -> None:
     data = tmp_path / "demos"
     assert (
         app.main(["collect", "--episodes", "6", "--labelled", "6", "--noise", "0.1", "--out", str(data)]) == 0
@@ -166,18 +154,18 @@ def test_unhealthy_classifier_falls_back_or_stops(tmp_path, capsys) -> None:
     health = json.loads((out / "health.json").read_text())
     assert health["reward_source"] == "env" and not health["healthy"]
     assert app.main([*argv, "--options.reward_fallback", "stop"]) == 2
-    assert "--options.reward_fallback env" in _one_line_error(capsys)
+    assert "--options.reward_fallback env" in one_line_error(capsys)
 
 
 # -- truncated files -------------------------------------------------------------------------------
-def test_truncated_episode_is_one_line_or_skipped(tmp_path, capsys) -> None:
+def test_truncated_episode_is_one_line_or_skipped(tmp_path, capsys, one_line_error) -> None:
     data = tmp_path / "corpus"
     assert app.main(["collect", *ENV, "--episodes", "6", "--labelled", "4", "--out", str(data)]) == 0
     bad = data / "episodes" / "ep-000001.npz"
     bad.write_bytes(bad.read_bytes()[:50])
     capsys.readouterr()
     assert app.main(["idm-train", "--data", str(data), *FAST]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert str(bad) in err and "truncated" in err
     with pytest.raises(DataError, match="ep-000001"):
         load_corpus(data)
@@ -189,7 +177,7 @@ def test_truncated_episode_is_one_line_or_skipped(tmp_path, capsys) -> None:
     )
 
 
-def test_truncated_policy_weights_are_one_line(tmp_path, capsys) -> None:
+def test_truncated_policy_weights_are_one_line(tmp_path, capsys, one_line_error) -> None:
     from warmstart_rl.models import PixelPolicy, PolicyConfig, model_spec, save_model
 
     policy = PixelPolicy(3, 20, 3, PolicyConfig())
@@ -200,7 +188,7 @@ def test_truncated_policy_weights_are_one_line(tmp_path, capsys) -> None:
     weights.write_bytes(weights.read_bytes()[:100])
     capsys.readouterr()
     assert app.main(["finetune", "--policy", str(tmp_path / "bc"), "--ppo.total_steps", "64"]) == 2
-    assert "model.safetensors" in _one_line_error(capsys)
+    assert "model.safetensors" in one_line_error(capsys)
 
 
 def test_legacy_layout_truncated_weights_are_one_line(tmp_path) -> None:
@@ -336,7 +324,9 @@ def test_first_layout_folders_still_load(tmp_path) -> None:
 
 
 # -- ContextWM on other environments' videos --------------------------------------------------------
-def test_worldmodel_pretrains_on_other_envs_videos_and_finetunes_on_the_target(tmp_path, capsys) -> None:
+def test_worldmodel_pretrains_on_other_envs_videos_and_finetunes_on_the_target(
+    tmp_path, capsys, one_line_error
+) -> None:
     other = tmp_path / "other"
     other.mkdir()
     rng = np.random.default_rng(0)
@@ -359,7 +349,7 @@ def test_worldmodel_pretrains_on_other_envs_videos_and_finetunes_on_the_target(t
     agent = ["--agent.total_steps", "40", "--agent.prefill", "30", "--agent.train_every", "10"]
     agent += ["--agent.batch_size", "2", "--agent.clip_length", "6", "--agent.horizon", "3"]
     assert app.main(["worldmodel-finetune", "--model", str(pre), *agent]) == 2  # which target?
-    assert "--env.env_id" in _one_line_error(capsys)
+    assert "--env.env_id" in one_line_error(capsys)
     out = tmp_path / "ft"
     assert app.main(["worldmodel-finetune", "--model", str(pre), *ENV, *agent, "--out", str(out)]) == 0
     ft = json.loads((out / "worldmodel" / "config.json").read_text())

@@ -55,8 +55,7 @@ def test_lm_pretraining_lowers_the_loss_and_the_policy_pools_over_real_tokens() 
     torch.testing.assert_close(out[1], alone[0], atol=1e-5, rtol=1e-5)
 
 
-def test_lm_policy_command_end_to_end(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
+def test_lm_policy_command_end_to_end(tmp_path) -> None:
     text = tmp_path / "text"
     text.mkdir()
     (text / "a.txt").write_text("go to the red ball and pick up the blue key on the left . " * 50)
@@ -72,8 +71,7 @@ def test_lm_policy_command_end_to_end(tmp_path, monkeypatch) -> None:
         assert 0.0 <= method["values"][0] <= 1.0
 
 
-def test_lm_policy_bad_env_is_one_line_exit_2(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
+def test_lm_policy_bad_env_is_one_line_exit_2(tmp_path, capsys) -> None:
     text = tmp_path / "empty"
     text.mkdir()
     assert app.main(["lm-policy", "--text", str(text), "--out", str(tmp_path / "o")]) == 2
