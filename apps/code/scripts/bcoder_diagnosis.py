@@ -20,23 +20,20 @@ import logging
 import numpy as np
 import torch
 
+from warmstart.engine import quick_config
 from warmstart_code.bcoder import (
     pair_accuracy,
     program_values,
     q_of_taken,
-    replay_buffer,
     rerank,
-    train_bcoder,
 )
-from warmstart_code.bench import SynthesisBenchConfig
+from warmstart_code.bench import SynthesisBenchConfig, bcoder_on_own_samples
 from warmstart_code.data import generate_tasks
-from warmstart_code.models import encode_pairs, sample_programs
+from warmstart_code.models import encode_pairs
 from warmstart_code.sandbox import Sandbox, SandboxConfig
 from warmstart_code.synthesis import (
     evaluate_model,
-    execute,
     pretrain_code_lm,
-    quiet_engine,
     supervised_finetune,
 )
 
@@ -85,29 +82,17 @@ def main() -> None:
             train = generate_tasks(cfg.train_tasks, seed=1000 * seed + 1, start_index=100_000)
             test = generate_tasks(cfg.test_tasks, seed=1000 * seed + 2, start_index=200_000)
             model, tok, _ = pretrain_code_lm(
-                pre, cfg.model, quiet_engine(cfg.pretrain_steps, 3e-3, 32, seed, 20)
+                pre, cfg.model, quick_config(cfg.pretrain_steps, 32, 3e-3, seed, warmup=20)
             )
             sft_lm, _ = supervised_finetune(
-                copy.deepcopy(model), tok, train, quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed), 128
-            )
-            sft, samples, passed = evaluate_model(sft_lm, tok, test, sb, n=cfg.n_samples, k=cfg.k, seed=seed)
-            sampled = sample_programs(
-                model,
-                tok,
-                [x.prompt for x in train],
-                k=cfg.bcoder.samples_per_task,
-                temperature=cfg.bcoder.temperature,
-                seed=seed + 7,
-            )
-            passed_train = execute(sb, train, sampled)
-            buffer = replay_buffer(tok, train, sampled, passed_train, 128)
-            q = train_bcoder(
                 copy.deepcopy(model),
                 tok,
-                buffer,
-                quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed),
-                cfg.bcoder,
+                train,
+                quick_config(cfg.steps, cfg.batch_size, cfg.lr, seed, warmup=0),
+                128,
             )
+            sft, samples, passed = evaluate_model(sft_lm, tok, test, sb, n=cfg.n_samples, k=cfg.k, seed=seed)
+            q, sampled, passed_train = bcoder_on_own_samples(model, tok, train, sb, cfg, seed, 128)
             row = {
                 "sft pass@1": sft.pass_at_1,
                 "buffer passing share (sampled)": float(np.mean([x for p in passed_train for x in p])),

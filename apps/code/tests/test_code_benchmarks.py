@@ -11,7 +11,8 @@ from warmstart.errors import DataError
 from warmstart.eval import mean_pass_at_k
 from warmstart_code.cli import app
 from warmstart_code.data import load_tasks, parse_task
-from warmstart_code.sandbox import Sandbox, SandboxConfig
+
+SANDBOX = {"timeout_s": 5.0}  # this module's sandbox (the `sandbox` fixture of conftest.py)
 
 # One row of each layout as published (fields and conventions of the real files, contents made up here).
 MBPP = {
@@ -66,12 +67,6 @@ def test_humaneval_by_name_reads_the_packages_problems():
     assert tasks[0].task_id == "HumanEval/0" and tasks[0].entry_point == "has_close_elements"
     with pytest.raises(DataError, match="benchmark name"):
         load_tasks("mbpp")  # not shipped by any installed package: the message says to pass the file
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(SandboxConfig(workers=2, timeout_s=5.0, guard=False)) as sb:
-        yield sb
 
 
 @pytest.mark.parametrize(

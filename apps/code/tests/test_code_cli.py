@@ -67,7 +67,7 @@ def test_tasks_generate_and_eval_canonical(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_pretrain_sample_sft_bcoder_rerank(tmp_path):
+def test_pretrain_sample_sft_bcoder_rerank(tiny_continual, tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     assert app.main(["tasks", "--generate", "8", "--out", str(tasks)]) == 0
     assert app.main(["pretrain", "--n_tasks", "200", "--steps", "20", "--out", str(tmp_path / "pre")]) == 0
@@ -191,18 +191,7 @@ def test_pretrain_sample_sft_bcoder_rerank(tmp_path):
                 "[0]",
                 "--options.families",
                 "[string, list]",
-                "--options.steps",
-                "2",
-                "--options.train_tasks",
-                "8",
-                "--options.test_tasks",
-                "2",
-                "--options.batch_size",
-                "4",
-                "--options.fisher_samples",
-                "2",
-                "--options.max_new_tokens",
-                "8",
+                *tiny_continual,
                 "--out",
                 str(tmp_path / "cl"),
             ]

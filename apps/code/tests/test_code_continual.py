@@ -192,7 +192,7 @@ def test_continual_run_end_to_end_tiny(tmp_path):
     assert "R[i][j]" in (tmp_path / "cl" / "report.md").read_text()
 
 
-def test_continual_cli_end_to_end_and_bad_options(tmp_path, capsys):
+def test_continual_cli_end_to_end_and_bad_options(tiny_continual, tmp_path, capsys):
     from warmstart_code.cli import app
 
     out = tmp_path / "cl"
@@ -208,18 +208,7 @@ def test_continual_cli_end_to_end_and_bad_options(tmp_path, capsys):
         "40",
         "--options.pretrain_steps",
         "2",
-        "--options.steps",
-        "2",
-        "--options.train_tasks",
-        "8",
-        "--options.test_tasks",
-        "2",
-        "--options.batch_size",
-        "4",
-        "--options.fisher_samples",
-        "2",
-        "--options.max_new_tokens",
-        "8",
+        *tiny_continual,
         "--options.model.n_embd",
         "16",
         "--options.model.n_layer",

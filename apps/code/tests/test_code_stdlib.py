@@ -11,14 +11,10 @@ import pytest
 
 from warmstart_code.sandbox import Sandbox, SandboxConfig, check_job
 
+SANDBOX = {"timeout_s": 10.0, "cpu_s": 5}  # this module's sandbox (the `sandbox` fixture of conftest.py)
+
 # Modules whose import has an effect outside the program (antigravity opens a web browser).
 NOT_TRIED = {"antigravity"}
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(SandboxConfig(workers=2, timeout_s=10.0, cpu_s=5, guard=False)) as sb:
-        yield sb
 
 
 def _importable_on_this_python() -> list[str]:

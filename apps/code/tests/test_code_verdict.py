@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from warmstart_code.sandbox import Sandbox, SandboxConfig, check_job
+from warmstart_code.sandbox import check_job
 
+SANDBOX = {"timeout_s": 3.0}  # this module's sandbox (the `sandbox` fixture of conftest.py)
 PROMPT = "def add(a, b):\n"
 TEST = "def check(candidate):\n    assert abs(candidate(2, 3) - 5) < 1e-9\n    assert candidate(1, 1) == 2\n"
 WRONG, RIGHT = "    return a - b\n", "    return a + b\n"
@@ -45,12 +46,6 @@ def spray(first=3):
             except OSError:
                 pass
 """
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(SandboxConfig(workers=2, timeout_s=3.0, guard=False)) as sb:
-        yield sb
 
 
 def _both(sandbox, prelude: str, in_body: str = "") -> tuple[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from warmstart.engine import quick_config
 from warmstart.eval import BenchReport, write_bench_report
 from warmstart_code.bcoder import (
     BCoderConfig,
@@ -35,7 +36,6 @@ from warmstart_code.synthesis import (
     evaluate_model,
     execute,
     pretrain_code_lm,
-    quiet_engine,
     supervised_finetune,
 )
 from warmstart_code.zecoler import PromptTuneConfig, bilingual_corpus_tasks, compare, understanding_split
@@ -75,13 +75,34 @@ class SynthesisBenchConfig:
     """Also train the scratch arm (the same architecture from random weights, SFT on the same budget)."""
 
 
+def bcoder_on_own_samples(
+    model, tok, train, sandbox: Sandbox, cfg: SynthesisBenchConfig, seed: int, max_len: int
+):
+    """B-Coder on the base model's own samples of the training tasks, judged by the sandbox: returns
+    (Q-model, the samples, their pass/fail) — the bench's B-Coder arm and its diagnosis script share it."""
+    sampled = sample_programs(
+        model,
+        tok,
+        [x.prompt for x in train],
+        k=cfg.bcoder.samples_per_task,
+        temperature=cfg.bcoder.temperature,
+        seed=seed + 7,
+    )
+    passed = execute(sandbox, train, sampled)
+    buffer = replay_buffer(tok, train, sampled, passed, max_len)
+    engine = quick_config(cfg.steps, cfg.batch_size, cfg.lr, seed, warmup=0)
+    return train_bcoder(copy.deepcopy(model), tok, buffer, engine, cfg.bcoder), sampled, passed
+
+
 def synthesis_seed(cfg: SynthesisBenchConfig, seed: int, sandbox: Sandbox) -> dict[str, dict[str, float]]:
     """One seed of the synthesis bench: {method: {"pass@1": .., "pass@k": .., "seconds": ..}}."""
     start = time.perf_counter()
     pre = generate_tasks(cfg.pretrain_tasks, seed=1000 * seed)
     train = generate_tasks(cfg.train_tasks, seed=1000 * seed + 1, start_index=100_000)
     test = generate_tasks(cfg.test_tasks, seed=1000 * seed + 2, start_index=200_000)
-    model, tok, _ = pretrain_code_lm(pre, cfg.model, quiet_engine(cfg.pretrain_steps, 3e-3, 32, seed, 20))
+    model, tok, _ = pretrain_code_lm(
+        pre, cfg.model, quick_config(cfg.pretrain_steps, 32, 3e-3, seed, warmup=20)
+    )
     log.info("seed %d: pretrained in %.1fs", seed, time.perf_counter() - start)
     out: dict[str, dict[str, float]] = {}
     kw = {"n": cfg.n_samples, "k": cfg.k, "seed": seed}
@@ -95,7 +116,7 @@ def synthesis_seed(cfg: SynthesisBenchConfig, seed: int, sandbox: Sandbox) -> di
         copy.deepcopy(model),
         tok,
         train,
-        quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed),
+        quick_config(cfg.steps, cfg.batch_size, cfg.lr, seed, warmup=0),
         cfg.model.max_len,
     )
     sft_seconds = time.perf_counter() - t
@@ -103,18 +124,7 @@ def synthesis_seed(cfg: SynthesisBenchConfig, seed: int, sandbox: Sandbox) -> di
     out["sft"] = {"pass@1": sft.pass_at_1, "pass@k": sft.pass_at_k, "seconds": sft_seconds}
 
     t = time.perf_counter()
-    sampled = sample_programs(
-        model,
-        tok,
-        [x.prompt for x in train],
-        k=cfg.bcoder.samples_per_task,
-        temperature=cfg.bcoder.temperature,
-        seed=seed + 7,
-    )
-    buffer = replay_buffer(tok, train, sampled, execute(sandbox, train, sampled), cfg.model.max_len)
-    qmodel = train_bcoder(
-        copy.deepcopy(model), tok, buffer, quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed), cfg.bcoder
-    )
+    qmodel, _, _ = bcoder_on_own_samples(model, tok, train, sandbox, cfg, seed, cfg.model.max_len)
     bc_seconds = time.perf_counter() - t
     bc, bc_samples, bc_passed = evaluate_model(qmodel.lm, tok, test, sandbox, **kw)
     out["b-coder"] = {"pass@1": bc.pass_at_1, "pass@k": bc.pass_at_k, "seconds": bc_seconds}
@@ -138,7 +148,11 @@ def synthesis_seed(cfg: SynthesisBenchConfig, seed: int, sandbox: Sandbox) -> di
     t = time.perf_counter()  # scratch: the same architecture from random weights, SFT on the same budget
     scratch = build_tiny_lm(tok, cfg.model, seed=seed + 11)
     scratch, _ = supervised_finetune(
-        scratch, tok, train, quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, seed), cfg.model.max_len
+        scratch,
+        tok,
+        train,
+        quick_config(cfg.steps, cfg.batch_size, cfg.lr, seed, warmup=0),
+        cfg.model.max_len,
     )
     scratch_seconds = time.perf_counter() - t
     sc, _, _ = evaluate_model(scratch, tok, test, sandbox, **kw)
@@ -229,7 +243,9 @@ def run_understanding_bench(
     results: dict[str, dict[int, float]] = {}
     for seed in seeds:
         corpus = bilingual_corpus_tasks(1500, seed=1000 * seed)
-        model, tok, _ = pretrain_code_lm(corpus, model_cfg, quiet_engine(pretrain_steps, 3e-3, 32, seed, 20))
+        model, tok, _ = pretrain_code_lm(
+            corpus, model_cfg, quick_config(pretrain_steps, 32, 3e-3, seed, warmup=20)
+        )
         train, test = understanding_split(n_train, n_test, seed, split)
         run_cfg = copy.deepcopy(cfg)
         run_cfg.seed = seed

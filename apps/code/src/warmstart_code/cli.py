@@ -51,10 +51,6 @@ class SampleConfig:
     """Sampling seed."""
 
 
-def _run(run: RunContext | None, command: str) -> RunContext:
-    return run or RunContext("code", command)
-
-
 def _load_model(model: str | None):
     from warmstart_code.models import load_lm
 
@@ -122,13 +118,14 @@ def pretrain(
         seed: seed of data and model.
         out: run directory (the model goes to <out>/model).
     """
+    from warmstart.engine import quick_config
     from warmstart_code.data import generate_tasks
     from warmstart_code.models import save_lm
-    from warmstart_code.synthesis import pretrain_code_lm, quiet_engine
+    from warmstart_code.synthesis import pretrain_code_lm
 
-    run_dir, _ = _run(run, "pretrain").open(out=out)
+    run_dir, _ = run.open(out=out)
     lm, tok, summary = pretrain_code_lm(
-        generate_tasks(n_tasks, seed), model, quiet_engine(steps, 3e-3, 32, seed, 20)
+        generate_tasks(n_tasks, seed), model, quick_config(steps, 32, 3e-3, seed, warmup=20)
     )
     path = save_lm(lm, tok, run_dir / "model")
     print_table("pretrain", ("", ""), summary.rows() + [("model", str(path))])
@@ -155,7 +152,7 @@ def sample(
 
     loaded, _ = _tasks(tasks)
     lm, tok = _load_model(model)
-    run_dir, _ = _run(run, "sample").open(out=out)
+    run_dir, _ = run.open(out=out)
     comps = sample_programs(
         lm,
         tok,
@@ -222,7 +219,7 @@ def evaluate(
         raise DataError(f"{samples}: no sample matches a task_id of {tasks}")
     if not k or any(v < 1 for v in k):
         raise ConfigError(f"--k {k}: pass@k needs k >= 1")
-    run_dir, _ = _run(run, "eval").open(out=out)
+    run_dir, _ = run.open(out=out)
     comps = [by_id[t.task_id] for t in chosen]
     with Sandbox(sandbox) as sb:
         results = execute_results(sb, chosen, comps)
@@ -269,16 +266,17 @@ def sft(
         train: steps, lr, batch, seed.
         out: run directory (model in <out>/model).
     """
+    from warmstart.engine import quick_config
     from warmstart_code.models import save_lm
-    from warmstart_code.synthesis import quiet_engine, supervised_finetune
+    from warmstart_code.synthesis import supervised_finetune
 
     loaded = [t for t in _tasks(tasks)[0] if t.canonical_solution]
     if not loaded:
         raise DataError(f"{tasks}: no task has a canonical_solution to fine-tune on")
     lm, tok = _load_model(model)
-    run_dir, _ = _run(run, "sft").open(out=out)
+    run_dir, _ = run.open(out=out)
     lm, summary = supervised_finetune(
-        lm, tok, loaded, quiet_engine(train.steps, train.lr, train.batch_size, train.seed)
+        lm, tok, loaded, quick_config(train.steps, train.batch_size, train.lr, train.seed, warmup=0)
     )
     path = save_lm(lm, tok, run_dir / "model")
     print_table("sft", ("", ""), summary.rows() + [("model", str(path))])
@@ -311,6 +309,7 @@ def bcoder(
     """
     import torch
 
+    from warmstart.engine import quick_config
     from warmstart_code.bcoder import (
         BCoderConfig,
         load_qmodel,
@@ -321,7 +320,7 @@ def bcoder(
     )
     from warmstart_code.models import sample_programs, save_lm
     from warmstart_code.sandbox import Sandbox
-    from warmstart_code.synthesis import execute, quiet_engine
+    from warmstart_code.synthesis import execute
 
     loaded, _ = _tasks(tasks)
     if action == "rerank":
@@ -334,7 +333,7 @@ def bcoder(
         if samples is None:
             raise UserError("bcoder rerank needs --samples FILE.jsonl (from `warmstart-code sample`)")
     lm, tok = _load_model(model)
-    run_dir, _ = _run(run, f"bcoder-{action}").open(out=out)
+    run_dir, _ = run.open(out=out)
     if action == "train":
         with Sandbox(sandbox) as sb:
             sampled = sample_programs(
@@ -343,7 +342,7 @@ def bcoder(
             buffer = replay_buffer(tok, loaded, sampled, execute(sb, loaded, sampled))
         cfg = BCoderConfig(samples_per_task=samples_per_task)
         q = train_bcoder(
-            lm, tok, buffer, quiet_engine(train.steps, train.lr, train.batch_size, train.seed), cfg
+            lm, tok, buffer, quick_config(train.steps, train.batch_size, train.lr, train.seed, warmup=0), cfg
         )
         path = save_lm(q.lm, tok, run_dir / "model")
         n_pass = sum(float(r["reward"]) for r in buffer)
@@ -393,14 +392,15 @@ def prompt_tune(
         split: language (train Python, test JavaScript) or templates (train / test on different templates).
         out: run directory (accuracy.json).
     """
+    from warmstart.engine import quick_config
     from warmstart_code.models import build_tiny_lm
-    from warmstart_code.synthesis import pretrain_code_lm, quiet_engine
+    from warmstart_code.synthesis import pretrain_code_lm
     from warmstart_code.zecoler import PromptTuneConfig, bilingual_corpus_tasks, compare, understanding_split
 
-    run_dir, _ = _run(run, "prompt-tune").open(out=out)
+    run_dir, _ = run.open(out=out)
     if model is None:
         corpus = bilingual_corpus_tasks(800, seed)
-        lm, tok, _ = pretrain_code_lm(corpus, ModelConfig(), quiet_engine(200, 3e-3, 32, seed, 10))
+        lm, tok, _ = pretrain_code_lm(corpus, ModelConfig(), quick_config(200, 32, 3e-3, seed, warmup=10))
         scratch = build_tiny_lm(tok, ModelConfig(), seed=seed + 11)
     else:
         lm, tok = _load_model(model)
@@ -457,7 +457,7 @@ def continual(
         options.model.max_len = int(
             getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", 1024)
         )
-    run_dir, _ = _run(run, "continual").open(out=out)
+    run_dir, _ = run.open(out=out)
     report = run_continual_bench(options, run_dir, sandbox, base)
     s = report.summary
     rows = []
@@ -520,7 +520,7 @@ def bench(
     from warmstart_code import bench as benches
     from warmstart_code.zecoler import PromptTuneConfig
 
-    run_dir, _ = _run(run, f"bench-{kind}").open(out=out)
+    run_dir, _ = run.open(out=out)
     if kind == "synthesis":
         cfg = benches.SynthesisBenchConfig(
             seeds=options.seeds,
@@ -575,7 +575,7 @@ def demo(out: Path | None = None, run: RunContext | None = None) -> DemoResult:
     from warmstart_code import bench as benches
     from warmstart_code.sandbox import Sandbox
 
-    run_dir, _ = _run(run, "demo").open(out=out)
+    run_dir, _ = run.open(out=out)
     cfg = benches.SynthesisBenchConfig(
         seeds=[0],
         pretrain_tasks=400,

@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from warmstart.data import replay_mixture
-from warmstart.engine import Engine
+from warmstart.engine import Engine, quick_config
 from warmstart.eval import BenchReport, forgetting, write_bench_report
 from warmstart_code.data import CodeTask, generate_tasks
 from warmstart_code.models import ModelConfig, encode_pairs, sample_programs
 from warmstart_code.sandbox import Sandbox, SandboxConfig
-from warmstart_code.synthesis import execute, pretrain_code_lm, quiet_engine, rows
+from warmstart_code.synthesis import execute, pretrain_code_lm, rows
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("naive", "replay", "ewc", "scratch")
@@ -376,7 +376,7 @@ def run_strategy(
         batches = ReplayBatches(
             fam.train_rows, memory, ratio, cfg.batch_size, tokenizer.pad_token_id, seed=1000 * seed + i
         )
-        engine = quiet_engine(cfg.steps, cfg.lr, cfg.batch_size, 1000 * seed + i)
+        engine = quick_config(cfg.steps, cfg.batch_size, cfg.lr, 1000 * seed + i, warmup=0)
         Engine(engine, None).fit(ContinualTask(model, ewc), batches)
         replayed.append(batches.counts["replay"] / max(1, sum(batches.counts.values())))
         if ewc is not None:
@@ -401,7 +401,9 @@ def continual_seed(
     if base is None:
         pre = generate_tasks(cfg.pretrain_tasks, seed=1000 * seed, max_difficulty=cfg.pretrain_max_difficulty)
         model, tok, _ = pretrain_code_lm(
-            pre, cfg.model, quiet_engine(cfg.pretrain_steps, 3e-3, 32, seed, min(20, cfg.pretrain_steps // 5))
+            pre,
+            cfg.model,
+            quick_config(cfg.pretrain_steps, 32, 3e-3, seed, warmup=min(20, cfg.pretrain_steps // 5)),
         )
     else:
         model, tok = base

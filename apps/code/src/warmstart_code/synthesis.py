@@ -26,21 +26,6 @@ from warmstart_code.sandbox import ExecResult, Sandbox
 log = logging.getLogger(__name__)
 
 
-def quiet_engine(steps: int, lr: float, batch: int, seed: int, warmup: int = 0) -> EngineConfig:
-    """An engine config for in-process pipelines: no TensorBoard, no checkpoints, no progress bar."""
-    cfg = EngineConfig()
-    cfg.train.max_steps = steps
-    cfg.train.micro_batch_size = batch
-    cfg.train.seed = seed
-    cfg.optimizer.lr = lr
-    cfg.schedule.warmup_steps = warmup
-    cfg.logging.tensorboard = False
-    cfg.logging.progress = "none"
-    cfg.logging.log_every = max(1, steps // 5)
-    cfg.checkpoint.save_final = False
-    return cfg
-
-
 class PairLMTask:
     """Cross-entropy on the labelled (completion) tokens of padded (prompt, completion) batches."""
 
