@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 ALL_ATTRIBUTES = ["xyz", "opacity", "scale", "rotation", "colour"]
 # arm → (attributes the backbone sees, MAE-pretrained?); each pretrained arm has a scratch peer on the
 # same input, so that what pretraining buys is not confounded with what the extra attributes carry
+PEERS = {"Gaussian-MAE": "scratch", "Point-MAE": "scratch (xyz only)"}
+"""Each pretrained arm's scratch peer (same input and architecture): the comparison the headline makes."""
 ARMS: dict[str, tuple[list[str], bool]] = {
     "scratch": (ALL_ATTRIBUTES, False),
     "scratch (xyz only)": (["xyz"], False),
@@ -522,6 +524,19 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
             rows.append(f"{k}/class: " + "; ".join(cells))
         return " | ".join(rows)
 
+    def headline() -> str:
+        parts = []
+        for arm, peer in PEERS.items():
+            cells = []
+            for k in counts:
+                diffs = [per_count[k][arm][s] - per_count[k][peer][s] for s in config.seeds]
+                lo, hi = bootstrap_ci(diffs)
+                cells.append(f"{np.mean(diffs):+.3f} [{lo:+.3f}, {hi:+.3f}] at {k}/class")
+            parts.append(f"{arm} − {peer}: " + ", ".join(cells))
+        return "Headline, pretrained − its scratch peer (paired by seed, 95 % bootstrap CI): " + "; ".join(
+            parts
+        )
+
     pre_losses = {arm: (v[1][0], v[1][-1]) for arm, v in sources.items()}
     learned = {arm: last < 0.9 * first for arm, (first, last) in pre_losses.items()}
     chance = 1.0 / n_classes
@@ -549,6 +564,7 @@ def run_mae_bench(config: PointsBenchConfig, out_dir: Path) -> dict[str, Any]:
             "fine-tuning wall time (s)": secs,
         },
         description=(
+            headline() + ". "
             f"{n_classes} classes of randomly rotated, stretched, striped objects; {shapesplat}. MAE sources "
             f"pretrain once for {config.pretrain_steps} steps (batch {config.batch_size}, augmentation "
             f"{config.augment}) on {config.unlabelled_per_class}/class = {config.unlabelled_per_class * n_classes} "
