@@ -35,3 +35,21 @@ def test_miou_ignores_unlabelled_pixels_and_absent_classes() -> None:
     pred = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 3]])  # one 0 → 1 error; the −1 pixel predicts 3 (ignored)
     # class 0: 3 / 4; class 1: 3 / 4 (its union gains the wrong pixel); class 3 ignored with its pixel
     assert abs(miou(pred, target, classes=4) - 0.75) < 1e-6
+
+
+def test_layer_decay_groups_scale_lr_by_depth_and_cover_every_parameter() -> None:
+    from warmstart_eo.models import Classifier, ModelConfig, build_mae
+    from warmstart_eo.train import layer_decay_groups
+
+    encoder = build_mae(ModelConfig(family="mae", img_size=16, patch_size=8, bands=["B02", "B03"])).encoder
+    model = Classifier(encoder, 3)
+    depth = len(encoder.blocks)
+    groups = layer_decay_groups(model, 1e-3, 0.5)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(ids) == len(set(ids))
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert lr_of[id(model.head[-1].weight)] == 1e-3 and lr_of[id(encoder.norm.weight)] == 1e-3
+    for i, block in enumerate(encoder.blocks):
+        assert all(lr_of[id(p)] == 1e-3 * 0.5 ** (depth - i) for p in block.parameters())
+    assert all(lr_of[id(p)] == 1e-3 * 0.5 ** (depth + 1) for p in encoder.tokens.parameters())
+    assert layer_decay_groups(model, 1e-3, 1.0) == [{"params": list(model.parameters()), "lr": 1e-3}]
