@@ -227,6 +227,7 @@ def finetune(
     preprocess: PreprocessConfig = PreprocessConfig(),
     label_fraction: float = 1.0,
     freeze_encoder: bool = False,
+    layer_decay: float = 1.0,
     root: Path | None = None,
     out: Path | None = None,
     run: RunContext | None = None,
@@ -245,6 +246,8 @@ def finetune(
         preprocess: resize to the pretraining size and normalise with its statistics (the defaults).
         label_fraction: fraction of the training labels to use (label efficiency).
         freeze_encoder: train the head only.
+        layer_decay: layer-wise lr decay (MAE / SatMAE fine-tuning: 0.65-0.75): block i of L trains at
+            lr · decay^(L − i), the head at lr; 1 = one lr.
         root: folder of a dataset given by name.
         out: run directory (default runs/eo/finetune/<time>).
     """
@@ -255,6 +258,8 @@ def finetune(
 
     if not 0.0 < label_fraction <= 1.0:
         raise ConfigError(f"--label_fraction {label_fraction}: must lie in (0, 1]")
+    if not 0.0 < layer_decay <= 1.0:
+        raise ConfigError(f"--layer_decay {layer_decay}: must lie in (0, 1]")
     _frames_of(pretrained, data_config)
     chips = load_dataset(data, data_config, root)
     kind = task if task != "auto" else (chips.tasks[0] if chips.tasks else "classify")
@@ -271,6 +276,7 @@ def finetune(
         label_fraction=label_fraction,
         freeze_encoder=freeze_encoder,
         run_dir=run_dir,
+        layer_decay=layer_decay,
     )  # type: ignore[arg-type]
     print_table(
         f"eo finetune ({kind}, {'pretrained' if pretrained else 'scratch'}) → {run_dir}",
