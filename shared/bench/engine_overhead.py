@@ -9,8 +9,9 @@ Bars (issue 15): engine/plain >= 0.98, engine/HF >= 1.05 and a fixed cost <= 60 
 A shared VM drifts by several per cent within a minute, more than the engine's own cost, so each round runs the
 three loops back to back (order alternating) and the ratios are taken *within* a round; the reported ratio is
 the median of the per-round ratios, with their range. A second probe trains a one-layer model, where compute
-is negligible, to measure the engine's fixed cost in microseconds per step: that figure, not the ratio, is
-what to watch when changing the loop.
+is negligible, to measure the engine's fixed cost in microseconds per step (the difference of a long and a
+short run, so the once-per-run setup is reported apart; CPU time, paired rounds): that figure, not the
+ratio, is what to watch when changing the loop. ``--fixed-only`` runs that probe alone.
 All three clip the gradient norm to 1.0, use fused AdamW (the Trainer's default) with a linear-warmup cosine schedule, shuffle the
 same dataset with a batch of 8 and log rarely; model construction is outside the timed region.
 """
@@ -194,18 +195,71 @@ def _square_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return model(batch).pow(2).mean()
 
 
-def fixed_cost_us(steps: int = 2000) -> dict[str, float]:
-    """Microseconds per step of the plain loop and of the engine on a 4→1 linear model (pure overhead)."""
+def fixed_cost_us(steps: int = 2000, rounds: int = 3) -> dict[str, Any]:
+    """Microseconds per step of the plain loop and of the engine on a 4→1 linear model (pure overhead).
+
+    ``*_us_per_step`` and ``engine_extra_us_per_step``: wall time of a ``steps``-step run (setup included)
+    per step, median over rounds. Under load, read the paired figures: per round the engine's CPU time
+    (``time.process_time``, robust to other processes) minus the plain loop's of the same round, median
+    over rounds: ``paired_extra_us_per_step`` for the whole run per step (setup included), and
+    ``marginal_extra_us_per_step`` for the loop alone (a ``steps`` run minus a ``steps // 4`` run, so
+    building Fabric, the optimizer and the loader is left out; that setup is ``*_setup_ms``).
+    """
     data = _Points()
+    short = max(WARMUP, steps // 4)  # the engine refuses a warmup longer than the run
+    if steps <= short:
+        raise SystemExit(f"--fixed-steps {steps}: must exceed {short}")
 
-    def us(runner: Callable) -> float:
-        return 1e6 / runner(data, steps, _linear, _square_loss)
+    def timed(runner: Callable, n: int) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        runner(data, n, _linear, _square_loss)
+        return time.perf_counter() - wall, time.process_time() - cpu
 
-    us(run_plain), us(run_engine)  # warm-up
-    runs = [(us(run_plain), us(run_engine)) for _ in range(3)]
-    p = statistics.median(r[0] for r in runs)
-    e = statistics.median(r[1] for r in runs)
-    return {"plain_us_per_step": p, "engine_us_per_step": e, "engine_extra_us_per_step": e - p}
+    timed(run_plain, short), timed(run_engine, short)  # warm-up
+    rows = []
+    for r in range(rounds):
+        order = [("plain", run_plain), ("engine", run_engine)]
+        got = {
+            name: (timed(fn, steps), timed(fn, short)) for name, fn in (order if r % 2 == 0 else order[::-1])
+        }
+        row = {}
+        for name in ("plain", "engine"):
+            (wall, cpu), (_, cpu_short) = got[name]
+            marginal = (cpu - cpu_short) / (steps - short)
+            row[name] = 1e6 * wall / steps
+            row[f"{name}_cpu"] = 1e6 * cpu / steps
+            row[f"{name}_marginal"] = 1e6 * marginal
+            row[f"{name}_setup"] = 1e3 * (cpu - steps * marginal)
+        rows.append(row)
+    p = statistics.median(r["plain"] for r in rows)
+    e = statistics.median(r["engine"] for r in rows)
+    paired = [r["engine_cpu"] - r["plain_cpu"] for r in rows]
+    marginal = [r["engine_marginal"] - r["plain_marginal"] for r in rows]
+    return {
+        "plain_us_per_step": p,
+        "engine_us_per_step": e,
+        "engine_extra_us_per_step": e - p,
+        "paired_extra_us_per_step": statistics.median(paired),
+        "marginal_extra_us_per_step": statistics.median(marginal),
+        "per_round": {"paired_extra_us": paired, "marginal_extra_us": marginal},
+        "engine_setup_ms": statistics.median(r["engine_setup"] for r in rows),
+        "plain_setup_ms": statistics.median(r["plain_setup"] for r in rows),
+        "steps": steps,
+        "rounds": rounds,
+    }
+
+
+def fixed_cost_line(fixed: dict[str, Any]) -> str:
+    paired, marginal = fixed["per_round"]["paired_extra_us"], fixed["per_round"]["marginal_extra_us"]
+    return (
+        f"fixed cost on a 4→1 linear model, {fixed['steps']} steps: plain {fixed['plain_us_per_step']:.0f} µs/step, "
+        f"engine {fixed['engine_us_per_step']:.0f} µs/step ({fixed['engine_extra_us_per_step']:+.0f} µs wall; bar "
+        f"<= 60). Paired CPU time, median of {fixed['rounds']} rounds: {fixed['paired_extra_us_per_step']:+.0f} µs "
+        f"per step with setup (rounds {min(paired):+.0f}..{max(paired):+.0f}), "
+        f"{fixed['marginal_extra_us_per_step']:+.0f} µs per step of the loop alone (rounds {min(marginal):+.0f}.."
+        f"{max(marginal):+.0f}); setup once per run: engine {fixed['engine_setup_ms']:.0f} ms, plain "
+        f"{fixed['plain_setup_ms']:.0f} ms"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,12 +268,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: least noise)")
     parser.add_argument("--fixed-steps", type=int, default=2000, help="steps of the fixed-cost probe")
+    parser.add_argument("--fixed-rounds", type=int, default=3, help="paired rounds of the fixed-cost probe")
+    parser.add_argument("--fixed-only", action="store_true", help="run only the fixed-cost probe")
     parser.add_argument("--out", type=Path, default=Path("bench-out/engine_overhead.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for name in ("transformers", "lightning_fabric", "warmstart"):
         logging.getLogger(name).setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
+    if args.fixed_only:
+        fixed = fixed_cost_us(args.fixed_steps, args.fixed_rounds)
+        print(fixed_cost_line(fixed))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"fixed_cost": fixed}, indent=2))
+        return
     data = Blocks()
     runners = {"plain": run_plain, "engine": run_engine, "hf_trainer": run_hf}
     for runner in runners.values():  # warm-up: imports, allocator, first-call costs
@@ -232,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     median = {name: statistics.median(v) for name, v in rates.items()}
     over_plain = [e / p for e, p in zip(rates["engine"], rates["plain"], strict=True)]
     over_hf = [e / h for e, h in zip(rates["engine"], rates["hf_trainer"], strict=True)]
-    fixed = fixed_cost_us(args.fixed_steps)
+    fixed = fixed_cost_us(args.fixed_steps, args.fixed_rounds)
     result = {
         "steps_per_s": rates,
         "median_steps_per_s": median,
@@ -265,10 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         rounds = result["per_round"][key]
         print(f"{label} = {result[key]:.3f} (bar ≥ {bar}; per round {min(rounds):.3f}–{max(rounds):.3f})")
-    print(
-        f"fixed cost on a 4→1 linear model: plain {fixed['plain_us_per_step']:.0f} µs/step, engine "
-        f"{fixed['engine_us_per_step']:.0f} µs/step (+{fixed['engine_extra_us_per_step']:.0f} µs; bar <= 60)"
-    )
+    print(fixed_cost_line(fixed))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -79,13 +79,13 @@ class ResumableLoader:
         )
 
     def __iter__(self) -> Iterator[Any]:
+        dataset, size, collate = self.dataset, self.batch_size, self.collate_fn
         while True:
-            indices = self._indices(self.epoch)
+            indices = self._indices(self.epoch).tolist()  # once per epoch, not a tensor slice per batch
             while self.position < self.batches_per_epoch:
-                start = self.position * self.batch_size
-                chunk = indices[start : start + self.batch_size].tolist()
+                start = self.position * size
                 self.position += 1
-                yield self.collate_fn([self.dataset[i] for i in chunk])
+                yield collate([dataset[i] for i in indices[start : start + size]])
             self.epoch += 1
             self.position = 0
 

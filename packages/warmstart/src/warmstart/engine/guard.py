@@ -55,6 +55,7 @@ class TrainingGuard:
         self.history: deque[float] = deque()
         self._sorted: list[float] = []  # the history, sorted: the median without a sort per step
         self.initial: list[float] = []  # the first accepted losses: the floor of the comparison scale
+        self._floor: float | None = None  # 1 % of the initial losses' median (cached)
         self.skipped = 0
         self.consecutive = 0
 
@@ -66,7 +67,9 @@ class TrainingGuard:
             return f"loss {loss:.4g}, grad norm {grad_norm}"
         if self.explode_factor is not None and len(self.history) >= MIN_HISTORY:
             median = self._median()
-            floor = 0.01 * abs(statistics.median(self.initial))
+            if self._floor is None:  # recomputed only when ``initial`` changed
+                self._floor = 0.01 * abs(statistics.median(self.initial))
+            floor = self._floor
             scale = max(abs(median), floor, 1e-12)
             if loss > median + self.explode_factor * scale:
                 return (
@@ -107,6 +110,7 @@ class TrainingGuard:
             del self._sorted[bisect.bisect_left(self._sorted, oldest)]
         if len(self.initial) < MIN_HISTORY:
             self.initial.append(loss)
+            self._floor = None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -122,5 +126,6 @@ class TrainingGuard:
         for value in state.get("history", ()):
             self.accept(float(value))
         self.initial = [float(v) for v in state.get("initial", ())]
+        self._floor = None
         self.skipped = int(state.get("skipped", 0))
         self.consecutive = int(state.get("consecutive", 0))

@@ -19,6 +19,7 @@ Seed design: LitGPT's ``pretrain.py`` and torchtitan's ``Trainer``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -62,6 +63,7 @@ from warmstart.optim import build_optimizer, build_schedule
 log = logging.getLogger(__name__)
 
 FAST_PRECISIONS = ("32-true", "bf16-mixed")
+_COUNTS = ("samples", "tokens")  # task metrics summed over micro-batches (the others are averaged)
 
 
 def _under_srun() -> bool:
@@ -196,6 +198,12 @@ class RunState:
     fast: bool
     autocast: Any
     params: list[torch.Tensor]
+    fetch: Any = None
+    """Puts a micro-batch on the device (None: it is there already, one CPU device)."""
+    fp32: bool = False
+    """One device in fp32: no autocast context to enter per micro-batch."""
+    closure: bool = False
+    """The optimizer takes a closure (SAM): a second forward/backward per step."""
     step: int = 0
     start_step: int = 0
     resumed_from: Path | None = None
@@ -206,14 +214,10 @@ class RunState:
     total_tokens: float = 0.0
     last_logged: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
-
-    @property
-    def rank0(self) -> bool:
-        return bool(self.fabric.is_global_zero)
-
-    @property
-    def world(self) -> int:
-        return int(self.fabric.world_size)
+    world: int = 1
+    """Processes in the job (read once from Fabric: its property chain costs microseconds per call)."""
+    rank0: bool = True
+    """Whether this process is global rank 0 (the one that writes)."""
 
 
 class Engine:
@@ -320,6 +324,12 @@ class Engine:
         else:
             module = fabric.setup_module(raw_model)
             autocast = fabric.autocast
+        if not fast:
+            fetch: Any = fabric.to_device
+        elif fabric.device.type == "cpu":
+            fetch = None  # to_device would be a no-op call per tensor per micro-batch
+        else:
+            fetch = functools.partial(to_device, device=fabric.device)
         task.model = module
         optimizer = build_optimizer(cfg.optimizer, task_param_groups(task))
         step_optimizer = optimizer if fast else fabric.setup_optimizers(optimizer)
@@ -339,6 +349,11 @@ class Engine:
             fast=fast,
             autocast=autocast,
             params=params,
+            fetch=fetch,
+            fp32=fast and precision == "32-true",
+            closure=bool(getattr(optimizer, "requires_closure", False)),
+            world=int(fabric.world_size),
+            rank0=bool(fabric.is_global_zero),
         )
 
     def _cursor(self, data: Any, collate_fn: Any, fabric: Any) -> BatchCursor:
@@ -494,25 +509,32 @@ class Engine:
 
     # -- one optimizer step -----------------------------------------------------------------------
     def _forward_backward(self, st: RunState, micro: list, collect: bool) -> tuple[torch.Tensor, dict]:
-        total = torch.zeros((), device=st.fabric.device)
-        metrics: dict[str, float] = defaultdict(float)
+        """The mean loss over the micro-batches (detached) and their summed/averaged task metrics."""
+        metrics: dict[str, float] = {}
         n = len(micro)
+        losses = []
+        task = st.task
         for i, batch in enumerate(micro):
-            if st.fast:
+            if st.fp32:
+                loss, extra = task.loss(batch)
+                (loss / n).backward() if n > 1 else loss.backward()
+            elif st.fast:
                 with st.autocast():
-                    loss, extra = st.task.loss(batch)
+                    loss, extra = task.loss(batch)
                 (loss / n).backward() if n > 1 else loss.backward()
             else:
                 with st.fabric.no_backward_sync(st.module, enabled=i < n - 1):
                     with st.autocast():
-                        loss, extra = st.task.loss(batch)
+                        loss, extra = task.loss(batch)
                     st.fabric.backward(loss / n)
-            total += loss.detach().float() / n
+            losses.append(loss.detach())
             if collect:
                 for key, value in extra.items():
-                    metrics[key] += _to_float(value) if key in ("samples", "tokens") else _to_float(value) / n
+                    v = _to_float(value)
+                    metrics[key] = metrics.get(key, 0.0) + (v if key in _COUNTS else v / n)
                 if "samples" not in extra:
-                    metrics["samples"] += _batch_size(batch)
+                    metrics["samples"] = metrics.get("samples", 0.0) + _batch_size(batch)
+        total = losses[0].float() if n == 1 else torch.stack(losses).float().mean()
         return total, metrics
 
     def _clip(self, st: RunState) -> float | None:
@@ -536,9 +558,10 @@ class Engine:
 
     def train_step(self, st: RunState, flag: StopFlag | None = None) -> StepResult:
         """Forward/backward over ``grad_accum_steps`` micro-batches, clip, guard, step the optimizer."""
-        tcfg = self.config.train
-        fetch = (lambda b: to_device(b, st.fabric.device)) if st.fast else st.fabric.to_device
-        micro = [fetch(st.cursor.next()) for _ in range(tcfg.grad_accum_steps)]
+        cursor, fetch = st.cursor, st.fetch
+        micro = [cursor.next() for _ in range(self.config.train.grad_accum_steps)]
+        if fetch is not None:
+            micro = [fetch(b) for b in micro]
         st.step_optimizer.zero_grad(set_to_none=True)
         loss_t, metrics = self._forward_backward(st, micro, collect=True)
         loss = float(loss_t)
@@ -549,7 +572,7 @@ class Engine:
         applied = st.guard.check(st.step + 1, reason)
         if applied:
             st.guard.accept(loss)
-            if getattr(st.optimizer, "requires_closure", False):
+            if st.closure:
 
                 def closure(micro: list = micro) -> torch.Tensor:
                     st.step_optimizer.zero_grad(set_to_none=True)
