@@ -176,7 +176,10 @@ def test_worldmodel_pretrain_and_finetune_end_to_end(tmp_path, capsys) -> None:
     out = tmp_path / "ft"
     agent = ["--agent.total_steps", "60", "--agent.prefill", "40", "--agent.train_every", "10"]
     agent += ["--agent.batch_size", "4", "--agent.clip_length", "8", "--agent.horizon", "3"]
-    assert app.main(["worldmodel-finetune", "--model", str(pre), *agent, "--out", str(out)]) == 0
+    bonus = ["--agent.intrinsic", "0.1", "--agent.intrinsic_k", "4"]  # APV's bonus on this run only
+    assert app.main(["worldmodel-finetune", "--model", str(pre), *agent, *bonus, "--out", str(out)]) == 0
+    finetuned = json.loads((out / "worldmodel" / "config.json").read_text())["metrics"]
+    assert finetuned["wm/intrinsic"] > 0 and np.isfinite(finetuned["wm/intrinsic_loss"])
     curve = json.loads((out / "curve.json").read_text())
     assert all(0 < step <= 60 and 0.0 <= ret <= 1.0 for step, ret in curve)
     from safetensors.torch import load_file
