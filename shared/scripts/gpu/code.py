@@ -9,9 +9,10 @@ conservative TD) for 200 steps. Left out: SFT and the continual bench (the same 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from gpu.common import Check, Context, Limit, Recipe, cli, engine_runs, flags, summary_metrics, timed
+from gpu.common import Check, Context, Limit, Recipe, cli, flags, light_fit_runs, timed, trained
 
 RECIPE = "apps/code/src/warmstart_code/recipes/gpu.yaml"
 
@@ -24,9 +25,7 @@ def run(ctx: Context) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     shape = {"model.n_embd": ctx.size(256, 32), "model.n_layer": ctx.size(4, 1), "model.n_head": 4}
     pretrain = {"n_tasks": ctx.size(3000, 100), "steps": ctx.size(PRETRAIN_STEPS, 25), "out": pre}
-    with engine_runs() as runs:
-        cli("code", ["pretrain", *flags(pretrain | shape)])
-    metrics |= summary_metrics("pretrain", runs[-1])
+    metrics |= trained("pretrain", "code", ["pretrain", *flags(pretrain | shape)])
     n_tasks, k = ctx.size(N_TASKS, 4), ctx.size(K, 2)
     cli("code", ["tasks", *flags({"generate": n_tasks, "seed": 1, "out": tasks})])
     sample = {"tasks": tasks, "model": pre / "model", "sampling.k": k, "sampling.max_new_tokens": 48}
@@ -42,12 +41,15 @@ def run(ctx: Context) -> dict[str, Any]:
         "samples_per_task": ctx.size(4, 2),
         "out": ctx.out / "bcoder",
     }
-    with engine_runs() as runs:
+    # B-Coder trains in-process through the core's light_fit (two stages), not Engine.fit
+    with light_fit_runs("warmstart_code.bcoder") as runs, timed(metrics, "bcoder_seconds"):
         cli("code", ["bcoder", *flags(bcoder)])
-    if not runs:
-        raise RuntimeError("bcoder train ran no engine run")
-    metrics |= summary_metrics("bcoder", runs[-1])
-    metrics["bcoder_all_steps"] = sum(s.steps - s.start_step for s in runs)
+    losses = [loss for run_losses in runs for loss in run_losses]
+    if not losses:
+        raise RuntimeError("warmstart-code bcoder train ran no light_fit step")
+    metrics["bcoder_all_steps"] = len(losses)
+    metrics["bcoder_final_loss"] = losses[-1]
+    metrics["bcoder_loss_finite"] = float(all(math.isfinite(x) for x in losses))
     return metrics
 
 
@@ -115,6 +117,7 @@ CHECK = Check(
     apis=[
         "warmstart_code.cli:app",
         "warmstart_code.bcoder:QModel",
+        "warmstart_code.bcoder:light_fit",
         "warmstart_code.data:generate_tasks",
         "warmstart_code.models:build_tiny_lm",
         "warmstart_code.models:train_tokenizer",

@@ -178,6 +178,51 @@ def engine_runs() -> Iterator[list[Any]]:
         Engine.fit = original  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def light_fit_runs(module: str) -> Iterator[list[list[float]]]:
+    """Collect the per-step losses of every ``light_fit`` that ``module`` calls inside the block (it is
+    patched where ``module`` imported it)."""
+    import importlib
+
+    target = importlib.import_module(module)
+    runs: list[list[float]] = []
+    original = target.light_fit
+
+    def light_fit(*args: Any, **kwargs: Any) -> list[float]:
+        losses = original(*args, **kwargs)
+        runs.append([float(x) for x in losses])
+        return losses
+
+    target.light_fit = light_fit
+    try:
+        yield runs
+    finally:
+        target.light_fit = original
+
+
+def trained(prefix: str, app: str, argv: list[Any]) -> dict[str, Any]:
+    """Run one training command (:func:`cli`): :func:`summary_metrics` of its last engine run under
+    ``prefix``, plus ``<prefix>_all_steps`` over all its runs (a two-stage command makes two)."""
+    with engine_runs() as runs:
+        cli(app, argv)
+    if not runs:
+        raise RuntimeError(f"warmstart-{app} {argv[0]} finished without an engine run")
+    return summary_metrics(prefix, runs[-1]) | {
+        f"{prefix}_all_steps": sum(s.steps - s.start_step for s in runs)
+    }
+
+
+def run_limits(
+    prefix: str, steps: int, samples_per_s: float, why: str, loss: str = "bf16 loss"
+) -> list[Limit]:
+    """The thresholds of one training run: every step ran, the loss stayed finite, a samples/s floor."""
+    return [
+        Limit(f"{prefix}_steps", ">=", steps, "every requested step ran"),
+        Limit(f"{prefix}_loss_finite", ">=", 1, f"{loss} stayed finite"),
+        Limit(f"{prefix}_samples_per_s", ">=", samples_per_s, why),
+    ]
+
+
 def summary_metrics(prefix: str, summary: Any) -> dict[str, Any]:
     """Steps, steps/s, samples/s, tokens/s and the final loss of one engine run."""
     seconds = max(float(summary.seconds), 1e-9)

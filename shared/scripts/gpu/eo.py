@@ -15,14 +15,13 @@ from typing import Any
 from gpu.common import (
     Check,
     Context,
-    Limit,
     Recipe,
     cli,
     engine_flags,
-    engine_runs,
     flags,
-    summary_metrics,
+    run_limits,
     timed,
+    trained,
 )
 
 RECIPES = "apps/eo/src/warmstart_eo/recipes/"
@@ -61,33 +60,17 @@ def run(ctx: Context) -> dict[str, Any]:
         }
         cli("eo", ["data-synth", *flags(synth)])
     steps, batch = ctx.size(STEPS, 3), ctx.size(BATCH, 4)
-    with engine_runs() as satmae:
-        cli(
-            "eo",
-            [
-                "pretrain",
-                "--data",
-                data,
-                *pretrain_args(SATMAE, steps, batch, ctx.smoke),
-                "--out",
-                ctx.out / "satmaepp",
-            ],
-        )
-    with engine_runs() as prithvi:
-        cli(
-            "eo",
-            [
-                "pretrain",
-                "--data",
-                data,
-                *pretrain_args(PRITHVI, steps, batch, ctx.smoke),
-                "--out",
-                ctx.out / "prithvi",
-            ],
-        )
-    if not satmae or not prithvi:
-        raise RuntimeError("a pretrain command finished without an engine run")
-    return metrics | summary_metrics("satmaepp", satmae[-1]) | summary_metrics("prithvi", prithvi[-1])
+    for name, recipe in (("satmaepp", SATMAE), ("prithvi", PRITHVI)):
+        argv = [
+            "pretrain",
+            "--data",
+            data,
+            *pretrain_args(recipe, steps, batch, ctx.smoke),
+            "--out",
+            ctx.out / name,
+        ]
+        metrics |= trained(name, "eo", argv)
+    return metrics
 
 
 def models() -> dict[str, Any]:
@@ -122,12 +105,8 @@ CHECK = Check(
     models=models,
     run=run,
     limits=[
-        Limit("satmaepp_steps", ">=", STEPS, "every requested step ran"),
-        Limit("prithvi_steps", ">=", STEPS, "every requested step ran"),
-        Limit("satmaepp_loss_finite", ">=", 1, "bf16 loss stayed finite"),
-        Limit("prithvi_loss_finite", ">=", 1, "bf16 loss stayed finite"),
-        Limit("satmaepp_samples_per_s", ">=", 150, "floor: ViT-B on 144 visible-or-masked tokens, bf16"),
-        Limit("prithvi_samples_per_s", ">=", 100, "floor: ViT-B on 3 x 196 tokens, bf16"),
+        *run_limits("satmaepp", STEPS, 150, "floor: ViT-B on 144 visible-or-masked tokens, bf16"),
+        *run_limits("prithvi", STEPS, 100, "floor: ViT-B on 3 x 196 tokens, bf16"),
     ],
     apis=[
         "warmstart_eo.cli:app",

@@ -17,12 +17,10 @@ from gpu.common import (
     Context,
     Limit,
     Recipe,
-    cli,
     engine_flags,
-    engine_runs,
     flags,
-    summary_metrics,
     timed,
+    trained,
 )
 
 RECIPE = "apps/lang/recipes/gpu-100m.yaml"
@@ -80,15 +78,14 @@ def run(ctx: Context) -> dict[str, Any]:
         ctx.size(EMBED_STEPS, 1),
         ctx.size(QLORA_STEPS, 3),
     )
-    with engine_runs() as full:
-        cli("lang", [*common, *full_flags(full_steps, embed_steps, batch), "--out", ctx.out / "full"])
-    metrics |= summary_metrics("full", full[-1])
-    metrics["full_all_steps"] = sum(s.steps - s.start_step for s in full)
+    metrics |= trained(
+        "full", "lang", [*common, *full_flags(full_steps, embed_steps, batch), "--out", ctx.out / "full"]
+    )
     # QLoRA needs CUDA (bitsandbytes' NF4 kernels); the CPU smoke run checks the same path with plain LoRA
     mode = "lora" if ctx.smoke else "qlora"
-    with engine_runs() as qlora:
-        cli("lang", [*common, *qlora_flags(q_steps, batch, mode), "--out", ctx.out / "qlora"])
-    return metrics | summary_metrics("qlora", qlora[-1])
+    return metrics | trained(
+        "qlora", "lang", [*common, *qlora_flags(q_steps, batch, mode), "--out", ctx.out / "qlora"]
+    )
 
 
 def models() -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu.common import Check, Context, Limit, Recipe, cli, engine_flags, engine_runs, summary_metrics, timed
+from gpu.common import Check, Context, Recipe, cli, engine_flags, run_limits, timed, trained
 
 RECIPES = "apps/rl/src/warmstart_rl/recipes/atari/"
 ENV = ["--env.env_id", "ALE/Breakout-v5", "--env.size", "84", "--env.actions", "null"]
@@ -49,17 +49,10 @@ def run(ctx: Context) -> dict[str, Any]:
                 corpus,
             ],
         )
-    with engine_runs() as idm_runs:
-        cli("rl", ["idm-train", "--data", corpus, *idm_args(steps, batch), "--out", idm])
+    metrics |= trained("idm", "rl", ["idm-train", "--data", corpus, *idm_args(steps, batch), "--out", idm])
     # --force: the IDM's health gate is reported in its metrics, not a reason to stop the check here
     cli("rl", ["idm-label", "--data", corpus, "--model", idm, "--force", "true"])
-    with engine_runs() as bc_runs:
-        cli("rl", ["bc", "--data", corpus, *bc_args(steps, batch), "--out", bc])
-    if not idm_runs or not bc_runs:
-        raise RuntimeError(
-            f"idm-train made {len(idm_runs)} engine runs and bc {len(bc_runs)}; expected one each"
-        )
-    return metrics | summary_metrics("idm", idm_runs[-1]) | summary_metrics("bc", bc_runs[-1])
+    return metrics | trained("bc", "rl", ["bc", "--data", corpus, *bc_args(steps, batch), "--out", bc])
 
 
 def models() -> dict[str, Any]:
@@ -88,12 +81,8 @@ CHECK = Check(
     models=models,
     run=run,
     limits=[
-        Limit("idm_steps", ">=", STEPS, "every requested step ran"),
-        Limit("bc_steps", ">=", STEPS, "every requested step ran"),
-        Limit("idm_loss_finite", ">=", 1, "bf16 loss stayed finite"),
-        Limit("bc_loss_finite", ">=", 1, "bf16 loss stayed finite"),
-        Limit("idm_samples_per_s", ">=", 2000, "floor: a 3-conv IDM on 84 px windows"),
-        Limit("bc_samples_per_s", ">=", 4000, "floor: the policy sees one frame per sample"),
+        *run_limits("idm", STEPS, 2000, "floor: a 3-conv IDM on 84 px windows"),
+        *run_limits("bc", STEPS, 4000, "floor: the policy sees one frame per sample"),
     ],
     apis=[
         "warmstart_rl.cli:app",
