@@ -122,6 +122,8 @@ def test_bench_writes_report(eo_root: Path, tmp_path: Path, monkeypatch: pytest.
         (["pretrain", "--data", "DATA", "--data_config.frames", "9", "TINY"], "data.frames"),
         (["pretrain", "--data", "eurosat", "TINY"], "--root"),
         (["bench", "--bench.pretrain_steps", "10", "--bench.finetune_steps", "1"], "20×"),
+        (["bench", "--bench.spectral_overlap", "1.5"], "bench.spectral_overlap"),
+        (["data-synth", "--out", "NOCRS", "--synth.spectral_overlap", "-1"], "spectral_overlap"),
         (["pretrain", "--data", "NOCRS", "TINY"], "none of 1 GeoTIFFs is usable (scene_0000.tif: has no CRS"),
         (
             ["pretrain", "--data", "NOCRS", "--data_config.on_bad_file", "fail", "TINY"],

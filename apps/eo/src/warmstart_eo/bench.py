@@ -287,6 +287,8 @@ def run_bench(out: Path, config: BenchConfig, data_root: Path | None = None) -> 
             f"bench.pretrain_steps={config.pretrain_steps}: the sources need at least 20× the fine-tuning "
             f"budget ({20 * config.finetune_steps} steps at the same batch)"
         )
+    if not 0.0 <= config.spectral_overlap < 1.0:
+        raise ConfigError(f"bench.spectral_overlap={config.spectral_overlap}: must lie in [0, 1)")
     out = Path(out)
     start = time.perf_counter()
     corpus_root, target_root = prepare_data(out, config, data_root)

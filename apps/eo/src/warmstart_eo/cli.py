@@ -46,6 +46,10 @@ def data_synth(
     from warmstart_eo.data import synthesize
     from warmstart_eo.hls import write_hls
 
+    if not 0.0 <= synth.spectral_overlap < 1.0:
+        from warmstart.errors import ConfigError
+
+        raise ConfigError(f"--synth.spectral_overlap {synth.spectral_overlap}: must lie in [0, 1)")
     if layout != "folder":
         writers = {
             "eurosat": lambda: layouts.write_eurosat(out, seed=synth.seed),
