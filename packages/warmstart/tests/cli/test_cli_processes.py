@@ -48,6 +48,17 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _resume(run_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``train --resume RUN_DIR`` in a fresh process, to its end."""
+    return subprocess.run(
+        [sys.executable, str(CLI), "train", "--resume", str(run_dir), *OPTIONS],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        timeout=300,
+    )
+
+
 def _interrupt(tmp_path: Path, sig: signal.Signals) -> tuple[subprocess.CompletedProcess, Path, int]:
     run_dir = tmp_path / f"victim-{sig.name}"
     victim = subprocess.Popen(
@@ -89,13 +100,7 @@ def test_sigterm_saves_exits_143_and_resumes_bit_identical(tmp_path: Path) -> No
     assert 10 <= step < 30, "stopped too late to test anything"
     assert (run_dir / "checkpoints" / f"step-{step}" / "meta.json").is_file()  # the step it stopped at
     assert "Traceback" not in done.stderr
-    resumed = subprocess.run(
-        [sys.executable, str(CLI), "train", "--resume", str(run_dir), *OPTIONS],
-        capture_output=True,
-        text=True,
-        env=_env(tmp_path),
-        timeout=300,
-    )
+    resumed = _resume(run_dir, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rank, steps, digest, start = RESULT.search(resumed.stdout).groups()
     assert int(start) == step and int(steps) == 30
@@ -134,13 +139,7 @@ def test_a_second_cli_writer_is_refused_in_one_line(tmp_path: Path) -> None:
         while not (run_dir / ".lock").exists() or not (run_dir / ".lock").read_text():
             assert first.poll() is None and time.time() < deadline
             time.sleep(0.05)
-        second = subprocess.run(
-            [sys.executable, str(CLI), "train", "--resume", str(run_dir), *OPTIONS],
-            capture_output=True,
-            text=True,
-            env=_env(tmp_path),
-            timeout=300,
-        )
+        second = _resume(run_dir, tmp_path)
         assert second.returncode == 2
         line = second.stderr.strip().splitlines()[-1]
         assert f"is in use by PID {first.pid} on host" in line and "Traceback" not in second.stderr
