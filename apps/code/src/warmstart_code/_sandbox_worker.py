@@ -654,8 +654,9 @@ class _Channel:
         self.buffer = bytearray()
         self.gone = False
 
-    def _drain_out(self) -> None:
-        while select.select([self.out], [], [], 0)[0]:
+    def _drain_out(self, until: float | None = None) -> None:
+        """Read what the program has written so far (until the monotonic time ``until``, if given)."""
+        while (until is None or time.monotonic() < until) and select.select([self.out], [], [], 0)[0]:
             chunk = os.read(self.out, 65536)
             if not chunk:
                 return
@@ -699,14 +700,7 @@ class _Channel:
 
     def finish_output(self, seconds: float = 0.05) -> None:
         """What the program already wrote (orphans holding the pipe open cannot stall this)."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and select.select([self.out], [], [], 0)[0]:
-            chunk = os.read(self.out, 65536)
-            if not chunk:
-                return
-            self.output += chunk
-            if len(self.output) > self.cap:
-                raise OutputFull
+        self._drain_out(time.monotonic() + seconds)
 
 
 def _checker(job: dict, state: dict, to_program: int, channel: _Channel) -> bool:
