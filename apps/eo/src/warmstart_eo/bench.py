@@ -1,19 +1,21 @@
 """The EO bench: what MAE-family pretraining on a large unlabelled corpus buys a small labelled target, and
 what the resizing / normalisation protocol of Corley et al. (arXiv 2305.13456) changes for a frozen encoder.
 
-Seed papers: MAE (arXiv 2111.06377), Prithvi (arXiv 2310.18660), SatMAE++ (arXiv 2403.05419). Two
-generated corpora with the same land-cover physics (class spectra, class textures, seasonal green-up, last-
-frame floods and burns): a large **unlabelled** one that only the pretrained sources see, and a small
-labelled target. Each source (MAE, SatMAE++ on one frame, Prithvi on three) is pretrained once for at least
-20× the fine-tuning budget and cached as an artifact (``warmstart.cache``, keyed by its config, data recipe
-and code), as a user starts from a downloaded foundation model. On the target, every source and two
-scratch peers (the plain ViT on the last frame; Prithvi's architecture on three frames) fine-tune with the
-same steps, batch and learning rate at 1 / 10 / 100 % of the training labels, over several seeds; then
-segmentation mIoU, frozen kNN (k = 5) and the per-band statistics baseline. Headline: the fraction of labels
-each source needs to reach scratch's accuracy at 100 %, and the accuracy gap at 1 % (bootstrap CIs through
-``warmstart.eval.write_bench_report``). MAE reconstructions of target chips go into the report as PNGs.
-:func:`throughput` compares our MAE step with torchgeo's MAE task. Left out: sources pretrained per seed
-(one source, like one downloaded model; the seeds vary the fine-tuning), data augmentation.
+Seed papers: MAE (arXiv 2111.06377), Prithvi (arXiv 2310.18660), SatMAE++ (arXiv 2403.05419). Two generated
+corpora with the same land-cover physics (class textures, seasonal green-up, last-frame floods and burns; the
+base classes' spectra pulled ``spectral_overlap`` toward their mean, so the label lives in the spatial and
+seasonal structure an MAE learns, not in a chip's mean spectrum): a large **unlabelled** one that only the
+pretrained sources see, and a small labelled target. Each source (MAE, SatMAE++ on one frame, Prithvi on
+three) is pretrained once for at least 20× the fine-tuning budget and cached as an artifact
+(``warmstart.cache``, keyed by its config, data recipe and code), as a user starts from a downloaded
+foundation model. On the target, every source and two scratch peers (the plain ViT on the last frame;
+Prithvi's architecture on three frames) fine-tune with the same steps, batch, peak lr and layer-wise lr decay
+at 1 / 10 / 100 % of the training labels, over several seeds; then segmentation mIoU, frozen kNN (k = 5) and
+the per-band statistics baseline. Headline: the fraction of labels each source needs to reach scratch's
+accuracy at 100 %, and the accuracy gap at 1 % (bootstrap CIs through ``warmstart.eval.write_bench_report``).
+MAE reconstructions of target chips go into the report as PNGs. :func:`throughput` compares our MAE step with
+torchgeo's MAE task. Left out: sources pretrained per seed (one source, like one downloaded model; the seeds
+vary the fine-tuning), data augmentation.
 """
 
 from __future__ import annotations
