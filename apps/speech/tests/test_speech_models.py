@@ -76,3 +76,21 @@ def test_conformer_ctc_ot_pretraining_learns(corpus: dict) -> None:
     with torch.no_grad():
         after = task.model(batch, text)
     assert after["ctc"] < before["ctc"] and after["ot"] < before["ot"]
+
+
+def test_pretraining_with_loader_workers_equals_in_process(corpus: dict) -> None:
+    """The same CTC pretraining with two loader workers reading the stored features ends with the same
+    weights as in this process (same batches, same order)."""
+    from warmstart.engine import quick_config
+    from warmstart_speech.stages import load_corpus, pretrain_encoder
+
+    data = load_corpus(corpus["train"])
+    cfg = ModelConfig(model_dim=32, ffn_dim=64, subsampler_dim=32, dropout=0.0)
+    weights = []
+    for workers in (0, 2):
+        engine = quick_config(8, 4, 3e-3, warmup=0)  # 8 steps over 6 buckets of 4: into a second epoch
+        engine.train.num_workers = workers
+        encoder, summary = pretrain_encoder(data, cfg, engine, "ctc")
+        assert summary.steps == 8
+        weights.append(encoder.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
