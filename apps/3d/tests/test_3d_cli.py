@@ -109,6 +109,10 @@ def test_bench_splat_writes_the_report(tmp_path):
         "3",
         "--splat.size",
         "32",
+        "--splat.fit_size",
+        "32",
+        "--splat.detect_min_side",
+        "32",
         "--splat.n_points",
         "100",
         "--splat.objects_gaussians",
@@ -137,6 +141,8 @@ def test_bench_splat_writes_the_report(tmp_path):
     }
     assert all(m["n"] == 1 for m in results["methods"].values())
     assert (tmp_path / "b" / "plot.png").stat().st_size > 0 and (tmp_path / "b" / "report.md").is_file()
+    assert (tmp_path / "b" / "views.png").stat().st_size > 0
+    assert "![views](views.png)" in (tmp_path / "b" / "report.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from typing import Literal
 
 from warmstart.cli import App, DemoResult, RunContext
 from warmstart.engine import EngineConfig
-from warmstart.errors import ConfigError, DataError
+from warmstart.errors import ConfigError
 from warmstart_3d.bench import SplatBenchConfig
 from warmstart_3d.clip2point import ClipSpec, DepthConfig, FewShotConfig, PretrainConfig, SourceConfig
 from warmstart_3d.datasets import DatasetName, OnBadFile
@@ -104,41 +104,11 @@ def splat_fit(
         n_points: initial Gaussians.
         out: run directory (default runs/3d/splat-fit/<time>).
     """
-    import torch
-
-    from warmstart_3d.data import load_scene
-    from warmstart_3d.instantsplat import initialise
-    from warmstart_3d.splatfit import evaluate_views, train_splats
-    from warmstart_3d.splats import Gaussians, write_ply
+    from warmstart_3d.splatfit import fit_folder
 
     _check_fit(fit, "fit")
-    scene = load_scene(data)
-    if scene.viewmats is None:
-        raise DataError(
-            f"{data}: no poses (sparse/0/images.txt); splat-fit needs known poses — use instantsplat"
-        )
-    run_dir, _ = run.open(out=out)
-    cfg = InstantSplatConfig(init=init, n_points=n_points)
-    cfg.fit = fit
-    params = initialise(scene, scene.viewmats, cfg, torch.Generator().manual_seed(fit.seed)).to_params()
-    train = scene.train if scene.train is not None else list(range(len(scene.images)))
-    history = train_splats(params, scene.images[train], scene.Ks[train], scene.viewmats[train], fit)
-    results = {"steps": fit.steps, "seconds": history["seconds"], "n_gaussians": history["n_gaussians"]}
-    shown = (fit.sh_degree, fit.background)
-    results |= {
-        f"train_{k}": v
-        for k, v in evaluate_views(
-            params, scene.images[train], scene.Ks[train], scene.viewmats[train], *shown
-        ).items()
-    }
-    if scene.test:
-        results |= evaluate_views(
-            params, scene.images[scene.test], scene.Ks[scene.test], scene.viewmats[scene.test], *shown
-        )
-    results["sh_degree"] = fit.sh_degree
-    ply = write_ply(run_dir / "splats.ply", Gaussians.from_params(params))
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    _print("splat fit", results | {"ply": str(ply)})
+    results = fit_folder(data, fit, init, n_points, lambda: run.open(out=out)[0])
+    _print("splat fit", results)
     return results
 
 
@@ -158,46 +128,11 @@ def instantsplat(
         isplat: initialiser, joint-optimisation schedule, test-time alignment.
         out: run directory (default runs/3d/instantsplat/<time>).
     """
-    from warmstart_3d.data import load_scene, load_true_poses
-    from warmstart_3d.instantsplat import run_instantsplat
-    from warmstart_3d.splats import write_ply
+    from warmstart_3d.instantsplat import run_folder
 
     _check_fit(isplat.fit, "isplat.fit")
-    scene = load_scene(data, fov_deg=isplat.prior.fov_deg)
-    if isplat.init != "prior" and scene.viewmats is None:
-        raise DataError(
-            f"{data}: no initial poses in sparse/0/; use --isplat.init prior (images only, with "
-            "--isplat.prior.model), dust3r/mast3r where installed, or add a COLMAP text model of initial poses"
-        )
-    n_views = len(scene.train) if scene.train is not None else len(scene.images)
-    if not 2 <= n_views <= 32:
-        raise DataError(f"{data}: {n_views} training views; InstantSplat is for sparse views (3-12)")
-    truth = load_true_poses(data, scene.names)
-    stage: dict = {}
-    if (
-        isplat.init == "prior"
-    ):  # images only: poses and depth from the prior (the model loads before any write)
-        from dataclasses import replace
-
-        from warmstart_3d.instantsplat import prior_scene
-        from warmstart_3d.prior import load_depth_model
-
-        if isplat.prior.model is None:
-            raise ConfigError(
-                "--isplat.init prior needs --isplat.prior.model (a depth model: hub id or folder)"
-            )
-        model, processor = load_depth_model(isplat.prior.model)
-        truth = truth if truth is not None else scene.viewmats
-        scene, initial, stage = prior_scene(replace(scene, depths=None), isplat, model, processor)
-        isplat = replace(isplat, init="depth")
-    else:
-        initial = scene.viewmats
-    run_dir, _ = run.open(out=out)
-    gaussians, results = run_instantsplat(scene, initial, isplat, true_viewmats=truth)
-    results |= stage
-    ply = write_ply(run_dir / "splats.ply", gaussians)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    _print("instantsplat", results | {"ply": str(ply)})
+    results = run_folder(data, isplat, lambda: run.open(out=out)[0])
+    _print("instantsplat", results)
     return results
 
 
@@ -366,25 +301,13 @@ def clip2point_pretrain(
         out: run directory (default runs/3d/clip2point-pretrain/<time>): depth_encoder.safetensors,
             depth_encoder/ (config.json + model.safetensors + README.md), results.json.
     """
-    from warmstart_3d.clip2point import load_clip, pretrain_clip2point, pretrain_source, save_depth_encoder
+    from warmstart_3d.clip2point import run_pretrain
 
     if pretrain.steps < 1 or pretrain.per_class < 1:
         raise ConfigError("--pretrain.steps and --pretrain.per_class must be >= 1")
     run_dir, _ = run.open(out=out)
-    results: dict = {}
-    if clip.model == "tiny":
-        cfg = _small_engine(source.steps, source.batch_size, source.lr) if engine else None
-        results |= {f"source_{k}": v for k, v in pretrain_source(source, run_dir / "clip", cfg).items()}
-        clip = ClipSpec(model=str((run_dir / "clip").resolve()))
-    loaded = load_clip(clip)
-    cfg = _small_engine(pretrain.steps, pretrain.batch_size, pretrain.lr) if engine else None
-    if cfg is not None:
-        cfg.train.seed = pretrain.seed
-    model, info = pretrain_clip2point(loaded, depth, pretrain, cfg)
-    results |= info
-    path = save_depth_encoder(model, clip, depth, run_dir, {"init": pretrain.init}, info)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    _print("clip2point pretrain", results | {"depth_encoder": str(path)})
+    results = run_pretrain(clip, depth, pretrain, source, run_dir, _small_engine if engine else None)
+    _print("clip2point pretrain", results)
     return results
 
 

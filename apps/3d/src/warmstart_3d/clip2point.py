@@ -444,3 +444,30 @@ def load_depth_encoder(folder: Path, clip: LoadedCLIP) -> nn.Module:
             f"{path}: does not match the image tower of {clip.source}; pass the --clip.model used in pretraining"
         ) from exc
     return encoder.eval()
+
+
+def run_pretrain(
+    clip: ClipSpec,
+    depth: DepthConfig,
+    pretrain: PretrainConfig,
+    source: SourceConfig,
+    run_dir: Path,
+    engine_config: Any = None,
+) -> dict:
+    """The ``clip2point-pretrain`` command: (a tiny source CLIP first when ``clip.model`` is ``tiny``), then
+    image-depth pretraining; the depth encoder and results.json go into ``run_dir``. ``engine_config``:
+    ``(steps, batch_size, lr) -> EngineConfig`` to train on the core engine, None for the plain loop."""
+    results: dict = {}
+    if clip.model == "tiny":
+        cfg = engine_config(source.steps, source.batch_size, source.lr) if engine_config else None
+        results |= {f"source_{k}": v for k, v in pretrain_source(source, run_dir / "clip", cfg).items()}
+        clip = ClipSpec(model=str((run_dir / "clip").resolve()))
+    loaded = load_clip(clip)
+    cfg = engine_config(pretrain.steps, pretrain.batch_size, pretrain.lr) if engine_config else None
+    if cfg is not None:
+        cfg.train.seed = pretrain.seed
+    model, info = pretrain_clip2point(loaded, depth, pretrain, cfg)
+    results |= info
+    path = save_depth_encoder(model, clip, depth, run_dir, {"init": pretrain.init}, info)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results | {"depth_encoder": str(path)}

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -29,6 +31,7 @@ from warmstart_3d.geometry import absolute_trajectory_error, camera_centres, rot
 from warmstart_3d.prior import PriorConfig, initialise_from_images
 from warmstart_3d.splatfit import PoseCorrection, SplatFitConfig, align_poses, evaluate_views, train_splats
 from warmstart_3d.splats import Gaussians
+from warmstart_3d.stereo import StereoConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ class InstantSplatConfig:
     bench's oracle), random (the baseline), dust3r / mast3r (when installed)."""
     prior: PriorConfig = field(default_factory=PriorConfig)
     """The geometry prior of --isplat.init prior."""
+    stereo: StereoConfig = field(default_factory=StereoConfig)
+    """DUSt3R / MASt3R (--isplat.init dust3r|mast3r, when their packages are installed)."""
     n_points: int = 2000
     """Gaussians to initialise (subsampled from the point map, or drawn at random)."""
     optimize_poses: bool = True
@@ -108,20 +113,10 @@ def initialise(
     """Stage 1: Gaussians from the chosen initialiser, expressed in the frame of ``viewmats``."""
     views = scene.train if scene.train is not None else list(range(len(scene.images)))
     if config.init == "prior":
-        raise UserError(
-            "--isplat.init prior: run stage 1 first (instantsplat.prior_scene), then the depth init"
-        )
+        raise UserError("--isplat.init prior: run stage 1 first (instantsplat.stage1), then the depth init")
     if config.init in ("dust3r", "mast3r"):
-        try:
-            __import__(config.init)
-        except ImportError as exc:
-            raise UserError(
-                f"--isplat.init {config.init}: the {config.init} package is not installed (it needs its repository "
-                f"and checkpoint weights); install it on a GPU machine, or use --isplat.init depth|random"
-            ) from exc
         raise UserError(
-            f"--isplat.init {config.init}: running {config.init} needs its checkpoint; this build wires only depth "
-            "and random initialisation — export the point map as depths/*.npy and use --isplat.init depth"
+            f"--isplat.init {config.init}: run stage 1 first (instantsplat.stage1), then the depth init"
         )
     if config.init == "depth":
         if scene.depths is None:
@@ -170,17 +165,30 @@ def prior_scene(
     return replace(scene, Ks=Ks, depths=depths), viewmats, info
 
 
+def stereo_scene(scene: Scene, config: InstantSplatConfig) -> tuple[Scene, torch.Tensor, dict]:
+    """Stage 1 by DUSt3R / MASt3R: the scene with their depths and intrinsics, their poses, what they report."""
+    from dataclasses import replace
+
+    from warmstart_3d.stereo import stereo_stage1
+
+    assert config.init in ("dust3r", "mast3r")
+    viewmats, Ks, depths, info = stereo_stage1(scene.images, config.init, config.stereo)
+    return replace(scene, Ks=Ks, depths=depths), viewmats, info
+
+
 def run_instantsplat(
     scene: Scene,
     initial_viewmats: torch.Tensor,
     config: InstantSplatConfig,
     *,
     true_viewmats: torch.Tensor | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Gaussians, dict[str, float]]:
     """Initialise, jointly optimise on the training views, align the test views and evaluate.
 
     ``initial_viewmats`` (V, 4, 4) are the starting poses of all views (noisy poses, or a stereo model's);
     ``true_viewmats`` (V, 4, 4), when known, give the ATE and rotation error of the optimised trajectory.
+    ``tensors``, when given, receives the optimised training poses and the aligned test poses (for pictures).
     """
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.fit.seed)
@@ -214,9 +222,131 @@ def run_instantsplat(
         results.update(
             evaluate_views(params, scene.images[test], scene.Ks[test], aligned, degree, background)
         )
+        if tensors is not None:
+            tensors["test_viewmats"] = aligned.detach()
+    if tensors is not None:
+        tensors["train_viewmats"] = history["viewmats"].detach()
     if true_viewmats is not None:
         results["ate"] = absolute_trajectory_error(history["viewmats"], true_viewmats[train])
         results["ate_initial"] = absolute_trajectory_error(initial_viewmats[train], true_viewmats[train])
         results["rot_err_deg"] = rotation_error_deg(history["viewmats"], true_viewmats[train])
     results["seconds"] = time.perf_counter() - start
     return Gaussians.from_params(params), results
+
+
+def run_folder(data: Path, config: InstantSplatConfig, open_run: Callable[[], Path]) -> dict:
+    """The ``instantsplat`` command: load the folder, stage 1, joint optimisation, write splats.ply and
+    results.json into the run folder ``open_run()`` gives — opened only once everything has been checked
+    and any model has loaded (bad input writes nothing)."""
+    import json
+    from dataclasses import replace
+
+    from warmstart.errors import ConfigError
+    from warmstart_3d.data import load_scene, load_true_poses
+    from warmstart_3d.splats import write_ply
+
+    scene = load_scene(data, fov_deg=config.prior.fov_deg)
+    from_images = config.init in ("prior", "dust3r", "mast3r")
+    if not from_images and scene.viewmats is None:
+        raise DataError(
+            f"{data}: no initial poses in sparse/0/; use --isplat.init prior (images only, with "
+            "--isplat.prior.model), dust3r/mast3r where installed, or add a COLMAP text model of initial poses"
+        )
+    n_views = len(scene.train) if scene.train is not None else len(scene.images)
+    if not 2 <= n_views <= 32:
+        raise DataError(f"{data}: {n_views} training views; InstantSplat is for sparse views (3-12)")
+    truth = load_true_poses(data, scene.names)
+    stage: dict = {}
+    if from_images:  # images only: poses and depth from stage 1 (the model loads before any write)
+        truth = truth if truth is not None else scene.viewmats
+        if config.init == "prior":
+            from warmstart_3d.prior import load_depth_model
+
+            if config.prior.model is None:
+                raise ConfigError(
+                    "--isplat.init prior needs --isplat.prior.model (a depth model: hub id or folder)"
+                )
+            model, processor = load_depth_model(config.prior.model)
+            scene, initial, stage = prior_scene(replace(scene, depths=None), config, model, processor)
+        else:
+            scene, initial, stage = stereo_scene(replace(scene, depths=None), config)
+        config = replace(config, init="depth")
+    else:
+        initial = scene.viewmats
+    run_dir = open_run()
+    poses: dict[str, torch.Tensor] = {}
+    gaussians, results = run_instantsplat(scene, initial, config, true_viewmats=truth, tensors=poses)
+    results |= stage
+    ply = write_ply(run_dir / "splats.ply", gaussians)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    pictures = log_pictures(run_dir, gaussians, scene, poses)
+    return results | {"ply": str(ply), "pictures": str(pictures)}
+
+
+def render_rgb(
+    gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int
+) -> torch.Tensor:
+    """(H, W, 3) render of one camera on white."""
+    from warmstart_3d.render import rasterize
+
+    with torch.no_grad():
+        out = rasterize(
+            gaussians.means,
+            gaussians.quats,
+            gaussians.scales,
+            gaussians.opacities,
+            gaussians.sh,
+            viewmat[None],
+            K[None],
+            width,
+            height,
+            backgrounds=torch.ones(1, 3, device=gaussians.means.device),
+        )
+    return out.colors[0].clamp(0, 1).cpu()
+
+
+def depth_picture(depth: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) grey inverse depth (near = bright) of a depth map, unknown (0) in white; normalised per map."""
+    depth = depth.cpu()
+    valid = depth > 0
+    inv = torch.where(valid, 1.0 / depth.clamp_min(1e-6), torch.zeros_like(depth))
+    if bool(valid.any()):
+        lo, hi = float(inv[valid].min()), float(inv[valid].max())
+        inv = (inv - lo) / max(hi - lo, 1e-9)
+    grey = torch.where(valid, 0.1 + 0.8 * inv, torch.ones_like(inv))
+    return grey[..., None].expand(*grey.shape, 3)
+
+
+def picture_rows(
+    gaussians: Gaussians, scene: Scene, poses: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Per view, (H, 3W, 3): the image, the render from its optimised (training) or aligned (held-out) pose,
+    and the stage-1 depth map (blank without one)."""
+    train = scene.train if scene.train is not None else list(range(len(scene.images)))
+    test = scene.test or []
+    views = [(i, poses["train_viewmats"][k]) for k, i in enumerate(train) if "train_viewmats" in poses]
+    views += [(i, poses["test_viewmats"][k]) for k, i in enumerate(test) if "test_viewmats" in poses]
+    rows = {}
+    for i, viewmat in views:
+        render = render_rgb(gaussians, viewmat, scene.Ks[i], scene.width, scene.height)
+        blank = torch.ones(scene.height, scene.width)
+        depth = depth_picture(scene.depths[i] if scene.depths is not None else blank * 0)
+        kind = "test" if i in test else "train"
+        rows[f"{kind}/{scene.names[i]}"] = torch.cat([scene.images[i].cpu(), render, depth], 1)
+    return rows
+
+
+def log_pictures(run_dir: Path, gaussians: Gaussians, scene: Scene, poses: dict[str, torch.Tensor]) -> Path:
+    """TensorBoard images (``run/tensorboard``: image | render | depth per view) and the same as views.png."""
+    import numpy as np
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    rows = picture_rows(gaussians, scene, poses)
+    with SummaryWriter(str(run_dir / "tensorboard")) as writer:
+        for tag, row in rows.items():
+            writer.add_image(f"views/{tag}", row.numpy(), dataformats="HWC")
+    grid = torch.cat(list(rows.values()), 0) if rows else torch.ones(1, 1, 3)
+    path = run_dir / "views.png"
+    Image.fromarray((grid.numpy() * 255).round().astype(np.uint8)).save(path)
+    return path

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -305,3 +307,44 @@ def evaluate_views(
     out = render_params(params, viewmats, Ks, width, height, sh_degree, background)
     render = out.colors.clamp(0, 1)
     return {"psnr": psnr(render, images), "ssim": image_ssim(render, images)}
+
+
+def fit_folder(
+    data: Path,
+    fit: SplatFitConfig,
+    init: Literal["random", "depth"],
+    n_points: int,
+    open_run: Callable[[], Path],
+) -> dict:
+    """The ``splat-fit`` command: classic 3DGS on a posed scene folder; splats.ply and results.json go into
+    the run folder ``open_run()`` gives, opened once the folder has been checked."""
+    import json
+
+    from warmstart.errors import DataError
+    from warmstart_3d.data import load_scene
+    from warmstart_3d.instantsplat import InstantSplatConfig, initialise
+    from warmstart_3d.splats import Gaussians, write_ply
+
+    scene = load_scene(data)
+    if scene.viewmats is None:
+        raise DataError(
+            f"{data}: no poses (sparse/0/images.txt); splat-fit needs known poses — use instantsplat"
+        )
+    run_dir = open_run()
+    cfg = InstantSplatConfig(init=init, n_points=n_points, fit=fit)
+    params = initialise(scene, scene.viewmats, cfg, torch.Generator().manual_seed(fit.seed)).to_params()
+    train = scene.train if scene.train is not None else list(range(len(scene.images)))
+    history = train_splats(params, scene.images[train], scene.Ks[train], scene.viewmats[train], fit)
+    results = {"steps": fit.steps, "seconds": history["seconds"], "n_gaussians": history["n_gaussians"]}
+    shown = (fit.sh_degree, fit.background)
+    train_metrics = evaluate_views(
+        params, scene.images[train], scene.Ks[train], scene.viewmats[train], *shown
+    )
+    results |= {f"train_{k}": v for k, v in train_metrics.items()}
+    if scene.test:
+        test = scene.test
+        results |= evaluate_views(params, scene.images[test], scene.Ks[test], scene.viewmats[test], *shown)
+    results["sh_degree"] = fit.sh_degree
+    ply = write_ply(run_dir / "splats.ply", Gaussians.from_params(params))
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results | {"ply": str(ply)}
