@@ -258,3 +258,20 @@ def test_dust3r_adapter_runs_a_fake_dust3r_and_refuses_in_one_line_without_it(mo
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not on PyPI" in err and "git clone" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_pnp_ransac_recovers_the_pose_through_outliers_and_a_planar_sample():
+    from warmstart_3d.prior import pnp_ransac
+
+    g = torch.Generator().manual_seed(1)
+    world = torch.randn(80, 3, generator=g) * 0.5
+    world[:30, 2] = 0.0  # a plane (a floor) among the points: DLT samples on it are degenerate, not fatal
+    view = look_at(torch.tensor([1.0, -2.8, 0.9]), torch.zeros(3))
+    K = intrinsics(64, 64, 60.0)
+    cam = world @ view[:3, :3].T + view[:3, 3]
+    pix = (cam @ K.T)[:, :2] / cam[:, 2:]
+    pix[50:] = torch.rand(30, 2, generator=g) * 64  # 37 % wrong matches
+    found = pnp_ransac(world, pix, K, PriorConfig(pnp_hypotheses=300))
+    assert found is not None
+    pose, inliers = found
+    assert torch.allclose(pose, view, atol=1e-3) and bool(inliers[:50].all()) and int(inliers[50:].sum()) <= 2
