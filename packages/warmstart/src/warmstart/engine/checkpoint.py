@@ -243,8 +243,9 @@ def save_sharded_checkpoint(
     them; its coordinator writes ``.metadata`` after gathering every rank's result). The directory must
     be on a filesystem all ranks share, as for any DCP checkpoint. Errors as :func:`save_checkpoint`.
     """
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.filesystem import FileSystemWriter
+    from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
@@ -257,7 +258,7 @@ def save_sharded_checkpoint(
     try:
         with warnings.catch_warnings():  # DCP's own use of TypedStorage, and one process without a group
             warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated|.*assuming the intent")
-            dcp.save(app_state, storage_writer=dcp.FileSystemWriter(str(tmp / SHARDS), sync_files=True))
+            dcp_save(app_state, storage_writer=FileSystemWriter(str(tmp / SHARDS), sync_files=True))
     except CheckpointException as exc:  # DCP gathers every rank's failure and raises it on all of them
         if writer:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -300,7 +301,7 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(model, options=options)
+    return get_model_state_dict(model, options=options)  # type: ignore[return-value]  # tensors here
 
 
 def is_sharded(path: Path) -> bool:
@@ -362,13 +363,15 @@ def read_meta(path: Path) -> dict[str, Any]:
         meta["files"]  # noqa: B018 - the one key every version has
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{meta_path} is corrupt ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path} is corrupt (not a JSON object)")
     return meta
 
 
-_VERIFIED: set[tuple] = set()  # (path, each file's mtime and size) already verified in this process
+_VERIFIED: set[tuple[Any, ...]] = set()  # (path, each file's mtime and size) already verified in this process
 
 
-def _stamp(path: Path, names: Iterable[str]) -> tuple:
+def _stamp(path: Path, names: Iterable[str]) -> tuple[Any, ...]:
     stats = [(path / name).stat() for name in (*names, "meta.json") if (path / name).is_file()]
     return (str(path.resolve()), *((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats))
 
@@ -428,7 +431,7 @@ def resolve_checkpoint(path: Path) -> Path:
     candidates = complete_checkpoints(root)
     if not candidates:
         raise CheckpointError(f"no complete checkpoint under {path}; start without --resume")
-    refused = []
+    refused: list[tuple[Path, str]] = []
     for candidate in reversed(candidates):
         reason = verify_checkpoint(candidate)
         if reason is None:

@@ -46,7 +46,7 @@ class ResumableLoader:
         shuffle: bool = True,
         rank: int = 0,
         world_size: int = 1,
-        collate_fn: Callable[[list], Any] | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         n = len(dataset)
         per_rank = n // world_size
@@ -140,7 +140,7 @@ class WorkerLoader:
         shuffle: bool = True,
         rank: int = 0,
         world_size: int = 1,
-        collate_fn: Callable[[list], Any] | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
         pin_memory: bool = False,
     ) -> None:
         from torchdata.stateful_dataloader import StatefulDataLoader
@@ -163,7 +163,7 @@ class WorkerLoader:
             persistent_workers=True,
         )
         self.epoch = 0
-        self._iterator: Iterator | None = None
+        self._iterator: Iterator[Any] | None = None
 
     def __iter__(self) -> Iterator[Any]:
         while True:
@@ -217,15 +217,15 @@ class BatchCursor:
     stream is at the same position and rank 0's state resumes them all.
     """
 
-    def __init__(self, data: Iterable, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, data: Iterable[Any], rank: int = 0, world_size: int = 1) -> None:
         self.data = data
         self.stateful = hasattr(data, "state_dict") and hasattr(data, "load_state_dict")
         self.consumed = 0
         self.rank = rank
         self.stride = world_size if world_size > 1 and not rank_sharded(data, rank, world_size) else 1
-        self._iterator: Iterator | None = None
+        self._iterator: Iterator[Any] | None = None
 
-    def _iter(self) -> Iterator:
+    def _iter(self) -> Iterator[Any]:
         if self._iterator is None:
             self._iterator = iter(self.data)
         return self._iterator

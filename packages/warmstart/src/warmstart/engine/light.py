@@ -67,7 +67,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _batches(data: Iterable) -> Iterator[Any]:
+def _batches(data: Iterable[Any]) -> Iterator[Any]:
     """Cycle a re-iterable input; a one-shot iterator that runs dry is the caller's mistake."""
     while True:
         iterator = iter(data)
@@ -89,13 +89,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def light_fit(
     model: nn.Module,
     loss_fn: LossFn,
-    batches: Iterable,
+    batches: Iterable[Any],
     *,
     steps: int,
     lr: float = 1e-3,
     optimizer: OptimizerConfig | None = None,
     schedule: ScheduleConfig | None = None,
-    params: Iterable | None = None,
+    params: Iterable[Any] | None = None,
     grad_clip_norm: float | None = 1.0,
     seed: int | None = 0,
     device: str | torch.device | None = None,
@@ -178,7 +178,7 @@ def light_fit(
                     clip()
                     return second
 
-                opt.step(closure)
+                opt.step(closure)  # type: ignore[arg-type]  # torch types it as returning a float
             else:
                 opt.step()
         else:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -99,7 +99,7 @@ def _resolved(config: EngineConfig) -> tuple[str, str, int | str, int, str]:
     return accelerator, precision, devices, num_nodes, strategy
 
 
-def make_fabric(config: EngineConfig):
+def make_fabric(config: EngineConfig) -> Any:
     """A launched Lightning Fabric for ``config.distributed`` (imported lazily: it costs seconds).
 
     ``distributed.timeout`` bounds every collective, so a dead or hung rank ends the job with an error.
@@ -110,11 +110,11 @@ def make_fabric(config: EngineConfig):
     timeout = timedelta(seconds=config.distributed.timeout)
     strategy_obj: Any = strategy
     if strategy == "ddp":
-        from lightning_fabric.strategies import DDPStrategy
+        from lightning_fabric.strategies.ddp import DDPStrategy
 
         strategy_obj = DDPStrategy(timeout=timeout)
     elif strategy == "fsdp":
-        from lightning_fabric.strategies import ModelParallelStrategy
+        from lightning_fabric.strategies.model_parallel import ModelParallelStrategy
 
         world = (devices if isinstance(devices, int) else 1) * num_nodes
         strategy_obj = ModelParallelStrategy(
@@ -125,7 +125,7 @@ def make_fabric(config: EngineConfig):
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy_obj,
-        precision=precision,
+        precision=cast(Any, precision),  # a DistributedConfig.precision literal, as Fabric spells them
     )
     fabric.launch()
     return fabric
@@ -239,7 +239,7 @@ class Engine:
     def fit(
         self,
         task: Task,
-        data: Iterable | Any,
+        data: Iterable[Any] | Any,
         *,
         collate_fn: Any = None,
         resume_from: Path | str | None = None,
@@ -254,7 +254,7 @@ class Engine:
             return self.train(st)
         finally:
             task.model = st.raw_model
-            if locked:
+            if locked and self.run_dir is not None:
                 lock.release(self.run_dir)
 
     def train(self, st: RunState) -> RunSummary:
@@ -465,15 +465,16 @@ class Engine:
     def _load_sharded(st: RunState, checkpoint: Path) -> dict[str, Any]:
         """Every rank reads its shards of a DCP checkpoint into the live model and optimizer (resharding
         when the world size changed); returns the engine state."""
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.api import CheckpointException
+        from torch.distributed.checkpoint.filesystem import FileSystemReader
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 
         state = load_sharded_state(checkpoint)
         model_sd, optim_sd = get_state_dict(st.raw_model, st.optimizer)  # templates (optimizer state made)
-        app_state = {"model": model_sd, "optim": optim_sd}
+        app_state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
         try:
-            dcp.load(app_state, storage_reader=dcp.FileSystemReader(str(checkpoint / SHARDS)))
+            dcp_load(app_state, storage_reader=FileSystemReader(str(checkpoint / SHARDS)))
         except CheckpointException as exc:
             raise CheckpointError(
                 f"checkpoint {checkpoint} does not fit this model ({str(exc).splitlines()[0][:300]}); resume "
@@ -488,7 +489,7 @@ class Engine:
         return state
 
     @staticmethod
-    def _load(checkpoint: Path) -> tuple[Path, tuple]:
+    def _load(checkpoint: Path) -> tuple[Path, tuple[Any, Any, Any]]:
         """Load ``checkpoint``; one the engine chose itself that is refused gives way to older ones."""
         try:
             return checkpoint, load_checkpoint(checkpoint)
@@ -508,7 +509,9 @@ class Engine:
         raise first
 
     # -- one optimizer step -----------------------------------------------------------------------
-    def _forward_backward(self, st: RunState, micro: list, collect: bool) -> tuple[torch.Tensor, dict]:
+    def _forward_backward(
+        self, st: RunState, micro: list[Any], collect: bool
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The mean loss over the micro-batches (detached) and their summed/averaged task metrics."""
         metrics: dict[str, float] = {}
         n = len(micro)
@@ -574,7 +577,7 @@ class Engine:
             st.guard.accept(loss)
             if st.closure:
 
-                def closure(micro: list = micro) -> torch.Tensor:
+                def closure(micro: list[Any] = micro) -> torch.Tensor:
                     st.step_optimizer.zero_grad(set_to_none=True)
                     second, _ = self._forward_backward(st, micro, collect=False)
                     self._clip(st)
@@ -627,7 +630,8 @@ class Engine:
             if st.rank0 and st.writer is not None:
                 st.writer.write(st.step, row)
             st.window = Window()
-        st.progress.update(st.step, row, log_now)
+        if st.progress is not None:
+            st.progress.update(st.step, row, log_now)
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self, st: RunState) -> dict[str, float]:
@@ -656,7 +660,7 @@ class Engine:
         data_states = [st.cursor.state_dict()]
         if st.world > 1:  # every rank's generators; its stream's position too when the stream shards itself
             mine = (rngs[0], data_states[0] if st.cursor.stride == 1 else None)
-            gathered: list = [None] * st.world
+            gathered: list[Any] = [None] * st.world
             torch.distributed.all_gather_object(gathered, mine)
             rngs = [g[0] for g in gathered]
             if st.cursor.stride == 1:

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,17 +60,19 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def make_loggers(run_dir: Path, names: list[str], resume_step: int | None) -> list[Any]:
+def make_loggers(run_dir: Path, names: Sequence[str], resume_step: int | None) -> list[Any]:
     """Lightning logger objects for ``names`` (tensorboard, csv, wandb) writing into ``run_dir``."""
     loggers: list[Any] = []
     for name in dict.fromkeys(names):  # each once, in order
         if name == "tensorboard":
-            from lightning_fabric.loggers import TensorBoardLogger
+            from lightning_fabric.loggers.tensorboard import TensorBoardLogger
 
             # purge_step: TensorBoard drops the events a resume repeats
-            extra = {"purge_step": resume_step + 1} if resume_step is not None else {}
+            purge = resume_step + 1 if resume_step is not None else None
             loggers.append(
-                TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False, **extra)
+                TensorBoardLogger(
+                    run_dir, name="tensorboard", version="", default_hp_metric=False, purge_step=purge
+                )
             )
         elif name == "csv":
             if resume_step is not None:
@@ -96,10 +99,10 @@ def _csv_logger(run_dir: Path) -> Any:
     """Fabric's CSV logger (``run/csv/metrics.csv``), which also writes ``hparams.yaml`` (Fabric's own cannot
     log hyperparameters; Lightning's full package, which can, is not a dependency of the core)."""
     import yaml
-    from lightning_fabric.loggers import CSVLogger
+    from lightning_fabric.loggers.csv_logs import CSVLogger
 
     class CSVWithHparams(CSVLogger):
-        def log_hyperparams(self, params: Any) -> None:  # type: ignore[override]
+        def log_hyperparams(self, params: Any) -> None:
             folder = Path(self.log_dir)
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "hparams.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=False))
@@ -131,7 +134,7 @@ class MetricsWriter:
     def __init__(
         self,
         run_dir: Path | None,
-        tensorboard: bool | list[str] = True,
+        tensorboard: bool | Sequence[str] = True,
         *,
         resume_step: int | None = None,
         hparams: dict[str, Any] | None = None,
@@ -180,7 +183,7 @@ class Progress:
         else:
             self.mode = mode
         self.total = total
-        self._bar = None
+        self._bar: Any = None
         if self.mode == "rich":
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
