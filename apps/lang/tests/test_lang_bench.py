@@ -6,24 +6,8 @@ import json
 import math
 
 import pytest
-import torch
 
 from warmstart_lang.cli import app
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread than on two contended ones (see warmstart.engine.cpu_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("WARMSTART_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.mark.slow

@@ -14,20 +14,6 @@ from warmstart_lang.cli import app
 QUIET = ["--engine.logging.tensorboard", "false", "--engine.logging.progress", "none"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread than on two contended ones (see warmstart.engine.cpu_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     """synth -> tokenizer-train -> tokenizer-extend, and a tiny untrained source model on the base tokenizer."""
@@ -304,15 +290,8 @@ def test_pretrain_lora_merges_and_trains_new_rows(world, tmp_path):
     assert not torch.equal(q0, after.model.layers[0].self_attn.q_proj.weight)  # LoRA delta merged
 
 
-def _one_line_error(capsys, code: int) -> str:
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err
-    return err
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
-def test_qlora_on_cpu_is_a_clear_error(world, capsys):
+def test_qlora_on_cpu_is_a_clear_error(world, one_line_error):
     d = world["data"]
     code = app.main(
         [
@@ -327,19 +306,19 @@ def test_qlora_on_cpu_is_a_clear_error(world, capsys):
             "qlora",
         ]
     )
-    assert "CUDA" in _one_line_error(capsys, code)
+    assert "CUDA" in one_line_error(code)
 
 
-def test_bad_inputs_exit_2_with_one_line(world, tmp_path, capsys):
+def test_bad_inputs_exit_2_with_one_line(world, tmp_path, one_line_error):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     code = app.main(["tokenizer-train", "--data", str(empty), "--out", str(tmp_path / "t")])
-    assert str(empty) in _one_line_error(capsys, code)
+    assert str(empty) in one_line_error(code)
 
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("café crème\n".encode("latin-1") * 5)
     code = app.main(["tokenizer-train", "--data", str(latin1), "--out", str(tmp_path / "t")])
-    assert "UTF-8" in _one_line_error(capsys, code)
+    assert "UTF-8" in one_line_error(code)
 
     no_weights = tmp_path / "no_weights"
     no_weights.mkdir()
@@ -357,7 +336,7 @@ def test_bad_inputs_exit_2_with_one_line(world, tmp_path, capsys):
             str(tmp_path / "x"),
         ]
     )
-    assert "without weights" in _one_line_error(capsys, code)
+    assert "without weights" in one_line_error(code)
     assert not (tmp_path / "x").exists()
 
     d = world["data"]  # the extended tokenizer does not fit the unexpanded model
@@ -372,7 +351,7 @@ def test_bad_inputs_exit_2_with_one_line(world, tmp_path, capsys):
             str(d / "target" / "valid.txt"),
         ]
     )
-    assert "expand" in _one_line_error(capsys, code)
+    assert "expand" in one_line_error(code)
 
 
 def test_expansion_memory_is_refused_before_allocating(world):

@@ -22,11 +22,6 @@ pytestmark = [
 QUIET = ["--engine.logging.tensorboard", "false", "--engine.logging.progress", "none"]
 
 
-@pytest.fixture(autouse=True)
-def _runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("lang-cuda")

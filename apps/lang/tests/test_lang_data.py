@@ -21,15 +21,6 @@ from warmstart_lang.data import (
 from warmstart_lang.tokenizer import extend_tokenizer, fertility, train_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread than on two contended ones (see warmstart.engine.cpu_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory) -> dict[str, Path]:
     return write_language_pair(tmp_path_factory.mktemp("pair"), n_source=300, n_target=200, n_valid=40)

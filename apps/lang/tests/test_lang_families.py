@@ -24,16 +24,6 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path):
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory) -> dict[str, Path]:
     from warmstart_lang.data import write_language_pair
@@ -160,14 +150,7 @@ def test_t5_batches_are_span_corruption(pair):
     assert span_uncorrupt(inputs, targets, sentinels) == ids[0].tolist()  # nothing lost, nothing invented
 
 
-def _one_line(capsys, code: int) -> str:
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err
-    return err
-
-
-def test_unserved_classes_are_refused_by_name(tmp_path, capsys):
+def test_unserved_classes_are_refused_by_name(tmp_path, one_line_error):
     import transformers
 
     from warmstart_lang.families import detect_family
@@ -178,7 +161,7 @@ def test_unserved_classes_are_refused_by_name(tmp_path, capsys):
     clf = transformers.BertForSequenceClassification(transformers.BertConfig(**small))
     clf.save_pretrained(tmp_path / "clf")
     code = app.main(["eval", "--model", str(tmp_path / "clf"), "--target", str(tmp_path / "x.txt")])
-    assert "BertForSequenceClassification" in _one_line(capsys, code)
+    assert "BertForSequenceClassification" in one_line_error(code)
     bart = transformers.BartConfig(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1)
     with pytest.raises(ConfigError, match="Bart|bart"):
         detect_family(bart)
@@ -186,7 +169,7 @@ def test_unserved_classes_are_refused_by_name(tmp_path, capsys):
     assert detect_family(transformers.LlamaConfig()).name == "decoder"
 
 
-def test_expand_refuses_a_tokenizer_that_moves_old_ids(pair, tmp_path, capsys):
+def test_expand_refuses_a_tokenizer_that_moves_old_ids(pair, tmp_path, one_line_error):
     from warmstart_lang.data import read_texts
     from warmstart_lang.tokenizer import atomic_save, train_tokenizer
 
@@ -197,13 +180,13 @@ def test_expand_refuses_a_tokenizer_that_moves_old_ids(pair, tmp_path, capsys):
     code = app.main(
         ["expand", "--model", str(w["model"]), "--tokenizer", str(tmp_path / "other"), "--out", str(out)]
     )
-    err = _one_line(capsys, code)
+    err = one_line_error(code)
     assert "tokenizer-extend --base" in err and str(w["model"]) in err and "id " in err
     assert not out.exists()
 
 
 @pytest.mark.parametrize("command", ["expand", "pretrain", "eval"])
-def test_truncated_weights_are_one_line(pair, tmp_path, capsys, command):
+def test_truncated_weights_are_one_line(pair, tmp_path, one_line_error, command):
     w = _family_world(tmp_path, pair, "bert")
     weights = w["model"] / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -224,7 +207,7 @@ def test_truncated_weights_are_one_line(pair, tmp_path, capsys, command):
         ],
         "eval": ["eval", "--model", m, "--target", v],
     }[command]
-    err = _one_line(capsys, app.main(argv))
+    err = one_line_error(app.main(argv))
     assert "truncated or corrupt" in err and m in err
 
 
@@ -313,10 +296,10 @@ def test_grow_then_two_stage_training_saves_a_bigger_normal_model(pair, tmp_path
     assert depths - {None}
 
 
-def test_grow_refuses_fpi_on_a_family_without_rules(pair, tmp_path, capsys):
+def test_grow_refuses_fpi_on_a_family_without_rules(pair, tmp_path, capsys, one_line_error):
     w = _family_world(tmp_path, pair, "t5")
     code = app.main(["grow", "--model", str(w["model"]), "--grow.method", "fpi", "--grow.width", "128"])
     assert (
-        "T5ForConditionalGeneration" in _one_line(capsys, code)
+        "T5ForConditionalGeneration" in one_line_error(code)
         and "learngene" in capsys.readouterr().err + "learngene"
     )

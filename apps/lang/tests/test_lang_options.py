@@ -15,16 +15,6 @@ from warmstart_lang.cli import app
 QUIET = ["--engine.logging.tensorboard", "false", "--engine.logging.progress", "none"]
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch, tmp_path):
-    monkeypatch.setenv("WARMSTART_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     """The language pair, a BERT-style tokenizer and a tiny BERT masked LM, a save_to_disk dataset."""

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from warmstart.engine import EngineConfig, cpu_threads
+from warmstart.engine import EngineConfig, cpu_threads, quick_config
 from warmstart_lang.adapt import AdaptConfig, continual_pretrain, expand_model
 from warmstart_lang.data import TextBlockStream, read_texts, write_language_pair
 from warmstart_lang.models import ModelConfig, build_model, load_model
@@ -66,24 +66,15 @@ class World:
     fertility_extended: float
 
 
-def _quiet(cfg: EngineConfig) -> EngineConfig:
-    cfg.logging.tensorboard = False
-    cfg.logging.progress = "none"
-    cfg.checkpoint.save_final = False
-    cfg.logging.log_every = 10_000
-    return cfg
+QUIET_LOG_EVERY = 10_000
+"""The benches' in-process fits log (to metrics.jsonl, when they have a run directory) only at the end."""
 
 
 def _train_lm(
     model: Any, tokenizer: Any, files: list[Path], steps: int, seed: int, block: int, lr: float
 ) -> Any:
     """Pretrain ``model`` with its family's objective on ``files`` (the bench's sources)."""
-    cfg = _quiet(EngineConfig())
-    cfg.train.max_steps = steps
-    cfg.train.micro_batch_size = 16
-    cfg.train.seed = seed
-    cfg.optimizer.lr = lr
-    cfg.schedule.warmup_steps = max(1, steps // 10)
+    cfg = quick_config(steps, 16, lr, seed, log_every=QUIET_LOG_EVERY)
     adapt = AdaptConfig(block_size=block, eval_blocks=4, shuffle_buffer=64)
     texts = read_texts(files, limit=40)
     return continual_pretrain(model, tokenizer, files, engine=cfg, adapt=adapt, target_eval_texts=texts).model
@@ -229,14 +220,9 @@ def _run(
         texts = read_texts([world.data["target_train"]], limit=300) if method == "cw2v" else None
         info = expand_model(model, base, extended, method=method, seed=seed, texts=texts)  # type: ignore[arg-type]
         new_ids = info["new_token_ids"]
-    cfg = _quiet(EngineConfig())
-    cfg.train.max_steps = bench.steps
-    cfg.train.micro_batch_size = bench.batch_size
-    cfg.train.seed = seed
+    cfg = quick_config(bench.steps, bench.batch_size, bench.lr, seed, log_every=QUIET_LOG_EVERY)
     cfg.train.eval_every = bench.eval_every
-    cfg.optimizer.lr = bench.lr
     cfg.schedule.name = schedule  # type: ignore[assignment]
-    cfg.schedule.warmup_steps = max(1, bench.steps // 10)
     adapt = AdaptConfig(block_size=bench.world.block_size, replay_ratio=replay, eval_blocks=16)
     start = time.perf_counter()
     result = continual_pretrain(
@@ -508,13 +494,8 @@ def _growth_row(out: Path, bench: BenchConfig) -> dict[str, Any]:
 
 
 def _bench_engine(bench: BenchConfig, seed: int, steps: int) -> EngineConfig:
-    cfg = _quiet(EngineConfig())
-    cfg.train.max_steps = steps
-    cfg.train.micro_batch_size = bench.batch_size
-    cfg.train.seed = seed
+    cfg = quick_config(steps, bench.batch_size, bench.lr, seed, log_every=QUIET_LOG_EVERY)
     cfg.train.eval_every = bench.eval_every
-    cfg.optimizer.lr = bench.lr
-    cfg.schedule.warmup_steps = max(1, steps // 10)
     return cfg
 
 
@@ -655,10 +636,9 @@ def throughput_vs_trainer(
         return model
 
     # ours
-    cfg = _quiet(EngineConfig())
-    cfg.train.max_steps = steps
-    cfg.train.micro_batch_size = batch_size
-    cfg.optimizer.lr = 1e-3
+    cfg = quick_config(
+        steps, batch_size, 1e-3, warmup=EngineConfig().schedule.warmup_steps, log_every=QUIET_LOG_EVERY
+    )
     result = continual_pretrain(
         fresh_model(),
         extended,

@@ -586,8 +586,9 @@ def demo(out: Path | None = None, steps: int = 40, run: RunContext | None = None
 
 def _demo(run_dir: Path, steps: int) -> DemoResult:
     from warmstart.cli.show import print_table
+    from warmstart.engine import quick_config
     from warmstart_lang.adapt import continual_pretrain, expand_model, save_model
-    from warmstart_lang.bench import _quiet, prepare_world
+    from warmstart_lang.bench import QUIET_LOG_EVERY, prepare_world
     from warmstart_lang.data import read_texts
     from warmstart_lang.models import load_model
     from warmstart_lang.tokenizer import load_tokenizer
@@ -596,11 +597,7 @@ def _demo(run_dir: Path, steps: int) -> DemoResult:
     base, extended = load_tokenizer(world.base_tokenizer), load_tokenizer(world.extended_tokenizer)
     model = load_model(world.source_model)
     info = expand_model(model, base, extended, method="fvt")
-    cfg = _quiet(EngineConfig())
-    cfg.train.max_steps = steps
-    cfg.train.micro_batch_size = 8
-    cfg.optimizer.lr = 2e-3
-    cfg.schedule.warmup_steps = max(1, steps // 10)
+    cfg = quick_config(steps, 8, 2e-3, log_every=QUIET_LOG_EVERY)  # warmup: a tenth of the steps
     result = continual_pretrain(
         model,
         extended,
