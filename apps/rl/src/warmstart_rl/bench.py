@@ -355,6 +355,8 @@ class WorldModelBenchConfig:
     false: a zero-initialised action input on the action-free RSSM."""
     intrinsic: float = 0.0
     """beta of APV's video-based intrinsic bonus in every arm (0: off)."""
+    workers: int = 1
+    """Seeds run in this many processes at once (one torch thread each): 2 on a 2-core machine."""
     noise: float = 0.3
     """Random-action share of the same-env videos' scripted expert."""
     random_episodes: int = 200
@@ -411,41 +413,62 @@ def _pretrained_source(config: WorldModelBenchConfig, source: str, seed: int, sc
     return load_world_model(folder / "worldmodel")
 
 
-def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchReport:
-    """The Dreamer-style agent from scratch, from a world model pretrained on the target's own videos, and
-    from one pretrained on another environment's videos (ContextWM's in-the-wild setting), equal env steps."""
+WM_ARMS = ("scratch", "contextwm same-env videos", "contextwm other-env videos")
+
+
+def _worldmodel_seed(config: WorldModelBenchConfig, seed: int, out: Path) -> dict[str, Any]:
+    """One seed of the world-model bench (the cached sources, the random reference, the three agent runs);
+    plain numbers only (a worker process returns them)."""
     import torch
 
     from warmstart_rl.contextwm import AgentConfig, WorldModel, WorldModelConfig, train_agent
     from warmstart_rl.data import random_return
 
-    config = replace(config, env=config.env.resolved())
-    arms = ("scratch", "contextwm same-env videos", "contextwm other-env videos")
-    finals: dict[str, list[float]] = {a: [] for a in (*arms, "random policy")}
-    curves: dict[str, list] = {a: [] for a in arms}
-    recon: dict[str, list[float]] = {a: [] for a in arms}
-    seconds: dict[str, list[float]] = {a: [] for a in arms}
-    pre_recon: dict[str, list[float]] = {a: [] for a in arms[1:]}
     agent = AgentConfig(total_steps=config.total_steps, prefill=config.prefill, intrinsic=config.intrinsic)
     model_config = WorldModelConfig(context=config.context, stack=config.stack)
-    start = time.perf_counter()
-    for seed in range(config.seeds):
-        sources = {arm: _pretrained_source(config, arm.split()[1], seed, Path(out)) for arm in arms[1:]}
+    row: dict[str, Any] = {k: {} for k in ("finals", "curves", "recon", "seconds", "pre_recon")}
+    with cpu_threads():
+        sources = {arm: _pretrained_source(config, arm.split()[1], seed, Path(out)) for arm in WM_ARMS[1:]}
         for arm, (_, spec) in sources.items():
-            pre_recon[arm].append(spec["metrics"]["wm/heldout_recon"])
-        finals["random policy"].append(random_return(config.env, config.random_episodes, 50_000 + seed))
-        for arm in arms:
+            row["pre_recon"][arm] = spec["metrics"]["wm/heldout_recon"]
+        row["finals"]["random policy"] = random_return(config.env, config.random_episodes, 50_000 + seed)
+        for arm in WM_ARMS:
             if arm == "scratch":
                 torch.manual_seed(seed)
                 world_model = WorldModel(0, int(config.env.size or 0), model_config)
             else:
                 world_model = sources[arm][0]
             result = train_agent(config.env, agent, world_model, seed=seed)
-            finals[arm].append(result["final_return"])
-            curves[arm].append(return_curve(result["curve"], 250, config.total_steps))
-            recon[arm].append(result["metrics"].get("wm/recon", float("nan")))
-            seconds[arm].append(result["seconds"])
+            row["finals"][arm] = result["final_return"]
+            row["curves"][arm] = return_curve(result["curve"], 250, config.total_steps)
+            row["recon"][arm] = result["metrics"].get("wm/recon", float("nan"))
+            row["seconds"][arm] = result["seconds"]
             log.info("seed %d %s: return %.3f", seed, arm, result["final_return"])
+    return row
+
+
+def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchReport:
+    """The Dreamer-style agent from scratch, from a world model pretrained on the target's own videos, and
+    from one pretrained on another environment's videos (ContextWM's in-the-wild setting), equal env steps.
+    With ``config.workers`` > 1 the seeds run in that many processes (one torch thread each)."""
+    config = replace(config, env=config.env.resolved())
+    arms = WM_ARMS
+    start = time.perf_counter()
+    if config.workers > 1 and config.seeds > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        jobs = [(config, s, out) for s in range(config.seeds)]
+        with ProcessPoolExecutor(min(config.workers, config.seeds), mp_context=context) as pool:
+            rows = list(pool.map(_worldmodel_seed, *zip(*jobs, strict=True)))
+    else:
+        rows = [_worldmodel_seed(config, seed, out) for seed in range(config.seeds)]
+    finals = {a: [r["finals"][a] for r in rows] for a in (*arms, "random policy")}
+    curves = {a: [r["curves"][a] for r in rows] for a in arms}
+    recon = {a: [r["recon"][a] for r in rows] for a in arms}
+    seconds = {a: [r["seconds"][a] for r in rows] for a in arms}
+    pre_recon = {a: [r["pre_recon"][a] for r in rows] for a in arms[1:]}
     description = (
         f"Target {config.env.env_id}, {config.env.size}x{config.env.size} RGB pixels, {config.env.actions} "
         f"actions. Per seed two action-free ContextWM sources (context encoder: {config.context}), each "
