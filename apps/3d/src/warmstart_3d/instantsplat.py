@@ -2,8 +2,8 @@
 
 Seed paper: "InstantSplat: Unbounded Sparse-view Pose-free Gaussian Splatting in 40 Seconds" (Fan et al.,
 arXiv 2403.20309; code NVlabs/InstantSplat). Stage 1 (coarse geometric initialisation) is pluggable here:
-``dust3r``/``mast3r`` when the user has the package and weights (the pretrained dense-stereo source model;
-not installable here, so a clear message otherwise), ``prior`` (the default: from the images alone, a
+``dust3r``/``mast3r`` when the user has the package and weights (the pretrained dense-stereo source model,
+:mod:`warmstart_3d.stereo`; not on PyPI, so one line naming how to install it otherwise), ``prior`` (the default: from the images alone, a
 transformers depth-estimation model and feature-matched poses, :mod:`warmstart_3d.prior`), ``depth``
 (per-view depth maps — given in ``depths/*.npy`` — back-projected through the initial cameras; with the
 true depth and poses this is the bench's oracle), and ``random`` (points in the cameras' common view volume: the baseline). Stage 2 is the paper's fast 3D

@@ -4,17 +4,18 @@ Seed paper: "InstantSplat: Unbounded Sparse-view Pose-free Gaussian Splatting in
 2403.20309), whose stage 1 is a pretrained dense-stereo model (DUSt3R/MASt3R) giving per-view point maps
 and poses. Here the geometry prior is a monocular depth model a user can get, any transformers
 ``AutoModelForDepthEstimation`` (Depth Anything, arXiv 2401.10891; DPT, arXiv 2103.13413) from a hub id or a
-local folder, and the poses come from classical correspondences, as COLMAP's incremental start does: kornia's
-SIFT features, mutual nearest-neighbour matching with a ratio test, a RANSAC fundamental matrix turned into
-the essential matrix with the (assumed) intrinsics, and the cheirality-checked relative pose of every view
-against the first. The relative poses' translations have no scale; the prior's depth fixes it: view 0's
-depth is aligned (scale and shift, least squares in the prior's own space — disparity for Depth Anything /
-MiDaS) to the triangulated depths of the first pair, every other pair's baseline is scaled so that its
-triangulation agrees with that depth, and each view's prediction is aligned to the triangulated points it
-sees. The aligned depths are back-projected through the poses as the Gaussians' initialisation; the joint
-optimisation of Gaussians and poses is :mod:`warmstart_3d.instantsplat`. With too few matches for a pair the
-view falls back to view 0's pose (reported). Left out: focal estimation (a field of view is assumed), bundle
-adjustment, DUSt3R's confidence maps.
+local folder, and the poses come from classical correspondences and that depth: kornia's SIFT features (on
+views upsampled to a few hundred pixels, low-contrast keypoints dropped) matched mutually with a ratio test;
+view 0's prediction is fixed up to its unknown disparity shift by a 1-D search (the shift under which RANSAC
+PnP of its back-projected matches into view 1 is most consistent with view 1's own aligned prediction); every
+later view is posed by RANSAC PnP (6-point DLT, refined on the reprojection error) of its matches with all
+earlier posed views, back-projected through their aligned depths (a co-visibility chain), and its prediction
+is then scale/shift-aligned to those points (least squares in the prior's space: disparity for Depth
+Anything / MiDaS). Where PnP fails, the essential matrix against the previous view (RANSAC fundamental matrix
+with the assumed intrinsics) gives the pose, its baseline scaled by that view's depth. The aligned depths are
+back-projected as the Gaussians' initialisation; the joint optimisation of Gaussians and poses is
+:mod:`warmstart_3d.instantsplat`. Left out: focal estimation (a field of view is assumed), bundle
+adjustment, DUSt3R's confidence maps (:mod:`warmstart_3d.stereo` runs DUSt3R/MASt3R where installed).
 """
 
 from __future__ import annotations
