@@ -541,7 +541,7 @@ def depth_source(config: DepthSourceConfig) -> Path:
     import sys
 
     from warmstart.cache import cached, code_version
-    from warmstart_3d import data, splat_scenes
+    from warmstart_3d import scenes, shapes, splat_scenes
 
     def build(folder: Path) -> None:
         info = train_depth_source(config, folder / "model")
@@ -552,6 +552,6 @@ def depth_source(config: DepthSourceConfig) -> Path:
         config,
         build,
         data={"generator": "data.scene_gaussians", "seed": 50_000},
-        code=code_version(data, splat_scenes, sys.modules[__name__]),
+        code=code_version(scenes, shapes, splat_scenes, sys.modules[__name__]),
         description="tiny Depth Anything on procedural scenes",
     )
