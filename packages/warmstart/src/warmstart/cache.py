@@ -195,7 +195,8 @@ def prune_locks(root: Path | None = None, *, dry_run: bool = False) -> list[Path
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / MANIFEST).read_text())
+        manifest: dict[str, Any] | None = json.loads((folder / MANIFEST).read_text())
+        return manifest
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 

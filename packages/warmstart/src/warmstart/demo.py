@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,7 +30,9 @@ def generate_text(n_sentences: int, seed: int = 0) -> list[str]:
     ]
 
 
-def build_demo(seq_len: int = 32, seed: int = 0):
+def build_demo(
+    seq_len: int = 32, seed: int = 0
+) -> tuple[Any, torch.nn.Module, list[torch.Tensor], list[torch.Tensor]]:
     """A trained BPE tokenizer, a tiny GPT-2, and packed train/eval blocks of token ids."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel

@@ -22,9 +22,9 @@ class CausalLMTask:
     def _unpack(batch: Any) -> dict[str, torch.Tensor]:
         if isinstance(batch, torch.Tensor):
             return {"input_ids": batch, "labels": batch}
-        batch = dict(batch)
-        batch.setdefault("labels", batch["input_ids"])
-        return batch
+        fields: dict[str, torch.Tensor] = dict(batch)
+        fields.setdefault("labels", fields["input_ids"])
+        return fields
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, Mapping[str, Any]]:
         inputs = self._unpack(batch)

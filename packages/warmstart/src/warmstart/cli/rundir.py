@@ -67,7 +67,8 @@ def _process_start() -> float:
     try:
         import psutil
 
-        return psutil.Process().create_time()
+        started: float = psutil.Process().create_time()
+        return started
     except Exception:  # noqa: BLE001 - psutil missing or /proc unreadable: the import time is close enough
         return _IMPORTED
 

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from warmstart.errors import CheckpointError
 
@@ -28,10 +29,11 @@ def _key(run_dir: Path) -> str:
     return str(Path(run_dir).resolve())
 
 
-def holder(run_dir: Path) -> dict | None:
+def holder(run_dir: Path) -> dict[str, Any] | None:
     """What the lock file says about its holder (pid, host, since), or None."""
     try:
-        return json.loads((Path(run_dir) / LOCK_NAME).read_text() or "null")
+        found: dict[str, Any] | None = json.loads((Path(run_dir) / LOCK_NAME).read_text() or "null")
+        return found
     except (OSError, json.JSONDecodeError):
         return None
 

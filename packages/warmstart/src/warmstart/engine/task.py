@@ -29,8 +29,9 @@ class Task(Protocol):
     def loss(self, batch: Any) -> tuple[torch.Tensor, Mapping[str, Any]]: ...
 
 
-def task_param_groups(task: Task) -> Iterable:
+def task_param_groups(task: Task) -> Iterable[Any]:
     """The parameters (or groups) the optimizer gets: the task's choice, else all trainable ones."""
     if hasattr(task, "param_groups"):
-        return task.param_groups()
+        groups: Iterable[Any] = task.param_groups()
+        return groups
     return [p for p in task.model.parameters() if p.requires_grad]

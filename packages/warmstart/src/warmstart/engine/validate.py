@@ -101,11 +101,11 @@ def _walk(obj: Any, prefix: str = "") -> typing.Iterator[tuple[str, Any, Any]]:
             yield name, value, hints.get(f.name)
 
 
-def _literal_choices(hint: Any) -> tuple | None:
+def _literal_choices(hint: Any) -> tuple[Any, ...] | None:
     """The allowed values of a ``Literal[...]`` (or ``Literal | X``) annotation, else None."""
     if get_origin(hint) is Literal:
         return get_args(hint)
-    choices: list = []
+    choices: list[Any] = []
     for arg in get_args(hint):
         if get_origin(arg) is Literal:
             choices.extend(get_args(arg))

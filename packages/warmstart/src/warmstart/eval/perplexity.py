@@ -32,9 +32,8 @@ def forward_logits(
         out = model(input_ids)
     if isinstance(out, torch.Tensor):
         return out
-    if isinstance(out, Mapping):
-        return out["logits"]
-    return out.logits
+    logits: torch.Tensor = out["logits"] if isinstance(out, Mapping) else out.logits
+    return logits
 
 
 def _takes_attention_mask(model: Callable[..., Any]) -> bool:

@@ -146,7 +146,9 @@ def sinkhorn(
     )
 
 
-def _plan(log_a, log_b, f, g, cost, eps: float) -> torch.Tensor:  # noqa: ANN001
+def _plan(
+    log_a: torch.Tensor, log_b: torch.Tensor, f: torch.Tensor, g: torch.Tensor, cost: torch.Tensor, eps: float
+) -> torch.Tensor:
     return torch.exp(log_a[:, :, None] + log_b[:, None, :] + (f[:, :, None] + g[:, None, :] - cost) / eps)
 
 
@@ -222,7 +224,8 @@ def _geomloss_loss(
         backend="tensorized",
     )
     with torch.autocast(x.device.type, enabled=False):
-        return loss(a, x, b, y)
+        value: torch.Tensor = loss(a, x, b, y)
+        return value
 
 
 def append_position(

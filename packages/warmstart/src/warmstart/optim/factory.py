@@ -50,7 +50,9 @@ def _fusable(params: list[Any]) -> bool:
     )
 
 
-def _base(name: str, config: OptimizerConfig, params: list[Any]) -> tuple[type[torch.optim.Optimizer], dict]:
+def _base(
+    name: str, config: OptimizerConfig, params: list[Any]
+) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
     """The class and keyword arguments of a plain optimizer named ``name``."""
     if name == "adamw":
         fused = config.fused if config.fused is not None else _fusable(params)
@@ -66,7 +68,7 @@ def _base(name: str, config: OptimizerConfig, params: list[Any]) -> tuple[type[t
     raise ConfigError(f"optimizer.sam_base={name!r} is unknown: use adamw or sgd")
 
 
-def build_optimizer(config: OptimizerConfig, params: Iterable) -> torch.optim.Optimizer:
+def build_optimizer(config: OptimizerConfig, params: Iterable[Any]) -> torch.optim.Optimizer:
     """Create the optimizer named by ``config`` over ``params`` (tensors or param groups).
 
     ``sam`` returns a :class:`~warmstart.optim.sam.SAM` (``requires_closure = True``) whose base is

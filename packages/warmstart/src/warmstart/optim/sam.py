@@ -72,9 +72,10 @@ class SAM(torch.optim.Optimizer):
         raise AttributeError(name)
 
     @property
-    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
         owner, key = self._slot("param_groups")
-        return owner.param_groups if owner is not None else self.__dict__[key]
+        groups: list[dict[str, Any]] = owner.param_groups if owner is not None else self.__dict__[key]
+        return groups
 
     @param_groups.setter
     def param_groups(self, value: list[dict[str, Any]]) -> None:
@@ -85,7 +86,7 @@ class SAM(torch.optim.Optimizer):
             self.__dict__[key] = value
 
     @property
-    def state(self) -> Any:  # type: ignore[override]
+    def state(self) -> Any:
         owner, key = self._slot("state")
         return owner.state if owner is not None else self.__dict__[key]
 
@@ -109,7 +110,8 @@ class SAM(torch.optim.Optimizer):
         if not norms:
             return torch.zeros(())
         device = norms[0].device
-        return torch.stack([n.to(device) for n in norms]).norm(p=2)
+        total: torch.Tensor = torch.stack([n.to(device) for n in norms]).norm(p=2)
+        return total
 
     @torch.no_grad()
     def first_step(self) -> dict[torch.Tensor, torch.Tensor]:

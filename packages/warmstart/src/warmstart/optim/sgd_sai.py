@@ -54,7 +54,8 @@ class SGDSaI(torch.optim.Optimizer):
         g = grad.detach().float()
         if g.numel() < 2:
             return torch.ones((), device=g.device)
-        return g.norm(p=2) / (g.std() + eps)
+        ratio: torch.Tensor = g.norm(p=2) / (g.std() + eps)
+        return ratio
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
