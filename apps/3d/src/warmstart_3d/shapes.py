@@ -47,21 +47,7 @@ Basic shapes with no distinguishable parts under rotation (sphere, cube, octahed
 def _mesh(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if name == "cube":
         v = torch.tensor([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=torch.float32)
-        f = [
-            [0, 1, 3],
-            [0, 3, 2],
-            [4, 6, 7],
-            [4, 7, 5],
-            [0, 4, 5],
-            [0, 5, 1],
-            [2, 3, 7],
-            [2, 7, 6],
-            [0, 2, 6],
-            [0, 6, 4],
-            [1, 5, 7],
-            [1, 7, 3],
-        ]
-        return v * 0.7, torch.tensor(f)
+        return v * 0.7, torch.tensor(_BOX_FACES)
     if name == "pyramid":
         v = torch.tensor([[-1, -1, -0.8], [1, -1, -0.8], [1, 1, -0.8], [-1, 1, -0.8], [0, 0, 1.0]])
         f = [[0, 2, 1], [0, 3, 2], [0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]]
