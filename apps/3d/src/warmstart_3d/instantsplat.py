@@ -340,12 +340,11 @@ def log_pictures(run_dir: Path, gaussians: Gaussians, scene: Scene, poses: dict[
     """TensorBoard images (``run/tensorboard``: image | render | depth per view) and the same as views.png."""
     import numpy as np
     from PIL import Image
-    from torch.utils.tensorboard import SummaryWriter
+
+    from warmstart.engine.metrics import log_pictures as log_to_tensorboard
 
     rows = picture_rows(gaussians, scene, poses)
-    with SummaryWriter(str(run_dir / "tensorboard")) as writer:
-        for tag, row in rows.items():
-            writer.add_image(f"views/{tag}", row.numpy(), dataformats="HWC")
+    log_to_tensorboard(run_dir, images={f"views/{tag}": row for tag, row in rows.items()})
     grid = torch.cat(list(rows.values()), 0) if rows else torch.ones(1, 1, 3)
     path = run_dir / "views.png"
     Image.fromarray((grid.numpy() * 255).round().astype(np.uint8)).save(path)

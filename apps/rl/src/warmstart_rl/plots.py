@@ -41,20 +41,13 @@ def log_return_curve(run_dir: Path, curve: Curve, title: str) -> Path:
     """A run's episode returns: scalars ``episode/return`` (x = env step) and the figure ``episode_return``
     in the run's TensorBoard (``<run>/tensorboard``, the engine's folder), and the same figure as
     ``<run>/returns.png``; returns the PNG's path."""
-    from torch.utils.tensorboard import SummaryWriter
+    from warmstart.engine.metrics import log_pictures
 
-    plt = _pyplot()
     png = Path(run_dir) / "returns.png"
     fig = return_figure({"episodes": [list(curve)]}, title)
     fig.savefig(png, dpi=80)
-    writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-    try:
-        for step, value in curve:
-            writer.add_scalar("episode/return", float(value), int(step))
-        writer.add_figure("episode_return", fig, global_step=int(curve[-1][0]) if curve else 0)
-    finally:
-        writer.close()
-        plt.close(fig)
+    last = int(curve[-1][0]) if curve else 0
+    log_pictures(run_dir, figures={"episode_return": fig}, scalars={"episode/return": list(curve)}, step=last)
     return png
 
 

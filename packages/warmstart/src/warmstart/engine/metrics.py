@@ -95,6 +95,33 @@ def make_loggers(run_dir: Path, names: Sequence[str], resume_step: int | None) -
     return loggers
 
 
+def log_pictures(
+    run_dir: Path,
+    *,
+    images: dict[str, Any] | None = None,
+    figures: dict[str, Any] | None = None,
+    scalars: dict[str, Sequence[tuple[int, float]]] | None = None,
+    step: int = 0,
+) -> Path:
+    """Pictures where people would rather look than read, in the run's TensorBoard (``<run>/tensorboard``,
+    the engine's folder, so they sit beside its scalars): ``images`` are (H, W, 3) arrays or tensors in
+    [0, 1], ``figures`` matplotlib figures (closed afterwards), ``scalars`` curves of (step, value).
+    Returns the TensorBoard folder. The PNGs a report embeds are the caller's to write."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = Path(run_dir) / "tensorboard"
+    with SummaryWriter(str(folder)) as writer:
+        for tag, image in (images or {}).items():
+            array = image.detach().cpu().numpy() if hasattr(image, "detach") else image
+            writer.add_image(tag, array, global_step=step, dataformats="HWC")
+        for tag, curve in (scalars or {}).items():
+            for at, value in curve:
+                writer.add_scalar(tag, float(value), int(at))
+        for tag, figure in (figures or {}).items():
+            writer.add_figure(tag, figure, global_step=step, close=True)
+    return folder
+
+
 def _csv_logger(run_dir: Path) -> Any:
     """Fabric's CSV logger (``run/csv/metrics.csv``), which also writes ``hparams.yaml`` (Fabric's own cannot
     log hyperparameters; Lightning's full package, which can, is not a dependency of the core)."""
