@@ -35,9 +35,18 @@ def test_synth_stats_pretrain_finetune_probe(eo_root: Path, tmp_path: Path, caps
         *tiny(3),
     ]
     assert app.main(argv) == 0
-    assert {"model.safetensors", "config.json", "README.md", "stats.json", "config.yaml"} <= {
-        p.name for p in pre.iterdir()
-    }
+    assert {
+        "model.safetensors",
+        "config.json",
+        "README.md",
+        "stats.json",
+        "config.yaml",
+        "reconstructions.png",
+    } <= {p.name for p in pre.iterdir()}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(pre / "tensorboard")).Reload()
+    assert "mae/reconstructions" in events.Tags()["images"]  # the picture beside the loss curves
     argv = [
         "finetune",
         "--data",

@@ -468,6 +468,22 @@ def write_reconstructions(
     path: Path, sources: dict[str, Path | None], target: dict[int, EOChips]
 ) -> Path | None:
     """One row per source: input, the 75 %-masked input, the reconstruction, for 2 target chips (RGB)."""
+    from warmstart_eo.train import load_pretrained
+
+    rows = [(name, *load_pretrained(src)) for name, src in sources.items() if src is not None]
+    if not rows:
+        return None
+    fig = reconstruction_figure(rows, target)
+    fig.savefig(path, dpi=80)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def reconstruction_figure(rows: list[tuple[str, Any, Any]], chips: EOChips | dict[int, EOChips]) -> Any:
+    """A matplotlib figure, one row per (name, MAE, band statistics): input, 75 %-masked input and
+    reconstruction of 2 chips in RGB (B04/B03/B02). ``chips``: one set, or one per frame count."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -475,21 +491,21 @@ def write_reconstructions(
 
     from warmstart_eo.data import Preprocess
     from warmstart_eo.models import reconstruct_image
-    from warmstart_eo.train import load_pretrained
 
-    rows = [(name, src) for name, src in sources.items() if src is not None]
-    if not rows:
-        return None
     fig, axes = plt.subplots(len(rows), 6, figsize=(12, 2.2 * len(rows)), squeeze=False)
-    for r, (name, src) in enumerate(rows):
-        mae, stats = load_pretrained(src)
-        chips = target[mae.config.frames].select_bands(mae.config.bands)
-        chips = chips.with_transform(Preprocess(stats, PreprocessConfig(), mae.config.input_size))
-        x = torch.stack([chips[i]["image"] for i in (0, len(chips) // 2)])
+    for r, (name, mae, stats) in enumerate(rows):
+        found = chips[mae.config.frames] if isinstance(chips, dict) else chips
+        found = found.select_bands(mae.config.bands)
+        found = found.with_transform(Preprocess(stats, PreprocessConfig(), mae.config.input_size))
+        x = torch.stack([found[i]["image"] for i in (0, len(found) // 2)])
         mae.eval()
-        seen, recon, removed = reconstruct_image(mae, x, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            seen, recon, removed = reconstruct_image(mae, x, torch.Generator().manual_seed(0))
         c = len(mae.config.bands)
-        rgb = [(mae.config.frames - 1) * c + mae.config.bands.index(b) for b in ("B04", "B03", "B02")]
+        present = [b for b in ("B04", "B03", "B02") if b in mae.config.bands] or list(
+            mae.config.bands[:1]
+        ) * 3
+        rgb = [(mae.config.frames - 1) * c + mae.config.bands.index(b) for b in present]
         for j in range(2):
             a, b = seen[j, rgb], recon[j, rgb]
             lo, hi = a.amin(), a.amax()
@@ -500,9 +516,7 @@ def write_reconstructions(
                 ax.set_title(f"{name}: {title}" if k == 0 else title, fontsize=8)
                 ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def run_grid_bench(out: Path, config: BenchConfig, data_root: Path | None = None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from warmstart.cli import App, DemoResult, RunContext
 from warmstart.engine import EngineConfig
@@ -193,12 +193,25 @@ def pretrain(
         chips=chips,
         init=init,
     )
+    if objective == "mae" and run.writer and len(chips) > 0:
+        _log_reconstructions(run_dir, model.family, result, chips)
     print_summary(result.summary, f"eo pretrain ({model.family}, {objective}) → {run_dir}")
     from warmstart.cli.show import print_table
 
     data_rows = [("chips", str(len(chips))), ("bands", ",".join(chips.bands)), ("frames", str(chips.frames))]
     data_rows += [(k, str(v)) for k, v in chips.notes.items() if v not in ([], "", 0)]
     print_table("data", ("", ""), data_rows)
+
+
+def _log_reconstructions(run_dir: Path, name: str, result: Any, chips: Any) -> None:
+    """The trained MAE's reconstructions of 2 training chips: in the run's TensorBoard
+    (``mae/reconstructions``) and as ``reconstructions.png``."""
+    from warmstart.engine.metrics import log_pictures
+    from warmstart_eo.bench import reconstruction_figure
+
+    fig = reconstruction_figure([(name, result.model, result.stats)], chips)
+    fig.savefig(Path(run_dir) / "reconstructions.png", dpi=80)
+    log_pictures(Path(run_dir), figures={"mae/reconstructions": fig}, step=int(result.summary.steps))
 
 
 def _health_rows(metrics: dict) -> list[tuple[str, str]]:
