@@ -11,6 +11,23 @@ def _runs_in_tmp(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def tiny_clip() -> list[str]:
+    """The CLI flags of the smallest source CLIP (one layer, width 32) the CLIP2Point commands build."""
+    return [
+        "--source.tiny.layers",
+        "1",
+        "--source.tiny.text_layers",
+        "1",
+        "--source.tiny.width",
+        "32",
+        "--source.tiny.text_width",
+        "32",
+        "--source.tiny.embed_dim",
+        "32",
+    ]
+
+
+@pytest.fixture
 def gaussian_features():
     """``make(b, n, seed=0)``: (b, n, 14) random Gaussian-MAE features (xyz, opacity, scale, colour uniform in
     [0, 1); unit quaternions), the same for the same seed."""

@@ -25,19 +25,6 @@ from warmstart_3d.clip2point import (
     zero_shot_accuracy,
 )
 
-TINY = [
-    "--source.tiny.layers",
-    "1",
-    "--source.tiny.text_layers",
-    "1",
-    "--source.tiny.width",
-    "32",
-    "--source.tiny.text_width",
-    "32",
-    "--source.tiny.embed_dim",
-    "32",
-]
-
 
 def _tiny_clip(tmp_path, width: int = 32):
     import open_clip
@@ -162,7 +149,7 @@ def test_load_clip_errors(tmp_path):
         load_clip(ClipSpec(model="ViT-B-32", pretrained=str(tmp_path / "missing.pt")))
 
 
-def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys):
+def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys, tiny_clip):
     src = tmp_path / "src"
     assert (
         app.main(
@@ -176,7 +163,7 @@ def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys):
                 "64",
                 "--source.batch_size",
                 "8",
-                *TINY,
+                *tiny_clip,
                 "--out",
                 str(src),
             ]
@@ -293,7 +280,7 @@ def test_cli_source_pretrain_eval_end_to_end(tmp_path, capsys):
     assert "does not match" in err and len(err.splitlines()) == 1
 
 
-def test_cli_pretrain_with_a_tiny_source_in_one_command(tmp_path):
+def test_cli_pretrain_with_a_tiny_source_in_one_command(tmp_path, tiny_clip):
     out = tmp_path / "pre"
     assert (
         app.main(
@@ -307,7 +294,7 @@ def test_cli_pretrain_with_a_tiny_source_in_one_command(tmp_path):
                 "1",
                 "--source.n_points",
                 "64",
-                *TINY,
+                *tiny_clip,
                 "--pretrain.steps",
                 "2",
                 "--pretrain.per_class",

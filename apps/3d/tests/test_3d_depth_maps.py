@@ -84,21 +84,9 @@ def test_shots_beyond_a_class_are_one_line_before_anything_is_written(tmp_path, 
 
 
 @pytest.mark.slow  # ~6 s: a tiny source CLIP and image-depth pretraining on the engine
-def test_engine_runs_write_a_finite_first_loss(tmp_path):
+def test_engine_runs_write_a_finite_first_loss(tmp_path, tiny_clip):
     from warmstart_3d.cli import app
 
-    tiny = [
-        "--source.tiny.layers",
-        "1",
-        "--source.tiny.text_layers",
-        "1",
-        "--source.tiny.width",
-        "32",
-        "--source.tiny.text_width",
-        "32",
-        "--source.tiny.embed_dim",
-        "32",
-    ]
     argv = [
         "clip2point-pretrain",
         "--source.steps",
@@ -109,7 +97,7 @@ def test_engine_runs_write_a_finite_first_loss(tmp_path):
         "64",
         "--source.batch_size",
         "8",
-        *tiny,
+        *tiny_clip,
         "--pretrain.steps",
         "2",
         "--pretrain.per_class",
