@@ -187,3 +187,22 @@ def test_bench_throughput_runs_both_frameworks(tmp_path: Path) -> None:
     # same model size: torchgeo's encoder differs only by its class token, its (1 + 196)-row position table
     # and lightly's encoder mask token, 192 wide each
     assert result["torchgeo_encoder_params"] - result["ours_encoder_params"] == (1 + 197 + 1) * 192
+
+
+def test_pretrain_without_full_rgb_still_draws_its_reconstructions(
+    eo_root: Path, tmp_path: Path, tiny
+) -> None:
+    # a band subset with no B03/B02 (as S1 VV/VH or a red/NIR pair): the picture falls back to one band in grey
+    out = tmp_path / "red-nir"
+    argv = [
+        "pretrain",
+        "--data",
+        str(eo_root),
+        "--data_config.bands",
+        "[B04,B08]",
+        "--out",
+        str(out),
+        *tiny(2),
+    ]
+    assert app.main(argv) == 0
+    assert (out / "reconstructions.png").stat().st_size > 0

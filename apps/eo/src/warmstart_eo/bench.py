@@ -502,9 +502,9 @@ def reconstruction_figure(rows: list[tuple[str, Any, Any]], chips: EOChips | dic
         with torch.no_grad():
             seen, recon, removed = reconstruct_image(mae, x, torch.Generator().manual_seed(0))
         c = len(mae.config.bands)
-        present = [b for b in ("B04", "B03", "B02") if b in mae.config.bands] or list(
-            mae.config.bands[:1]
-        ) * 3
+        present = [b for b in ("B04", "B03", "B02") if b in mae.config.bands]
+        if len(present) < 3:  # no full RGB (S1 VV/VH, a band subset): the first band in grey
+            present = [present[0] if present else mae.config.bands[0]] * 3
         rgb = [(mae.config.frames - 1) * c + mae.config.bands.index(b) for b in present]
         for j in range(2):
             a, b = seen[j, rgb], recon[j, rgb]
