@@ -31,6 +31,7 @@ import torch
 
 from warmstart.engine import quick_config
 from warmstart.errors import ConfigError
+from warmstart.eval import run_jobs
 from warmstart_eo.data import DataConfig, EOChips, PreprocessConfig, SynthConfig, load_dataset, synthesize
 from warmstart_eo.models import ModelConfig
 from warmstart_eo.train import run_finetune, run_pretrain, run_probe
@@ -243,20 +244,6 @@ def _finetune_job(
     return method, seed, values, labelled, time.perf_counter() - t0
 
 
-def _jobs(workers: int, fn: Any, calls: list[tuple[Any, ...]]) -> list[Any]:
-    """``fn(*args)`` for every call: in this process (workers ≤ 1) or in spawned worker processes."""
-    if workers <= 1 or len(calls) <= 1:
-        return [fn(*args) for args in calls]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(
-        min(workers, len(calls)), mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
-        futures = [pool.submit(fn, *args) for args in calls]
-        return [f.result() for f in futures]
-
-
 def prepare_data(out: Path, config: BenchConfig, data_root: Path | None = None) -> tuple[Path, Path]:
     """The unlabelled corpus and the labelled target folders (generated when missing)."""
     corpus_root, target_root = out / "corpus", data_root or out / "target"
@@ -273,7 +260,7 @@ def prepare_data(out: Path, config: BenchConfig, data_root: Path | None = None) 
 def build_sources(config: BenchConfig, corpus_root: Path) -> tuple[dict[str, Path], dict[str, float]]:
     """Every family's cached source (missing ones built in parallel, the slowest first) and its build time."""
     order = sorted(config.families, key=lambda f: f != "satmaepp")  # SatMAE++ (4 band groups) is the slowest
-    built = dict(_jobs(config.workers, _source_job, [(f, config, corpus_root) for f in order]))
+    built = dict(run_jobs(_source_job, [(f, config, corpus_root) for f in order], config.workers))
     seconds = {f: float((built[f] / "pretrain_seconds.txt").read_text()) for f in config.families}
     return {f: built[f] for f in config.families}, seconds
 
@@ -307,7 +294,7 @@ def run_bench(out: Path, config: BenchConfig, data_root: Path | None = None) -> 
     sources |= built
     log.info("sources ready in %.1f s (built in %s s)", time.perf_counter() - t0, pretrain_seconds)
     calls = [(m, seed, config, target_root, sources[m]) for seed in range(config.seeds) for m in methods]
-    for method, seed, values, got, seconds in _jobs(config.workers, _finetune_job, calls):
+    for method, seed, values, got, seconds in run_jobs(_finetune_job, calls, config.workers):
         for metric, value in values.items():
             results.setdefault(metric, {}).setdefault(method, {})[seed] = value
         labelled |= got

@@ -22,7 +22,9 @@ from typing import Literal
 from warmstart.cli import App, DemoResult, RunContext
 from warmstart.cli.show import print_table
 from warmstart.engine import EngineConfig
-from warmstart_rl.bench import BenchConfig, RoboFuMEBenchConfig, WorldModelBenchConfig
+from warmstart_rl.bench import BenchConfig
+from warmstart_rl.bench_robofume import RoboFuMEBenchConfig
+from warmstart_rl.bench_worldmodel import WorldModelBenchConfig
 from warmstart_rl.contextwm import AgentConfig, WorldModelConfig
 from warmstart_rl.data import EnvConfig, OnBadFile
 from warmstart_rl.idmrepr import ReprConfig
@@ -497,7 +499,9 @@ def bench(
             encoders for few-demo multitask imitation, arXiv 2305.16985).
         out: run directory for report.md, plot.png, results.json.
     """
-    from warmstart_rl.bench import run_bench, run_robofume_bench, run_worldmodel_bench, single_thread
+    from warmstart_rl.bench import run_bench, single_thread
+    from warmstart_rl.bench_robofume import run_robofume_bench
+    from warmstart_rl.bench_worldmodel import run_worldmodel_bench
 
     run_dir, _ = run.open(out=out)
     with single_thread():

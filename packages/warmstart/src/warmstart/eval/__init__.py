@@ -1,8 +1,9 @@
-"""Evaluation: perplexity, linear probe and kNN on frozen features, bootstrap CIs, forgetting, pass@k, and the
-bench report."""
+"""Evaluation: perplexity, linear probe and kNN on frozen features, bootstrap CIs, forgetting, pass@k, the bench
+report, and bench jobs in worker processes."""
 
 from warmstart.eval.bootstrap import bootstrap_ci, bootstrap_diff_ci
 from warmstart.eval.forgetting import forgetting, forgetting_per_task
+from warmstart.eval.jobs import run_jobs
 from warmstart.eval.pass_at_k import mean_pass_at_k, pass_at_k
 from warmstart.eval.perplexity import forward_logits, perplexity
 from warmstart.eval.probe import ProbeResult, knn_accuracy, knn_predict, linear_probe
@@ -23,5 +24,6 @@ __all__ = [
     "mean_pass_at_k",
     "pass_at_k",
     "perplexity",
+    "run_jobs",
     "write_bench_report",
 ]
