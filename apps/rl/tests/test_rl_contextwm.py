@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from warmstart_rl.cli import app
-from warmstart_rl.contextwm import Replay, WorldModel, WorldModelConfig, lambda_returns
+from warmstart_rl.contextwm import Replay, WorldModel, WorldModelConfig, lambda_returns, symlog
 
 TINY = WorldModelConfig(channels=[4, 8], deter=8, stoch=4, hidden=8)
 
@@ -74,14 +74,77 @@ def test_intrinsic_bonus_is_larger_for_novel_sequences() -> None:
     from warmstart_rl.agent import AgentConfig, IntrinsicBonus
 
     torch.manual_seed(0)
-    bonus = IntrinsicBonus(6, 8, AgentConfig(intrinsic=1.0, intrinsic_k=3, intrinsic_window=2), dim=16)
+    bonus = IntrinsicBonus(6, AgentConfig(intrinsic=1.0, intrinsic_k=3, intrinsic_window=2), dim=16)
     seen = torch.randn(1, 4, 6).repeat(8, 1, 1)  # the same clip, 8 times
     for _ in range(3):
         familiar = bonus.rewards(seen)
-    assert torch.all(familiar[:, 0] == 0)  # no full window yet at the first step
+    assert familiar.shape == (8, 3)  # one bonus per full window (T - window + 1 of them)
     novel = bonus.rewards(torch.randn(8, 4, 6) * 3)
-    assert novel[:, 1:].mean() > 5 * familiar[:, 1:].mean() + 1e-3
+    assert novel.mean() > 5 * familiar.mean() + 1e-3
     assert len(bonus.queue) == 3 * 8 * 3 + 8 * 3 and bonus.mean > 0
+
+
+def test_intrinsic_bonus_enters_the_reward_heads_target_as_in_apv() -> None:
+    """APV's code adds beta * r_int to the reward of the windows' first steps; the reward head learns that
+    sum there and nothing on the last window - 1 steps."""
+    torch.manual_seed(0)
+    model = WorldModel(3, 20, TINY).with_actions(3)
+    batch = {
+        "obs": torch.rand(2, 5, 3, 20, 20),
+        "is_first": torch.tensor([[1.0, 0, 0, 0, 0]] * 2),
+        "action": torch.nn.functional.one_hot(torch.randint(3, (2, 5)), 3).float(),
+        "reward": torch.zeros(2, 5),
+        "cont": torch.ones(2, 5),
+    }
+    seen: list[torch.Tensor] = []
+
+    def bonus(af_feat: torch.Tensor) -> torch.Tensor:
+        seen.append(af_feat)
+        return torch.full((2, 3), 2.0)  # windows of 3 steps: the first 3 steps get r + 2
+
+    _, metrics, states = model.loss(batch, use_actions=True, reward_bonus=bonus)
+    assert not seen[0].requires_grad and seen[0].shape == (2, 5, 12)  # detached action-free features
+    with torch.no_grad():
+        feat = torch.cat([states["h"], states["z"]], -1)[:, :3]  # (2, 3, F): the windows' first steps
+        expected = (model.reward(feat).squeeze(-1) - symlog(torch.full((2, 3), 2.0))).pow(2).mean()
+        plain = (model.reward(torch.cat([states["h"], states["z"]], -1)).squeeze(-1)).pow(2).mean()
+    assert metrics["reward_loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert abs(float(expected) - float(plain)) > 0.1  # the bonus changed the target
+
+
+def test_arms_of_a_seed_share_the_prefill_and_the_new_parts_initialisation() -> None:
+    """Paired seeds: a scratch and a pretrained world model see the identical random prefill (same replay
+    hash), and the stacked RSSM they get is initialised identically."""
+    from warmstart_rl.agent import AgentConfig, train_agent
+    from warmstart_rl.data import EnvConfig
+
+    env = EnvConfig(max_episode_steps=20)
+    config = AgentConfig(total_steps=32, prefill=30, train_every=100, batch_size=2, clip_length=4, horizon=2)
+    torch.manual_seed(5)
+    scratch, pretrained = WorldModel(0, 20, TINY), WorldModel(0, 20, TINY)
+    a = train_agent(env, config, scratch, seed=3)
+    b = train_agent(env, config, pretrained, seed=3)
+    assert a["prefill_digest"] and a["prefill_digest"] == b["prefill_digest"]
+    for key, value in scratch.ac_rssm.state_dict().items():
+        torch.testing.assert_close(value, pretrained.ac_rssm.state_dict()[key])
+    c = train_agent(env, config, WorldModel(0, 20, TINY), seed=4)
+    assert c["prefill_digest"] != a["prefill_digest"]  # the hash does see the data
+
+
+def test_bench_metrics_threshold_and_area() -> None:
+    """Steps-to-threshold is the VPT helper's (first step where the last-10 mean reaches it); the area is
+    the mean return of the episodes after the prefill; the threshold is a fraction of the expert's return."""
+    from warmstart_rl.bench_worldmodel import WorldModelBenchConfig, expert_threshold, mean_return_after
+
+    curve = [(100, 0.0), (200, 1.0), (300, 0.5), (400, 1.0)]
+    assert mean_return_after(curve, 150) == pytest.approx(2.5 / 3)
+    assert np.isnan(mean_return_after(curve, 400))
+    threshold, expert = expert_threshold(WorldModelBenchConfig(expert_episodes=5, threshold_fraction=0.5))
+    assert 0.8 < expert <= 1.0 and threshold == pytest.approx(0.5 * expert)
+    assert expert_threshold(WorldModelBenchConfig(threshold=0.3)) == (
+        0.3,
+        pytest.approx(float("nan"), nan_ok=True),
+    )
 
 
 def test_decoder_reads_the_context_frame_only_in_contextwm() -> None:
@@ -179,7 +242,7 @@ def test_worldmodel_pretrain_and_finetune_end_to_end(tmp_path, capsys) -> None:
     bonus = ["--agent.intrinsic", "0.1", "--agent.intrinsic_k", "4"]  # APV's bonus on this run only
     assert app.main(["worldmodel-finetune", "--model", str(pre), *agent, *bonus, "--out", str(out)]) == 0
     finetuned = json.loads((out / "worldmodel" / "config.json").read_text())["metrics"]
-    assert finetuned["wm/intrinsic"] > 0 and np.isfinite(finetuned["wm/intrinsic_loss"])
+    assert finetuned["wm/intrinsic"] > 0 and np.isfinite(finetuned["wm/reward_loss"])
     curve = json.loads((out / "curve.json").read_text())
     assert all(0 < step <= 60 and 0.0 <= ret <= 1.0 for step, ret in curve)
     from safetensors.torch import load_file
@@ -215,14 +278,15 @@ def test_worldmodel_bench_writes_report(tmp_path) -> None:
     out = tmp_path / "bench"
     argv = ["bench", "--kind", "worldmodel", "--worldmodel.seeds", "1", "--worldmodel.total_steps", "40"]
     argv += ["--worldmodel.prefill", "36", "--worldmodel.videos", "6", "--worldmodel.pretrain_steps", "2"]
-    argv += ["--worldmodel.random_episodes", "3"]
+    argv += ["--worldmodel.random_episodes", "3", "--worldmodel.expert_episodes", "3"]
     assert app.main([*argv, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert (out / "report.md").is_file() and (out / "plot.png").is_file()
+    assert (out / "plot.png").is_file() and "Sample efficiency" in (out / "report.md").read_text()
     assert set(results["methods"]) == {
         "scratch",
         "contextwm same-env videos",
         "contextwm other-env videos",
+        "contextwm other-env videos + APV bonus",
         "random policy",
     }
     from warmstart import cache
@@ -230,6 +294,9 @@ def test_worldmodel_bench_writes_report(tmp_path) -> None:
     assert len([a for a in cache.list_artifacts() if a.kind == "rl.worldmodel-source"]) == 2
     for method in results["methods"].values():
         assert len(method["values"]) == 1 and 0.0 <= method["values"][0] <= 1.0
+    config = results["config"]
+    assert config["paired_prefill"] is True and 0.5 < config["threshold"] < config["expert_return"]
+    assert set(config["paired"]) == set(results["methods"]) - {"scratch", "random policy"}
 
 
 class _BanditModel(nn.Module):

@@ -10,8 +10,10 @@ Defaults that make the agent learn in CPU minutes (measured single-seed runs, RE
 not beat a random policy): entropy 1e-2 with the unimix (3e-2 kept the policy uniform; 1e-3 collapsed it
 onto a bad deterministic policy before the reward head had seen enough goals), one model + actor-critic
 update every 2 env steps, imagination horizon 15, acting from a posterior *sample*. APV's video-based
-intrinsic bonus (a kNN entropy estimate over 5-step embeddings of the action-free representation) is an
-option (``intrinsic`` = beta, off by default). Left out: the two-hot critic.
+intrinsic bonus (a kNN entropy estimate over 5-step windows of the action-free representation, added to
+the reward the reward head learns, as APV's code does) is an option (``intrinsic`` = beta, off by default).
+Left out: the two-hot critic; the seed's learning rates (model 3e-4, actor/critic 8e-5: ours are 1e-3 /
+3e-4 so that the agent learns within a CPU budget of 1,500 env steps).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class AgentConfig:
     """Where the world model and actor-critic train: 'cpu', 'cuda', 'cuda:1', or 'auto' (CUDA if present)."""
     intrinsic: float = 0.0
     """beta of APV's video-based intrinsic bonus (0: off; APV uses 1.0 on Meta-World, 0.1 on DMC/CARLA):
-    imagined rewards become r + beta * r_int, r_int the kNN distance of an embedding of 5-step windows of
+    the reward head learns r + beta * r_int, r_int the mean kNN distance of an embedding of 5-step windows of
     the (video-pretrained) action-free representation (:class:`IntrinsicBonus`)."""
     intrinsic_k: int = 16
     """k of the kNN entropy estimate."""
@@ -130,17 +132,15 @@ def lambda_returns(
 
 
 class IntrinsicBonus(nn.Module):
-    """APV's video-based intrinsic bonus (arXiv 2203.13880, used by ContextWM): a particle-based entropy
-    estimate in the pretrained representation. Each real replayed step's embedding y_t is a fixed random
-    projection (``dim``-d) of the action-free posterior features of its last ``window`` steps; its bonus is
-    the distance to its k-th nearest neighbour in a queue of the last ``queue`` embeddings, divided by a
-    running mean (momentum 0.99). A head on the world-model features learns that bonus so imagined states
-    get one too (our reading: the seed computes it on imagined sequences of the action-free model; here the
-    stacked model imagines, so the bonus is regressed from replayed states, *unverified*)."""
+    """APV's video-based intrinsic bonus (arXiv 2203.13880, used by ContextWM), as APV's code computes it:
+    on the replayed clips of each world-model update, the action-free posterior features are averaged over
+    sliding windows of ``window`` steps and projected by a fixed random matrix (``dim``-d); a window's bonus
+    is the mean distance to its ``k`` nearest neighbours in a queue of the last ``queue`` such embeddings
+    (the clip's own included, itself excluded), divided by a running mean of the bonus (momentum 0.99). It
+    is assigned to the window's first step and added, times beta, to the reward the world model's reward
+    head learns, so imagined rollouts are rewarded for it through the ordinary reward head."""
 
-    def __init__(
-        self, feat_dim: int, hidden: int, config: AgentConfig, dim: int = 128, seed: int = 0
-    ) -> None:
+    def __init__(self, feat_dim: int, config: AgentConfig, dim: int = 128, seed: int = 0) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.window, self.k, self.capacity = (
@@ -148,32 +148,26 @@ class IntrinsicBonus(nn.Module):
             config.intrinsic_k,
             config.intrinsic_queue,
         )
-        projection = torch.randn(feat_dim * self.window, dim, generator=gen) / (feat_dim * self.window) ** 0.5
-        self.register_buffer("projection", projection)
+        self.register_buffer("projection", torch.randn(feat_dim, dim, generator=gen) / dim)
         self.register_buffer("queue", torch.zeros(0, dim))
         self.mean = 0.0
-        self.head = _mlp(feat_dim, hidden, 1)
 
     @torch.no_grad()
     def rewards(self, af_feat: torch.Tensor) -> torch.Tensor:
-        """af_feat (B, T, F) -> normalised kNN bonus (B, T), 0 for the first window - 1 steps; the clip's
-        embeddings then join the queue (oldest out)."""
-        b, t_len, f = af_feat.shape
-        out = torch.zeros(b, t_len, device=af_feat.device)
+        """af_feat (B, T, F) -> normalised kNN bonus (B, T - window + 1) of the windows starting at each
+        step; the clip's embeddings then join the queue (oldest out)."""
+        b, t_len, _ = af_feat.shape
         if t_len < self.window:
-            return out
-        windows = af_feat.unfold(1, self.window, 1)  # (B, T - w + 1, F, w)
-        y = windows.transpose(-1, -2).reshape(-1, f * self.window) @ self.projection  # (N, dim)
+            return af_feat.new_zeros(b, 0)
+        windows = af_feat.unfold(1, self.window, 1).mean(-1)  # (B, T - w + 1, F)
+        y = windows.flatten(0, 1) @ self.projection  # (N, dim)
         pool = torch.cat([self.queue.to(y.device), y])
-        k = min(self.k + 1, len(pool))  # + 1: an embedding is its own nearest neighbour
-        dist = torch.cdist(y, pool).topk(k, largest=False).values[:, -1]  # (N,)
+        k = min(self.k + 1, len(pool))  # + 1: an embedding is its own nearest neighbour (distance 0)
+        nearest = torch.cdist(y, pool).topk(k, largest=False).values[:, 1:]  # (N, k)
+        dist = nearest.mean(-1) if nearest.shape[1] else torch.zeros(len(y), device=y.device)
         self.mean = 0.99 * self.mean + 0.01 * float(dist.mean()) if self.mean else float(dist.mean())
-        out[:, self.window - 1 :] = (dist / max(self.mean, 1e-8)).view(b, -1)
         self.queue = pool[-self.capacity :].detach()
-        return out
-
-    def predict(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.head(feat).squeeze(-1)
+        return (dist / max(self.mean, 1e-8)).view(b, -1)
 
 
 def imagine_update(
@@ -184,10 +178,9 @@ def imagine_update(
     start_z: torch.Tensor,
     config: AgentConfig,
     scale: list[float],
-    bonus: IntrinsicBonus | None = None,
 ) -> dict[str, float]:
     """Roll the actor out in the (frozen) world model from posterior states; update actor and critic.
-    With ``bonus`` (and ``config.intrinsic`` > 0) the imagined rewards include beta x its predicted bonus."""
+    With APV's bonus on, the reward head's predictions already include beta x the bonus."""
     h, z = start_h.detach(), start_z.detach()  # (N, D), (N, S)
     feats, log_probs, entropies = [torch.cat([h, z], -1)], [], []
     dynamics = getattr(world_model, "dynamics", world_model.rssm)
@@ -202,9 +195,7 @@ def imagine_update(
         feats.append(torch.cat([h, z], -1))
     feat = torch.stack(feats)  # (H+1, N, F)
     with torch.no_grad():
-        rewards = world_model.predict_reward(feat[1:])  # (H, N), the environment's scale
-        if bonus is not None and config.intrinsic > 0:
-            rewards = rewards + config.intrinsic * bonus.predict(feat[1:])
+        rewards = world_model.predict_reward(feat[1:])  # (H, N), the environment's scale (+ beta r_int)
         discounts = config.gamma * torch.sigmoid(world_model.cont(feat[1:])).squeeze(-1)  # (H, N)
         values = agent.value(feat, target=True)  # (H+1, N)
         returns = lambda_returns(rewards, discounts, values, config.lam)  # (H, N)
@@ -257,6 +248,15 @@ class Replay:
     def __len__(self) -> int:
         return self.size
 
+    def digest(self) -> str:
+        """A short hash of everything stored so far (frames and rows)."""
+        import hashlib
+
+        data = (self.obs[: self.size].tobytes() if self.obs is not None else b"") + self.rows[
+            : self.size
+        ].tobytes()
+        return hashlib.sha1(data).hexdigest()[:16]
+
     def sample(self, batch: int, length: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         assert self.obs is not None
         starts = rng.integers(0, self.size - length + 1, size=batch)
@@ -302,8 +302,9 @@ def train_agent(
     """Dreamer-style loop: act from the filtered latent state, store, learn the model, learn in imagination.
 
     ``world_model`` is fine-tuned in place (a pretrained one or a fresh one: the scratch baseline).
-    Returns {curve: [(step, return)], final_return, seconds, steps_per_s, agent, metrics}.
-    """
+    Returns {curve: [(step, return)], final_return, seconds, steps_per_s, agent, metrics, prefill_digest};
+    ``prefill_digest`` is a hash of the replay after the random prefill (equal across arms of one seed:
+    the prefill's actions come from ``seed`` alone, so the arms are paired)."""
     if config.clip_length < 2 or config.total_steps <= config.prefill:
         raise ConfigError(
             f"--agent.total_steps {config.total_steps} must exceed --agent.prefill {config.prefill}, "
@@ -319,19 +320,26 @@ def train_agent(
             f"{env.observation_space.shape[0]} px; pass --env.size {world_model.image_size} (or pretrain with "
             f"--size {env.observation_space.shape[0]})"
         )
+    torch.manual_seed(seed)  # before the stacked RSSM is built: every arm of a seed starts it identically
     world_model.with_actions(n_actions)  # the target's action-conditioned part (any source actions)
     world_model.to(device)
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     agent = ActorCritic(world_model.feat_dim, n_actions, config.hidden, config.unimix).to(device)
     wm_opt = torch.optim.Adam(world_model.parameters(), lr=config.wm_lr)
     ac_opt = torch.optim.Adam(
         list(agent.actor.parameters()) + list(agent.critic.parameters()), lr=config.ac_lr
     )
-    bonus, bonus_opt = None, None
-    if config.intrinsic > 0:
-        bonus = IntrinsicBonus(world_model.feat_dim, config.hidden, config, seed=seed).to(device)
-        bonus_opt = torch.optim.Adam(bonus.head.parameters(), lr=config.ac_lr)
+    bonus = (
+        IntrinsicBonus(world_model.feat_dim, config, seed=seed).to(device) if config.intrinsic > 0 else None
+    )
+    intrinsic: list[float] = []
+
+    def reward_bonus(af_feat: torch.Tensor) -> torch.Tensor:  # APV: r + beta * r_int for the reward head
+        assert bonus is not None
+        r_int = bonus.rewards(af_feat)  # (B, T - w + 1)
+        intrinsic.append(float(r_int.mean()) if r_int.numel() else 0.0)
+        return config.intrinsic * r_int
+
     replay, scale = Replay(n_actions, capacity=config.total_steps + 64), [0.0]
     curve: list[tuple[int, float]] = []
     metrics: dict[str, float] = {}
@@ -339,7 +347,7 @@ def train_agent(
     replay.add(obs, -1, 0.0, True, False)
     state = world_model.initial_state(1, device)
     prev_action: torch.Tensor | None = None
-    episode_return, episode = 0.0, 0
+    episode_return, episode, prefill_digest = 0.0, 0, ""
     start = time.perf_counter()
     for step in range(1, config.total_steps + 1):
         with torch.no_grad():
@@ -362,24 +370,22 @@ def train_agent(
             replay.add(obs, -1, 0.0, True, False)
             state = world_model.initial_state(1, device)
             prev_action, episode_return = None, 0.0
+        if step == config.prefill:  # what the random prefill recorded: equal in every arm of a seed
+            prefill_digest = replay.digest()
         if step >= config.prefill and step % config.train_every == 0 and len(replay) > config.clip_length:
             batch = {
                 k: v.to(device) for k, v in replay.sample(config.batch_size, config.clip_length, rng).items()
             }
             world_model.train()
-            loss, wm_metrics, states = world_model.loss(batch, use_actions=True)
+            loss, wm_metrics, states = world_model.loss(
+                batch, use_actions=True, reward_bonus=reward_bonus if bonus is not None else None
+            )
             wm_opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(world_model.parameters(), 100.0)
             wm_opt.step()
-            if bonus is not None and bonus_opt is not None:
-                target = bonus.rewards(states["af_feat"].detach())  # (B, T)
-                feat = torch.cat([states["h"], states["z"]], -1).detach()
-                bonus_loss = (bonus.predict(feat) - target).pow(2).mean()
-                bonus_opt.zero_grad()
-                bonus_loss.backward()
-                bonus_opt.step()
-                wm_metrics |= {"intrinsic": float(target.mean()), "intrinsic_loss": bonus_loss.item()}
+            if intrinsic:
+                wm_metrics["intrinsic"] = intrinsic[-1]
             ac_metrics = imagine_update(
                 world_model,
                 agent,
@@ -388,7 +394,6 @@ def train_agent(
                 states["z"].flatten(0, 1),
                 config,
                 scale,
-                bonus,
             )
             metrics = {f"wm/{k}": v for k, v in wm_metrics.items()} | {
                 f"ac/{k}": v for k, v in ac_metrics.items()
@@ -405,6 +410,7 @@ def train_agent(
         "steps_per_s": config.total_steps / seconds,
         "agent": agent,
         "metrics": metrics,
+        "prefill_digest": prefill_digest,
     }
 
 

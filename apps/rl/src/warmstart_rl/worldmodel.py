@@ -18,6 +18,7 @@ multi-scale cross-attention and its 0.75 mask ratio, discrete latents.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,12 +312,18 @@ class WorldModel(nn.Module, HubMixin):
         return self.context_encoder(frames).flatten(2).transpose(1, 2)
 
     def loss(
-        self, batch: dict[str, torch.Tensor], use_actions: bool, generator: torch.Generator | None = None
+        self,
+        batch: dict[str, torch.Tensor],
+        use_actions: bool,
+        generator: torch.Generator | None = None,
+        reward_bonus: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
         """ELBO of a clip (+ reward/continuation when ``use_actions``); returns loss, metrics, posterior states.
 
         batch: obs (B, T, 3, H, W) float, is_first (B, T); with actions also action (B, T, A) one-hot
-        (a_{t-1}), reward (B, T) and cont (B, T).
+        (a_{t-1}), reward (B, T) and cont (B, T). ``reward_bonus`` (APV's intrinsic bonus): detached
+        action-free features (B, T, F) -> a term (B, T') added to the reward of the first T' steps, which
+        alone the reward head then learns (APV's code does exactly this).
         """
         obs, is_first = batch["obs"], batch["is_first"].float()
         b, t_len = obs.shape[:2]
@@ -350,10 +357,13 @@ class WorldModel(nn.Module, HubMixin):
         loss = recon_loss + kl_loss
         metrics = {"recon": recon_loss.item(), "kl": kl_prior.item()}
         if use_actions:
-            target = batch["reward"].float()
+            target, reward_feat = batch["reward"].float(), feat
+            if reward_bonus is not None:
+                bonus = reward_bonus(af_feat.detach())  # (B, T')
+                target, reward_feat = target[:, : bonus.shape[1]] + bonus, feat[:, : bonus.shape[1]]
             if self.config.reward_transform == "symlog":
                 target = symlog(target)
-            reward_loss = (self.reward(feat).squeeze(-1) - target).pow(2).mean()
+            reward_loss = (self.reward(reward_feat).squeeze(-1) - target).pow(2).mean()
             cont_loss = F.binary_cross_entropy_with_logits(self.cont(feat).squeeze(-1), batch["cont"])
             loss = loss + reward_loss + cont_loss
             metrics |= {"reward_loss": reward_loss.item(), "cont_bce": cont_loss.item()}
