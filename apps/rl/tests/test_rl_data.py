@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from warmstart.errors import ConfigError, DataError
-from warmstart_rl.data import EnvConfig, collect, load_corpus, make_env, minigrid_expert_action
+from warmstart_rl.data import (
+    EnvConfig,
+    collect,
+    default_frame_stack,
+    load_corpus,
+    make_env,
+    make_policy_env,
+    minigrid_expert_action,
+)
 
 ENV = EnvConfig(env_id="MiniGrid-Empty-Random-5x5-v0")
 
@@ -19,6 +27,23 @@ def test_make_env_gives_pixels_and_discrete_actions() -> None:
     assert obs.shape == (20, 20, 3) and obs.dtype == np.uint8
     assert env.action_space.n == 3
     env.close()
+
+
+def test_atari_policy_env_stacks_the_last_four_frames() -> None:
+    # ALE's per-family default: the policy sees 4 frames (oldest first, fused along channels); the reset
+    # pads with the first frame, and each step shifts the stack by one frame
+    assert default_frame_stack("ALE/Breakout-v5") == 4 and default_frame_stack(ENV.env_id) == 1
+    config = EnvConfig("ALE/Breakout-v5", sticky_actions=0.0)
+    env = make_policy_env(config, default_frame_stack(config.env_id), seed=0)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64, 64, 12) and obs.dtype == np.uint8
+    blocks = [obs[..., 3 * j : 3 * j + 3] for j in range(4)]
+    assert all(np.array_equal(b, blocks[0]) for b in blocks)
+    nxt, *_ = env.step(1)  # FIRE
+    np.testing.assert_array_equal(nxt[..., :9], obs[..., 3:])
+    env.close()
+    with pytest.raises(ConfigError, match="frame_stack"):
+        make_policy_env(ENV, 0)
 
 
 def test_expert_reaches_goal_in_shortest_path() -> None:

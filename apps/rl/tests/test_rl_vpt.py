@@ -1,4 +1,5 @@
-"""VPT maths: IDM windows, the BC -> SB3 weight hand-off, the KL term, threshold and curve helpers."""
+"""VPT maths: IDM windows, the policy's causal frame stack, the BC -> SB3 weight hand-off (with the stack), the
+KL term, threshold and curve helpers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from warmstart_rl.bench import return_curve
-from warmstart_rl.data import EnvConfig
+from warmstart_rl.data import EnvConfig, Episode, make_policy_env, rollout, to_chw
 from warmstart_rl.models import (
     IDMConfig,
     InverseDynamicsModel,
@@ -19,7 +20,13 @@ from warmstart_rl.models import (
     model_spec,
     save_model,
 )
-from warmstart_rl.vpt import load_policy_into_ppo, policy_kwargs, steps_to_threshold, window_indices
+from warmstart_rl.vpt import (
+    FrameDataset,
+    load_policy_into_ppo,
+    policy_kwargs,
+    steps_to_threshold,
+    window_indices,
+)
 
 ENV = EnvConfig(env_id="MiniGrid-Empty-Random-5x5-v0")
 
@@ -35,13 +42,32 @@ def test_window_is_non_causal_and_clipped(steps: int, context: int) -> None:
     assert (np.diff(idx, axis=1) >= 0).all()
 
 
+def test_bc_frame_stack_is_the_envs_and_causal() -> None:
+    # BC's dataset rebuilds, from single recorded frames, exactly the stack the policy env hands PPO, and
+    # item t never depends on a frame after o_t
+    k = 3
+    env = make_policy_env(ENV, k, seed=0)
+    stacked, actions, _ = rollout(env, lambda obs: int(env.action_space.sample()), seed=4)  # (T+1, H, W, 3k)
+    env.close()
+    assert stacked.shape[1:] == (20, 20, 3 * k)
+    frames = np.ascontiguousarray(stacked[..., -3:])  # the current frame is the last channel block
+    data = FrameDataset([Episode("e", frames, actions, labelled=True)], [actions], frame_stack=k)
+    for t in range(len(actions)):
+        torch.testing.assert_close(data[t]["obs"], torch.from_numpy(to_chw(stacked[t : t + 1])[0]))
+    t = len(actions) // 2
+    before = data[t]["obs"].clone()
+    frames[t + 1 :] = 255 - frames[t + 1 :]  # change the future: o_{t+1} ..
+    torch.testing.assert_close(data[t]["obs"], before)
+    assert not torch.equal(data[t + 1]["obs"], before)
+
+
 def _ppo(policy_config: PolicyConfig, kl: float = 0.0, reference=None):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from warmstart_rl.data import make_env
     from warmstart_rl.klppo import kl_ppo_class
 
-    venv = DummyVecEnv([lambda: make_env(ENV, seed=0)])
+    k = policy_config.frame_stack or 1
+    venv = DummyVecEnv([lambda: make_policy_env(ENV, k, seed=0)])
     return kl_ppo_class()(
         "CnnPolicy",
         venv,
@@ -56,13 +82,16 @@ def _ppo(policy_config: PolicyConfig, kl: float = 0.0, reference=None):
     )
 
 
-def test_bc_weights_reach_sb3_unchanged() -> None:
-    # after the hand-off, SB3's action distribution on any observation is exactly the BC policy's softmax
+@pytest.mark.parametrize("frame_stack", [1, 4])
+def test_bc_weights_reach_sb3_unchanged(frame_stack: int) -> None:
+    # after the hand-off, SB3's action distribution on any observation (a frame stack of k frames) is
+    # exactly the BC policy's softmax
     torch.manual_seed(3)
-    config = PolicyConfig()
+    config = PolicyConfig(frame_stack=frame_stack)
     bc = PixelPolicy(3, 20, 3, config).eval()
     model = _ppo(config)
-    obs = torch.randint(0, 256, (5, 3, 20, 20)).float()  # SB3 sees raw pixels and divides by 255 itself
+    assert model.observation_space.shape == (3 * frame_stack, 20, 20)
+    obs = torch.randint(0, 256, (5, 3 * frame_stack, 20, 20)).float()  # SB3 divides raw pixels by 255
     with torch.no_grad():
         before = model.policy.get_distribution(obs).distribution.probs
         load_policy_into_ppo(model, bc)

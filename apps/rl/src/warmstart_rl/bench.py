@@ -23,7 +23,7 @@ import numpy as np
 
 from warmstart.engine import cpu_threads, quick_config
 from warmstart.eval import BenchReport, run_jobs, write_bench_report
-from warmstart_rl.data import EnvConfig, collect, load_corpus
+from warmstart_rl.data import EnvConfig, collect, default_frame_stack, load_corpus
 from warmstart_rl.models import IDMConfig, PolicyConfig
 from warmstart_rl.vpt import (
     BCConfig,
@@ -58,6 +58,8 @@ class BenchConfig:
     """IDM rounds at most (stops once the quality gate is cleared)."""
     bc_steps: int = 300
     """BC optimizer steps."""
+    bc_lr: float = 1e-3
+    """BC learning rate (cosine schedule, batch 64)."""
     threshold: float = 0.9
     """Return threshold for the steps-to-threshold ratio."""
     kl_coef: float = 0.1
@@ -65,7 +67,8 @@ class BenchConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     """The environment (any gymnasium id with a scripted expert: MiniGrid-*, CartPole-*, ALE/Breakout-*)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    """The BC / PPO policy network (first_stride 2 is used for frames of 48 px and more)."""
+    """The BC / PPO policy network (first_stride 2 is used for frames of 48 px and more; frame_stack null:
+    the env family's causal stack, ALE 4 frames, others 1 — the same for BC and every PPO arm)."""
     noise: float = 0.2
     """Share of random actions in the scripted expert's corpus."""
     n_envs: int = 4
@@ -92,7 +95,7 @@ def pretrain_pipeline(config: BenchConfig, seed: int, root: Path) -> dict[str, A
     """collect -> IDM (until its gate) -> pseudo-labels -> BC for one seed; returns {policy, idm, metrics}."""
     config = replace(config, env=config.env.resolved())
     idm_model, policy_model = _scaled(config)
-    collect(root, config.env, config.episodes, config.labelled, "scripted", config.noise, seed)
+    recorded = collect(root, config.env, config.episodes, config.labelled, "scripted", config.noise, seed)
     corpus = load_corpus(root)
     idm_config = IDMTrainConfig(idm_model, max_rounds=config.idm_rounds)
     idm, idm_metrics = train_idm(
@@ -103,11 +106,15 @@ def pretrain_pipeline(config: BenchConfig, seed: int, root: Path) -> dict[str, A
     policy, bc_metrics = train_bc(
         corpus,
         BCConfig(model=policy_model),
-        quick_config(config.bc_steps, 64, 1e-3, seed, warmup=0),
+        quick_config(config.bc_steps, 64, config.bc_lr, seed, warmup=0),
         None,
         seed,
     )
-    return {"policy": policy, "idm": idm, "metrics": idm_metrics | label_metrics | bc_metrics}
+    expert = {
+        "collect/expert_return": recorded["mean_return"],
+        "collect/env_steps": float(recorded["env_steps"]),
+    }
+    return {"policy": policy, "idm": idm, "metrics": expert | idm_metrics | label_metrics | bc_metrics}
 
 
 def cached_pretrain(config: BenchConfig, seed: int, scratch: Path) -> dict[str, Any]:
@@ -168,6 +175,8 @@ def return_curve(
 
 ARMS = ("scratch", "vpt-bc", "vpt-bc+kl")
 PRE_METRICS = {
+    "corpus (noisy expert) return": "collect/expert_return",
+    "corpus env steps (videos + labelled)": "collect/env_steps",
     "IDM held-out acc": "idm/heldout_acc",
     "IDM chance (1/A)": "idm/uniform_chance",
     "IDM chance (majority)": "idm/majority_share",
@@ -229,15 +238,19 @@ def run_bench(config: BenchConfig, out: Path) -> BenchReport:
     ratio = {
         arm: float(np.mean(to_threshold["scratch"]) / max(np.mean(to_threshold[arm]), 1.0)) for arm in ARMS
     }
+    stack = default_frame_stack(config.env.env_id, config.policy.frame_stack)
     description = (
-        f"{config.env.env_id}, {config.env.size}x{config.env.size} RGB pixels, "
+        f"{config.env.env_id}, {config.env.size}x{config.env.size} RGB pixels, the policy sees the last "
+        f"{stack} frame(s) (a causal stack, the same in BC and PPO), "
         f"{config.env.actions or 'the full minimal set of'} actions, frame skip "
         f"{config.env.frame_skip or 'default'}, sticky actions {config.env.sticky_actions}. "
         f"Chance for the IDM is 1/A (uniform); the gate uses the larger of 1/A and the held-out majority share. "
         f"Per seed: {config.episodes} episodes of a scripted expert with {config.noise:.0%} random actions, "
         f"{config.labelled} of them labelled; IDM {config.idm_steps} steps, BC {config.bc_steps} steps on "
-        f"labelled + pseudo-labelled frames. Then SB3 PPO for {config.total_steps} environment steps per arm "
+        f"labelled + pseudo-labelled frames (lr {config.bc_lr:g}). Then SB3 PPO for {config.total_steps} environment steps per arm "
         f"(same hyperparameters; vpt-bc+kl adds {config.kl_coef} x KL(pi_BC || pi), decayed 0.995 per epoch). "
+        f"Equal env steps means PPO's steps; the corpus' own env steps (videos + the labelled part, the row "
+        f"'corpus env steps') are listed apart, as VPT counts its videos free and its labels as the cost. "
         f"Metric: mean return of the last 20 training episodes. Steps to threshold: first step where the "
         f"mean of the last 10 episode returns is >= {config.threshold} (runs that never reach it count as the "
         f"full budget, so the ratio is a lower bound). Steps-to-threshold ratio scratch / arm: "

@@ -171,6 +171,8 @@ class BCOptions:
     """Share of labelled episodes held out for the accuracy figure."""
     eval_episodes: int = 10
     """Greedy episodes in the environment to measure the cloned policy's return."""
+    frame_stack: int | None = None
+    """The policy sees the last k frames (a causal stack); null: the env family's default (ALE 4, others 1)."""
 
 
 @app.command
@@ -192,12 +194,16 @@ def bc(
         out: run directory; the policy goes to <out>/policy/ (safetensors + config.json).
     """
     from warmstart_rl.data import load_corpus
+    from warmstart_rl.models import PolicyConfig
     from warmstart_rl.vpt import BCConfig, train_bc
 
     corpus = load_corpus(data, on_bad_file)
     run_dir, _ = run.open(out=out)
     config = BCConfig(
-        labels=options.labels, heldout_fraction=options.heldout_fraction, eval_episodes=options.eval_episodes
+        model=PolicyConfig(frame_stack=options.frame_stack),
+        labels=options.labels,
+        heldout_fraction=options.heldout_fraction,
+        eval_episodes=options.eval_episodes,
     )
     _, metrics = train_bc(corpus, config, engine, run_dir, seed=engine.train.seed)
     print_table(f"BC policy -> {run_dir / 'policy'}", ("", ""), _rows(metrics))
@@ -259,7 +265,9 @@ def finetune(
     if policy is not None:
         init, spec = load_policy(policy)
         model = spec["model"]
-        policy_config = PolicyConfig(EncoderConfig(**model["encoder"]), list(model["value_hidden"]))
+        policy_config = PolicyConfig(
+            EncoderConfig(**model["encoder"]), list(model["value_hidden"]), model.get("frame_stack")
+        )
         env = env or EnvConfig(**spec["env"])
     env = env or EnvConfig()
     run_dir, _ = run.open(out=out)

@@ -79,6 +79,16 @@ DEFAULT_SIZE = {"minigrid": 20, "ale": 64, "other": 64}
 of DreamerV3 / DQN), and 64 for classic control (at 32 px a cart's one-step displacement is sub-pixel)."""
 
 
+DEFAULT_FRAME_STACK = {"minigrid": 1, "ale": 4, "other": 1}
+"""Frames the policy sees per step (a causal stack) per env family: Atari's 4 (DQN / SB3's AtariWrapper:
+a single frame hides the ball's direction); MiniGrid and classic control are Markov in one frame."""
+
+
+def default_frame_stack(env_id: str, frame_stack: int | None = None) -> int:
+    """``frame_stack`` if given, else the env family's default (:data:`DEFAULT_FRAME_STACK`)."""
+    return int(frame_stack) if frame_stack is not None else DEFAULT_FRAME_STACK[env_family(env_id)]
+
+
 def env_family(env_id: str) -> str:
     """'minigrid', 'ale' or 'other' (classic control and anything rendered through ``rgb_array``)."""
     if env_id.startswith("MiniGrid") or env_id.startswith("BabyAI"):
@@ -155,6 +165,40 @@ def make_env(config: EnvConfig, seed: int | None = None):
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def stack_frames(frames: np.ndarray) -> np.ndarray:
+    """(..., k, H, W, C) frames, oldest first -> (..., H, W, k * C): a causal frame stack fused along channels
+    (channel block j holds frame t - k + 1 + j). The one layout of the env wrapper and the BC dataset."""
+    k, h, w, c = frames.shape[-4:]
+    moved = np.moveaxis(frames, -4, -2)  # (..., H, W, k, C)
+    return moved.reshape(*frames.shape[:-4], h, w, k * c)
+
+
+def causal_stack_indices(steps: int, frame_stack: int) -> np.ndarray:
+    """Frame indices of the causal stack at every step t = 0 .. steps - 1: (steps, k) = t - k + 1 .. t, clipped
+    at 0 (the first frame repeated, as gymnasium's ``FrameStackObservation(padding_type='reset')`` pads)."""
+    offsets = np.arange(-frame_stack + 1, 1)
+    return np.clip(np.arange(steps)[:, None] + offsets[None, :], 0, None)
+
+
+def make_policy_env(config: EnvConfig, frame_stack: int = 1, seed: int | None = None):
+    """:func:`make_env` as the policy sees it: with ``frame_stack`` k > 1, each observation is the last k
+    frames (gymnasium's ``FrameStackObservation``, padded at reset with the first frame) fused along channels
+    by :func:`stack_frames`: (size, size, 3k) uint8. SB3's PPO, the BC evaluation and the start check all
+    act through this env, so the BC policy and PPO see the same causal stack."""
+    import gymnasium as gym
+    from gymnasium.wrappers import FrameStackObservation, TransformObservation
+
+    env = make_env(config, seed=seed)
+    if frame_stack < 1:
+        raise ConfigError(f"--policy.frame_stack {frame_stack}: must be >= 1")
+    if frame_stack == 1:
+        return env
+    h, w, c = env.observation_space.shape
+    stacked = FrameStackObservation(env, frame_stack, padding_type="reset")
+    space = gym.spaces.Box(0, 255, (h, w, c * frame_stack), np.uint8)
+    return TransformObservation(stacked, lambda obs: stack_frames(np.asarray(obs)), space)
 
 
 def _is_image(space: Any) -> bool:
@@ -371,11 +415,12 @@ def episode_returns(
     return returns
 
 
-def greedy_return(net: Any, env_config: EnvConfig, episodes: int, seed: int) -> float:
-    """Mean return of ``argmax net(obs)`` (policy logits or Q-values) over ``episodes`` episodes."""
+def greedy_return(net: Any, env_config: EnvConfig, episodes: int, seed: int, frame_stack: int = 1) -> float:
+    """Mean return of ``argmax net(obs)`` (policy logits or Q-values) over ``episodes`` episodes; with
+    ``frame_stack`` k > 1 the net sees the last k frames (:func:`make_policy_env`)."""
     import torch
 
-    env = make_env(env_config)
+    env = make_policy_env(env_config, frame_stack)
 
     @torch.no_grad()
     def act(obs: np.ndarray) -> int:

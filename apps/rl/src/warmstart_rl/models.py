@@ -124,10 +124,14 @@ class PolicyConfig:
     """Encoder of the current frame (shared by actor and critic in PPO)."""
     value_hidden: list[int] = field(default_factory=lambda: [64])
     """SB3 value-head layers added at fine-tuning (not pretrained)."""
+    frame_stack: int | None = None
+    """The policy sees the last k frames o_{t-k+1} .. o_t fused along channels (causal, as VPT's policy);
+    null: the env family's default (:func:`warmstart_rl.data.default_frame_stack`: ALE 4, others 1)."""
 
 
 class PixelPolicy(nn.Module, _RLModel):
-    """Causal policy pi(a_t | o_t): (B, C, H, W) -> logits (B, A). ``encoder`` + linear ``head``.
+    """Causal policy pi(a_t | o_{t-k+1}, .., o_t): (B, k * C, H, W) -> logits (B, A), k = ``frame_stack``
+    (1: the current frame only). ``encoder`` + linear ``head``; ``frame_shape`` is one frame's (H, W, C).
 
     Also the app's other frame -> vector networks: RoboFuME's Q-network and success classifier."""
 
@@ -136,7 +140,8 @@ class PixelPolicy(nn.Module, _RLModel):
     def __init__(self, n_actions: int, image_size: int, channels: int, config: PolicyConfig) -> None:
         super().__init__()
         self.config, self.n_actions, self.frame_shape = config, n_actions, [image_size, image_size, channels]
-        self.encoder = PixelEncoder(channels, image_size, config.encoder)
+        self.frame_stack = int(config.frame_stack or 1)
+        self.encoder = PixelEncoder(channels * self.frame_stack, image_size, config.encoder)
         self.head = nn.Linear(config.encoder.features_dim, n_actions)
 
     @classmethod

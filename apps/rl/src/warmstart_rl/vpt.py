@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,18 @@ from torch.utils.data import Dataset
 
 from warmstart.engine import Engine, EngineConfig
 from warmstart.errors import CheckpointError, ConfigError, DataError
-from warmstart_rl.data import Corpus, EnvConfig, Episode, episode_returns, greedy_return, make_env, to_chw
+from warmstart_rl.data import (
+    Corpus,
+    EnvConfig,
+    Episode,
+    causal_stack_indices,
+    default_frame_stack,
+    episode_returns,
+    greedy_return,
+    make_policy_env,
+    stack_frames,
+    to_chw,
+)
 from warmstart_rl.klppo import kl_ppo_class
 from warmstart_rl.models import (
     EncoderConfig,
@@ -76,20 +87,23 @@ class WindowDataset(Dataset):
 
 
 class FrameDataset(Dataset):
-    """Items ``{"obs": (C, H, W) float, "action": ()}``: o_t with the (true or pseudo) action a_t."""
+    """Items ``{"obs": (k * C, H, W) float, "action": ()}``: the causal stack o_{t-k+1} .. o_t (the episode's
+    first frame repeated before it, as :func:`warmstart_rl.data.make_policy_env` pads) with the (true or
+    pseudo) action a_t; never a frame after o_t."""
 
-    def __init__(self, episodes: list[Episode], actions: list[np.ndarray]) -> None:
-        self.obs = np.concatenate([e.frames[:-1] for e in episodes])  # (N, H, W, C) uint8
+    def __init__(self, episodes: list[Episode], actions: list[np.ndarray], frame_stack: int = 1) -> None:
+        self.frames = [e.frames for e in episodes]
+        self.index = np.array([(i, t) for i, e in enumerate(episodes) for t in range(e.steps)], np.int64)
+        self.stacks = [causal_stack_indices(e.steps, frame_stack) for e in episodes]  # (T, k) each
         self.act = np.concatenate(actions).astype(np.int64)  # (N,)
 
     def __len__(self) -> int:
         return len(self.act)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        return {
-            "obs": torch.from_numpy(to_chw(self.obs[item : item + 1])[0]),
-            "action": torch.tensor(self.act[item]),
-        }
+        i, t = self.index[item]
+        obs = stack_frames(self.frames[i][self.stacks[i][t]])  # (H, W, k * C)
+        return {"obs": torch.from_numpy(to_chw(obs[None])[0]), "action": torch.tensor(self.act[item])}
 
 
 class _ClassifierTask:
@@ -341,10 +355,12 @@ def train_bc(
                 f"--bc.labels labelled"
             )
     shape = corpus.meta["frame_shape"]
+    stack = default_frame_stack(corpus.env_config.env_id, config.model.frame_stack)
+    model_config = replace(config.model, frame_stack=stack)
     torch.manual_seed(engine.train.seed)
-    policy = PixelPolicy(corpus.n_actions, shape[0], shape[2], config.model)
-    train = FrameDataset(episodes, actions)
-    held = FrameDataset(held_eps, [e.actions for e in held_eps]) if held_eps else None
+    policy = PixelPolicy(corpus.n_actions, shape[0], shape[2], model_config)
+    train = FrameDataset(episodes, actions, stack)
+    held = FrameDataset(held_eps, [e.actions for e in held_eps], stack) if held_eps else None
     summary = Engine(_fit_batch(engine, len(train)), run_dir).fit(_ClassifierTask(policy, "obs", held), train)
     policy = policy.cpu().eval()
     metrics = {
@@ -357,15 +373,15 @@ def train_bc(
             policy, corpus.env_config, config.eval_episodes, seed=10_000 + seed
         )
     if run_dir is not None:
-        spec = model_spec(config.model, corpus.n_actions, shape, corpus.meta["env"])
+        spec = model_spec(model_config, corpus.n_actions, shape, corpus.meta["env"])
         save_model(policy, Path(run_dir) / "policy", "policy", spec | {"metrics": metrics})
     return policy, metrics
 
 
 @torch.no_grad()
 def evaluate_policy(policy: PixelPolicy, env_config: EnvConfig, episodes: int, seed: int) -> float:
-    """Mean episodic return of the greedy policy over ``episodes`` episodes."""
-    return greedy_return(policy, env_config, episodes, seed)
+    """Mean episodic return of the greedy policy over ``episodes`` episodes (through its frame stack)."""
+    return greedy_return(policy, env_config, episodes, seed, policy.frame_stack)
 
 
 # -- 4. fine-tuning with stable-baselines3 PPO ----------------------------------------------------
@@ -478,7 +494,13 @@ def finetune_ppo(
 
     if config.kl_coef < 0:
         raise ConfigError(f"--ppo.kl_coef {config.kl_coef}: must be >= 0")
-    probe = make_env(env_config)
+    stack = (
+        init.frame_stack
+        if init is not None
+        else default_frame_stack(env_config.env_id, policy_config.frame_stack)
+    )
+    policy_config = replace(policy_config, frame_stack=stack)
+    probe = make_policy_env(env_config, stack)
     shape = probe.observation_space.shape
     probe.close()
     if init is not None:
@@ -489,7 +511,10 @@ def finetune_ppo(
                 f"{env_config.env_id} gives {shape} / Discrete({probe.action_space.n}); fine-tune on its env"
             )
     venv = DummyVecEnv(
-        [lambda i=i: Monitor(make_env(env_config, seed=seed * 1000 + i)) for i in range(config.n_envs)]
+        [
+            lambda i=i: Monitor(make_policy_env(env_config, stack, seed=seed * 1000 + i))
+            for i in range(config.n_envs)
+        ]
     )
     kl_coef = config.kl_coef if init is not None else 0.0
     reference = copy.deepcopy(init) if (init is not None and kl_coef > 0) else None
@@ -538,7 +563,7 @@ def finetune_ppo(
 def check_start(init: PixelPolicy, env_config: EnvConfig, config: PPOConfig, seed: int) -> dict[str, Any]:
     """Return of the BC start (actions sampled from its softmax) vs the uniformly random policy on the same
     reset seeds; ``below_random`` and a ``line`` say whether PPO starts below random play."""
-    env = make_env(env_config, seed=seed)
+    env = make_policy_env(env_config, init.frame_stack, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     n = int(env.action_space.n)
     rng = np.random.default_rng(seed)
