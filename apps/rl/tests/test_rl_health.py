@@ -127,6 +127,23 @@ def test_classifier_health_lines() -> None:
         {"classifier/balanced_acc": float("nan"), "classifier/tpr": float("nan")}, 0.1
     )["healthy"]
     assert classifier_health({"classifier/balanced_acc": 0.9, "classifier/tpr": 0.8}, 0.1)["healthy"]
+    # the reset-free initial-state (backward) classifier: the same checks, its own name in the line
+    initial = {"initial_classifier/balanced_acc": 0.72, "initial_classifier/tpr": 0.8}
+    assert classifier_health(initial, 0.1, "initial_classifier")["healthy"]
+    low = classifier_health(initial, 0.25, "initial_classifier")
+    assert not low["healthy"] and low["line"].startswith("initial-state classifier at chance")
+    silent = {"initial_classifier/balanced_acc": 0.5, "initial_classifier/tpr": 0.0}
+    assert (
+        "initial-state classifier never fires" in classifier_health(silent, 0.1, "initial_classifier")["line"]
+    )
+    # one line for the run: the unhealthy part first, each part kept under its own key
+    from warmstart_rl.robofume import combined_health
+
+    both = combined_health(
+        classifier_health({"classifier/balanced_acc": 0.9, "classifier/tpr": 0.8}, 0.1), low
+    )
+    assert not both["healthy"] and both["line"].startswith("initial-state classifier at chance")
+    assert both["success_classifier"]["healthy"] and not both["initial_classifier"]["healthy"]
 
 
 def test_unhealthy_classifier_falls_back_or_stops(tmp_path, capsys, one_line_error) -> None:
@@ -155,6 +172,18 @@ def test_unhealthy_classifier_falls_back_or_stops(tmp_path, capsys, one_line_err
     assert health["reward_source"] == "env" and not health["healthy"]
     assert app.main([*argv, "--options.reward_fallback", "stop"]) == 2
     assert "--options.reward_fallback env" in one_line_error(capsys)
+    # reset-free: the initial-state classifier fails the same margin; the run falls back to resets (and then
+    # the success classifier to the env reward), both said in the last line and health.json, or it stops
+    rf = [*argv, "--options.reset_free", "true", "--options.phase_steps", "10"]
+    assert app.main([*rf, "--out", str(tmp_path / "rf-resets")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("warning: success classifier") and "environment's reward instead" in last
+    assert "initial-state classifier" in last and "with resets instead" in last
+    health = json.loads((tmp_path / "rf-resets" / "health.json").read_text())
+    assert health["fine_tuning"] == "resets" and not health["initial_classifier"]["healthy"]
+    assert not (tmp_path / "rf-resets" / "qnet-backward").exists()  # no backward task was run
+    assert app.main([*rf, "--options.initial_fallback", "stop"]) == 2
+    assert "--options.initial_fallback resets" in one_line_error(capsys)
 
 
 # -- truncated files -------------------------------------------------------------------------------

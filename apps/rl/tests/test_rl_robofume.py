@@ -68,6 +68,10 @@ def test_label_episode_rewards_cut_at_first_success_and_mc_returns() -> None:
     np.testing.assert_array_equal(data.reward, [0, 0, 1])
     np.testing.assert_array_equal(data.done, [0, 0, 1])
     np.testing.assert_allclose(data.mc_return, [0.25, 0.5, 1.0])
+    # no success detected: a terminated episode (a collision) ends in a terminal step, a truncated one does not
+    dark = np.zeros((4, 4, 4, 3), np.uint8)
+    np.testing.assert_array_equal(label_episode(dark, np.zeros(3), _Detector(), 0.5, True).done, [0, 0, 1])
+    np.testing.assert_array_equal(label_episode(dark, np.zeros(3), _Detector(), 0.5).done, [0, 0, 0])
 
 
 FAST = ["--engine.train.max_steps", "30", "--engine.logging.progress", "none", "--options.eval_episodes", "1"]
@@ -114,15 +118,39 @@ def test_robofume_end_to_end(tmp_path, capsys, one_line_error) -> None:
 
 def test_robofume_bench_writes_report(tmp_path) -> None:
     out = tmp_path / "bench"
-    argv = ["bench", "--kind", "robofume", "--robofume.seeds", "1", "--robofume.online_steps", "10"]
+    argv = ["bench", "--kind", "robofume", "--robofume.seeds", "2", "--robofume.online_steps", "12"]
     argv += ["--robofume.demos", "4", "--robofume.engine_steps", "2", "--robofume.eval_episodes", "1"]
+    argv += ["--robofume.reference_episodes", "1", "--robofume.phase_steps", "4", "--robofume.workers", "1"]
+    argv += ["--robofume.env.env_id", "MiniGrid-Empty-Random-5x5-v0"]
     assert app.main([*argv, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert (out / "report.md").is_file() and (out / "plot.png").is_file()
-    assert set(results["methods"]) == {"scratch", "robofume"}
-    assert (out / "returns.png").is_file() and "](returns.png)" in (out / "report.md").read_text()
+    assert list(results["methods"]) == ["scratch", "robofume", "robofume reset-free"]
+    report = (out / "report.md").read_text()
+    assert "](returns.png)" in report and "## Paired per seed" in report
     for method in results["methods"].values():
-        assert len(method["values"]) == 1 and 0.0 <= method["values"][0] <= 1.0
+        assert len(method["values"]) == 2 and all(0.0 <= v <= 1.0 for v in method["values"])
+    # paired per seed: after - before online is exactly the two greedy returns' difference, seed by seed
+    extra = results["extra_metrics"]
+    before = extra["greedy return before online"]["robofume"]["values"]
+    paired = results["paired"]["robofume: after - before online"]
+    after = results["methods"]["robofume"]["values"]
+    np.testing.assert_allclose(paired["per_seed"], np.asarray(after) - np.asarray(before))
+    assert paired["ci"][0] <= paired["mean"] <= paired["ci"][1]
+    # the reset-free arm per seed: either it ran (12 steps in phases of at most 4: >= 3 ended phases, each a
+    # success or an intervention) or its initial-state classifier failed and it fell back to resets
+    active = extra["reset-free kept (1) / fell back to resets (0)"]["robofume reset-free"]["values"]
+    for seed, health in enumerate(results["health"]["robofume reset-free"]):
+        assert health["fine_tuning"] == ("reset-free" if active[seed] else "resets")
+        if active[seed]:
+            ended = sum(
+                extra[f"reset-free: {k}"]["robofume reset-free"]["values"][seed]
+                for k in ("interventions", "forward successes", "backward successes")
+            )
+            assert 3 <= ended <= 12
+        else:
+            assert not health["initial_classifier"]["healthy"]
+    assert "reset-free: interventions" in report
 
 
 TINY_CLIP = {

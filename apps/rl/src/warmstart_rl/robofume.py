@@ -189,23 +189,30 @@ class Transitions:
         )
 
 
-def classifier_health(metrics: dict[str, float], margin: float) -> dict[str, Any]:
-    """{healthy, line}: does the success classifier fire on held-out successes, above chance?"""
+CLASSIFIERS = {
+    "classifier": ("success classifier", "goal frames"),
+    "initial_classifier": ("initial-state classifier", "initial frames"),
+}
+"""Metric prefix -> (name, what its positives are): the success (forward) and initial-state (backward,
+reset-free) classifiers, checked by the same :func:`classifier_health`."""
+
+
+def classifier_health(metrics: dict[str, float], margin: float, prefix: str = "classifier") -> dict[str, Any]:
+    """{healthy, line}: does the classifier ``prefix`` ('classifier': success, 'initial_classifier': the
+    reset-free initial-state one) fire on held-out positives, above chance?"""
+    name, positives = CLASSIFIERS[prefix]
     acc, tpr = (
-        metrics.get("classifier/balanced_acc", float("nan")),
-        metrics.get("classifier/tpr", float("nan")),
+        metrics.get(f"{prefix}/balanced_acc", float("nan")),
+        metrics.get(f"{prefix}/tpr", float("nan")),
     )
     if not np.isfinite(tpr) or tpr == 0:
-        return {"healthy": False, "line": "success classifier never fires on held-out goal frames (TPR 0)"}
+        return {"healthy": False, "line": f"{name} never fires on held-out {positives} (TPR 0)"}
     if not np.isfinite(acc) or acc < 0.5 + margin:
         return {
             "healthy": False,
-            "line": f"success classifier at chance (balanced accuracy {acc:.3f}, needs >= {0.5 + margin:.2f})",
+            "line": f"{name} at chance (balanced accuracy {acc:.3f}, needs >= {0.5 + margin:.2f})",
         }
-    return {
-        "healthy": True,
-        "line": f"success classifier healthy (balanced accuracy {acc:.3f}, TPR {tpr:.2f})",
-    }
+    return {"healthy": True, "line": f"{name} healthy (balanced accuracy {acc:.3f}, TPR {tpr:.2f})"}
 
 
 def env_reward_episode(
@@ -228,11 +235,17 @@ def env_reward_episode(
 
 
 def label_episode(
-    frames: np.ndarray, actions: np.ndarray, classifier: nn.Module, gamma: float
+    frames: np.ndarray,
+    actions: np.ndarray,
+    classifier: nn.Module,
+    gamma: float,
+    terminated: bool = False,
 ) -> Transitions:
     """Transitions of one episode with classifier rewards; cut at the first detected success.
 
     r_t = 1[p(success | o_{t+1}) > 0.5], done_t = r_t, mc_t = sum_k gamma^k r_{t+k} (Cal-QL's reference value).
+    ``terminated``: the episode ended in a terminal state without a detected success (e.g. a collision), so
+    its last transition is terminal too (no bootstrap past it); a truncated one is not.
     """
     reward = (success_prob(classifier, frames[1:]) > 0.5).astype(np.float32)  # (T,)
     hits = np.flatnonzero(reward)
@@ -243,9 +256,10 @@ def label_episode(
     for t in reversed(range(end)):
         running = reward[t] + gamma * running
         mc[t] = running
-    return Transitions(
-        frames[:end], actions[:end].astype(np.int64), reward, frames[1 : end + 1], reward.copy(), mc
-    )
+    done = reward.copy()
+    if terminated and not hits.size:
+        done[-1] = 1.0
+    return Transitions(frames[:end], actions[:end].astype(np.int64), reward, frames[1 : end + 1], done, mc)
 
 
 def calql_loss(
@@ -296,6 +310,43 @@ class _CalQLTask:
         return loss, metrics | {"samples": len(batch["action"])}
 
 
+@torch.no_grad()
+def calibration(q_net: nn.Module, data: Transitions, batch_size: int = 512) -> dict[str, float]:
+    """Cal-QL's calibration on ``data`` (the offline transitions): the mean learned value max_a Q(s, a) and
+    Q(s, a_data) against the Monte-Carlo return V_mc(s) they are clipped at, and the share of states whose
+    value lies below V_mc - 0.05 (an under-estimate is what calibration is meant to prevent)."""
+    was_training = q_net.training
+    q_net.eval()
+    values, q_data = [], []
+    for i in range(0, len(data), batch_size):
+        idx = np.arange(i, min(i + batch_size, len(data)))
+        batch = data.batch(idx)
+        q = q_net(batch["obs"]).float()
+        values.append(q.max(-1).values)
+        q_data.append(q.gather(1, batch["action"][:, None]).squeeze(1))
+    q_net.train(was_training)
+    v, qd, mc = torch.cat(values).numpy(), torch.cat(q_data).numpy(), data.mc_return
+    return {
+        "calql/value": float(v.mean()),
+        "calql/q_data": float(qd.mean()),
+        "calql/v_mc": float(mc.mean()),
+        "calql/below_mc_share": float((v < mc - 0.05).mean()),
+    }
+
+
+def combined_health(success: dict[str, Any], initial: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's health: healthy when every classifier is; one line, the unhealthy parts first (the success
+    classifier before the initial-state one), and each part under its own key."""
+    parts = [p for p in (success, initial) if p is not None]
+    ordered = [p for p in parts if not p["healthy"]] + [p for p in parts if p["healthy"]]
+    return {
+        "healthy": all(p["healthy"] for p in parts),
+        "line": "; ".join(p["line"] for p in ordered),
+        "success_classifier": success,
+        "initial_classifier": initial,
+    }
+
+
 # -- 3. online fine-tuning ------------------------------------------------------------------------
 @dataclass
 class RoboFuMEConfig:
@@ -338,6 +389,10 @@ class RoboFuMEConfig:
     reward_fallback: str = "env"
     """An unhealthy classifier (never fires / at chance): 'env' learns from the environment's reward
     instead (and says so), 'stop' ends the run with one line, 'classifier' keeps its reward anyway."""
+    initial_fallback: str = "resets"
+    """Reset-free mode with an unhealthy initial-state (backward) classifier, checked like the success
+    classifier: 'resets' fine-tunes with resets instead (episodic, no backward task; said in the last line
+    and health.json), 'stop' ends the run with one line, 'classifier' stays reset-free on its detections."""
 
 
 def _calql_update(
@@ -419,7 +474,9 @@ def online_finetune(
                     ).sum()
                 )
             else:
-                labelled = label_episode(np.stack(frames), np.asarray(actions), classifier, config.gamma)
+                labelled = label_episode(
+                    np.stack(frames), np.asarray(actions), classifier, config.gamma, terminated
+                )
                 detections += int(labelled.reward.sum())
             online.append(labelled)
             pool = Transitions.concat(online)
@@ -551,6 +608,10 @@ def run_robofume(
         raise ConfigError(
             f"--options.reward_fallback {config.reward_fallback!r}: use env, stop or classifier"
         )
+    if config.initial_fallback not in ("resets", "stop", "classifier"):
+        raise ConfigError(
+            f"--options.initial_fallback {config.initial_fallback!r}: use resets, stop or classifier"
+        )
     classifier, metrics = train_classifier(
         train_eps,
         held_eps,
@@ -561,8 +622,38 @@ def run_robofume(
         config.backbone_config,
     )
     health = classifier_health(metrics, config.health_margin)
+    metrics["classifier/healthy"] = float(health["healthy"])
+    initial, initial_health, reset_free = None, None, config.reset_free
+    if config.reset_free:  # the backward task's reward: the same checks, its own fallback
+        initial, initial_metrics = train_classifier(
+            train_eps,
+            held_eps,
+            shape[0],
+            engine,
+            config.backbone,
+            config.backbone_weights,
+            config.backbone_config,
+            positives="initial",
+        )
+        metrics |= {k.replace("classifier/", "initial_classifier/"): v for k, v in initial_metrics.items()}
+        initial_health = classifier_health(metrics, config.health_margin, "initial_classifier")
+        metrics["initial_classifier/healthy"] = float(initial_health["healthy"])
+        if not initial_health["healthy"]:
+            if config.initial_fallback == "stop":
+                raise DataError(
+                    f"{corpus.root}: {initial_health['line']}: the backward task's reward would be noise; "
+                    f"pass --options.initial_fallback resets to fine-tune with resets instead"
+                )
+            if config.initial_fallback == "resets":
+                reset_free = False
+                initial_health["line"] += "; fine-tuning with resets instead (no backward task)"
+            else:
+                initial_health["line"] += (
+                    "; reset-free on its detections anyway (--options.initial_fallback classifier)"
+                )
+    metrics["reset_free/active"] = float(reset_free)
     reward_source = "classifier"
-    if not health["healthy"] and config.reset_free and config.reward_fallback == "env":
+    if not health["healthy"] and reset_free and config.reward_fallback == "env":
         raise DataError(
             f"{corpus.root}: {health['line']}; reset-free fine-tuning has no environment reward to fall back "
             f"on (its backward task has none): record more successful demos, or pass --options.reward_fallback "
@@ -580,8 +671,9 @@ def run_robofume(
             if reward_source == "env"
             else "; its reward is kept (--options.reward_fallback classifier)"
         )
-    log.warning(health["line"]) if not health["healthy"] else log.info(health["line"])
-    metrics["classifier/healthy"] = float(health["healthy"])
+    for part in (health, initial_health):
+        if part is not None:
+            log.warning(part["line"]) if not part["healthy"] else log.info(part["line"])
     torch.manual_seed(seed)
     q_net = PixelPolicy(corpus.n_actions, shape[0], shape[2], PolicyConfig())
     offline = None
@@ -607,27 +699,18 @@ def run_robofume(
         cfg.optimizer.lr = config.lr
         Engine(cfg, None).fit(task, TransitionDataset(offline))
         q_net = q_net.cpu()
+        metrics |= calibration(q_net, offline)
     q_net.eval()
     metrics["return/offline"] = greedy_return(q_net, env_config, config.eval_episodes, 10_000 + seed)
     online = {"curve": [], "success_detections": 0, "final_train_return": float("nan"), "seconds": 0.0}
     backward = None
-    if config.reset_free:
-        initial, initial_metrics = train_classifier(
-            train_eps,
-            held_eps,
-            shape[0],
-            engine,
-            config.backbone,
-            config.backbone_weights,
-            config.backbone_config,
-            positives="initial",
-        )
-        metrics |= {k.replace("classifier/", "initial_classifier/"): v for k, v in initial_metrics.items()}
+    if reset_free:
         torch.manual_seed(seed + 1)
         backward = PixelPolicy(corpus.n_actions, shape[0], shape[2], PolicyConfig())
     if config.online_steps > 0:
         q_net.train()
         if backward is not None:
+            assert initial is not None
             online = reset_free_finetune(
                 q_net, backward, classifier, initial, offline, env_config, config, seed
             )
@@ -644,6 +727,15 @@ def run_robofume(
     if config.online_steps > 0 and online["success_detections"] == 0 and health["healthy"]:
         health["line"] = "success classifier never fired online: the learned reward was always 0"
         health["healthy"] = False
+    if backward is not None and initial_health is not None and online.get("backward_successes", 1) == 0:
+        initial_health["healthy"] = False
+        initial_health["line"] = (
+            "initial-state classifier never fired online: the backward task was never rewarded and every "
+            "return to the start was an intervention"
+        )
+    health = combined_health(health, initial_health) | {
+        "fine_tuning": "reset-free" if reset_free else "resets"
+    }
     if run_dir is not None:
         env = corpus.meta["env"]
         if isinstance(classifier, PixelPolicy):
