@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from warmstart_rl.bench import return_curve
 from warmstart_rl.data import EnvConfig, Episode, make_policy_env, rollout, to_chw
 from warmstart_rl.models import (
+    EncoderConfig,
     IDMConfig,
     InverseDynamicsModel,
     PixelPolicy,
@@ -82,12 +83,12 @@ def _ppo(policy_config: PolicyConfig, kl: float = 0.0, reference=None):
     )
 
 
-@pytest.mark.parametrize("frame_stack", [1, 4])
-def test_bc_weights_reach_sb3_unchanged(frame_stack: int) -> None:
-    # after the hand-off, SB3's action distribution on any observation (a frame stack of k frames) is
-    # exactly the BC policy's softmax
+@pytest.mark.parametrize(("frame_stack", "diff"), [(1, False), (4, True)])
+def test_bc_weights_reach_sb3_unchanged(frame_stack: int, diff: bool) -> None:
+    # after the hand-off, SB3's action distribution on any observation (a frame stack of k frames, with
+    # their differences) is exactly the BC policy's softmax
     torch.manual_seed(3)
-    config = PolicyConfig(frame_stack=frame_stack)
+    config = PolicyConfig(EncoderConfig(frame_diff=diff), frame_stack=frame_stack)
     bc = PixelPolicy(3, 20, 3, config).eval()
     model = _ppo(config)
     assert model.observation_space.shape == (3 * frame_stack, 20, 20)
@@ -149,3 +150,15 @@ def test_steps_to_threshold_is_first_crossing(returns: list[float], threshold: f
 def test_return_curve_grid() -> None:
     curve = [(5, 0.0), (12, 1.0), (30, 1.0)]
     assert return_curve(curve, every=10, total=30, window=2) == [(10, 0.0), (20, 0.5), (30, 1.0)]
+
+
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=50))
+def test_class_weights_give_every_present_action_equal_total_weight(actions: list[int]) -> None:
+    from warmstart_rl.vpt import class_weights
+
+    labels = np.asarray(actions)
+    weights = class_weights(labels, 4).numpy()
+    totals = np.bincount(labels, minlength=4) * weights  # each present class: N / A
+    present = np.bincount(labels, minlength=4) > 0
+    np.testing.assert_allclose(totals[present], len(labels) / 4, rtol=1e-5)
+    assert (weights[~present] == 0).all()

@@ -60,6 +60,8 @@ class BenchConfig:
     """BC optimizer steps."""
     bc_lr: float = 1e-3
     """BC learning rate (cosine schedule, batch 64)."""
+    bc_balance: bool = False
+    """Inverse-frequency class weights in BC's loss (:attr:`warmstart_rl.vpt.BCConfig.class_balance`)."""
     threshold: float = 0.9
     """Return threshold for the steps-to-threshold ratio."""
     kl_coef: float = 0.1
@@ -105,7 +107,7 @@ def pretrain_pipeline(config: BenchConfig, seed: int, root: Path) -> dict[str, A
     corpus = load_corpus(root)
     policy, bc_metrics = train_bc(
         corpus,
-        BCConfig(model=policy_model),
+        BCConfig(model=policy_model, class_balance=config.bc_balance),
         quick_config(config.bc_steps, 64, config.bc_lr, seed, warmup=0),
         None,
         seed,
@@ -247,7 +249,7 @@ def run_bench(config: BenchConfig, out: Path) -> BenchReport:
         f"Chance for the IDM is 1/A (uniform); the gate uses the larger of 1/A and the held-out majority share. "
         f"Per seed: {config.episodes} episodes of a scripted expert with {config.noise:.0%} random actions, "
         f"{config.labelled} of them labelled; IDM {config.idm_steps} steps, BC {config.bc_steps} steps on "
-        f"labelled + pseudo-labelled frames (lr {config.bc_lr:g}). Then SB3 PPO for {config.total_steps} environment steps per arm "
+        f"labelled + pseudo-labelled frames (lr {config.bc_lr:g}{', class-balanced loss' if config.bc_balance else ''}). Then SB3 PPO for {config.total_steps} environment steps per arm "
         f"(same hyperparameters; vpt-bc+kl adds {config.kl_coef} x KL(pi_BC || pi), decayed 0.995 per epoch). "
         f"Equal env steps means PPO's steps; the corpus' own env steps (videos + the labelled part, the row "
         f"'corpus env steps') are listed apart, as VPT counts its videos free and its labels as the cost. "

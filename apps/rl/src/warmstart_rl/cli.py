@@ -173,6 +173,10 @@ class BCOptions:
     """Greedy episodes in the environment to measure the cloned policy's return."""
     frame_stack: int | None = None
     """The policy sees the last k frames (a causal stack); null: the env family's default (ALE 4, others 1)."""
+    class_balance: bool = False
+    """Inverse-frequency class weights in the loss (a rare decisive action such as Breakout's FIRE)."""
+    frame_diff: bool = False
+    """With a frame stack, also feed the differences of consecutive frames (what made Breakout's BC learn)."""
 
 
 @app.command
@@ -194,16 +198,17 @@ def bc(
         out: run directory; the policy goes to <out>/policy/ (safetensors + config.json).
     """
     from warmstart_rl.data import load_corpus
-    from warmstart_rl.models import PolicyConfig
+    from warmstart_rl.models import EncoderConfig, PolicyConfig
     from warmstart_rl.vpt import BCConfig, train_bc
 
     corpus = load_corpus(data, on_bad_file)
     run_dir, _ = run.open(out=out)
     config = BCConfig(
-        model=PolicyConfig(frame_stack=options.frame_stack),
+        model=PolicyConfig(EncoderConfig(frame_diff=options.frame_diff), frame_stack=options.frame_stack),
         labels=options.labels,
         heldout_fraction=options.heldout_fraction,
         eval_episodes=options.eval_episodes,
+        class_balance=options.class_balance,
     )
     _, metrics = train_bc(corpus, config, engine, run_dir, seed=engine.train.seed)
     print_table(f"BC policy -> {run_dir / 'policy'}", ("", ""), _rows(metrics))

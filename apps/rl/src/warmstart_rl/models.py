@@ -39,26 +39,34 @@ class EncoderConfig:
     """Width of the feature vector the heads read."""
     first_stride: int = 1
     """Stride of the first conv layer (2 for 64-84 px frames: 4x less compute at full-size inputs)."""
+    frame_diff: bool = False
+    """With a stack of k frames, also feed the k - 1 differences of consecutive frames (computed inside the
+    network, so the SB3 extractor computes them too): a tiny moving object (Breakout's ball) stands out."""
 
 
 class PixelEncoder(nn.Module):
-    """(B, C_in, H, W) float in [0, 1] -> (B, features_dim)."""
+    """(B, C_in, H, W) float in [0, 1] -> (B, features_dim); ``frames`` k > 1: C_in holds k stacked frames
+    (oldest first), and with ``config.frame_diff`` their k - 1 differences are appended before the convs."""
 
-    def __init__(self, in_channels: int, image_size: int, config: EncoderConfig) -> None:
+    def __init__(self, in_channels: int, image_size: int, config: EncoderConfig, frames: int = 1) -> None:
         super().__init__()
+        self.frames = frames if config.frame_diff and frames > 1 else 1
         layers: list[nn.Module] = []
-        prev = in_channels
+        fused = prev = in_channels + (in_channels // frames) * (self.frames - 1)
         for i, width in enumerate(config.channels):
             stride = config.first_stride if i == 0 else 2
             layers += [nn.Conv2d(prev, width, 3, stride=stride, padding=1), nn.ReLU()]
             prev = width
         self.conv = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
-            flat = self.conv(torch.zeros(1, in_channels, image_size, image_size)).shape[1]
+            flat = self.conv(torch.zeros(1, fused, image_size, image_size)).shape[1]
         self.proj = nn.Sequential(nn.Linear(flat, config.features_dim), nn.ReLU())
         self.features_dim = config.features_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frames > 1:
+            f = x.reshape(x.shape[0], self.frames, -1, *x.shape[-2:])  # (B, k, C, H, W)
+            x = torch.cat([x, (f[:, 1:] - f[:, :-1]).flatten(1, 2)], 1)  # (B, (2k - 1) C, H, W)
         return self.proj(self.conv(x))  # (B, D)
 
 
@@ -141,7 +149,7 @@ class PixelPolicy(nn.Module, _RLModel):
         super().__init__()
         self.config, self.n_actions, self.frame_shape = config, n_actions, [image_size, image_size, channels]
         self.frame_stack = int(config.frame_stack or 1)
-        self.encoder = PixelEncoder(channels * self.frame_stack, image_size, config.encoder)
+        self.encoder = PixelEncoder(channels * self.frame_stack, image_size, config.encoder, self.frame_stack)
         self.head = nn.Linear(config.encoder.features_dim, n_actions)
 
     @classmethod

@@ -109,12 +109,15 @@ class FrameDataset(Dataset):
 class _ClassifierTask:
     """Cross-entropy on ``batch[key] -> batch['action']``; evaluate(): accuracy on a held-out set."""
 
-    def __init__(self, model: nn.Module, key: str, heldout: Dataset | None) -> None:
-        self.model, self.key, self.heldout = model, key, heldout
+    def __init__(
+        self, model: nn.Module, key: str, heldout: Dataset | None, weight: torch.Tensor | None = None
+    ) -> None:
+        self.model, self.key, self.heldout, self.weight = model, key, heldout, weight
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         logits = self.model(batch[self.key])  # (B, A)
-        loss = F.cross_entropy(logits.float(), batch["action"])
+        weight = self.weight.to(logits.device) if self.weight is not None else None
+        loss = F.cross_entropy(logits.float(), batch["action"], weight=weight)
         acc = (logits.argmax(-1) == batch["action"]).float().mean()
         return loss, {"acc": acc.item(), "samples": len(batch["action"])}
 
@@ -330,6 +333,17 @@ class BCConfig:
     """Share of the labelled episodes held out to measure action accuracy."""
     eval_episodes: int = 10
     """Episodes rolled out in the environment to measure the cloned policy's return."""
+    class_balance: bool = False
+    """Weight the cross-entropy by inverse action frequency (N / (A n_a)): a rare but decisive action
+    (Breakout's FIRE, ~6 % of the expert's steps, without which no ball is served) is not drowned by the
+    majority class."""
+
+
+def class_weights(actions: np.ndarray, n_actions: int) -> torch.Tensor:
+    """Inverse-frequency weights N / (A n_a) of the actions present (absent ones: 0): (A,)."""
+    counts = np.bincount(actions, minlength=n_actions).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (n_actions * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def train_bc(
@@ -361,7 +375,9 @@ def train_bc(
     policy = PixelPolicy(corpus.n_actions, shape[0], shape[2], model_config)
     train = FrameDataset(episodes, actions, stack)
     held = FrameDataset(held_eps, [e.actions for e in held_eps], stack) if held_eps else None
-    summary = Engine(_fit_batch(engine, len(train)), run_dir).fit(_ClassifierTask(policy, "obs", held), train)
+    weight = class_weights(train.act, corpus.n_actions) if config.class_balance else None
+    task = _ClassifierTask(policy, "obs", held, weight)
+    summary = Engine(_fit_batch(engine, len(train)), run_dir).fit(task, train)
     policy = policy.cpu().eval()
     metrics = {
         "bc/transitions": float(len(train)),
@@ -391,11 +407,11 @@ def _extractor_class():
     class PixelExtractor(BaseFeaturesExtractor):
         """SB3 features extractor holding the same :class:`PixelEncoder` as the BC policy."""
 
-        def __init__(self, observation_space: Any, encoder: dict | None = None) -> None:
+        def __init__(self, observation_space: Any, encoder: dict | None = None, frames: int = 1) -> None:
             config = EncoderConfig(**(encoder or {}))
             super().__init__(observation_space, config.features_dim)
-            c, h, _ = observation_space.shape  # SB3 hands images channel-first
-            self.encoder = PixelEncoder(c, h, config)
+            c, h, _ = observation_space.shape  # SB3 hands images channel-first (k stacked frames)
+            self.encoder = PixelEncoder(c, h, config, frames)
 
         def forward(self, observations: torch.Tensor) -> torch.Tensor:
             return self.encoder(observations)  # (B, D)
@@ -407,7 +423,10 @@ def policy_kwargs(config: PolicyConfig) -> dict[str, Any]:
     """SB3 ``policy_kwargs`` whose actor is exactly :class:`PixelPolicy` (pi=[] -> action_net = head)."""
     return {
         "features_extractor_class": _extractor_class(),
-        "features_extractor_kwargs": {"encoder": asdict(config.encoder)},
+        "features_extractor_kwargs": {
+            "encoder": asdict(config.encoder),
+            "frames": int(config.frame_stack or 1),
+        },
         "net_arch": {"pi": [], "vf": list(config.value_hidden)},
         "share_features_extractor": True,
     }
