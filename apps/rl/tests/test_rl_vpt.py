@@ -162,3 +162,14 @@ def test_class_weights_give_every_present_action_equal_total_weight(actions: lis
     present = np.bincount(labels, minlength=4) > 0
     np.testing.assert_allclose(totals[present], len(labels) / 4, rtol=1e-5)
     assert (weights[~present] == 0).all()
+
+
+def test_finetune_takes_a_stacked_policy_with_differences() -> None:
+    # finetune_ppo builds the stacked env from the BC policy's own frame_stack and accepts its weights
+    from warmstart_rl.vpt import PPOConfig, finetune_ppo
+
+    config = PolicyConfig(EncoderConfig(frame_diff=True), frame_stack=2)
+    bc = PixelPolicy(3, 20, 3, config).eval()
+    ppo = PPOConfig(total_steps=32, n_envs=1, n_steps=32, batch_size=16, n_epochs=1, start_check_episodes=0)
+    result = finetune_ppo(ENV, ppo, config, bc, seed=0)
+    assert result["model"].observation_space.shape == (6, 20, 20) and result["steps"] == 32

@@ -523,7 +523,7 @@ def finetune_ppo(
     shape = probe.observation_space.shape
     probe.close()
     if init is not None:
-        expected = init.encoder.conv[0].in_channels
+        expected = init.frame_shape[2] * init.frame_stack  # k stacked frames (differences come after)
         if shape[2] != expected or init.head.out_features != probe.action_space.n:
             raise CheckpointError(
                 f"the BC policy takes {expected}-channel frames and {init.head.out_features} actions; "
