@@ -174,7 +174,7 @@ def test_unhealthy_classifier_falls_back_or_stops(tmp_path, capsys, one_line_err
     assert "--options.reward_fallback env" in one_line_error(capsys)
     # reset-free: the initial-state classifier fails the same margin; the run falls back to resets (and then
     # the success classifier to the env reward), both said in the last line and health.json, or it stops
-    rf = [*argv, "--options.reset_free", "true", "--options.phase_steps", "10"]
+    rf = [*argv, "--options.reset_free", "true", "--options.online_steps", "0"]  # decided before online
     assert app.main([*rf, "--out", str(tmp_path / "rf-resets")]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("warning: success classifier") and "environment's reward instead" in last
