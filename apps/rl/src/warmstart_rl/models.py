@@ -4,8 +4,8 @@ policy, and the stable-baselines3 features extractor that takes the policy's wei
 Seed: *Video PreTraining (VPT)* (Baker et al., arXiv 2206.11795). VPT's IDM is a 3D convolution over 128
 frames followed by a ResNet and transformer; ours fuses a short window of frames (past *and* future)
 along channels into one small CNN, which is enough for gymnasium-sized frames. The policy is causal (it
-sees the current frame only) and is built so that its two parts map one-to-one onto SB3's
-``ActorCriticPolicy``: ``encoder`` becomes ``features_extractor.encoder`` and ``head`` becomes
+sees a stack of the last k frames, ``PolicyConfig.frame_stack``: ALE 4, MiniGrid 1) and is built so that
+its two parts map one-to-one onto SB3's ``ActorCriticPolicy``: ``encoder`` becomes ``features_extractor.encoder`` and ``head`` becomes
 ``action_net`` (with ``net_arch=dict(pi=[], vf=[...])``), so a BC checkpoint loads into PPO unchanged.
 Written by hand (a few layers): no library offers this pairing.
 
@@ -129,7 +129,7 @@ class InverseDynamicsModel(nn.Module, _RLModel):
 @dataclass
 class PolicyConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    """Encoder of the current frame (shared by actor and critic in PPO)."""
+    """Encoder of the policy's frame stack (shared by actor and critic in PPO)."""
     value_hidden: list[int] = field(default_factory=lambda: [64])
     """SB3 value-head layers added at fine-tuning (not pretrained)."""
     frame_stack: int | None = None
