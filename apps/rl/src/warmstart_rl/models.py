@@ -5,8 +5,8 @@ Seed: *Video PreTraining (VPT)* (Baker et al., arXiv 2206.11795). VPT's IDM is a
 frames followed by a ResNet and transformer; ours fuses a short window of frames (past *and* future)
 along channels into one small CNN, which is enough for gymnasium-sized frames. The policy is causal (it
 sees a stack of the last k frames, ``PolicyConfig.frame_stack``: ALE 4, MiniGrid 1) and is built so that
-its two parts map one-to-one onto SB3's ``ActorCriticPolicy``: ``encoder`` becomes ``features_extractor.encoder`` and ``head`` becomes
-``action_net`` (with ``net_arch=dict(pi=[], vf=[...])``), so a BC checkpoint loads into PPO unchanged.
+its two parts map one-to-one onto SB3's ``ActorCriticPolicy``: ``encoder`` becomes
+``features_extractor.encoder`` and ``head`` becomes ``action_net`` (with ``net_arch=dict(pi=[], vf=[...])``), so a BC checkpoint loads into PPO unchanged.
 Written by hand (a few layers): no library offers this pairing.
 
 Every model of the app is saved in the core's one format (:mod:`warmstart.hub`: ``config.json`` +
