@@ -6,8 +6,8 @@ frames followed by a ResNet and transformer; ours fuses a short window of frames
 along channels into one small CNN, which is enough for gymnasium-sized frames. The policy is causal (it
 sees a stack of the last k frames, ``PolicyConfig.frame_stack``: ALE 4, MiniGrid 1) and is built so that
 its two parts map one-to-one onto SB3's ``ActorCriticPolicy``: ``encoder`` becomes
-``features_extractor.encoder`` and ``head`` becomes ``action_net`` (with ``net_arch=dict(pi=[], vf=[...])``), so a BC checkpoint loads into PPO unchanged.
-Written by hand (a few layers): no library offers this pairing.
+``features_extractor.encoder`` and ``head`` becomes ``action_net`` (with ``net_arch=dict(pi=[], vf=[...])``),
+so a BC checkpoint loads into PPO unchanged. Written by hand (a few layers): no library offers this pairing.
 
 Every model of the app is saved in the core's one format (:mod:`warmstart.hub`: ``config.json`` +
 ``model.safetensors`` + a model card) and reloads with one call (``InverseDynamicsModel.from_pretrained``,
