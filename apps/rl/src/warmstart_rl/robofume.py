@@ -29,6 +29,7 @@ Written by hand: SB3 has no offline or calibrated Q-learning.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -612,7 +613,8 @@ def run_robofume(
         raise ConfigError(
             f"--options.initial_fallback {config.initial_fallback!r}: use resets, stop or classifier"
         )
-    classifier, metrics = train_classifier(
+    train = functools.partial(
+        train_classifier,
         train_eps,
         held_eps,
         shape[0],
@@ -621,20 +623,12 @@ def run_robofume(
         config.backbone_weights,
         config.backbone_config,
     )
+    classifier, metrics = train()
     health = classifier_health(metrics, config.health_margin)
     metrics["classifier/healthy"] = float(health["healthy"])
     initial, initial_health, reset_free = None, None, config.reset_free
     if config.reset_free:  # the backward task's reward: the same checks, its own fallback
-        initial, initial_metrics = train_classifier(
-            train_eps,
-            held_eps,
-            shape[0],
-            engine,
-            config.backbone,
-            config.backbone_weights,
-            config.backbone_config,
-            positives="initial",
-        )
+        initial, initial_metrics = train(positives="initial")
         metrics |= {k.replace("classifier/", "initial_classifier/"): v for k, v in initial_metrics.items()}
         initial_health = classifier_health(metrics, config.health_margin, "initial_classifier")
         metrics["initial_classifier/healthy"] = float(initial_health["healthy"])
