@@ -119,7 +119,7 @@ def test_arms_of_a_seed_share_the_prefill_and_the_new_parts_initialisation() -> 
     from warmstart_rl.data import EnvConfig
 
     env = EnvConfig(max_episode_steps=20)
-    config = AgentConfig(total_steps=32, prefill=30, train_every=100, batch_size=2, clip_length=4, horizon=2)
+    config = AgentConfig(total_steps=14, prefill=12, train_every=100, batch_size=2, clip_length=4, horizon=2)
     torch.manual_seed(5)
     scratch, pretrained = WorldModel(0, 20, TINY), WorldModel(0, 20, TINY)
     a = train_agent(env, config, scratch, seed=3)
