@@ -79,8 +79,9 @@ class BenchConfig:
     """PPO's rollout length per environment."""
     idm: IDMConfig = field(default_factory=IDMConfig)
     """The IDM network (its encoder's first stride follows the frame size: 2 from 48 px)."""
-    workers: int = 1
-    """Seeds run in this many processes at once (one torch thread each): 2 on a 2-core machine."""
+    workers: int = 2
+    """The bench's jobs (per seed: its source, then its PPO arms) run in this many processes at once (one torch
+    thread each): the machine's cores (2 on a 2-core one; 1 runs everything in this process)."""
 
 
 single_thread = cpu_threads  # the core's context manager, under the name this app's modules use
@@ -189,54 +190,72 @@ PRE_METRICS = {
 }
 
 
-def _vpt_seed(config: BenchConfig, seed: int, out: Path) -> dict[str, Any]:
-    """One seed of the VPT bench: the (cached) IDM + BC source, the random reference, the BC start check
-    and the three PPO arms; plain numbers only (a worker process returns them)."""
+def _vpt_source(config: BenchConfig, seed: int, out: Path) -> dict[str, Any]:
+    """The (cached) IDM + BC source of one seed, with the seed's random reference and the BC start check;
+    plain numbers only (a worker process returns them)."""
     from warmstart_rl.data import random_return
 
     with cpu_threads():
         pre = cached_pretrain(config, seed, Path(out) / f"corpus-seed{seed}")
-        m = pre["metrics"]
-        n_actions = int(pre["policy"].n_actions)
-        row: dict[str, Any] = {"finals": {}, "curves": {}, "to_threshold": {}, "speed": {}}
-        row["pre"] = {name: float(m.get(key, float("nan"))) for name, key in PRE_METRICS.items()}
-        row["pre"]["IDM chance (1/A)"] = 1.0 / n_actions
-        row["pre"]["IDM acc / uniform chance"] = float(m["idm/heldout_acc"]) * n_actions
-        row["finals"]["random policy"] = random_return(config.env, 10, 50_000 + seed)
+        m, n_actions = pre["metrics"], int(pre["policy"].n_actions)
+        row: dict[str, Any] = {name: float(m.get(key, float("nan"))) for name, key in PRE_METRICS.items()}
+        row["IDM chance (1/A)"] = 1.0 / n_actions
+        row["IDM acc / uniform chance"] = float(m["idm/heldout_acc"]) * n_actions
         start_check = check_start(pre["policy"], config.env, PPOConfig(start_check_episodes=3), seed)
-        row["pre"]["BC start below random"] = float(start_check["below_random"])
-        for arm in ARMS:
-            init = None if arm == "scratch" else pre["policy"]
-            kl = config.kl_coef if arm == "vpt-bc+kl" else 0.0
-            ppo = PPOConfig(
-                total_steps=config.total_steps,
-                kl_coef=kl,
-                n_envs=config.n_envs,
-                n_steps=config.n_steps,
-                start_check_episodes=0,  # checked once per seed above
-            )
-            every = ppo.n_envs * ppo.n_steps
-            result = finetune_ppo(config.env, ppo, _scaled(config)[1], init, seed=seed)
-            row["finals"][arm] = result["final_return"]
-            row["curves"][arm] = return_curve(result["curve"], every, config.total_steps)
-            reached = steps_to_threshold(result["curve"], config.threshold)
-            row["to_threshold"][arm] = float(reached if reached is not None else config.total_steps)
-            row["speed"][arm] = result["steps_per_s"]
-            log.info("seed %d %s: return %.3f, threshold at %s", seed, arm, result["final_return"], reached)
-    return row
+        row["BC start below random"] = float(start_check["below_random"])
+        random = random_return(config.env, 10, 50_000 + seed)
+    return {"pre": row, "random": random}
+
+
+def _vpt_arm(config: BenchConfig, seed: int, arm: str, out: Path) -> dict[str, Any]:
+    """One PPO arm of one seed (the VPT arms start from the seed's cached source: built by
+    :func:`_vpt_source` before them); plain numbers only."""
+    with cpu_threads():
+        init = None
+        if arm != "scratch":
+            init = cached_pretrain(config, seed, Path(out) / f"corpus-seed{seed}")["policy"]
+        ppo = PPOConfig(
+            total_steps=config.total_steps,
+            kl_coef=config.kl_coef if arm == "vpt-bc+kl" else 0.0,
+            n_envs=config.n_envs,
+            n_steps=config.n_steps,
+            start_check_episodes=0,  # checked once per seed by _vpt_source
+        )
+        result = finetune_ppo(config.env, ppo, _scaled(config)[1], init, seed=seed)
+    reached = steps_to_threshold(result["curve"], config.threshold)
+    log.info("seed %d %s: return %.3f, threshold at %s", seed, arm, result["final_return"], reached)
+    return {
+        "final": result["final_return"],
+        "curve": return_curve(result["curve"], ppo.n_envs * ppo.n_steps, config.total_steps),
+        "to_threshold": float(reached if reached is not None else config.total_steps),
+        "speed": result["steps_per_s"],
+    }
+
+
+def _vpt_job(config: BenchConfig, seed: int, part: str, out: Path) -> dict[str, Any]:
+    """A job of the bench's pool: 'source' (:func:`_vpt_source`) or a PPO arm (:func:`_vpt_arm`)."""
+    return _vpt_source(config, seed, out) if part == "source" else _vpt_arm(config, seed, part, out)
 
 
 def run_bench(config: BenchConfig, out: Path) -> BenchReport:
     """All arms x seeds; writes report.md, plot.png, results.json (and the corpora) under ``out``. With
-    ``config.workers`` > 1 the seeds run in that many processes (one torch thread each)."""
+    ``config.workers`` > 1 the jobs (sources and scratch arms first, then the VPT arms) run in that many
+    processes (one torch thread each)."""
     config = replace(config, env=config.env.resolved())
     start = time.perf_counter()
-    rows = run_jobs(_vpt_seed, [(config, s, out) for s in range(config.seeds)], config.workers)
-    finals = {a: [r["finals"][a] for r in rows] for a in (*ARMS, "random policy")}
-    curves = {a: [r["curves"][a] for r in rows] for a in ARMS}
-    to_threshold = {a: [r["to_threshold"][a] for r in rows] for a in ARMS}
-    speed = {a: [r["speed"][a] for r in rows] for a in ARMS}
-    pre_metrics = {name: [r["pre"][name] for r in rows] for name in rows[0]["pre"]}
+    # two rounds of jobs: the sources and the scratch arms (which need no source), then the VPT arms (which
+    # load their seed's source from the cache), longest first, so that no worker idles while another works
+    seeds = range(config.seeds)
+    first = [(config, s, "source", out) for s in seeds] + [(config, s, "scratch", out) for s in seeds]
+    second = [(config, s, arm, out) for arm in ("vpt-bc+kl", "vpt-bc") for s in seeds]
+    done = run_jobs(_vpt_job, first, config.workers) + run_jobs(_vpt_job, second, config.workers)
+    runs = {(part, s): r for (_, s, part, _), r in zip(first + second, done, strict=True)}
+    finals = {a: [runs[a, s]["final"] for s in seeds] for a in ARMS}
+    finals["random policy"] = [runs["source", s]["random"] for s in seeds]
+    curves = {a: [runs[a, s]["curve"] for s in seeds] for a in ARMS}
+    to_threshold = {a: [runs[a, s]["to_threshold"] for s in seeds] for a in ARMS}
+    speed = {a: [runs[a, s]["speed"] for s in seeds] for a in ARMS}
+    pre_metrics = {name: [runs["source", s]["pre"][name] for s in seeds] for name in runs["source", 0]["pre"]}
     ratio = {
         arm: float(np.mean(to_threshold["scratch"]) / max(np.mean(to_threshold[arm]), 1.0)) for arm in ARMS
     }

@@ -69,8 +69,9 @@ class WorldModelBenchConfig:
     """An explicit return threshold instead (needed for targets without a scripted expert)."""
     expert_episodes: int = 100
     """Episodes of the scripted expert (no noise) measured for the threshold."""
-    workers: int = 1
-    """Seeds run in this many processes at once (one torch thread each): 2 on a 2-core machine."""
+    workers: int = 2
+    """The (arm, seed) agent runs and the two sources run in this many processes at once (one torch thread
+    each): the cores of the machine (2 on a 2-core one; 1 runs everything in this process)."""
     noise: float = 0.3
     """Random-action share of the same-env videos' scripted expert."""
     random_episodes: int = 200
@@ -176,11 +177,12 @@ def mean_return_after(curve: list[tuple[int, float]], start: int) -> float:
     return float(np.mean(tail)) if tail else float("nan")
 
 
-def _worldmodel_seed(
-    config: WorldModelBenchConfig, seed: int, sources: dict[str, str], threshold: float
+def _worldmodel_arm(
+    config: WorldModelBenchConfig, seed: int, arm: str, sources: dict[str, str], threshold: float
 ) -> dict[str, Any]:
-    """One seed of the world-model bench (the random reference and every arm's agent run, paired); plain
-    numbers only (a worker process returns them)."""
+    """One agent run of the world-model bench (one arm of one seed; the scratch job also measures the seed's
+    random reference); plain numbers only (a worker process returns them). The arms of a seed are paired
+    however the jobs are spread over workers: the prefill and the new parts' initialisation follow the seed."""
     import torch
 
     from warmstart_rl.contextwm import (
@@ -193,30 +195,30 @@ def _worldmodel_seed(
     from warmstart_rl.data import random_return
 
     model_config = WorldModelConfig(context=config.context, stack=config.stack)
-    keys = ("finals", "curves", "recon", "seconds", "to_threshold", "reached", "area", "digest")
-    row: dict[str, Any] = {k: {} for k in keys}
+    source = _arm_source(arm)
+    beta = config.intrinsic if arm.endswith("APV bonus") else 0.0
+    agent = AgentConfig(total_steps=config.total_steps, prefill=config.prefill, intrinsic=beta)
     with cpu_threads():
-        row["finals"]["random policy"] = random_return(config.env, config.random_episodes, 50_000 + seed)
-        for arm in wm_arms(config):
-            source = _arm_source(arm)
-            beta = config.intrinsic if arm.endswith("APV bonus") else 0.0
-            agent = AgentConfig(total_steps=config.total_steps, prefill=config.prefill, intrinsic=beta)
-            if source is None:
-                torch.manual_seed(seed)
-                world_model = WorldModel(0, int(config.env.size or 0), model_config)
-            else:
-                world_model = load_world_model(Path(sources[source]) / "worldmodel")[0]
-            result = train_agent(config.env, agent, world_model, seed=seed)
-            reached = steps_to_threshold(result["curve"], threshold)
-            row["finals"][arm] = result["final_return"]
-            row["curves"][arm] = return_curve(result["curve"], 250, config.total_steps)
-            row["to_threshold"][arm] = float(reached if reached is not None else config.total_steps)
-            row["reached"][arm] = reached is not None
-            row["area"][arm] = mean_return_after(result["curve"], config.prefill)
-            row["recon"][arm] = result["metrics"].get("wm/recon", float("nan"))
-            row["seconds"][arm] = result["seconds"]
-            row["digest"][arm] = result["prefill_digest"]
-            log.info("seed %d %s: return %.3f, threshold at %s", seed, arm, result["final_return"], reached)
+        if source is None:
+            torch.manual_seed(seed)
+            world_model = WorldModel(0, int(config.env.size or 0), model_config)
+        else:
+            world_model = load_world_model(Path(sources[source]) / "worldmodel")[0]
+        result = train_agent(config.env, agent, world_model, seed=seed)
+        reached = steps_to_threshold(result["curve"], threshold)
+        row = {
+            "final": result["final_return"],
+            "curves": return_curve(result["curve"], 250, config.total_steps),
+            "to_threshold": float(reached if reached is not None else config.total_steps),
+            "reached": reached is not None,
+            "area": mean_return_after(result["curve"], config.prefill),
+            "recon": result["metrics"].get("wm/recon", float("nan")),
+            "seconds": result["seconds"],
+            "digest": result["prefill_digest"],
+        }
+        if source is None:
+            row["random"] = random_return(config.env, config.random_episodes, 50_000 + seed)
+    log.info("seed %d %s: return %.3f, threshold at %s", seed, arm, result["final_return"], reached)
     return row
 
 
@@ -283,8 +285,8 @@ def _efficiency_table(
 def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchReport:
     """The Dreamer-style agent from scratch, from a world model pretrained on the target's own videos, from
     one pretrained on another environment's videos (ContextWM's in-the-wild setting), and that one with
-    APV's intrinsic bonus; equal env steps. The two sources are built first (cached), then the seeds run in
-    ``config.workers`` processes (one torch thread each)."""
+    APV's intrinsic bonus; equal env steps. The two sources are built first (cached), then every (arm, seed)
+    run is a job for ``config.workers`` processes (one torch thread each)."""
     config = replace(config, env=config.env.resolved())
     arms = wm_arms(config)
     start = time.perf_counter()
@@ -292,14 +294,18 @@ def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchRepor
     folders = run_jobs(_pretrained_source, [(config, s, out) for s in SOURCES], min(config.workers, 2))
     sources = dict(zip(SOURCES, folders, strict=True))
     built = time.perf_counter() - start
-    calls = [(config, s, sources, threshold) for s in range(config.seeds)]
-    rows = run_jobs(_worldmodel_seed, calls, config.workers)
-    per = {k: {a: [r[k][a] for r in rows] for a in arms} for k in ("curves", "recon", "seconds")}
-    finals = {a: [r["finals"][a] for r in rows] for a in (*arms, "random policy")}
-    steps = {a: [r["to_threshold"][a] for r in rows] for a in arms}
-    reached = {a: [r["reached"][a] for r in rows] for a in arms}
-    area = {a: [r["area"][a] for r in rows] for a in arms}
-    paired_prefill = all(len({r["digest"][a] for a in arms}) == 1 for r in rows)
+    # one job per (arm, seed), the longer bonus / pretrained arms first, so that no worker idles at the end
+    calls = [(config, s, a, sources, threshold) for a in reversed(arms) for s in range(config.seeds)]
+    done = run_jobs(_worldmodel_arm, calls, config.workers)
+    runs = {(a, s): r for (_, s, a, _, _), r in zip(calls, done, strict=True)}
+    seeds = range(config.seeds)
+    per = {k: {a: [runs[a, s][k] for s in seeds] for a in arms} for k in ("curves", "recon", "seconds")}
+    finals = {a: [runs[a, s]["final"] for s in seeds] for a in arms}
+    finals["random policy"] = [runs["scratch", s]["random"] for s in seeds]
+    steps = {a: [runs[a, s]["to_threshold"] for s in seeds] for a in arms}
+    reached = {a: [runs[a, s]["reached"] for s in seeds] for a in arms}
+    area = {a: [runs[a, s]["area"] for s in seeds] for a in arms}
+    paired_prefill = all(len({runs[a, s]["digest"] for a in arms}) == 1 for s in seeds)
     from warmstart_rl.contextwm import load_world_model
 
     specs = {s: load_world_model(Path(f) / "worldmodel")[1] for s, f in sources.items()}
