@@ -159,6 +159,57 @@ def test_decoder_reads_the_context_frame_only_in_contextwm() -> None:
     assert plain.context_tokens(frames) is None and plain.context_encoder is None
 
 
+def test_context_attention_mask_hides_tokens_only_while_training() -> None:
+    """ContextWM's context attention mask (ratio 0.75): while training each frame's cross-attention sees a
+    random quarter of the context tokens (never none), in eval mode all of them, deterministically."""
+    torch.manual_seed(0)
+    model = WorldModel(3, 20, TINY)  # 20 px -> 5 x 5 = 25 context tokens
+    feat, frames = torch.randn(64, 12), torch.rand(64, 3, 20, 20)
+    tokens = model.context_tokens(frames)
+    hidden = model.decoder.context_mask(tokens)
+    assert hidden.shape == (64, 25) and (hidden.sum(-1) == 19).all()  # round(0.75 x 25) hidden, 6 kept
+    assert len({tuple(row.tolist()) for row in hidden}) > 1  # drawn per frame
+    model.eval()
+    full = model.decoder(feat, tokens)
+    torch.testing.assert_close(full, model.decoder(feat, tokens))
+    model.train()
+    masked = model.decoder(feat, tokens)
+    assert not torch.allclose(masked, full)
+    unmasked = WorldModel(
+        3, 20, WorldModelConfig(channels=[4, 8], deter=8, stoch=4, hidden=8, context_mask=0.0)
+    )
+    unmasked.load_state_dict(model.state_dict())
+    torch.testing.assert_close(unmasked.decoder(feat, tokens), full)  # training mode, no mask: as eval
+    one = WorldModel(3, 20, WorldModelConfig(channels=[4, 8], deter=8, stoch=4, hidden=8, context_mask=1.0))
+    assert (one.decoder.context_mask(tokens).sum(-1) == 24).all()  # one token is always kept
+
+
+def test_reinitialise_draws_only_the_named_parts_afresh_and_leaves_the_global_rng() -> None:
+    """The 'encoder only' transfer: the named parts are new (seeded by the seed alone), every other weight
+    is the pretrained one, and the global RNG is untouched (the stacked RSSM starts as in every arm)."""
+    torch.manual_seed(0)
+    pretrained = WorldModel(3, 20, TINY)
+    before = {k: v.clone() for k, v in pretrained.state_dict().items()}
+    torch.manual_seed(7)
+    pretrained.reinitialise(["rssm", "decoder"], seed=3)
+    after_rng = torch.rand(1)
+    torch.manual_seed(7)
+    assert torch.equal(after_rng, torch.rand(1))
+    again = WorldModel(3, 20, TINY)
+    again.load_state_dict(before)
+    again.reinitialise(["rssm", "decoder"], seed=3)
+    fresh = ("rssm", "decoder", "context_encoder")
+    state = pretrained.state_dict()
+    for key, value in state.items():
+        torch.testing.assert_close(value, again.state_dict()[key])  # the seed alone fixes the new parts
+        if key.split(".")[0] not in fresh:
+            assert torch.equal(value, before[key]), key  # the encoder, embedding and heads are kept
+    for part in fresh:
+        assert any(not torch.equal(v, before[k]) for k, v in state.items() if k.startswith(part + "."))
+    with pytest.raises(Exception, match="use any of encoder, rssm, decoder"):
+        pretrained.reinitialise(["reward"], seed=0)
+
+
 def test_lambda_returns_limits() -> None:
     gen = torch.Generator().manual_seed(0)
     rewards, discounts = torch.rand(4, 3, generator=gen), 0.9 * torch.rand(4, 3, generator=gen)
@@ -259,6 +310,8 @@ def test_worldmodel_pretrain_and_finetune_end_to_end(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert app.main(["worldmodel-finetune", "--model", str(pre), "--env.size", "24", *agent]) == 2
     assert "pass --env.size 20" in _one_line_error(capsys)
+    assert app.main(["worldmodel-finetune", "--model", str(pre), "--agent.reinit", "[heads]", *agent]) == 2
+    assert "--agent.reinit 'heads': use any of encoder, rssm, decoder" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize(
@@ -287,6 +340,8 @@ def test_worldmodel_bench_writes_report(tmp_path) -> None:
         "contextwm same-env videos",
         "contextwm other-env videos",
         "contextwm other-env videos + APV bonus",
+        "contextwm same-env videos, encoder only",
+        "contextwm other-env videos, encoder only",
         "random policy",
     }
     from warmstart import cache

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,11 @@ class AgentConfig:
     """Embeddings kept in the queue the neighbours are searched in."""
     intrinsic_window: int = 5
     """Steps per embedded sequence."""
+    reinit: list[str] = field(default_factory=list)
+    """Parts of the (pretrained) world model re-initialised before fine-tuning, any of 'encoder', 'rssm' (the
+    action-free RSSM), 'decoder' (the decoder with its context encoder); [] keeps them all, as ContextWM's
+    fine-tuning loads encoder, decoder and action-free RSSM. The new parts are drawn from a generator of their
+    own, so the other new parts (the stacked RSSM, the heads) start as in every other arm of the seed."""
 
 
 class ActorCritic(nn.Module, HubMixin):
@@ -322,6 +327,7 @@ def train_agent(
         )
     torch.manual_seed(seed)  # before the stacked RSSM is built: every arm of a seed starts it identically
     world_model.with_actions(n_actions)  # the target's action-conditioned part (any source actions)
+    world_model.reinitialise(config.reinit, seed)
     world_model.to(device)
     rng = np.random.default_rng(seed)
     agent = ActorCritic(world_model.feat_dim, n_actions, config.hidden, config.unimix).to(device)

@@ -62,6 +62,10 @@ class WorldModelBenchConfig:
     intrinsic: float = 0.1
     """beta of APV's video-based intrinsic bonus in the 'other-env videos + APV bonus' arm (APV: 0.1 on DMC
     and CARLA, 1.0 on Meta-World); 0 leaves that arm out. The other arms never use the bonus."""
+    encoder_only: bool = True
+    """Add the transfer-diagnosis rows that keep only the pretrained encoder of each source (decoder, context
+    encoder and action-free RSSM re-initialised: ``AgentConfig.reinit``); labelled rows, not the seed's
+    fine-tuning, which keeps all three."""
     threshold_fraction: float = 0.7
     """The steps-to-threshold headline's threshold as a fraction of the scripted expert's mean return on the
     target (fixed before any arm runs)."""
@@ -138,9 +142,18 @@ def _pretrained_source(config: WorldModelBenchConfig, source: str, scratch: Path
 
 
 def wm_arms(config: WorldModelBenchConfig) -> tuple[str, ...]:
-    """The agent arms: scratch, the two video sources, and the bonus row when ``intrinsic`` > 0."""
-    arms = ("scratch", "contextwm same-env videos", "contextwm other-env videos")
-    return (*arms, "contextwm other-env videos + APV bonus") if config.intrinsic > 0 else arms
+    """The agent arms: scratch, the two video sources, the bonus row when ``intrinsic`` > 0, and the
+    encoder-only rows when ``encoder_only``."""
+    arms: tuple[str, ...] = ("scratch", "contextwm same-env videos", "contextwm other-env videos")
+    if config.intrinsic > 0:
+        arms += ("contextwm other-env videos + APV bonus",)
+    if config.encoder_only:
+        arms += tuple(f"contextwm {source} videos, encoder only" for source in SOURCES)
+    return arms
+
+
+ENCODER_ONLY = ["rssm", "decoder"]
+"""What the 'encoder only' rows re-initialise (``AgentConfig.reinit``)."""
 
 
 def _arm_source(arm: str) -> str | None:
@@ -197,7 +210,8 @@ def _worldmodel_arm(
     model_config = WorldModelConfig(context=config.context, stack=config.stack)
     source = _arm_source(arm)
     beta = config.intrinsic if arm.endswith("APV bonus") else 0.0
-    agent = AgentConfig(total_steps=config.total_steps, prefill=config.prefill, intrinsic=beta)
+    reinit = ENCODER_ONLY if arm.endswith("encoder only") else []
+    agent = AgentConfig(total_steps=config.total_steps, prefill=config.prefill, intrinsic=beta, reinit=reinit)
     with cpu_threads():
         if source is None:
             torch.manual_seed(seed)
@@ -333,6 +347,12 @@ def run_worldmodel_bench(config: WorldModelBenchConfig, out: Path) -> BenchRepor
             f"The '+ APV bonus' arm adds APV's video-based intrinsic bonus (beta {config.intrinsic:g}) to the "
             f"reward its world model learns. "
             if config.intrinsic > 0
+            else ""
+        )
+        + (
+            "The ', encoder only' rows keep only the source's encoder (decoder, context encoder and action-free "
+            "RSSM drawn afresh: a diagnosis of what transfers, not the seed's fine-tuning, which keeps all). "
+            if config.encoder_only
             else ""
         )
         + f"Metric: mean return of the last 20 training episodes; 'random policy' is the uniformly random "

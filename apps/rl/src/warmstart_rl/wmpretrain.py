@@ -76,14 +76,19 @@ def _unwrap(model: nn.Module) -> WorldModel:
 
 @torch.no_grad()
 def heldout_recon(model: WorldModel, clips: ClipDataset, n: int = 32, seed: int = 0) -> float:
-    """Mean per-frame squared reconstruction error on ``n`` held-out clips (posterior, action-free)."""
+    """Mean per-frame squared reconstruction error on ``n`` held-out clips (posterior, action-free; in eval
+    mode: the decoder sees its whole context frame)."""
     rng = np.random.default_rng(seed)
     items = [clips[int(i)] for i in rng.choice(len(clips), size=min(n, len(clips)), replace=False)]
     batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-    device = next(model.parameters()).device
-    _, metrics, _ = model.loss(
-        {k: v.to(device) for k, v in batch.items()}, False, torch.Generator().manual_seed(seed)
-    )
+    device, training = next(model.parameters()).device, model.training
+    model.eval()
+    try:
+        _, metrics, _ = model.loss(
+            {k: v.to(device) for k, v in batch.items()}, False, torch.Generator().manual_seed(seed)
+        )
+    finally:
+        model.train(training)
     return metrics["recon"]
 
 

@@ -18,7 +18,7 @@ multi-scale cross-attention and its 0.75 mask ratio, discrete latents.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warmstart.errors import CheckpointError
+from warmstart.errors import CheckpointError, ConfigError
 from warmstart.hub import HubMixin, ModelCard
 
 KIND = "rl.worldmodel"
@@ -60,6 +60,10 @@ class WorldModelConfig:
     """ContextWM's context encoder + cross-attention decoder; false: the plain APV/Dreamer decoder."""
     attention_heads: int = 2
     """Heads of the decoder's cross-attention to the context frame."""
+    context_mask: float = 0.75
+    """ContextWM's context attention mask ratio: while training, this share of the context tokens is hidden
+    at random from each frame's cross-attention (at least one is kept), so the decoder cannot copy the frame
+    from its context and the latent dynamics must carry what changes; nothing is hidden at inference."""
     free_nats: float = 1.0
     """KL below this many nats per step is not penalised."""
     kl_balance: float = 0.8
@@ -105,6 +109,7 @@ class ContextDecoder(nn.Module):
             nn.MultiheadAttention(width, config.attention_heads, batch_first=True) if config.context else None
         )
         self.norm = nn.LayerNorm(width) if config.context else None
+        self.mask_ratio = config.context_mask
         ups: list[nn.Module] = []
         for i in reversed(range(len(config.channels))):
             out = config.channels[i - 1] if i > 0 else 3
@@ -117,7 +122,10 @@ class ContextDecoder(nn.Module):
         n = feat.shape[0]
         x = self.fc(feat).view(n, self.width, self.spatial * self.spatial).transpose(1, 2)  # (N, S, C)
         if self.attention is not None and context is not None:
-            attended, _ = self.attention(self.norm(x), context, context, need_weights=False)
+            hidden = self.context_mask(context) if self.training and self.mask_ratio > 0 else None
+            attended, _ = self.attention(
+                self.norm(x), context, context, key_padding_mask=hidden, need_weights=False
+            )
             x = x + attended  # (N, S, C)
         x = x.transpose(1, 2).reshape(n, self.width, self.spatial, self.spatial)
         x = self.up(x) + 0.5  # (N, 3, H', W')
@@ -126,6 +134,14 @@ class ContextDecoder(nn.Module):
                 x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
             )
         return x
+
+    def context_mask(self, context: torch.Tensor) -> torch.Tensor:
+        """(N, S, C) context tokens -> (N, S) bool, True where a token is hidden: round(mask_ratio x S) of
+        them per frame, drawn at random, never all."""
+        n, s = context.shape[:2]
+        hide = min(round(self.mask_ratio * s), s - 1)
+        ranks = torch.rand(n, s, device=context.device).argsort(-1).argsort(-1)  # a random permutation
+        return ranks < hide
 
 
 def zero_action_input(n_actions: int, hidden: int) -> nn.Linear | None:
@@ -219,6 +235,10 @@ def _kl(mean_a: torch.Tensor, std_a: torch.Tensor, mean_b: torch.Tensor, std_b: 
     return 0.5 * (var_a / var_b + (mean_b - mean_a).pow(2) / var_b - 1 + var_b.log() - var_a.log()).sum(-1)
 
 
+PARTS = {"encoder": ("encoder", "embed"), "rssm": ("rssm",), "decoder": ("decoder", "context_encoder")}
+"""The world model's transferable parts (what ``AgentConfig.reinit`` names) -> their modules."""
+
+
 class WorldModel(nn.Module, HubMixin):
     """Encoder, context encoder, RSSM, context-conditioned decoder, reward and continuation heads.
 
@@ -249,7 +269,8 @@ class WorldModel(nn.Module, HubMixin):
 
     @classmethod
     def from_hub_config(cls, config: dict[str, Any]) -> WorldModel:
-        raw = {"stack": False, **config["model"]}  # saved before the stacked model existed: not stacked
+        # saved before the stacked model / the context mask existed: not stacked, no mask
+        raw = {"stack": False, "context_mask": 0.0, **config["model"]}
         model = WorldModelConfig(**{**raw, "channels": list(raw["channels"])})
         return cls(config["n_actions"], config["image_size"], model)
 
@@ -267,6 +288,24 @@ class WorldModel(nn.Module, HubMixin):
                 self.rssm.action_in = layer.to(device) if layer is not None else None
                 self.rssm.n_actions = n_actions
             self.n_actions = n_actions
+        return self
+
+    def reinitialise(self, parts: Sequence[str], seed: int) -> WorldModel:
+        """Draw ``parts`` (names of :data:`PARTS`) afresh from a generator seeded by ``seed`` alone (the
+        global torch RNG is left as it was), keeping every other weight."""
+        unknown = sorted(set(parts) - set(PARTS))
+        if unknown:
+            raise ConfigError(f"--agent.reinit {unknown[0]!r}: use any of {', '.join(PARTS)}")
+        if not parts:
+            return self
+        device = next(self.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1_000_003 + seed)
+            fresh = WorldModel(self.n_actions, self.image_size, self.config)
+        for part in parts:
+            for name in PARTS[part]:
+                module = getattr(fresh, name)
+                setattr(self, name, module.to(device) if module is not None else None)
         return self
 
     @property
