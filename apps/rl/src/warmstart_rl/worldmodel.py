@@ -10,9 +10,10 @@ reward and continuation heads, rewards learnt on DreamerV3's symlog scale (Atari
 MiniGrid's [0, 1] alike). The split of the seed: the context encoder and the decoder carry the static
 appearance, the action-free RSSM the change over time (pretrained from videos); fine-tuning keeps them and
 stacks an action-conditioned RSSM whose posterior reads the action-free features (``stack``; the decoder,
-reward and continuation heads then read the stacked features — our reading of APV, *unverified* in detail).
-``stack = False`` instead attaches a zero-initialised action input to the action-free RSSM. Left out: the
-multi-scale cross-attention and its 0.75 mask ratio, discrete latents.
+reward and continuation heads then read the stacked features, as the reference fine-tuning code decodes
+them). While training, the decoder's cross-attention sees a random quarter of the context tokens (the seed's
+0.75 context mask ratio, ``context_mask``). ``stack = False`` instead attaches a zero-initialised action input
+to the action-free RSSM. Left out: the multi-scale cross-attention, discrete latents.
 """
 
 from __future__ import annotations
